@@ -1,0 +1,144 @@
+#include "envelope.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Allocation budget for one unpack: generous for real messages, small
+ * enough that a crafted frame cannot make us allocate without bound. */
+#define NS_UNPACK_OVERHEAD (64 * 1024)
+#define NS_UNPACK_FACTOR 8
+
+typedef struct {
+    size_t used;
+    size_t budget;
+} unpack_budget;
+
+typedef struct {
+    size_t size;
+    max_align_t align[]; /* the caller's memory starts here */
+} alloc_header;
+
+static void *budget_alloc(void *data, size_t size)
+{
+    unpack_budget *b = data;
+    if (size > b->budget - b->used)
+        return NULL;
+    alloc_header *h = malloc(sizeof(*h) + size);
+    if (h == NULL)
+        return NULL;
+    h->size = size;
+    b->used += size;
+    return h->align;
+}
+
+static void budget_free(void *data, void *ptr)
+{
+    (void)data;
+    if (ptr == NULL)
+        return;
+    alloc_header *h = (alloc_header *)((char *)ptr - offsetof(alloc_header, align));
+    free(h);
+}
+
+/* Frees go through the same header arithmetic whether or not the budget
+ * object still exists, so ns_envelope_free needs no allocator state. */
+static ProtobufCAllocator free_allocator = {
+    .alloc = budget_alloc,
+    .free = budget_free,
+    .allocator_data = NULL,
+};
+
+ns_envelope *ns_envelope_unpack(const uint8_t *buf, size_t len)
+{
+    unpack_budget b = {0, NS_UNPACK_OVERHEAD + NS_UNPACK_FACTOR * len};
+    ProtobufCAllocator a = {.alloc = budget_alloc, .free = budget_free, .allocator_data = &b};
+    return napsync__v1__envelope__unpack(&a, len, buf);
+}
+
+void ns_envelope_free(ns_envelope *e)
+{
+    if (e)
+        napsync__v1__envelope__free_unpacked(e, &free_allocator);
+}
+
+int ns_envelope_pack(const ns_envelope *e, uint8_t **out, size_t *len)
+{
+    size_t n = napsync__v1__envelope__get_packed_size(e);
+    uint8_t *buf = malloc(n ? n : 1);
+    if (buf == NULL)
+        return -1;
+    *len = napsync__v1__envelope__pack(e, buf);
+    *out = buf;
+    return 0;
+}
+
+int ns_envelope_send(ns_conn *c, const ns_envelope *e)
+{
+    uint8_t stackbuf[1024];
+    size_t n = napsync__v1__envelope__get_packed_size(e);
+    uint8_t *buf = n <= sizeof(stackbuf) ? stackbuf : malloc(n);
+    if (buf == NULL)
+        return UV_ENOMEM;
+    size_t packed = napsync__v1__envelope__pack(e, buf);
+    int rc = ns_conn_send(c, buf, packed);
+    if (buf != stackbuf)
+        free(buf);
+    return rc;
+}
+
+bool ns_text_ok(const char *s, size_t max_bytes)
+{
+    if (s == NULL)
+        return true;
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = 0;
+    while (p[n]) {
+        if (n >= max_bytes)
+            return false;
+        unsigned char c = p[n];
+        if (c < 0x80) {
+            if (c < 0x20 && c != '\t')
+                return false;
+            if (c == 0x7f)
+                return false;
+            n++;
+            continue;
+        }
+        size_t extra;
+        uint32_t cp;
+        if ((c & 0xe0) == 0xc0) {
+            extra = 1;
+            cp = c & 0x1f;
+        } else if ((c & 0xf0) == 0xe0) {
+            extra = 2;
+            cp = c & 0x0f;
+        } else if ((c & 0xf8) == 0xf0) {
+            extra = 3;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        for (size_t i = 1; i <= extra; i++) {
+            if ((p[n + i] & 0xc0) != 0x80)
+                return false;
+            cp = (cp << 6) | (p[n + i] & 0x3f);
+        }
+        /* Overlong forms, surrogates and values past Unicode are invalid. */
+        static const uint32_t min_cp[] = {0, 0x80, 0x800, 0x10000};
+        if (cp < min_cp[extra] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        n += extra + 1;
+    }
+    return n <= max_bytes;
+}
+
+const char *ns_error_code_name(int code)
+{
+    const ProtobufCEnumValue *v =
+        protobuf_c_enum_descriptor_get_value(&napsync__v1__error_code__descriptor, code);
+    if (v == NULL)
+        return "UNKNOWN";
+    /* "ERROR_CODE_" is the proto enum prefix; callers want the rest. */
+    const char *name = v->name;
+    return strncmp(name, "ERROR_CODE_", 11) == 0 ? name + 11 : name;
+}

@@ -1,0 +1,88 @@
+/* TLS engine: OpenSSL behind a narrow, socket-free interface.
+ *
+ * The engine never touches a socket. Ciphertext from the network goes in with
+ * ns_tls_feed(); ciphertext for the network comes out through the `send`
+ * callback given at creation, which every call below drains before it
+ * returns (reads too: TLS 1.3 tickets, key updates and alerts are writes).
+ * Nothing but tls.c includes OpenSSL. */
+#ifndef NS_TLS_H
+#define NS_TLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct ns_tls_ctx ns_tls_ctx;
+typedef struct ns_tls ns_tls;
+
+typedef enum { NS_TLS_SERVER, NS_TLS_CLIENT } ns_tls_role;
+
+typedef enum {
+    NS_TLS_OK = 0,
+    NS_TLS_WANT_READ = 1,       /* needs more ciphertext from the peer */
+    NS_TLS_CLOSED = 2,          /* the peer sent close_notify */
+    NS_TLS_ERR_CONFIG = -1,     /* certificate, key or CA unusable */
+    NS_TLS_ERR_HANDSHAKE = -2,  /* handshake refused or failed; see ns_tls_error() */
+    NS_TLS_ERR_PROTOCOL = -3,   /* failure after the handshake */
+    NS_TLS_ERR_NOMEM = -4,
+    NS_TLS_ERR_SEND = -5,       /* the send callback failed */
+    NS_TLS_ERR_STATE = -6,      /* call not valid in this state */
+} ns_tls_status;
+
+typedef struct {
+    /* Server: the server's certificate chain and key (required).
+     * Client: the device certificate and key (both NULL: connect without one). */
+    const char *cert_file;
+    const char *key_file;
+    /* Server: the CA that client certificates must chain to.
+     * Client: the CA that must have issued the server's certificate. */
+    const char *ca_file;
+} ns_tls_config;
+
+/* Ciphertext ready for the network. The engine keeps no reference to buf
+ * after the call returns: the callee copies. Return 0, or nonzero on failure. */
+typedef int (*ns_tls_send_fn)(void *ud, const uint8_t *buf, size_t len);
+
+/* Builds a context. On failure returns NS_TLS_ERR_CONFIG and writes a
+ * message naming the file at fault into err. *out is written only on success. */
+__attribute__((warn_unused_result)) int ns_tls_ctx_new(ns_tls_role role, const ns_tls_config *cfg,
+                                                       ns_tls_ctx **out, char *err, size_t errlen);
+/* Connections made from the context keep what they need: freeing it while
+ * they live is safe (that is how certificates are reloaded). */
+void ns_tls_ctx_free(ns_tls_ctx *ctx);
+
+/* One connection. peer_name (client only, may be NULL): the host name or IP
+ * address the server certificate must match. */
+__attribute__((warn_unused_result)) int ns_tls_new(ns_tls_ctx *ctx, const char *peer_name,
+                                                   ns_tls_send_fn send, void *send_ud,
+                                                   ns_tls **out);
+void ns_tls_free(ns_tls *t);
+
+/* Hands ciphertext received from the network to the engine (copied). */
+__attribute__((warn_unused_result)) int ns_tls_feed(ns_tls *t, const uint8_t *buf, size_t len);
+
+/* Drives the handshake: NS_TLS_OK once established, NS_TLS_WANT_READ while
+ * it needs the peer, or an error. A client calls it once to send its hello. */
+__attribute__((warn_unused_result)) int ns_tls_handshake(ns_tls *t);
+bool ns_tls_established(const ns_tls *t);
+
+/* Plaintext from the peer: NS_TLS_OK with *n > 0, NS_TLS_WANT_READ when none
+ * is buffered, NS_TLS_CLOSED on close_notify, or an error. */
+__attribute__((warn_unused_result)) int ns_tls_read(ns_tls *t, uint8_t *buf, size_t cap,
+                                                    size_t *n);
+
+/* Encrypts all of buf (only once established). */
+__attribute__((warn_unused_result)) int ns_tls_write(ns_tls *t, const uint8_t *buf, size_t len);
+
+/* Sends close_notify. Safe to call more than once. */
+void ns_tls_shutdown(ns_tls *t);
+
+/* Why the last call failed, in words a person can act on. Never NULL. */
+const char *ns_tls_error(const ns_tls *t);
+
+/* SHA-256 of the peer certificate (DER). Returns 0, or -1 if there is none. */
+int ns_tls_peer_fingerprint(const ns_tls *t, uint8_t out[32]);
+/* "TLSv1.3" etc., or "" before the handshake. */
+const char *ns_tls_version(const ns_tls *t);
+
+#endif
