@@ -13,11 +13,11 @@
 typedef struct {
     char listen_host[256];
     uint16_t listen_port;
-    char *tls_cert;      /* server certificate chain (PEM) */
-    char *tls_key;       /* its private key */
-    char *tls_ca;        /* CA that device certificates must chain to */
-    char *database;      /* libpq connection string; may hold a password: never logged */
-    char *sql_dir;       /* migrations */
+    char *tls_cert; /* server certificate chain (PEM) */
+    char *tls_key;  /* its private key */
+    char *tls_ca;   /* CA that device certificates must chain to */
+    char *database; /* libpq connection string; may hold a password: never logged */
+    char *sql_dir;  /* migrations */
     bool migrate_on_start;
     uint32_t db_pool_size;
     uint32_t db_queue_timeout_ms;
@@ -36,8 +36,7 @@ void ns_config_free(ns_config *cfg);
 /* Sets one setting by its file name ("max_frame_size"). Returns 0, or -1
  * with a message naming the setting and what it accepts. */
 __attribute__((warn_unused_result)) int ns_config_set(ns_config *cfg, const char *key,
-                                                      const char *value, char *err,
-                                                      size_t errlen);
+                                                      const char *value, char *err, size_t errlen);
 __attribute__((warn_unused_result)) int ns_config_load_file(ns_config *cfg, const char *path,
                                                             char *err, size_t errlen);
 /* Checks that what is required is there. Returns 0 or -1 with a message. */

@@ -24,15 +24,20 @@ typedef enum {
     NS_DB_QUEUE_FULL = -3,   /* more than queue_limit queries waiting */
     NS_DB_SHUTDOWN = -4,     /* ns_db_close() was called */
     NS_DB_NOMEM = -5,
-    NS_DB_INVALID = -6,      /* bad arguments */
+    NS_DB_INVALID = -6, /* bad arguments */
 } ns_db_status;
 
 typedef struct {
-    const char *conninfo;       /* libpq connection string; copied; never logged */
-    uint32_t pool_size;         /* connections kept open, >= 1 */
-    uint32_t queue_limit;       /* queries waiting for a connection, >= 1 */
-    uint32_t queue_timeout_ms;  /* how long a query may wait for a connection */
-    uint32_t reconnect_max_ms;  /* backoff ceiling between reconnect attempts */
+    const char *conninfo;      /* libpq connection string; copied; never logged */
+    uint32_t pool_size;        /* connections kept open, >= 1 */
+    uint32_t queue_limit;      /* queries waiting for a connection, >= 1 */
+    uint32_t queue_timeout_ms; /* how long a query may wait for a connection */
+    uint32_t reconnect_max_ms; /* backoff ceiling between reconnect attempts */
+    /* Optional: told when the pool gains its first live connection (up) or
+     * loses its last one (down, with libpq's reason, which holds no
+     * password). It may log; it must not call into the pool. */
+    void (*on_state)(bool up, const char *detail, void *ud);
+    void *state_ud;
 } ns_db_options;
 
 /* Called exactly once per accepted query. res is valid only during the call;
@@ -50,8 +55,7 @@ void ns_db_close(ns_db *db, void (*done)(void *ud), void *ud);
 /* Runs one statement with text parameters ($1..$n; values copied, NULL
  * means SQL NULL). On a non-OK return the callback is never called. */
 __attribute__((warn_unused_result)) ns_db_status ns_db_query(ns_db *db, const char *sql,
-                                                             int nparams,
-                                                             const char *const *values,
+                                                             int nparams, const char *const *values,
                                                              ns_db_cb cb, void *ud);
 
 /* True when at least one connection is up. */

@@ -15,8 +15,8 @@ int ns_log_parse_level(const char *s, ns_log_level *out);
 void ns_log(ns_log_level level, const char *session, const char *principal, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-#define ns_log_info(...) ns_log(NS_LOG_INFO, NULL, NULL, __VA_ARGS__)
-#define ns_log_warn(...) ns_log(NS_LOG_WARN, NULL, NULL, __VA_ARGS__)
+#define ns_log_info(...)  ns_log(NS_LOG_INFO, NULL, NULL, __VA_ARGS__)
+#define ns_log_warn(...)  ns_log(NS_LOG_WARN, NULL, NULL, __VA_ARGS__)
 #define ns_log_error(...) ns_log(NS_LOG_ERROR, NULL, NULL, __VA_ARGS__)
 
 #endif

@@ -47,13 +47,13 @@ static int parse_line(char *line, char **key, char **value, char *err, size_t er
     *end = '\0';
     if (*p == '"') {
         if (end - p < 2 || end[-1] != '"') {
-            snprintf(err, errlen, "unterminated quoted value for '%s'", *key);
+            snprintf(err, errlen, "unterminated quoted value for '%.64s'", *key);
             return -1;
         }
         end[-1] = '\0';
         p++;
         if (strchr(p, '"')) {
-            snprintf(err, errlen, "stray '\"' in the value of '%s'", *key);
+            snprintf(err, errlen, "stray '\"' in the value of '%.64s'", *key);
             return -1;
         }
     }

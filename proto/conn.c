@@ -8,7 +8,7 @@
 
 /* How long a graceful close waits for the peer to take our last bytes. */
 #define NS_CONN_LINGER_MS 2000
-#define NS_CONN_READ_BUF 65536
+#define NS_CONN_READ_BUF  65536
 
 typedef enum {
     CONN_CONNECTING, /* TCP connect in progress (client) */
@@ -30,10 +30,10 @@ struct ns_conn {
     ns_conn_callbacks cb;
     void *ud;
     size_t write_queue_bytes;
-    bool paused;           /* the owner holds frames back */
-    bool frame_error;      /* an oversized frame was announced: read no more */
-    bool reading;          /* uv_read_start is in effect */
-    bool in_process;       /* guards against re-entering process() */
+    bool paused;      /* the owner holds frames back */
+    bool frame_error; /* an oversized frame was announced: read no more */
+    bool reading;     /* uv_read_start is in effect */
+    bool in_process;  /* guards against re-entering process() */
     ns_conn_close_reason close_reason;
     char close_msg[320];
     char peer[64];

@@ -44,25 +44,26 @@ typedef struct {
 } ns_conn_callbacks;
 
 typedef struct {
-    uint32_t max_frame;           /* largest payload accepted from the peer */
+    uint32_t max_frame;            /* largest payload accepted from the peer */
     uint32_t handshake_timeout_ms; /* from creation until TLS is established; 0 = none */
-    uint32_t idle_timeout_ms;     /* after the handshake; 0 = none */
-    size_t write_queue_limit;     /* stop reading while more than this waits to be written */
+    uint32_t idle_timeout_ms;      /* after the handshake; 0 = none */
+    size_t write_queue_limit;      /* stop reading while more than this waits to be written */
 } ns_conn_options;
 
 /* Accepts one pending connection from a listening stream. On error nothing
  * is left behind and no callback is ever called. */
-__attribute__((warn_unused_result)) int
-ns_conn_accept(uv_stream_t *listener, ns_tls_ctx *tls, const ns_conn_options *opt,
-               const ns_conn_callbacks *cb, void *ud, ns_conn **out);
+__attribute__((warn_unused_result)) int ns_conn_accept(uv_stream_t *listener, ns_tls_ctx *tls,
+                                                       const ns_conn_options *opt,
+                                                       const ns_conn_callbacks *cb, void *ud,
+                                                       ns_conn **out);
 
 /* Connects to addr and starts the TLS handshake; peer_name is what the
  * server certificate must match. Failures after a 0 return arrive through
  * on_close. */
 __attribute__((warn_unused_result)) int
 ns_conn_connect(uv_loop_t *loop, const struct sockaddr *addr, const char *peer_name,
-                ns_tls_ctx *tls, const ns_conn_options *opt, const ns_conn_callbacks *cb,
-                void *ud, ns_conn **out);
+                ns_tls_ctx *tls, const ns_conn_options *opt, const ns_conn_callbacks *cb, void *ud,
+                ns_conn **out);
 
 /* Queues one frame (copied). Returns 0, or a negative uv error code when the
  * conn is not established or is closing. */

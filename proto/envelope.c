@@ -6,7 +6,7 @@
 /* Allocation budget for one unpack: generous for real messages, small
  * enough that a crafted frame cannot make us allocate without bound. */
 #define NS_UNPACK_OVERHEAD (64 * 1024)
-#define NS_UNPACK_FACTOR 8
+#define NS_UNPACK_FACTOR   8
 
 typedef struct {
     size_t used;
@@ -126,6 +126,9 @@ bool ns_text_ok(const char *s, size_t max_bytes)
         /* Overlong forms, surrogates and values past Unicode are invalid. */
         static const uint32_t min_cp[] = {0, 0x80, 0x800, 0x10000};
         if (cp < min_cp[extra] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        /* C1 controls: U+009B is an 8-bit CSI that terminals obey like ESC [. */
+        if (cp <= 0x9f)
             return false;
         n += extra + 1;
     }

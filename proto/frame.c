@@ -117,7 +117,9 @@ ns_frame_status ns_frame_decoder_feed(ns_frame_decoder *d, const uint8_t *data, 
 
 ns_frame_status ns_frame_decoder_next(ns_frame_decoder *d, const uint8_t **payload, size_t *len)
 {
-    if (d->failed)
+    /* Whole frames that arrived before the oversized header are still
+     * served, so a peer's earlier requests get their answers. */
+    if (d->failed && d->head >= d->scan)
         return NS_FRAME_TOO_LARGE;
     size_t avail = d->len - d->head;
     if (avail < NS_FRAME_HEADER_SIZE)

@@ -31,16 +31,22 @@ struct ns_tls {
     char error[256];
 };
 
+/* Appends OpenSSL's queued errors to buf, separated by "; ". */
 static void collect_ssl_errors(char *buf, size_t len)
 {
     unsigned long e;
     size_t used = strlen(buf);
+    int count = 0;
     while ((e = ERR_get_error()) != 0) {
         if (used + 3 >= len)
             continue;
         char one[200];
-        ERR_error_string_n(e, one, sizeof(one));
-        int n = snprintf(buf + used, len - used, "%s%s", used ? "; " : "", one);
+        const char *reason = ERR_reason_error_string(e);
+        if (reason)
+            snprintf(one, sizeof(one), "%s", reason);
+        else
+            ERR_error_string_n(e, one, sizeof(one));
+        int n = snprintf(buf + used, len - used, "%s%s", count++ ? "; " : "", one);
         if (n > 0)
             used += (size_t)n < len - used ? (size_t)n : len - used - 1;
     }
@@ -142,14 +148,25 @@ void ns_tls_ctx_free(ns_tls_ctx *ctx)
     free(ctx);
 }
 
+/* OpenSSL 3.0 has no name for alert 116, TLS 1.3's "certificate_required",
+ * which is exactly the one a client without a certificate gets. */
+static const char *alert_name(int value)
+{
+    if ((value & 0xff) == 116)
+        return "certificate required";
+    return SSL_alert_desc_string_long(value);
+}
+
 static void info_cb(const SSL *ssl, int where, int ret)
 {
-    if (!(where & SSL_CB_READ_ALERT))
+    /* Only alerts the peer sent explain why it refused us; ours are
+     * explained by the verify result and the error queue. */
+    if (!(where & SSL_CB_ALERT) || !(where & SSL_CB_READ))
         return;
     ns_tls *t = SSL_get_app_data(ssl);
     /* Only fatal alerts explain a failure; close_notify is a warning. */
     if (t && (ret >> 8) == SSL3_AL_FATAL)
-        snprintf(t->alert, sizeof(t->alert), "%s", SSL_alert_desc_string_long(ret));
+        snprintf(t->alert, sizeof(t->alert), "%s", alert_name(ret));
 }
 
 int ns_tls_new(ns_tls_ctx *ctx, const char *peer_name, ns_tls_send_fn send, void *send_ud,
@@ -234,8 +251,7 @@ static void describe_failure(ns_tls *t, const char *stage)
 {
     long vr = SSL_get_verify_result(t->ssl);
     if (t->alert[0]) {
-        snprintf(t->error, sizeof(t->error), "%s: the peer sent TLS alert \"%s\"", stage,
-                 t->alert);
+        snprintf(t->error, sizeof(t->error), "%s: the peer sent TLS alert \"%s\"", stage, t->alert);
     } else if (vr != X509_V_OK) {
         snprintf(t->error, sizeof(t->error), "%s: peer certificate rejected: %s", stage,
                  X509_verify_cert_error_string(vr));

@@ -19,14 +19,14 @@ typedef enum { NS_TLS_SERVER, NS_TLS_CLIENT } ns_tls_role;
 
 typedef enum {
     NS_TLS_OK = 0,
-    NS_TLS_WANT_READ = 1,       /* needs more ciphertext from the peer */
-    NS_TLS_CLOSED = 2,          /* the peer sent close_notify */
-    NS_TLS_ERR_CONFIG = -1,     /* certificate, key or CA unusable */
-    NS_TLS_ERR_HANDSHAKE = -2,  /* handshake refused or failed; see ns_tls_error() */
-    NS_TLS_ERR_PROTOCOL = -3,   /* failure after the handshake */
+    NS_TLS_WANT_READ = 1,      /* needs more ciphertext from the peer */
+    NS_TLS_CLOSED = 2,         /* the peer sent close_notify */
+    NS_TLS_ERR_CONFIG = -1,    /* certificate, key or CA unusable */
+    NS_TLS_ERR_HANDSHAKE = -2, /* handshake refused or failed; see ns_tls_error() */
+    NS_TLS_ERR_PROTOCOL = -3,  /* failure after the handshake */
     NS_TLS_ERR_NOMEM = -4,
-    NS_TLS_ERR_SEND = -5,       /* the send callback failed */
-    NS_TLS_ERR_STATE = -6,      /* call not valid in this state */
+    NS_TLS_ERR_SEND = -5,  /* the send callback failed */
+    NS_TLS_ERR_STATE = -6, /* call not valid in this state */
 } ns_tls_status;
 
 typedef struct {
@@ -68,8 +68,7 @@ bool ns_tls_established(const ns_tls *t);
 
 /* Plaintext from the peer: NS_TLS_OK with *n > 0, NS_TLS_WANT_READ when none
  * is buffered, NS_TLS_CLOSED on close_notify, or an error. */
-__attribute__((warn_unused_result)) int ns_tls_read(ns_tls *t, uint8_t *buf, size_t cap,
-                                                    size_t *n);
+__attribute__((warn_unused_result)) int ns_tls_read(ns_tls *t, uint8_t *buf, size_t cap, size_t *n);
 
 /* Encrypts all of buf (only once established). */
 __attribute__((warn_unused_result)) int ns_tls_write(ns_tls *t, const uint8_t *buf, size_t len);

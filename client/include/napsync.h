@@ -45,24 +45,24 @@ typedef enum {
     NS_ERR_CLOSED = -14,          /* the connection closed */
     NS_ERR_UNAVAILABLE = -15,     /* the server is shutting down or its database is down */
     NS_ERR_NOMEM = -16,
-    NS_ERR_STATE = -17,           /* not valid now (e.g. ping before connect) */
+    NS_ERR_STATE = -17, /* not valid now (e.g. ping before connect) */
 } ns_status;
 
 typedef struct {
     ns_status status;
-    int server_code;    /* the protocol's ErrorCode if the server sent one, else 0 */
-    char message[512];  /* never empty when status != NS_OK */
+    int server_code;   /* the protocol's ErrorCode if the server sent one, else 0 */
+    char message[512]; /* never empty when status != NS_OK */
 } ns_error;
 
 /* "timeout", "cert_refused", ...: a stable identifier for scripts. */
 NS_API const char *ns_status_name(ns_status st);
 
 typedef struct {
-    const char *server;     /* "host:port" or "[v6addr]:port" (required) */
-    const char *ca_file;    /* CA that issued the server certificate (required) */
-    const char *cert_file;  /* this device's certificate (PEM) */
-    const char *key_file;   /* and its private key */
-    uint32_t timeout_ms;    /* connect, handshake and each request; 0 = 10000 */
+    const char *server;         /* "host:port" or "[v6addr]:port" (required) */
+    const char *ca_file;        /* CA that issued the server certificate (required) */
+    const char *cert_file;      /* this device's certificate (PEM) */
+    const char *key_file;       /* and its private key */
+    uint32_t timeout_ms;        /* connect, handshake and each request; 0 = 10000 */
     const char *client_name;    /* for the server's logs; NULL = "libnapsync" */
     const char *client_version; /* NULL = the library's version */
 } ns_client_options;
@@ -86,6 +86,9 @@ typedef struct {
     char roles[NS_MAX_ROLES][16];
     size_t nroles;
     uint32_t max_frame_size;
+    /* The server closes a session silent for this long (0: never): an
+     * application that stays connected pings more often than this. */
+    uint32_t idle_timeout_ms;
 } ns_identity;
 
 typedef struct ns_client ns_client;

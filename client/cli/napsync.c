@@ -1,0 +1,668 @@
+/* napsync: the command-line client, built on libnapsync.
+ *
+ * One table lists the commands (name, help, options, handler): a new
+ * command is one entry and one function. Options of the connection
+ * (settings.h) are accepted before or after the command; a command's own
+ * options after it. Exit status: 0 ok, 1 other failure, 2 usage or
+ * configuration error, 3 connection, TLS or refused device, 4 the server
+ * answered with an error. */
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf.h"
+#include "napsync.h"
+#include "settings.h"
+
+#define CLI_MAX_OPTS       8
+#define CLI_MAX_ARGS       8
+#define CLI_MAX_PING_COUNT 10000u
+/* Longest argument echoed back in an error message. */
+#define CLI_MAX_SHOWN 200
+
+enum {
+    EXIT_FAILURE_OTHER = 1,
+    EXIT_USAGE = 2,
+    EXIT_CONNECTION = 3,
+    EXIT_SERVER = 4,
+};
+
+typedef struct cli cli;
+
+typedef struct {
+    const char *name;    /* "--count" */
+    const char *metavar; /* "N", or NULL for a switch */
+    const char *help;
+} cli_opt;
+
+typedef struct {
+    const char *name;
+    const char *summary;
+    const char *usage; /* what follows "napsync NAME" */
+    const char *description;
+    cli_opt opts[CLI_MAX_OPTS]; /* ends at the first entry without a name */
+    int max_args;               /* positional arguments accepted */
+    bool connects;              /* needs the connection settings */
+    int (*run)(cli *x);
+} cli_cmd;
+
+struct cli {
+    const cli_cmd *cmd;
+    const char *opt[CLI_MAX_OPTS]; /* value of cmd->opts[i]; "" for a switch given */
+    const char *args[CLI_MAX_ARGS];
+    int nargs;
+    bool json;
+    bool help;
+    bool version;
+    ns_settings_flags flags;
+    ns_settings settings;
+    ns_client *client;
+    ns_identity id; /* a copy: the client's own is cleared when the connection ends */
+};
+
+static int cmd_ping(cli *x);
+static int cmd_whoami(cli *x);
+static int cmd_help(cli *x);
+
+static const cli_cmd commands[] = {
+    {
+        .name = "ping",
+        .summary = "check that the server answers, and as whom",
+        .usage = "[--count N] [--json]",
+        .description = "Connects to the server, says Hello, and sends N pings (default 1),\n"
+                       "printing the round-trip time of each and who the server says this\n"
+                       "device is.",
+        .opts = {{"--count", "N", "number of pings, 1 to 10000 (default 1)"},
+                 {"--json", NULL, "print one JSON object per pong"}},
+        .max_args = 0,
+        .connects = true,
+        .run = cmd_ping,
+    },
+    {
+        .name = "whoami",
+        .summary = "show who the server says this device is",
+        .usage = "[--json]",
+        .description = "Connects to the server and prints the organisation (name, kind,\n"
+                       "country), the principal and its roles, the device, the session id\n"
+                       "and the protocol version in use.",
+        .opts = {{"--json", NULL, "print one JSON object"}},
+        .max_args = 0,
+        .connects = true,
+        .run = cmd_whoami,
+    },
+    {
+        .name = "help",
+        .summary = "show help for napsync or for one command",
+        .usage = "[COMMAND]",
+        .description = "Shows the commands and options of napsync, or the help of COMMAND\n"
+                       "(the same as napsync COMMAND --help).",
+        .opts = {{NULL, NULL, NULL}},
+        .max_args = 1,
+        .connects = false,
+        .run = cmd_help,
+    },
+};
+
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+/* ---- output ------------------------------------------------------------- */
+
+/* Length of the valid UTF-8 sequence at p, or 0 if it is not one. */
+static size_t utf8_len(const unsigned char *p)
+{
+    size_t n;
+    uint32_t cp;
+    if (p[0] < 0x80)
+        return 1;
+    if ((p[0] & 0xe0) == 0xc0) {
+        n = 2;
+        cp = p[0] & 0x1f;
+    } else if ((p[0] & 0xf0) == 0xe0) {
+        n = 3;
+        cp = p[0] & 0x0f;
+    } else if ((p[0] & 0xf8) == 0xf0) {
+        n = 4;
+        cp = p[0] & 0x07;
+    } else {
+        return 0;
+    }
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (p[i] & 0x3f);
+    }
+    static const uint32_t min_cp[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min_cp[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
+/* A JSON string. Text from the server is valid UTF-8 already; file names
+ * in error messages may not be, so invalid bytes become U+FFFD. */
+static void json_str(const char *s)
+{
+    putchar('"');
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        unsigned char c = *p;
+        if (c == '"' || c == '\\') {
+            putchar('\\');
+            putchar(c);
+            p++;
+        } else if (c == '\n') {
+            fputs("\\n", stdout);
+            p++;
+        } else if (c == '\t') {
+            fputs("\\t", stdout);
+            p++;
+        } else if (c < 0x20 || c == 0x7f) {
+            printf("\\u%04x", c);
+            p++;
+        } else {
+            size_t n = utf8_len(p);
+            if (n == 0) {
+                fputs("\\ufffd", stdout);
+                p++;
+            } else {
+                fwrite(p, 1, n, stdout);
+                p += n;
+            }
+        }
+    }
+    putchar('"');
+}
+
+static void json_field(bool *first, const char *key)
+{
+    if (!*first)
+        putchar(',');
+    *first = false;
+    json_str(key);
+    putchar(':');
+}
+
+static void json_str_field(bool *first, const char *key, const char *value)
+{
+    json_field(first, key);
+    json_str(value);
+}
+
+/* An argument echoed in a message: only if short and printable. */
+static const char *shown(const char *s)
+{
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++, n++)
+        if (*p < 0x20 || *p == 0x7f || n >= CLI_MAX_SHOWN)
+            return "(argument not shown: too long or not printable)";
+    return s;
+}
+
+static int exit_code(ns_status st)
+{
+    switch (st) {
+    case NS_OK:
+        return 0;
+    case NS_ERR_INVALID_ARGUMENT:
+    case NS_ERR_CONFIG:
+        return EXIT_USAGE;
+    case NS_ERR_RESOLVE:
+    case NS_ERR_CONNECT:
+    case NS_ERR_TIMEOUT:
+    case NS_ERR_TLS:
+    case NS_ERR_SERVER_CERT:
+    case NS_ERR_CERT_REFUSED:
+    case NS_ERR_UNKNOWN_DEVICE:
+    case NS_ERR_DEVICE_REVOKED:
+    case NS_ERR_CLOSED:
+        return EXIT_CONNECTION;
+    case NS_ERR_VERSION:
+    case NS_ERR_PROTOCOL:
+    case NS_ERR_SERVER:
+    case NS_ERR_UNAVAILABLE:
+        return EXIT_SERVER;
+    case NS_ERR_NOMEM:
+    case NS_ERR_STATE:
+        return EXIT_FAILURE_OTHER;
+    }
+    return EXIT_FAILURE_OTHER;
+}
+
+/* Reports a failure on stderr (and stdout as JSON) and gives the exit code. */
+static int fail(const cli *x, ns_status st, const char *msg)
+{
+    fflush(stdout);
+    fprintf(stderr, "napsync: %s\n", msg);
+    if (x->json) {
+        bool first = true;
+        putchar('{');
+        json_str_field(&first, "error", ns_status_name(st));
+        json_str_field(&first, "message", msg);
+        fputs("}\n", stdout);
+    }
+    return exit_code(st);
+}
+
+__attribute__((format(printf, 2, 3))) static int usage_error(const cli *x, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    size_t n = strlen(msg);
+    bool of_command = x->cmd && x->cmd->run != cmd_help;
+    snprintf(msg + n, sizeof(msg) - n, " (see napsync %s%s--help)", of_command ? x->cmd->name : "",
+             of_command ? " " : "");
+    return fail(x, NS_ERR_INVALID_ARGUMENT, msg);
+}
+
+/* ---- help --------------------------------------------------------------- */
+
+static void print_connection_options(FILE *f)
+{
+    fprintf(f, "Connection options (flag, environment variable, config file key):\n");
+    for (int i = 0; i < NS_SETTING_COUNT; i++) {
+        const ns_setting_info *in = ns_settings_info((ns_setting_id)i);
+        char lhs[64];
+        snprintf(lhs, sizeof(lhs), "%s %s", in->flag, in->metavar);
+        fprintf(f, "  %-20s %s\n", lhs, in->help);
+        fprintf(f, "  %-20s %s%s%s\n", "", in->env ? in->env : "",
+                in->env ? ", config key " : "config key ", in->key);
+    }
+    fprintf(f, "  %-20s %s\n", NS_SETTINGS_CONFIG_FLAG " FILE",
+            "read settings from FILE (\"key = value\" lines)");
+    fprintf(f, "  %-20s %s\n", "", NS_SETTINGS_CONFIG_ENV);
+    fprintf(f, "Flags override the environment, which overrides the config file. Relative\n"
+               "paths in a config file are taken from the file's directory.\n");
+}
+
+static void print_global_help(FILE *f)
+{
+    fprintf(f, "Usage: napsync [OPTIONS] COMMAND [COMMAND OPTIONS]\n\n"
+               "The command-line client of napsync: talks to a napsync server (napsyncd)\n"
+               "over mutual TLS, as this device.\n\n"
+               "Commands:\n");
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n");
+    print_connection_options(f);
+    fprintf(f, "\nOther options:\n"
+               "  -h, --help           show this help, or a command's help after it\n"
+               "  --version            show the version\n\n"
+               "Exit status: 0 success, 1 other failure, 2 usage or configuration error,\n"
+               "3 connection, TLS or device certificate refused, 4 error from the server.\n"
+               "With --json, an error is also printed on stdout as\n"
+               "{\"error\": NAME, \"message\": TEXT}.\n\n"
+               "Run \"napsync help COMMAND\" for the options of a command.\n");
+}
+
+static void print_command_help(FILE *f, const cli_cmd *c)
+{
+    fprintf(f, "Usage: napsync %s %s\n\n%s\n", c->name, c->usage, c->description);
+    if (c->opts[0].name) {
+        fprintf(f, "\nOptions:\n");
+        for (int i = 0; i < CLI_MAX_OPTS && c->opts[i].name; i++) {
+            char lhs[64];
+            snprintf(lhs, sizeof(lhs), "%s%s%s", c->opts[i].name, c->opts[i].metavar ? " " : "",
+                     c->opts[i].metavar ? c->opts[i].metavar : "");
+            fprintf(f, "  %-20s %s\n", lhs, c->opts[i].help);
+        }
+    }
+    if (c->connects) {
+        fprintf(f, "\n");
+        print_connection_options(f);
+    }
+}
+
+static const cli_cmd *find_command(const char *name)
+{
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+static int cmd_help(cli *x)
+{
+    if (x->nargs == 0) {
+        print_global_help(stdout);
+        return 0;
+    }
+    const cli_cmd *c = find_command(x->args[0]);
+    if (c == NULL)
+        return usage_error(x, "unknown command \"%s\"", shown(x->args[0]));
+    print_command_help(stdout, c);
+    return 0;
+}
+
+/* ---- arguments ------------------------------------------------------------- */
+
+static const char *opt_value(const cli *x, const char *name)
+{
+    for (int i = 0; i < CLI_MAX_OPTS && x->cmd->opts[i].name; i++)
+        if (strcmp(x->cmd->opts[i].name, name) == 0)
+            return x->opt[i];
+    return NULL;
+}
+
+/* Whether arg (maybe "--name=value") names the option name. */
+static bool opt_matches(const char *arg, size_t namelen, const char *name)
+{
+    return strlen(name) == namelen && strncmp(arg, name, namelen) == 0;
+}
+
+/* Returns 0, or an exit code after reporting a usage error. */
+static int parse_args(cli *x, int argc, char **argv)
+{
+    bool options_done = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (options_done || a[0] != '-' || a[1] == '\0') {
+            if (x->cmd == NULL) {
+                x->cmd = find_command(a);
+                if (x->cmd == NULL)
+                    return usage_error(x, "unknown command \"%s\"", shown(a));
+            } else if (x->nargs >= x->cmd->max_args) {
+                return usage_error(x, "unexpected argument \"%s\"", shown(a));
+            } else {
+                x->args[x->nargs++] = a;
+            }
+            continue;
+        }
+        if (strcmp(a, "--") == 0) {
+            options_done = true;
+            continue;
+        }
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            x->help = true;
+            continue;
+        }
+        if (strcmp(a, "--version") == 0) {
+            x->version = true;
+            continue;
+        }
+        const char *eq = strchr(a, '=');
+        size_t namelen = eq ? (size_t)(eq - a) : strlen(a);
+        const char **slot = NULL;
+        const char *metavar = NULL;
+        for (int s = 0; s < NS_SETTING_COUNT && slot == NULL; s++) {
+            const ns_setting_info *in = ns_settings_info((ns_setting_id)s);
+            if (opt_matches(a, namelen, in->flag)) {
+                slot = &x->flags.value[s];
+                metavar = in->metavar;
+            }
+        }
+        if (slot == NULL && opt_matches(a, namelen, NS_SETTINGS_CONFIG_FLAG)) {
+            slot = &x->flags.config;
+            metavar = "FILE";
+        }
+        for (int o = 0; x->cmd && slot == NULL && o < CLI_MAX_OPTS && x->cmd->opts[o].name; o++) {
+            if (opt_matches(a, namelen, x->cmd->opts[o].name)) {
+                slot = &x->opt[o];
+                metavar = x->cmd->opts[o].metavar;
+            }
+        }
+        if (slot == NULL) {
+            if (x->cmd == NULL)
+                return usage_error(x,
+                                   "unknown option \"%.*s\" (a command's options go after "
+                                   "the command)",
+                                   (int)(namelen < CLI_MAX_SHOWN ? namelen : CLI_MAX_SHOWN),
+                                   shown(a));
+            return usage_error(x, "unknown option \"%.*s\"",
+                               (int)(namelen < CLI_MAX_SHOWN ? namelen : CLI_MAX_SHOWN), shown(a));
+        }
+        if (metavar == NULL) {
+            if (eq)
+                return usage_error(x, "%.*s takes no value", (int)namelen, a);
+            *slot = "";
+        } else if (eq) {
+            *slot = eq + 1;
+        } else if (i + 1 < argc) {
+            *slot = argv[++i];
+        } else {
+            return usage_error(x, "%s needs a value (%s)", a, metavar);
+        }
+    }
+    return 0;
+}
+
+/* ---- commands --------------------------------------------------------------- */
+
+/* Connects with the settings; returns 0 or an exit code after reporting. */
+static int connect_client(cli *x)
+{
+    char err[1024];
+    if (ns_settings_require(&x->settings, NS_SETTING_SERVER, "no server given", err, sizeof(err)) !=
+            0 ||
+        ns_settings_require(&x->settings, NS_SETTING_CA,
+                            "no CA given (the server's certificate is checked against it)", err,
+                            sizeof(err)) != 0)
+        return fail(x, NS_ERR_CONFIG, err);
+    ns_client_options o = {
+        .server = ns_settings_get(&x->settings, NS_SETTING_SERVER),
+        .ca_file = ns_settings_get(&x->settings, NS_SETTING_CA),
+        .cert_file = ns_settings_get(&x->settings, NS_SETTING_CERT),
+        .key_file = ns_settings_get(&x->settings, NS_SETTING_KEY),
+        .timeout_ms = x->settings.timeout_ms,
+        .client_name = "napsync-cli",
+        .client_version = ns_version(),
+    };
+    ns_error e;
+    if (ns_client_new(&o, NULL, &x->client, &e) != NS_OK)
+        return fail(x, e.status, e.message);
+    if (ns_client_connect_wait(x->client, &e) != NS_OK)
+        return fail(x, e.status, e.message);
+    x->id = *ns_client_identity(x->client);
+    return 0;
+}
+
+static void disconnect_client(cli *x)
+{
+    if (ns_client_identity(x->client))
+        (void)ns_client_disconnect_wait(x->client);
+}
+
+static int cmd_ping(cli *x)
+{
+    uint64_t count = 1;
+    const char *cv = opt_value(x, "--count");
+    if (cv && ns_conf_uint(cv, 1, CLI_MAX_PING_COUNT, &count) != 0)
+        return usage_error(x, "--count: \"%s\" is not a number from 1 to %u", shown(cv),
+                           CLI_MAX_PING_COUNT);
+    int rc = connect_client(x);
+    if (rc != 0)
+        return rc;
+    const ns_identity *id = &x->id;
+    const char *address = ns_settings_get(&x->settings, NS_SETTING_SERVER);
+    double min = 0, max = 0, sum = 0;
+    for (uint64_t i = 1; i <= count; i++) {
+        uint64_t rtt_us = 0;
+        ns_error e;
+        if (ns_client_ping_wait(x->client, &rtt_us, &e) != NS_OK)
+            return fail(x, e.status, e.message);
+        double ms = (double)rtt_us / 1000.0;
+        min = i == 1 || ms < min ? ms : min;
+        max = ms > max ? ms : max;
+        sum += ms;
+        if (x->json) {
+            bool first = true;
+            putchar('{');
+            json_field(&first, "seq");
+            printf("%llu", (unsigned long long)i);
+            json_field(&first, "rtt_ms");
+            printf("%.3f", ms);
+            json_str_field(&first, "server_name", id->server_name);
+            json_str_field(&first, "server_version", id->server_version);
+            json_str_field(&first, "address", address);
+            json_str_field(&first, "organisation", id->organisation_name);
+            json_str_field(&first, "principal", id->principal_name);
+            json_str_field(&first, "device", id->device_name);
+            fputs("}\n", stdout);
+        } else {
+            printf("pong from %s %s at %s: %.2f ms (organisation: %s, principal: %s, device: "
+                   "%s)\n",
+                   id->server_name, id->server_version, address, ms, id->organisation_name,
+                   id->principal_name, id->device_name);
+        }
+        fflush(stdout);
+    }
+    if (count > 1 && !x->json)
+        printf("%llu pongs, round trip min/avg/max = %.2f/%.2f/%.2f ms\n",
+               (unsigned long long)count, min, sum / (double)count, max);
+    disconnect_client(x);
+    return 0;
+}
+
+static void whoami_json(const ns_identity *id, const char *address)
+{
+    bool first = true;
+    putchar('{');
+    json_field(&first, "organisation");
+    {
+        bool f2 = true;
+        putchar('{');
+        json_str_field(&f2, "id", id->organisation_id);
+        json_str_field(&f2, "name", id->organisation_name);
+        json_str_field(&f2, "kind", id->organisation_kind);
+        json_str_field(&f2, "country", id->country);
+        putchar('}');
+    }
+    json_field(&first, "principal");
+    {
+        bool f2 = true;
+        putchar('{');
+        json_str_field(&f2, "id", id->principal_id);
+        json_str_field(&f2, "name", id->principal_name);
+        putchar('}');
+    }
+    json_field(&first, "roles");
+    putchar('[');
+    for (size_t i = 0; i < id->nroles; i++) {
+        if (i)
+            putchar(',');
+        json_str(id->roles[i]);
+    }
+    putchar(']');
+    json_field(&first, "device");
+    {
+        bool f2 = true;
+        putchar('{');
+        json_str_field(&f2, "id", id->device_id);
+        json_str_field(&f2, "name", id->device_name);
+        putchar('}');
+    }
+    json_str_field(&first, "session_id", id->session_id);
+    json_field(&first, "protocol_version");
+    printf("%u", (unsigned)id->protocol_version);
+    json_field(&first, "server");
+    {
+        bool f2 = true;
+        putchar('{');
+        json_str_field(&f2, "name", id->server_name);
+        json_str_field(&f2, "version", id->server_version);
+        json_str_field(&f2, "address", address);
+        putchar('}');
+    }
+    fputs("}\n", stdout);
+}
+
+static void whoami_text(const ns_identity *id, const char *address)
+{
+    printf("organisation: %s (%s%s%s)\n", id->organisation_name, id->organisation_kind,
+           id->country[0] ? ", " : "", id->country);
+    printf("              id %s\n", id->organisation_id);
+    printf("principal:    %s\n", id->principal_name);
+    printf("              id %s\n", id->principal_id);
+    printf("roles:        ");
+    for (size_t i = 0; i < id->nroles; i++)
+        printf("%s%s", i ? ", " : "", id->roles[i]);
+    printf("%s\n", id->nroles ? "" : "(none)");
+    printf("device:       %s\n", id->device_name);
+    printf("              id %s\n", id->device_id);
+    printf("session:      %s\n", id->session_id);
+    printf("protocol:     %u\n", (unsigned)id->protocol_version);
+    printf("server:       %s %s at %s\n", id->server_name, id->server_version, address);
+}
+
+static int cmd_whoami(cli *x)
+{
+    int rc = connect_client(x);
+    if (rc != 0)
+        return rc;
+    const ns_identity *id = &x->id;
+    const char *address = ns_settings_get(&x->settings, NS_SETTING_SERVER);
+    if (x->json)
+        whoami_json(id, address);
+    else
+        whoami_text(id, address);
+    disconnect_client(x);
+    return 0;
+}
+
+/* ---- main ------------------------------------------------------------------- */
+
+/* --json must shape even the errors found while parsing the rest. */
+static bool wants_json(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0)
+            return false;
+        if (strcmp(argv[i], "--json") == 0)
+            return true;
+    }
+    return false;
+}
+
+static int run(cli *x, int argc, char **argv)
+{
+    x->json = wants_json(argc, argv);
+    int rc = parse_args(x, argc, argv);
+    if (rc != 0)
+        return rc;
+    if (x->version) {
+        printf("napsync %s\n", ns_version());
+        return 0;
+    }
+    if (x->help) {
+        if (x->cmd && x->cmd->run != cmd_help)
+            print_command_help(stdout, x->cmd);
+        else if (x->cmd && x->nargs > 0)
+            return cmd_help(x);
+        else
+            print_global_help(stdout);
+        return 0;
+    }
+    if (x->cmd == NULL) {
+        char names[256] = "";
+        for (size_t i = 0; i < NCOMMANDS; i++) {
+            size_t n = strlen(names);
+            snprintf(names + n, sizeof(names) - n, "%s%s", i ? ", " : "", commands[i].name);
+        }
+        return usage_error(x, "no command given (commands: %s)", names);
+    }
+    if (x->cmd->connects) {
+        char err[NS_SETTINGS_MAX_VALUE + 512];
+        if (ns_settings_load(&x->settings, &x->flags, err, sizeof(err)) != 0)
+            return fail(x, NS_ERR_CONFIG, err);
+    }
+    return x->cmd->run(x);
+}
+
+int main(int argc, char **argv)
+{
+    /* A server that goes away mid-write must give an error, not kill us. */
+    signal(SIGPIPE, SIG_IGN);
+    static cli x; /* the settings are large */
+    int rc = run(&x, argc, argv);
+    ns_client_free(x.client);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "napsync: cannot write the output\n");
+        return rc ? rc : EXIT_FAILURE_OTHER;
+    }
+    return rc;
+}

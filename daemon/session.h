@@ -1,0 +1,68 @@
+/* One client connection: its state machine and its lifetime.
+ *
+ *   HANDSHAKE ─TLS up─► AWAIT_HELLO ─Hello─► AUTHENTICATING ─device found─► AUTHENTICATED
+ *        └──────────────────┴─────────────────────┴──── any error, Goodbye ──► CLOSING
+ *
+ * Every state change goes through one function. A session is freed only
+ * when its connection is closed and no asynchronous operation holds a
+ * reference (ns_session_ref/unref), never inside its own callback. */
+#ifndef NS_SESSION_H
+#define NS_SESSION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "auth.h"
+#include "conn.h"
+#include "envelope.h"
+#include "server.h"
+
+typedef enum {
+    NS_SESSION_HANDSHAKE,
+    NS_SESSION_AWAIT_HELLO,
+    NS_SESSION_AUTHENTICATING,
+    NS_SESSION_AUTHENTICATED,
+    NS_SESSION_CLOSING,
+} ns_session_state;
+
+struct ns_session {
+    ns_server *server;
+    ns_conn *conn; /* NULL once the connection has closed */
+    ns_session *prev, *next;
+    ns_session_state state;
+    char id[20];
+    int refs;     /* the connection holds one; each pending operation one */
+    int inflight; /* requests being served */
+    bool draining;
+    bool reject_busy; /* over max_sessions: refuse once TLS is up */
+    uint32_t version; /* negotiated protocol version */
+    uint8_t fingerprint[32];
+    ns_identity_info identity; /* valid from AUTHENTICATED on */
+};
+
+/* Accepts one pending connection from the server's listener. */
+__attribute__((warn_unused_result)) int ns_session_accept(ns_server *srv);
+
+void ns_session_set_state(ns_session *s, ns_session_state st);
+void ns_session_ref(ns_session *s);
+void ns_session_unref(ns_session *s);
+
+/* Sends an envelope; a failure to queue closes the session. */
+void ns_session_send(ns_session *s, const ns_envelope *env);
+/* Sends Error{code, message}; a fatal one then closes the session. */
+void ns_session_send_error(ns_session *s, uint64_t request_id, int code, bool fatal,
+                           uint32_t retry_after_ms, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+/* A request finished (its response is queued): lets a draining session go. */
+void ns_session_request_done(ns_session *s);
+
+/* Graceful stop: Goodbye once no request is in flight, then close. */
+void ns_session_drain(ns_session *s);
+/* Ends the session: graceful flushes what is queued first. */
+void ns_session_close(ns_session *s, bool graceful);
+
+/* The principal's name for logs, or NULL before authentication. */
+const char *ns_session_principal(const ns_session *s);
+
+#endif

@@ -1,0 +1,521 @@
+#!/usr/bin/env bash
+# napsync's development environment, all of it under ./var of this checkout:
+# a private PostgreSQL cluster, a dev CA, and napsyncd running in the
+# background. Run `deploy/dev.sh --help` for the commands.
+#
+# Not for production: the cluster trusts every local connection and the CA
+# key lies next to the certificates. docs/deploy.md describes a real
+# installation.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VAR=$ROOT/var
+BUILD=$ROOT/build
+PG_DIR=$VAR/pg
+CA_DIR=$VAR/ca
+CONF=$VAR/napsyncd.conf
+PID_FILE=$VAR/napsyncd.pid
+PORT_FILE=$VAR/napsyncd.port
+LOG=$VAR/napsyncd.log
+PG_SH=$ROOT/tests/lib/pg.sh
+CA_SH=$ROOT/deploy/ca.sh
+DEPS_SH=$ROOT/tests/lib/deps.sh
+
+DB_NAME=napsync
+SERVER_CERT=napsyncd
+DEMO_ORG=mogender
+DEMO_PRINCIPAL="Demo Coordinator"
+DEMO_DEVICE=demo-coordinator
+# Seconds to wait for napsyncd to listen, and to drain on SIGTERM.
+START_TIMEOUT=30
+STOP_TIMEOUT=40
+
+ORG_RE='^[a-z0-9][a-z0-9-]{0,31}$'
+NAME_RE='^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$'
+ROLE_RE='^(admin|coordinator|implementer|regional|observer)$'
+
+die() {
+    echo "dev.sh: $*" >&2
+    exit 1
+}
+
+note() {
+    echo "dev.sh: $*" >&2
+}
+
+# How to call this script in the messages it prints.
+self() {
+    if [ "$PWD" = "$ROOT" ]; then echo ./deploy/dev.sh; else echo "$ROOT/deploy/dev.sh"; fi
+}
+
+usage() {
+    local me
+    me=$(self)
+    cat <<EOF
+Usage: $me COMMAND [OPTIONS]
+
+The napsync development environment under $VAR.
+
+Commands:
+  up                      install missing packages, build, start PostgreSQL, create the
+                          dev CA and the demo coordinator's device, migrate, load the
+                          demo organisations, start napsyncd; safe to run again
+  env                     print export lines for PATH and NAPSYNC_*; use it as
+                            eval "\$($me env)"; napsync ping
+  cert ORG DEVICE [--role ROLE] [--principal NAME]
+                          issue a certificate for DEVICE and register it for the
+                          principal NAME (default: the device name) of organisation ORG,
+                          creating the principal with ROLE (default: the organisation's
+                          usual role); prints export lines for NAPSYNC_CERT/NAPSYNC_KEY
+  revoke DEVICE [--reason TEXT]
+                          revoke a device: napsyncd refuses its certificate from then on
+  status                  PostgreSQL, napsyncd and a ping through the demo device
+  logs [-f] [-n LINES]    napsyncd's log (-f: follow it)
+  down [--purge]          stop napsyncd (gracefully) and PostgreSQL; --purge also
+                          deletes $VAR
+  --help                  this text
+
+Organisations in the demo data: mogender (coordinator), mofa, defence, police, wpsnet,
+parliament, regional.
+EOF
+}
+
+# ---- PostgreSQL -------------------------------------------------------------
+
+PGH='' PGP='' PGU=''
+
+# Reads the cluster's connection settings from pg.sh's "KEY=value" lines.
+read_pg_env() {
+    local line
+    while IFS= read -r line; do
+        case $line in
+        PGHOST=*) PGH=${line#PGHOST=} ;;
+        PGPORT=*) PGP=${line#PGPORT=} ;;
+        PGUSER=*) PGU=${line#PGUSER=} ;;
+        esac
+    done <<<"$1"
+    { [ -n "$PGH" ] && [ -n "$PGP" ] && [ -n "$PGU" ]; } || die "unexpected output from pg.sh: $1"
+}
+
+pg_start() {
+    local out
+    out=$("$PG_SH" start "$PG_DIR") || die "PostgreSQL did not start (see $PG_DIR/postgres.log)"
+    read_pg_env "$out"
+}
+
+# For the commands that need the cluster that `up` started.
+pg_require() {
+    [ -f "$PG_DIR/port" ] || die "no dev environment here; run: $(self) up"
+    "$PG_SH" status "$PG_DIR" || die "PostgreSQL is not running; run: $(self) up"
+    read_pg_env "$("$PG_SH" env "$PG_DIR")"
+}
+
+# psql on the napsync database. SQL comes on stdin or with -f and takes its
+# values as psql variables (-v name=value, used as :'name'), which psql
+# quotes, so nothing a user types is spliced into SQL text.
+sql() {
+    psql -X -q -A -t -v ON_ERROR_STOP=1 -h "$PGH" -p "$PGP" -U "$PGU" -d "$DB_NAME" "$@"
+}
+
+create_database() {
+    psql -X -q -v ON_ERROR_STOP=1 -h "$PGH" -p "$PGP" -U "$PGU" -d postgres -v db="$DB_NAME" <<'SQL'
+SELECT format('CREATE DATABASE %I', :'db')
+ WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') \gexec
+SQL
+}
+
+# A libpq connection-string value, quoted when it must be.
+conninfo_value() {
+    local v=$1
+    if [[ $v =~ ^[A-Za-z0-9_./-]+$ ]]; then
+        printf '%s' "$v"
+    else
+        v=${v//\\/\\\\}
+        printf "'%s'" "${v//\'/\\\'}"
+    fi
+}
+
+# register_device ORG PRINCIPAL ROLE DEVICE FINGERPRINT
+# Returns 0 when the device is registered with this certificate (now or
+# before), 2 when it is but has been revoked; dies on any mismatch.
+register_device() {
+    local org=$1 principal=$2 role=$3 device=$4 fp=$5 state reg_fp revoked reg_org reg_principal
+    state=$(sql -F $'\t' -v device="$device" <<'SQL'
+SELECT encode(d.cert_sha256, 'hex'), d.revoked_at IS NOT NULL, o.code, p.name
+  FROM devices d JOIN principals p ON p.id = d.principal_id
+                 JOIN organisations o ON o.id = p.organisation_id
+ WHERE d.name = :'device'
+SQL
+    ) || die "could not look up device $device"
+    if [ -z "$state" ]; then
+        sql -v org="$org" -v principal="$principal" -v role="$role" -v device="$device" \
+            -v fp="$fp" >/dev/null <<'SQL' || die "could not register device $device"
+SELECT napsync_register_device(:'org', :'principal', :'role', :'device', :'fp')
+SQL
+        note "registered device $device for \"$principal\" of $org"
+        return 0
+    fi
+    IFS=$'\t' read -r reg_fp revoked reg_org reg_principal <<<"$state"
+    { [ "$reg_org" = "$org" ] && [ "$reg_principal" = "$principal" ]; } ||
+        die "device $device already belongs to \"$reg_principal\" of $reg_org"
+    [ "$reg_fp" = "$fp" ] ||
+        die "device $device is registered with another certificate (sha256 $reg_fp); choose a new device name"
+    [ "$revoked" = f ] || return 2
+    return 0
+}
+
+# ---- napsyncd -----------------------------------------------------------------
+
+# True while the process is there and not a zombie (a container's init may be
+# slow to reap it).
+alive() {
+    local state
+    kill -0 "$1" 2>/dev/null || return 1
+    state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+    [ "$state" != Z ]
+}
+
+# The pid of the napsyncd that `up` started, if it still runs. The command
+# line must name our configuration, so a recycled pid is not mistaken for it.
+daemon_pid() {
+    local pid
+    [ -f "$PID_FILE" ] || return 1
+    pid=$(cat "$PID_FILE")
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    alive "$pid" || return 1
+    grep -qxF -- "$CONF" < <(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+    echo "$pid"
+}
+
+free_port() {
+    local port
+    if command -v python3 >/dev/null &&
+        port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null); then
+        echo "$port"
+        return 0
+    fi
+    for _ in $(seq 1 50); do
+        port=$(shuf -i 20000-60000 -n 1)
+        listen_inode "$port" >/dev/null || {
+            echo "$port"
+            return 0
+        }
+    done
+    die "found no free TCP port"
+}
+
+# The inode of the socket listening on 127.0.0.1:PORT, if any. Read from
+# the kernel, so that probing opens no session in napsyncd's log.
+listen_inode() {
+    local hex
+    hex=$(printf '0100007F:%04X' "$1")
+    awk -v a="$hex" '$2 == a && $4 == "0A" { print $10; found = 1; exit } END { exit !found }' /proc/net/tcp
+}
+
+# True if PID itself listens on 127.0.0.1:PORT (not merely someone).
+pid_listens() {
+    local inode
+    inode=$(listen_inode "$2") || return 1
+    [ -n "$(find "/proc/$1/fd" -lname "socket:\[$inode\]" 2>/dev/null)" ]
+}
+
+server_addr() {
+    echo "127.0.0.1:$(cat "$PORT_FILE")"
+}
+
+write_config() {
+    local tmp
+    tmp=$(mktemp "$VAR/.napsyncd.conf.XXXXXX")
+    cat >"$tmp" <<EOF
+# Written by deploy/dev.sh up; changes here are overwritten on the next up.
+listen = $(server_addr)
+tls_cert = $CA_DIR/$SERVER_CERT.crt
+tls_key = $CA_DIR/$SERVER_CERT.key
+tls_ca = $CA_DIR/ca.crt
+database = host=$(conninfo_value "$PGH") port=$PGP dbname=$DB_NAME user=$PGU
+sql_dir = $ROOT/sql
+log_level = info
+EOF
+    mv -f "$tmp" "$CONF"
+}
+
+# Runs the CLI as the demo coordinator, whatever NAPSYNC_* the caller has set.
+demo_cli() {
+    env -u NAPSYNC_CONFIG -u NAPSYNC_STORE \
+        NAPSYNC_SERVER="$(server_addr)" NAPSYNC_CA="$CA_DIR/ca.crt" \
+        NAPSYNC_CERT="$CA_DIR/$DEMO_DEVICE.crt" NAPSYNC_KEY="$CA_DIR/$DEMO_DEVICE.key" \
+        "$BUILD/napsync" "$@"
+}
+
+start_daemon() {
+    local pid port
+    if pid=$(daemon_pid); then
+        note "napsyncd is already running (pid $pid); to run a new build: $(self) down && $(self) up"
+        return 0
+    fi
+    port=$(cat "$PORT_FILE")
+    # setsid: the daemon outlives this script and the terminal it runs in.
+    setsid "$BUILD/napsyncd" --config "$CONF" </dev/null >>"$LOG" 2>&1 &
+    pid=$!
+    echo "$pid" >"$PID_FILE"
+    for _ in $(seq 1 $((START_TIMEOUT * 5))); do
+        alive "$pid" || {
+            tail -n 30 "$LOG" >&2
+            die "napsyncd exited during start (log above, in $LOG)"
+        }
+        pid_listens "$pid" "$port" && return 0
+        sleep 0.2
+    done
+    kill -TERM "$pid" 2>/dev/null || true
+    tail -n 30 "$LOG" >&2
+    listen_inode "$port" >/dev/null && note "another process listens on $(server_addr); free it or delete $PORT_FILE"
+    die "napsyncd (pid $pid) does not accept connections on $(server_addr) after ${START_TIMEOUT}s"
+}
+
+stop_daemon() {
+    local pid
+    pid=$(daemon_pid) || {
+        rm -f "$PID_FILE"
+        return 0
+    }
+    kill -TERM "$pid"
+    for _ in $(seq 1 $((STOP_TIMEOUT * 5))); do
+        alive "$pid" || {
+            rm -f "$PID_FILE"
+            note "napsyncd stopped"
+            return 0
+        }
+        sleep 0.2
+    done
+    note "napsyncd (pid $pid) still running ${STOP_TIMEOUT}s after SIGTERM; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+    sleep 0.5
+    rm -f "$PID_FILE"
+}
+
+# ---- commands -----------------------------------------------------------------
+
+cmd_up() {
+    local fp rc=0 pid
+    [ $# -eq 0 ] || die "usage: $(self) up"
+    "$DEPS_SH" --build
+    mkdir -p "$VAR"
+
+    if [ ! -f "$BUILD/CMakeCache.txt" ]; then
+        cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null ||
+            die "cmake configure failed"
+    fi
+    cmake --build "$BUILD" -j "$(nproc)" --target napsyncd napsync_cli || die "build failed"
+
+    pg_start
+    create_database
+
+    "$CA_SH" init "$CA_DIR" "napsync dev CA" >/dev/null
+    "$CA_SH" server "$CA_DIR" "$SERVER_CERT" DNS:localhost,IP:127.0.0.1,IP:::1 >/dev/null
+    fp=$("$CA_SH" device "$CA_DIR" "$DEMO_DEVICE" | tail -n 1)
+
+    [ -f "$PORT_FILE" ] || free_port >"$PORT_FILE"
+    write_config
+    "$BUILD/napsyncd" --config "$CONF" --migrate >>"$LOG" 2>&1 || {
+        tail -n 20 "$LOG" >&2
+        die "migrations failed (log above, in $LOG)"
+    }
+    sql -f "$ROOT/deploy/demo.sql" >/dev/null
+    register_device "$DEMO_ORG" "$DEMO_PRINCIPAL" "" "$DEMO_DEVICE" "$fp" || rc=$?
+    [ "$rc" = 0 ] || note "warning: $DEMO_DEVICE has been revoked; napsyncd will refuse it ($(self) down --purge starts afresh)"
+
+    start_daemon
+    pid=$(daemon_pid) || die "napsyncd is not running"
+    if [ "$rc" = 0 ]; then
+        demo_cli ping >/dev/null || {
+            tail -n 20 "$LOG" >&2
+            die "napsyncd runs but 'napsync ping' as $DEMO_DEVICE fails (log above, in $LOG)"
+        }
+    fi
+
+    cat <<EOF
+
+napsync dev environment is up.
+  napsyncd     $(server_addr), pid $pid, log $LOG
+  PostgreSQL   psql -h $PGH -p $PGP -U $PGU $DB_NAME
+  dev CA       $CA_DIR (device: $DEMO_DEVICE of $DEMO_ORG, "$DEMO_PRINCIPAL")
+
+Use it:
+  eval "\$($(self) env)"
+  napsync ping
+  napsync whoami
+  $(self) cert mofa mofa-desk-1        # a device for another organisation
+  $(self) status | logs | down
+EOF
+}
+
+cmd_env() {
+    local path=:$PATH: bin=$BUILD
+    [ $# -eq 0 ] || die "usage: $(self) env"
+    { [ -f "$PORT_FILE" ] && [ -f "$CA_DIR/$DEMO_DEVICE.crt" ]; } ||
+        die "no dev environment here; run: $(self) up"
+    # Put the build directory first exactly once, however often this is evaluated.
+    while [[ $path == *":$bin:"* ]]; do path=${path//:$bin:/:}; done
+    path=${path#:}
+    path=${path%:}
+    printf 'export PATH=%q\n' "$bin${path:+:$path}"
+    printf 'export NAPSYNC_SERVER=%q\n' "$(server_addr)"
+    printf 'export NAPSYNC_CA=%q\n' "$CA_DIR/ca.crt"
+    printf 'export NAPSYNC_CERT=%q\n' "$CA_DIR/$DEMO_DEVICE.crt"
+    printf 'export NAPSYNC_KEY=%q\n' "$CA_DIR/$DEMO_DEVICE.key"
+}
+
+cmd_cert() {
+    local org device role="" principal="" out crt key fp rc=0
+    [ $# -ge 2 ] || die "usage: $(self) cert ORG DEVICE [--role ROLE] [--principal NAME]"
+    org=$1 device=$2
+    shift 2
+    while [ $# -gt 0 ]; do
+        case $1 in
+        --role)
+            [ $# -ge 2 ] || die "--role needs a value"
+            role=$2
+            shift 2
+            ;;
+        --principal)
+            [ $# -ge 2 ] || die "--principal needs a value"
+            principal=$2
+            shift 2
+            ;;
+        *) die "unknown option '$1' (see $(self) --help)" ;;
+        esac
+    done
+    [[ $org =~ $ORG_RE ]] || die "invalid organisation code '$org'"
+    [[ $device =~ $NAME_RE ]] || die "invalid device name '$device': use 1-64 of A-Z a-z 0-9 . _ - (not starting with . _ -)"
+    [ -z "$role" ] || [[ $role =~ $ROLE_RE ]] ||
+        die "invalid role '$role': admin, coordinator, implementer, regional or observer"
+    principal=${principal:-$device}
+    { [ ${#principal} -le 200 ] && [[ $principal != *[[:cntrl:]]* ]]; } ||
+        die "invalid principal name: at most 200 characters, no control characters"
+    pg_require
+    [ -n "$(sql -v org="$org" <<<"SELECT 1 FROM organisations WHERE code = :'org'")" ] ||
+        die "unknown organisation '$org'; known: $(sql <<<"SELECT string_agg(code, ' ' ORDER BY code) FROM organisations")"
+
+    out=$("$CA_SH" device "$CA_DIR" "$device")
+    {
+        read -r crt
+        read -r key
+        read -r fp
+    } <<<"$out"
+    register_device "$org" "$principal" "$role" "$device" "$fp" || rc=$?
+    [ "$rc" = 0 ] || die "device $device has been revoked; issue a certificate under a new device name"
+    printf 'export NAPSYNC_CERT=%q NAPSYNC_KEY=%q\n' "$crt" "$key"
+}
+
+cmd_revoke() {
+    local device reason="" state
+    [ $# -ge 1 ] || die "usage: $(self) revoke DEVICE [--reason TEXT]"
+    device=$1
+    shift
+    while [ $# -gt 0 ]; do
+        case $1 in
+        --reason)
+            [ $# -ge 2 ] || die "--reason needs a value"
+            reason=$2
+            shift 2
+            ;;
+        *) die "unknown option '$1' (see $(self) --help)" ;;
+        esac
+    done
+    [[ $device =~ $NAME_RE ]] || die "invalid device name '$device'"
+    pg_require
+    state=$(sql -v device="$device" <<<"SELECT coalesce(revoked_at::text, 'active') FROM devices WHERE name = :'device'")
+    [ -n "$state" ] || die "no device named '$device'"
+    # Without --reason, NULL keeps a reason given before.
+    sql -v device="$device" -v reason="$reason" >/dev/null \
+        <<<"SELECT napsync_revoke_device(:'device', nullif(:'reason', ''))"
+    if [ "$state" = active ]; then
+        note "device $device revoked: napsyncd refuses its certificate from its next connection on"
+    else
+        note "device $device was already revoked (at $state)"
+    fi
+}
+
+cmd_status() {
+    local ok=0 pid out
+    [ $# -eq 0 ] || die "usage: $(self) status"
+    if [ ! -f "$PG_DIR/port" ]; then
+        echo "PostgreSQL  not created (run: $(self) up)"
+        ok=1
+    elif "$PG_SH" status "$PG_DIR"; then
+        read_pg_env "$("$PG_SH" env "$PG_DIR")"
+        echo "PostgreSQL  running: psql -h $PGH -p $PGP -U $PGU $DB_NAME (log $PG_DIR/postgres.log)"
+    else
+        echo "PostgreSQL  stopped"
+        ok=1
+    fi
+    if pid=$(daemon_pid); then
+        echo "napsyncd    running: pid $pid on $(server_addr) (log $LOG)"
+        if [ -x "$BUILD/napsync" ]; then
+            if out=$(demo_cli ping 2>&1); then
+                echo "ping        $out"
+            else
+                echo "ping        FAILED: $out"
+                ok=1
+            fi
+        fi
+    else
+        echo "napsyncd    not running"
+        ok=1
+    fi
+    return "$ok"
+}
+
+cmd_logs() {
+    local follow=0 lines=100
+    while [ $# -gt 0 ]; do
+        case $1 in
+        -f | --follow)
+            follow=1
+            shift
+            ;;
+        -n)
+            { [ $# -ge 2 ] && [[ $2 =~ ^[0-9]+$ ]]; } || die "-n needs a number of lines"
+            lines=$2
+            shift 2
+            ;;
+        *) die "usage: $(self) logs [-f] [-n LINES]" ;;
+        esac
+    done
+    [ -f "$LOG" ] || die "no log yet ($LOG); run: $(self) up"
+    if [ "$follow" = 1 ]; then exec tail -n "$lines" -F "$LOG"; fi
+    tail -n "$lines" "$LOG"
+}
+
+cmd_down() {
+    local purge=0
+    case ${1:-} in
+    "") ;;
+    --purge) purge=1 ;;
+    *) die "usage: $(self) down [--purge]" ;;
+    esac
+    if [ -d "$VAR" ]; then
+        stop_daemon
+        if [ -d "$PG_DIR" ] && "$PG_SH" status "$PG_DIR"; then
+            "$PG_SH" stop "$PG_DIR"
+            note "PostgreSQL stopped"
+        fi
+    fi
+    if [ "$purge" = 1 ]; then
+        rm -rf "$VAR"
+        note "deleted $VAR"
+    fi
+}
+
+case ${1:-} in
+up | env | cert | revoke | status | logs | down)
+    cmd=$1
+    shift
+    "cmd_$cmd" "$@"
+    ;;
+-h | --help | help) usage ;;
+*)
+    usage >&2
+    exit 2
+    ;;
+esac

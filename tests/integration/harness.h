@@ -1,0 +1,254 @@
+/* Integration test harness: a real napsyncd on loopback, with its own
+ * temporary directory, certificate authorities, PostgreSQL database and
+ * port, so that test programs can run side by side (ctest -j).
+ *
+ * Conventions:
+ *  - nst_* functions that return int give 0 on success and -1 on failure,
+ *    after printing why to stderr; the daemon's log tail is printed too when
+ *    the daemon is involved.
+ *  - nst_must_* and nst_expect_* functions fail the running cmocka test
+ *    instead of returning an error (they may only be called inside a test).
+ *  - Waits are always bounded; nothing asserts how long something took. */
+#ifndef NST_HARNESS_H
+#define NST_HARNESS_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <sys/types.h>
+
+#include <cmocka.h>
+#include <openssl/ssl.h>
+
+#include "envelope.h"
+#include "napsync.h"
+
+#define NST_PATH 512
+/* Upper bound for anything the daemon is expected to do promptly. Generous
+ * because sanitizer builds on a loaded machine are slow; never a measurement. */
+#define NST_WAIT_MS 15000
+
+/* ---- processes and files --------------------------------------------------- */
+
+/* Runs argv[0] (a path) with argv, waits for it. stdout goes to out (NUL
+ * terminated, truncated to cap) when out is not NULL, else to /dev/null;
+ * stderr is inherited. Returns the exit status (0-255) or -1. */
+int nst_run(char *const argv[], char *out, size_t cap);
+/* Starts argv without waiting; stdout and stderr go to log_path (appended)
+ * or are inherited when log_path is NULL. Returns the pid or -1. */
+pid_t nst_spawn(char *const argv[], const char *log_path);
+/* Waits up to timeout_ms for pid. Returns 0 with *status (exit code, or 128 +
+ * signal), or -1 on timeout (pid still running). */
+int nst_wait_pid(pid_t pid, int timeout_ms, int *status);
+
+/* a/b into out (NST_PATH bytes). Returns 0, or -1 if it does not fit. */
+int nst_path_join(char *out, const char *a, const char *b);
+/* Removes a directory tree (symbolic links are not followed). */
+void nst_rmtree(const char *dir);
+
+uint64_t nst_now_ms(void);
+void nst_sleep_ms(int ms);
+
+/* A TCP port on 127.0.0.1 that nothing listened on a moment ago. */
+uint16_t nst_free_port(void);
+
+/* ---- PostgreSQL ----------------------------------------------------------- */
+
+typedef struct {
+    char host[NST_PATH]; /* socket directory or address */
+    char port[16];
+    char user[64];
+    char dir[NST_PATH]; /* a private cluster's directory; "" for the shared one */
+} nst_pg;
+
+/* The shared test cluster from NS_TEST_PGHOST/PGPORT/PGUSER. */
+int nst_pg_from_env(nst_pg *pg);
+/* A private cluster in dir (tests/lib/pg.sh start). */
+int nst_pg_private_start(nst_pg *pg, const char *dir);
+/* tests/lib/pg.sh ACTION DIR for a private cluster: "start", "stop",
+ * "restart". Blocking. */
+int nst_pg_ctl(const nst_pg *pg, const char *action);
+/* The same without waiting: returns the pid of pg.sh, or -1. */
+pid_t nst_pg_ctl_async(const nst_pg *pg, const char *action, const char *log_path);
+
+/* ---- certificates ----------------------------------------------------------- */
+
+typedef struct {
+    char name[72];
+    char cert[NST_PATH];
+    char key[NST_PATH];
+    char fp[65]; /* SHA-256 of the DER certificate, lowercase hex */
+} nst_device;
+
+/* ---- the environment: directory, CAs, database, daemon ------------------------ */
+
+typedef struct {
+    char name[32];              /* the test program, for names and messages */
+    char dir[NST_PATH];         /* temporary directory, removed by nst_env_free */
+    char ca_dir[NST_PATH];      /* the CA the daemon trusts */
+    char foreign_dir[NST_PATH]; /* another CA, trusted by nobody */
+    char ca_cert[NST_PATH];
+    char foreign_ca_cert[NST_PATH];
+    char server_cert[NST_PATH]; /* the files the daemon is given */
+    char server_key[NST_PATH];
+    char log_path[NST_PATH]; /* daemon stdout and stderr */
+    char napsyncd[NST_PATH];
+    char source_dir[NST_PATH];
+    nst_pg pg;
+    char dbname[64];
+    bool db_created;
+    bool demo_loaded;
+    uint16_t port;
+    pid_t pid;        /* the daemon, 0 when none is running */
+    int exit_status;  /* of the last daemon that exited, or -1 */
+    bool test_passed; /* see nst_test_begin/nst_test_passed */
+} nst_env;
+
+/* Creates the directory, both CAs, the server certificate and the database
+ * on pg (NULL: the shared cluster). Returns NULL after printing why. */
+nst_env *nst_env_new(const char *name, const nst_pg *pg);
+/* Kills a daemon still running, drops the database, removes the directory
+ * (kept when NST_KEEP is set in the environment). */
+void nst_env_free(nst_env *e);
+
+/* Issues a device certificate from the daemon's CA, or from the foreign CA. */
+int nst_device_issue(nst_env *e, bool foreign, const char *name, nst_device *out);
+/* Registers a device of organisation org_code for principal, with role. */
+int nst_device_register(nst_env *e, const char *org_code, const char *principal, const char *role,
+                        const nst_device *d);
+int nst_device_revoke(nst_env *e, const char *device_name);
+/* Issues a server certificate named name (same SANs as the first) in the CA
+ * directory and returns its paths; the daemon's files are not touched. */
+int nst_server_cert_issue(nst_env *e, const char *name, char *cert, char *key);
+/* Replaces the daemon's certificate and key files (each by rename). */
+int nst_server_cert_install(nst_env *e, const char *cert, const char *key);
+/* SHA-256 of a PEM certificate file, lowercase hex. */
+int nst_cert_fingerprint(const char *cert_file, char fp[65]);
+
+/* Runs one SQL command with text parameters on the test database. When
+ * value is not NULL, the first column of the first row is copied there. */
+int nst_db_exec(nst_env *e, const char *sql, int nparams, const char *const *params, char *value,
+                size_t cap);
+
+/* Starts napsyncd on a fresh port with the test's files and database, plus
+ * extra flags (NULL terminated list, may be NULL), and waits until it
+ * accepts TCP connections. The first start also loads deploy/demo.sql. */
+int nst_daemon_start(nst_env *e, const char *const *extra);
+bool nst_daemon_running(nst_env *e);
+int nst_daemon_signal(nst_env *e, int sig);
+/* Waits up to timeout_ms for the daemon to exit; *status as nst_wait_pid. */
+int nst_daemon_wait_exit(nst_env *e, int timeout_ms, int *status);
+/* Sends sig and waits up to timeout_ms. Returns the exit status (0-255, or
+ * 128 + signal), or -1 when it was not running or had to be killed with
+ * SIGKILL; anything but 0 prints the log tail. */
+int nst_daemon_stop(nst_env *e, int sig, int timeout_ms);
+
+/* Prints the last lines of the daemon log to stderr. */
+void nst_log_tail(const nst_env *e, int lines);
+/* Bytes in the log so far, and waiting for a string to appear after a given
+ * offset: 0 when it did within timeout_ms, else -1. */
+size_t nst_log_size(const nst_env *e);
+int nst_log_wait(const nst_env *e, size_t from, const char *needle, int timeout_ms);
+/* Whether a line holds all of the given strings (NULL terminated). */
+bool nst_log_has_line(const nst_env *e, const char *const *needles);
+
+/* Per-test bookkeeping: a test calls nst_test_passed as its last statement;
+ * nst_test_end (from the teardown) prints the daemon log tail for a test that
+ * did not get there, i.e. one that failed. */
+void nst_test_begin(nst_env *e);
+void nst_test_passed(nst_env *e);
+void nst_test_end(nst_env *e);
+
+/* Fails the running test with a message naming the daemon log (whose tail
+ * nst_test_end prints). */
+void nst_fail(const nst_env *e, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3), noreturn));
+
+/* ---- libnapsync clients ------------------------------------------------------------ */
+
+/* Options for the daemon of e; server points into buf. */
+void nst_client_options(const nst_env *e, const char *cert, const char *key, const char *ca,
+                        ns_client_options *o, char *buf, size_t cap);
+/* New client (its own loop) that connects and says Hello. On NS_OK *out is
+ * connected; otherwise *out is NULL, err says why and the status is returned. */
+int nst_client_connect(const nst_env *e, const char *cert, const char *key, const char *ca,
+                       ns_client **out, ns_error *err);
+/* Connects a registered device; fails the test otherwise. */
+ns_client *nst_must_connect(const nst_env *e, const nst_device *d);
+/* One ping; fails the test if it does not succeed. */
+void nst_must_ping(const nst_env *e, ns_client *c);
+void nst_client_close(ns_client *c);
+
+/* ---- raw TLS client, for hostile and low-level tests ---------------------------------- */
+
+typedef struct {
+    const char *cert; /* both NULL: no client certificate */
+    const char *key;
+    const char *ca;  /* NULL: do not verify the server */
+    int min_version; /* TLS1_VERSION...; 0 = OpenSSL default */
+    int max_version;
+    bool legacy; /* security level 0 and every cipher: to offer old protocols */
+} nst_raw_opts;
+
+typedef struct {
+    int fd;
+    SSL_CTX *ctx;
+    SSL *ssl;
+    uint8_t *buf; /* received plaintext not yet returned as frames */
+    size_t len, cap;
+    int hello_version;  /* legacy_version of the ClientHello we sent, or 0 */
+    int alert_received; /* description of the last alert from the server, or -1 */
+    char peer_fp[65];   /* SHA-256 of the server certificate, after connect */
+    char error[512];
+} nst_raw;
+
+typedef enum {
+    NST_READ_FRAME = 0,
+    NST_READ_CLOSED = 1,  /* close_notify, EOF, reset or a fatal alert */
+    NST_READ_TIMEOUT = 2, /* nothing whole arrived in time */
+    NST_READ_ERROR = 3,   /* a frame that is not an Envelope, or a local failure */
+} nst_read_status;
+
+/* TCP connect to 127.0.0.1:port and TLS handshake. Returns 0, or -1 with
+ * r->error (and r->alert_received, r->hello_version) telling what happened;
+ * r holds nothing to free then, but nst_raw_close is harmless. */
+int nst_raw_connect(nst_raw *r, uint16_t port, const nst_raw_opts *o);
+void nst_raw_close(nst_raw *r);
+/* Closes the socket without TLS close_notify. */
+void nst_raw_abort(nst_raw *r);
+
+int nst_raw_write(nst_raw *r, const void *buf, size_t len);
+/* Appends one frame (header + payload) to a growing buffer. */
+int nst_frame_append(uint8_t **buf, size_t *len, const void *payload, size_t plen);
+int nst_frame_append_env(uint8_t **buf, size_t *len, const ns_envelope *env);
+int nst_frame_append_hello(uint8_t **buf, size_t *len, uint64_t rid, uint32_t minv, uint32_t maxv);
+int nst_frame_append_ping(uint8_t **buf, size_t *len, uint64_t rid, const void *payload,
+                          size_t plen);
+int nst_raw_send_env(nst_raw *r, const ns_envelope *env);
+int nst_raw_send_hello(nst_raw *r, uint64_t rid, uint32_t minv, uint32_t maxv);
+int nst_raw_send_ping(nst_raw *r, uint64_t rid, const void *payload, size_t plen);
+
+/* Reads the next frame within timeout_ms. On NST_READ_FRAME *out is an
+ * envelope owned by the caller (ns_envelope_free). */
+nst_read_status nst_raw_read(nst_raw *r, int timeout_ms, ns_envelope **out);
+
+/* The next frame must arrive within NST_WAIT_MS with this body; returns it
+ * (caller frees). An Error received instead is shown in the failure. */
+ns_envelope *nst_expect_frame(const nst_env *e, nst_raw *r, Napsync__V1__Envelope__BodyCase body);
+/* The next frame must be Error{code} with this request id and fatal flag. */
+void nst_expect_error(const nst_env *e, nst_raw *r, uint64_t rid, int code, bool fatal);
+/* The server must close the connection (no further frame) within NST_WAIT_MS. */
+void nst_expect_closed(const nst_env *e, nst_raw *r);
+/* TLS connect with a device, Hello (request id rid), Welcome. */
+void nst_must_raw_auth(const nst_env *e, nst_raw *r, const nst_device *d, uint64_t rid);
+/* Ping with a payload; the Pong must echo rid and payload. */
+void nst_must_raw_ping(const nst_env *e, nst_raw *r, uint64_t rid);
+
+/* Plain TCP. Returns a connected blocking fd, or -1. */
+int nst_tcp_connect(uint16_t port);
+/* Reads and discards until EOF or reset: 0, or -1 if still open after timeout_ms. */
+int nst_fd_wait_closed(int fd, int timeout_ms);
+
+#endif

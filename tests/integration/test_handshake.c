@@ -1,0 +1,375 @@
+/* Handshake: who may connect, over which TLS, and what Hello/Welcome say.
+ *
+ * One napsyncd for the whole group, with a device of each kind: registered,
+ * registered then revoked, issued by the right CA but never registered, and
+ * issued by a foreign CA. A session opened in the group setup must keep
+ * working through every refusal. */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+
+#define MAX_FRAME 65536
+#define ORG_NAME  "Ministry of Gender Equality and Social Protection"
+#define PRINCIPAL "Amina Diallo"
+
+typedef struct {
+    nst_env *e;
+    nst_device coord;    /* registered: the demo ministry's coordinator */
+    nst_device revoked;  /* registered, then revoked */
+    nst_device stranger; /* issued by the daemon's CA, never registered */
+    nst_device foreign;  /* issued by a CA the daemon does not trust */
+    ns_client *other;    /* an authenticated session that must outlive every test */
+} fixture;
+
+static int group_setup(void **state)
+{
+    fixture *f = calloc(1, sizeof(*f));
+    if (f == NULL)
+        return -1;
+    *state = f;
+    f->e = nst_env_new("handshake", NULL);
+    if (f->e == NULL)
+        return -1;
+    nst_env *e = f->e;
+    static const char *const flags[] = {"--max-frame-size", "65536", "--idle-timeout-ms", "600000",
+                                        NULL};
+    if (nst_device_issue(e, false, "coord-laptop", &f->coord) != 0 ||
+        nst_device_issue(e, false, "coord-old-phone", &f->revoked) != 0 ||
+        nst_device_issue(e, false, "stranger-laptop", &f->stranger) != 0 ||
+        nst_device_issue(e, true, "foreign-laptop", &f->foreign) != 0 ||
+        nst_daemon_start(e, flags) != 0 ||
+        nst_device_register(e, "mogender", PRINCIPAL, "coordinator", &f->coord) != 0 ||
+        nst_device_register(e, "mogender", PRINCIPAL, "coordinator", &f->revoked) != 0 ||
+        nst_device_revoke(e, f->revoked.name) != 0)
+        return -1;
+    ns_error err;
+    int rc = nst_client_connect(e, f->coord.cert, f->coord.key, e->ca_cert, &f->other, &err);
+    if (rc != NS_OK) {
+        fprintf(stderr, "group setup: the long-lived session could not connect: %s: %s\n",
+                ns_status_name((ns_status)rc), err.message);
+        nst_log_tail(e, 40);
+        return -1;
+    }
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    fixture *f = *state;
+    if (f == NULL)
+        return 0;
+    int rc = 0;
+    nst_client_close(f->other);
+    if (f->e && nst_daemon_running(f->e) && nst_daemon_stop(f->e, SIGTERM, 30000) != 0) {
+        fprintf(stderr, "group teardown: napsyncd did not stop cleanly on SIGTERM\n");
+        rc = -1;
+    }
+    nst_env_free(f->e);
+    free(f);
+    return rc;
+}
+
+static int setup(void **state)
+{
+    fixture *f = *state;
+    nst_test_begin(f->e);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    nst_test_end(f->e);
+    if (!nst_daemon_running(f->e)) {
+        fprintf(stderr, "napsyncd is no longer running (exit status %d)\n", f->e->exit_status);
+        nst_log_tail(f->e, 60);
+        return -1;
+    }
+    return 0;
+}
+
+/* The long-lived session still answers, and a new device session authenticates. */
+static void still_serving(fixture *f)
+{
+    nst_must_ping(f->e, f->other);
+    ns_client *c = nst_must_connect(f->e, &f->coord);
+    nst_must_ping(f->e, c);
+    nst_client_close(c);
+}
+
+/* A refused connection through libnapsync: status and server code. */
+static void expect_refused(fixture *f, const char *cert, const char *key, const char *ca,
+                           ns_status want, int want_code, ns_error *err)
+{
+    ns_client *c = NULL;
+    int rc = nst_client_connect(f->e, cert, key, ca, &c, err);
+    if (rc == NS_OK) {
+        nst_client_close(c);
+        nst_fail(f->e, "expected %s, but the connection was accepted", ns_status_name(want));
+    }
+    if (rc != (int)want || err->status != want)
+        nst_fail(f->e, "expected %s, got %s (returned %d, err.status %d): %s", ns_status_name(want),
+                 ns_status_name((ns_status)rc), rc, err->status, err->message);
+    if (want_code && err->server_code != want_code)
+        nst_fail(f->e, "expected server code %d, got %d: %s", want_code, err->server_code,
+                 err->message);
+    if (err->message[0] == '\0')
+        nst_fail(f->e, "%s came without a message", ns_status_name(want));
+}
+
+static void test_welcome_tells_identity(void **state)
+{
+    fixture *f = *state;
+    nst_env *e = f->e;
+    ns_client *c = nst_must_connect(e, &f->coord);
+    const ns_identity *id = ns_client_identity(c);
+    assert_non_null(id);
+    assert_string_equal(id->organisation_name, ORG_NAME);
+    assert_string_equal(id->organisation_kind, "ministry");
+    assert_string_equal(id->country, "ZZ");
+    assert_string_equal(id->principal_name, PRINCIPAL);
+    assert_string_equal(id->device_name, f->coord.name);
+    assert_int_equal(id->nroles, 1);
+    assert_string_equal(id->roles[0], "coordinator");
+    assert_int_equal(id->protocol_version, 1);
+    assert_int_equal(id->max_frame_size, MAX_FRAME);
+    assert_int_equal(id->idle_timeout_ms, 600000);
+    assert_string_equal(id->server_name, "napsyncd");
+    assert_int_equal(strlen(id->organisation_id), 36); /* UUIDs */
+    assert_int_equal(strlen(id->principal_id), 36);
+    assert_int_equal(strlen(id->device_id), 36);
+    assert_true(id->session_id[0] != '\0');
+
+    /* The identity must be the database's, not a guess: compare ids. */
+    char want[64];
+    const char *params[] = {f->coord.name};
+    assert_int_equal(
+        nst_db_exec(e, "SELECT id FROM devices WHERE name = $1", 1, params, want, sizeof(want)), 0);
+    assert_string_equal(id->device_id, want);
+
+    uint64_t rtt = 0;
+    ns_error err;
+    assert_int_equal(ns_client_ping_wait(c, &rtt, &err), NS_OK);
+    assert_true(rtt > 0);
+
+    /* libnapsync negotiates TLS 1.3: the daemon logs the version per session. */
+    char session[64];
+    snprintf(session, sizeof(session), "session=%s ", id->session_id);
+    const char *const tls13[] = {session, "TLS established (TLSv1.3)", NULL};
+    if (!nst_log_has_line(e, tls13))
+        nst_fail(e, "no 'TLS established (TLSv1.3)' log line for session %s", id->session_id);
+    nst_client_close(c);
+    nst_test_passed(e);
+}
+
+static void test_refused_without_client_certificate(void **state)
+{
+    fixture *f = *state;
+    ns_error err;
+    expect_refused(f, NULL, NULL, f->e->ca_cert, NS_ERR_CERT_REFUSED, 0, &err);
+    still_serving(f);
+    nst_test_passed(f->e);
+}
+
+static void test_refused_foreign_ca(void **state)
+{
+    fixture *f = *state;
+    ns_error err;
+    expect_refused(f, f->foreign.cert, f->foreign.key, f->e->ca_cert, NS_ERR_CERT_REFUSED, 0, &err);
+    still_serving(f);
+    nst_test_passed(f->e);
+}
+
+static void test_refused_unknown_device(void **state)
+{
+    fixture *f = *state;
+    ns_error err;
+    expect_refused(f, f->stranger.cert, f->stranger.key, f->e->ca_cert, NS_ERR_UNKNOWN_DEVICE,
+                   NAPSYNC__V1__ERROR_CODE__ERROR_CODE_UNKNOWN_DEVICE, &err);
+    /* The administrator needs the fingerprint to register the device. */
+    if (strstr(err.message, f->stranger.fp) == NULL)
+        nst_fail(f->e, "the message does not name the fingerprint %s: %s", f->stranger.fp,
+                 err.message);
+    still_serving(f);
+    nst_test_passed(f->e);
+}
+
+static void test_refused_revoked_device(void **state)
+{
+    fixture *f = *state;
+    ns_error err;
+    expect_refused(f, f->revoked.cert, f->revoked.key, f->e->ca_cert, NS_ERR_DEVICE_REVOKED,
+                   NAPSYNC__V1__ERROR_CODE__ERROR_CODE_DEVICE_REVOKED, &err);
+    still_serving(f);
+    nst_test_passed(f->e);
+}
+
+static void test_client_refuses_wrong_server_ca(void **state)
+{
+    fixture *f = *state;
+    ns_error err;
+    expect_refused(f, f->coord.cert, f->coord.key, f->e->foreign_ca_cert, NS_ERR_SERVER_CERT, 0,
+                   &err);
+    still_serving(f);
+    nst_test_passed(f->e);
+}
+
+static void test_tls11_refused(void **state)
+{
+    fixture *f = *state;
+    nst_raw r;
+    nst_raw_opts o = {.cert = f->coord.cert,
+                      .key = f->coord.key,
+                      .ca = f->e->ca_cert,
+                      .min_version = TLS1_VERSION,
+                      .max_version = TLS1_1_VERSION,
+                      .legacy = true};
+    int rc = nst_raw_connect(&r, f->e->port, &o);
+    if (rc == 0) {
+        const char *v = SSL_get_version(r.ssl);
+        nst_raw_close(&r);
+        nst_fail(f->e, "a TLS 1.1 client completed a handshake (%s)", v);
+    }
+    /* The refusal must be the server's: the client really offered 1.1 ... */
+    if (r.hello_version != TLS1_1_VERSION)
+        nst_fail(f->e, "the client did not send a TLS 1.1 ClientHello (version 0x%04x): %s",
+                 r.hello_version, r.error);
+    /* ... and the server said why. */
+    if (r.alert_received != SSL_AD_PROTOCOL_VERSION)
+        nst_fail(f->e, "expected a protocol_version alert from the server, got %d: %s",
+                 r.alert_received, r.error);
+    still_serving(f);
+    nst_test_passed(f->e);
+}
+
+static void test_tls12_modern_suite(void **state)
+{
+    fixture *f = *state;
+    nst_env *e = f->e;
+    nst_raw r;
+    nst_raw_opts o = {.cert = f->coord.cert,
+                      .key = f->coord.key,
+                      .ca = e->ca_cert,
+                      .max_version = TLS1_2_VERSION};
+    if (nst_raw_connect(&r, e->port, &o) != 0)
+        nst_fail(e, "TLS 1.2 handshake failed: %s", r.error);
+    assert_int_equal(SSL_version(r.ssl), TLS1_2_VERSION);
+    const SSL_CIPHER *cipher = SSL_get_current_cipher(r.ssl);
+    assert_non_null(cipher);
+    if (SSL_CIPHER_get_kx_nid(cipher) != NID_kx_ecdhe || SSL_CIPHER_is_aead(cipher) != 1)
+        nst_fail(e, "TLS 1.2 negotiated %s, not an ECDHE AEAD suite", SSL_CIPHER_get_name(cipher));
+    /* The protocol works over it too. */
+    assert_int_equal(nst_raw_send_hello(&r, 7, 1, 1), 0);
+    ns_envelope *env = nst_expect_frame(e, &r, NAPSYNC__V1__ENVELOPE__BODY_WELCOME);
+    assert_int_equal(env->request_id, 7);
+    ns_envelope_free(env);
+    nst_must_raw_ping(e, &r, 8);
+    nst_raw_close(&r);
+
+    /* In TLS 1.2 the client certificate is checked inside the handshake. */
+    nst_raw_opts anon = {.ca = e->ca_cert, .max_version = TLS1_2_VERSION};
+    if (nst_raw_connect(&r, e->port, &anon) == 0) {
+        nst_raw_close(&r);
+        nst_fail(e, "a TLS 1.2 handshake without a client certificate succeeded");
+    }
+    still_serving(f);
+    nst_test_passed(e);
+}
+
+static void test_unsupported_version(void **state)
+{
+    fixture *f = *state;
+    nst_env *e = f->e;
+    nst_raw r;
+    nst_raw_opts o = {.cert = f->coord.cert, .key = f->coord.key, .ca = e->ca_cert};
+    if (nst_raw_connect(&r, e->port, &o) != 0)
+        nst_fail(e, "TLS connect failed: %s", r.error);
+    assert_int_equal(nst_raw_send_hello(&r, 5, 7, 9), 0);
+    nst_expect_error(e, &r, 5, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_UNSUPPORTED_VERSION, true);
+    nst_expect_closed(e, &r);
+    nst_raw_close(&r);
+    still_serving(f);
+    nst_test_passed(e);
+}
+
+static void test_ping_before_hello(void **state)
+{
+    fixture *f = *state;
+    nst_env *e = f->e;
+    nst_raw r;
+    nst_raw_opts o = {.cert = f->coord.cert, .key = f->coord.key, .ca = e->ca_cert};
+    if (nst_raw_connect(&r, e->port, &o) != 0)
+        nst_fail(e, "TLS connect failed: %s", r.error);
+    assert_int_equal(nst_raw_send_ping(&r, 9, "x", 1), 0);
+    nst_expect_error(e, &r, 9, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_HELLO_REQUIRED, true);
+    nst_expect_closed(e, &r);
+    nst_raw_close(&r);
+    still_serving(f);
+    nst_test_passed(e);
+}
+
+static void test_request_ids_echoed(void **state)
+{
+    fixture *f = *state;
+    nst_env *e = f->e;
+    nst_raw r;
+    nst_raw_opts o = {.cert = f->coord.cert, .key = f->coord.key, .ca = e->ca_cert};
+    if (nst_raw_connect(&r, e->port, &o) != 0)
+        nst_fail(e, "TLS connect failed: %s", r.error);
+    assert_int_equal(nst_raw_send_hello(&r, 42, 1, 1), 0);
+    ns_envelope *env = nst_expect_frame(e, &r, NAPSYNC__V1__ENVELOPE__BODY_WELCOME);
+    assert_int_equal(env->request_id, 42);
+    assert_int_equal(env->welcome->version, 1);
+    assert_int_equal(env->welcome->max_frame_size, MAX_FRAME);
+    assert_int_equal(env->welcome->idle_timeout_ms, 600000);
+    assert_non_null(env->welcome->organisation);
+    assert_string_equal(env->welcome->organisation->name, ORG_NAME);
+    ns_envelope_free(env);
+
+    /* Binary payload, with a NUL and high bytes, echoed byte for byte. */
+    static const uint8_t payload[] = {'p', 0x00, 0xff, 0x80, '\n', 'q'};
+    assert_int_equal(nst_raw_send_ping(&r, 43, payload, sizeof(payload)), 0);
+    env = nst_expect_frame(e, &r, NAPSYNC__V1__ENVELOPE__BODY_PONG);
+    assert_int_equal(env->request_id, 43);
+    assert_int_equal(env->pong->payload.len, sizeof(payload));
+    assert_memory_equal(env->pong->payload.data, payload, sizeof(payload));
+    ns_envelope_free(env);
+
+    /* A large request id survives the round trip as well. */
+    nst_must_raw_ping(e, &r, UINT64_MAX - 1);
+
+    /* A second Hello on an authenticated session is a protocol violation. */
+    assert_int_equal(nst_raw_send_hello(&r, 44, 1, 1), 0);
+    nst_expect_error(e, &r, 44, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_UNEXPECTED_MESSAGE, true);
+    nst_expect_closed(e, &r);
+    nst_raw_close(&r);
+    still_serving(f);
+    nst_test_passed(e);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_welcome_tells_identity, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_without_client_certificate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_foreign_ca, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_unknown_device, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_revoked_device, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_refuses_wrong_server_ca, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls11_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls12_modern_suite, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unsupported_version, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ping_before_hello, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_request_ids_echoed, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("integration: handshake", tests, group_setup,
+                                       group_teardown);
+}

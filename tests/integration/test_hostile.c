@@ -1,0 +1,464 @@
+/* Hostile input: one bad session must never disturb another.
+ *
+ * Session B authenticates in the group setup and then stays idle while a
+ * fresh session A misbehaves in each test. After each, B must still answer a
+ * ping and a new session must authenticate. The last test restarts the
+ * daemon with short handshake and idle timeouts. */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "frame.h"
+#include "harness.h"
+
+#define MAX_FRAME         65536u
+#define KEEPALIVE_POLL_MS 200
+
+#define ERR(name)  NAPSYNC__V1__ERROR_CODE__ERROR_CODE_##name
+#define BODY(name) NAPSYNC__V1__ENVELOPE__BODY_##name
+
+typedef struct {
+    nst_env *e;
+    nst_device dev;
+    nst_raw b; /* the bystander session */
+    uint64_t b_rid;
+} fixture;
+
+static const char *const default_flags[] = {"--max-frame-size", "65536", NULL};
+
+static int group_setup(void **state)
+{
+    fixture *f = calloc(1, sizeof(*f));
+    if (f == NULL)
+        return -1;
+    f->b.fd = -1;
+    *state = f;
+    f->e = nst_env_new("hostile", NULL);
+    if (f->e == NULL || nst_device_issue(f->e, false, "field-tablet", &f->dev) != 0 ||
+        nst_daemon_start(f->e, default_flags) != 0 ||
+        nst_device_register(f->e, "mogender", "Field Officer", "coordinator", &f->dev) != 0)
+        return -1;
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    fixture *f = *state;
+    if (f == NULL)
+        return 0;
+    int rc = 0;
+    nst_raw_close(&f->b);
+    if (f->e && nst_daemon_running(f->e) && nst_daemon_stop(f->e, SIGTERM, 30000) != 0) {
+        fprintf(stderr, "group teardown: napsyncd did not stop cleanly on SIGTERM\n");
+        rc = -1;
+    }
+    nst_env_free(f->e);
+    free(f);
+    return rc;
+}
+
+static int setup(void **state)
+{
+    fixture *f = *state;
+    nst_test_begin(f->e);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    nst_test_end(f->e);
+    if (!nst_daemon_running(f->e)) {
+        fprintf(stderr, "napsyncd is no longer running (exit status %d)\n", f->e->exit_status);
+        nst_log_tail(f->e, 60);
+        return -1;
+    }
+    return 0;
+}
+
+/* B is authenticated (once, lazily, so a failure is a test failure). */
+static void ensure_b(fixture *f)
+{
+    if (f->b.ssl != NULL)
+        return;
+    f->b_rid = 1000;
+    nst_must_raw_auth(f->e, &f->b, &f->dev, f->b_rid++);
+}
+
+static void b_ping(fixture *f)
+{
+    nst_must_raw_ping(f->e, &f->b, f->b_rid++);
+}
+
+/* What must hold after every misbehaving session. */
+static void others_unaffected(fixture *f)
+{
+    b_ping(f);
+    nst_raw fresh;
+    nst_must_raw_auth(f->e, &fresh, &f->dev, 1);
+    nst_must_raw_ping(f->e, &fresh, 2);
+    nst_raw_close(&fresh);
+    b_ping(f);
+}
+
+/* TLS up with the device certificate, no Hello yet. */
+static void tls_only(fixture *f, nst_raw *r)
+{
+    nst_raw_opts o = {.cert = f->dev.cert, .key = f->dev.key, .ca = f->e->ca_cert};
+    if (nst_raw_connect(r, f->e->port, &o) != 0)
+        nst_fail(f->e, "TLS connect failed: %s", r->error);
+}
+
+static void send_frame(fixture *f, nst_raw *r, const void *payload, size_t len)
+{
+    uint8_t *buf = NULL;
+    size_t blen = 0;
+    assert_int_equal(nst_frame_append(&buf, &blen, payload, len), 0);
+    if (nst_raw_write(r, buf, blen) != 0)
+        nst_fail(f->e, "write failed: %s", r->error);
+    free(buf);
+}
+
+/* Not an Envelope: field 1 with wire type 7, which protobuf does not have. */
+static const uint8_t garbage[] = {0x0f, 0xff, 0xfe, 0x00, 0x13, 0x37, 0xde, 0xad, 0xbe, 0xef};
+
+static void test_garbage_payload(void **state)
+{
+    fixture *f = *state;
+    ensure_b(f);
+    ns_envelope *probe = ns_envelope_unpack(garbage, sizeof(garbage));
+    assert_null(probe); /* the test's own premise */
+
+    /* Authenticated session. */
+    nst_raw a;
+    nst_must_raw_auth(f->e, &a, &f->dev, 1);
+    send_frame(f, &a, garbage, sizeof(garbage));
+    nst_expect_error(f->e, &a, 0, ERR(MALFORMED), true);
+    nst_expect_closed(f->e, &a);
+    nst_raw_close(&a);
+    others_unaffected(f);
+
+    /* Before Hello. */
+    tls_only(f, &a);
+    send_frame(f, &a, garbage, sizeof(garbage));
+    nst_expect_error(f->e, &a, 0, ERR(MALFORMED), true);
+    nst_expect_closed(f->e, &a);
+    nst_raw_close(&a);
+    others_unaffected(f);
+    nst_test_passed(f->e);
+}
+
+static void oversized_header(fixture *f, uint32_t announced)
+{
+    nst_raw a;
+    nst_must_raw_auth(f->e, &a, &f->dev, 1);
+    uint8_t hdr[NS_FRAME_HEADER_SIZE];
+    ns_frame_header(hdr, announced);
+    /* The header alone: the daemon must refuse before any body arrives. */
+    if (nst_raw_write(&a, hdr, sizeof(hdr)) != 0)
+        nst_fail(f->e, "write failed: %s", a.error);
+    nst_expect_error(f->e, &a, 0, ERR(FRAME_TOO_LARGE), true);
+    nst_expect_closed(f->e, &a);
+    nst_raw_close(&a);
+    others_unaffected(f);
+}
+
+static void test_frame_one_above_maximum(void **state)
+{
+    fixture *f = *state;
+    ensure_b(f);
+    oversized_header(f, MAX_FRAME + 1);
+    nst_test_passed(f->e);
+}
+
+static void test_frame_header_2_pow_31(void **state)
+{
+    fixture *f = *state;
+    ensure_b(f);
+    oversized_header(f, 0x80000000u);
+    oversized_header(f, 0xffffffffu);
+    nst_test_passed(f->e);
+}
+
+/* A frame of exactly the maximum is read and answered: here a Ping whose
+ * payload is over the ping limit, refused with a non-fatal error. */
+static void test_frame_at_maximum_accepted(void **state)
+{
+    fixture *f = *state;
+    ensure_b(f);
+    size_t plen = MAX_FRAME - 16;
+    uint8_t *payload = calloc(1, MAX_FRAME);
+    assert_non_null(payload);
+    uint8_t *frame = NULL;
+    size_t flen = 0;
+    for (; plen < MAX_FRAME; plen++) {
+        free(frame);
+        frame = NULL;
+        flen = 0;
+        assert_int_equal(nst_frame_append_ping(&frame, &flen, 5, payload, plen), 0);
+        if (flen - NS_FRAME_HEADER_SIZE >= MAX_FRAME)
+            break;
+    }
+    free(payload);
+    assert_int_equal(flen - NS_FRAME_HEADER_SIZE, MAX_FRAME);
+
+    nst_raw a;
+    nst_must_raw_auth(f->e, &a, &f->dev, 1);
+    if (nst_raw_write(&a, frame, flen) != 0)
+        nst_fail(f->e, "write failed: %s", a.error);
+    free(frame);
+    nst_expect_error(f->e, &a, 5, ERR(INVALID_ARGUMENT), false);
+    nst_must_raw_ping(f->e, &a, 6);
+    nst_raw_close(&a);
+    others_unaffected(f);
+    nst_test_passed(f->e);
+}
+
+/* Writes buf one byte per TLS record. */
+static void write_bytewise(fixture *f, nst_raw *r, const uint8_t *buf, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (nst_raw_write(r, buf + i, 1) != 0)
+            nst_fail(f->e, "write of byte %zu failed: %s", i, r->error);
+}
+
+static void test_frame_split_into_single_bytes(void **state)
+{
+    fixture *f = *state;
+    ensure_b(f);
+    nst_raw a;
+    tls_only(f, &a);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(nst_frame_append_hello(&buf, &len, 11, 1, 1), 0);
+    write_bytewise(f, &a, buf, len);
+    free(buf);
+    ns_envelope *env = nst_expect_frame(f->e, &a, BODY(WELCOME));
+    assert_int_equal(env->request_id, 11);
+    ns_envelope_free(env);
+
+    static const char payload[] = "split";
+    buf = NULL;
+    len = 0;
+    assert_int_equal(nst_frame_append_ping(&buf, &len, 12, payload, 5), 0);
+    write_bytewise(f, &a, buf, len);
+    free(buf);
+    env = nst_expect_frame(f->e, &a, BODY(PONG));
+    assert_int_equal(env->request_id, 12);
+    assert_int_equal(env->pong->payload.len, 5);
+    assert_memory_equal(env->pong->payload.data, payload, 5);
+    ns_envelope_free(env);
+    nst_raw_close(&a);
+    others_unaffected(f);
+    nst_test_passed(f->e);
+}
+
+/* Hello and a train of pings in one write: the pings wait behind the Hello's
+ * database lookup and are all answered, in order. */
+static void test_many_frames_in_one_write(void **state)
+{
+    fixture *f = *state;
+    ensure_b(f);
+    enum { NPINGS = 64 };
+    nst_raw a;
+    tls_only(f, &a);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(nst_frame_append_hello(&buf, &len, 1, 1, 1), 0);
+    for (uint64_t rid = 2; rid < 2 + NPINGS; rid++) {
+        char p[16];
+        int n = snprintf(p, sizeof(p), "p%llu", (unsigned long long)rid);
+        assert_int_equal(nst_frame_append_ping(&buf, &len, rid, p, (size_t)n), 0);
+    }
+    if (nst_raw_write(&a, buf, len) != 0)
+        nst_fail(f->e, "write failed: %s", a.error);
+    free(buf);
+
+    ns_envelope *env = nst_expect_frame(f->e, &a, BODY(WELCOME));
+    assert_int_equal(env->request_id, 1);
+    ns_envelope_free(env);
+    for (uint64_t rid = 2; rid < 2 + NPINGS; rid++) {
+        char p[16];
+        int n = snprintf(p, sizeof(p), "p%llu", (unsigned long long)rid);
+        env = nst_expect_frame(f->e, &a, BODY(PONG));
+        if (env->request_id != rid)
+            nst_fail(f->e, "Pong %llu arrived where %llu was due",
+                     (unsigned long long)env->request_id, (unsigned long long)rid);
+        assert_int_equal(env->pong->payload.len, (size_t)n);
+        assert_memory_equal(env->pong->payload.data, p, (size_t)n);
+        ns_envelope_free(env);
+    }
+    nst_raw_close(&a);
+    others_unaffected(f);
+    nst_test_passed(f->e);
+}
+
+static void test_truncated_frame_then_close(void **state)
+{
+    fixture *f = *state;
+    ensure_b(f);
+    /* Half a frame, then the TCP connection goes away without close_notify. */
+    nst_raw a;
+    nst_must_raw_auth(f->e, &a, &f->dev, 1);
+    uint8_t part[NS_FRAME_HEADER_SIZE + 10] = {0};
+    ns_frame_header(part, 100);
+    if (nst_raw_write(&a, part, sizeof(part)) != 0)
+        nst_fail(f->e, "write failed: %s", a.error);
+    nst_raw_abort(&a);
+    others_unaffected(f);
+
+    /* Half a TLS record: a header announcing 64 bytes, then 10 of them. */
+    nst_must_raw_auth(f->e, &a, &f->dev, 1);
+    static const uint8_t record[] = {0x17, 0x03, 0x03, 0x00, 0x40, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+    assert_int_equal(write(a.fd, record, sizeof(record)), (ssize_t)sizeof(record));
+    nst_raw_abort(&a);
+    others_unaffected(f);
+    nst_test_passed(f->e);
+}
+
+static void test_plain_http_without_tls(void **state)
+{
+    fixture *f = *state;
+    ensure_b(f);
+    int fd = nst_tcp_connect(f->e->port);
+    assert_true(fd >= 0);
+    static const char req[] = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    assert_int_equal(write(fd, req, sizeof(req) - 1), (ssize_t)(sizeof(req) - 1));
+    if (nst_fd_wait_closed(fd, NST_WAIT_MS) != 0) {
+        close(fd);
+        nst_fail(f->e, "the daemon kept a plain-text HTTP connection open");
+    }
+    close(fd);
+    others_unaffected(f);
+    nst_test_passed(f->e);
+}
+
+static void test_unknown_envelope_body(void **state)
+{
+    fixture *f = *state;
+    ensure_b(f);
+    /* request_id = 77, then field 99 (length-delimited, 2 bytes): a message
+     * from a newer protocol that this server cannot know. */
+    static const uint8_t future[] = {0x08, 77, 0x9a, 0x06, 0x02, 'h', 'i'};
+    ns_envelope *probe = ns_envelope_unpack(future, sizeof(future));
+    assert_non_null(probe);
+    assert_int_equal(probe->body_case, NAPSYNC__V1__ENVELOPE__BODY__NOT_SET);
+    assert_int_equal(probe->request_id, 77);
+    ns_envelope_free(probe);
+
+    nst_raw a;
+    nst_must_raw_auth(f->e, &a, &f->dev, 1);
+    send_frame(f, &a, future, sizeof(future));
+    nst_expect_error(f->e, &a, 77, ERR(UNSUPPORTED_MESSAGE), false);
+    nst_must_raw_ping(f->e, &a, 78);
+    /* An empty frame is an Envelope with no body at all: the same answer. */
+    send_frame(f, &a, NULL, 0);
+    nst_expect_error(f->e, &a, 0, ERR(UNSUPPORTED_MESSAGE), false);
+    nst_must_raw_ping(f->e, &a, 79);
+    nst_raw_close(&a);
+    others_unaffected(f);
+    nst_test_passed(f->e);
+}
+
+/* Reads r's next frame or close, pinging B meanwhile so that B, unlike r,
+ * is never idle long enough to be closed. */
+static nst_read_status read_keeping_b(fixture *f, nst_raw *r, ns_envelope **out)
+{
+    uint64_t deadline = nst_now_ms() + NST_WAIT_MS;
+    for (;;) {
+        nst_read_status st = nst_raw_read(r, KEEPALIVE_POLL_MS, out);
+        if (st != NST_READ_TIMEOUT || nst_now_ms() >= deadline)
+            return st;
+        b_ping(f);
+    }
+}
+
+static void expect_idle_goodbye(fixture *f, nst_raw *r)
+{
+    ns_envelope *env = NULL;
+    nst_read_status st = read_keeping_b(f, r, &env);
+    if (st != NST_READ_FRAME)
+        nst_fail(f->e, "expected Goodbye IDLE, got status %d: %s", st, r->error);
+    if (env->body_case != BODY(GOODBYE) ||
+        env->goodbye->reason != NAPSYNC__V1__GOODBYE_REASON__GOODBYE_REASON_IDLE) {
+        int body = env->body_case;
+        ns_envelope_free(env);
+        nst_fail(f->e, "expected Goodbye IDLE, got a frame with body %d", body);
+    }
+    assert_int_equal(env->request_id, 0);
+    ns_envelope_free(env);
+    env = NULL;
+    st = read_keeping_b(f, r, &env);
+    ns_envelope_free(env);
+    if (st != NST_READ_CLOSED)
+        nst_fail(f->e, "the idle session was not closed after Goodbye (status %d)", st);
+}
+
+static void test_handshake_and_idle_timeouts(void **state)
+{
+    fixture *f = *state;
+    nst_env *e = f->e;
+    nst_raw_close(&f->b);
+    if (nst_daemon_stop(e, SIGTERM, 30000) != 0)
+        nst_fail(e, "napsyncd did not stop cleanly before the restart");
+    static const char *const flags[] = {"--max-frame-size",
+                                        "65536",
+                                        "--handshake-timeout-ms",
+                                        "1000",
+                                        "--idle-timeout-ms",
+                                        "2000",
+                                        NULL};
+    if (nst_daemon_start(e, flags) != 0)
+        nst_fail(e, "napsyncd did not start with short timeouts");
+    ensure_b(f);
+
+    /* TCP without a single TLS byte: cut at the handshake deadline. */
+    int fd = nst_tcp_connect(e->port);
+    assert_true(fd >= 0);
+    uint64_t deadline = nst_now_ms() + NST_WAIT_MS;
+    int closed;
+    while ((closed = nst_fd_wait_closed(fd, KEEPALIVE_POLL_MS)) != 0 && nst_now_ms() < deadline)
+        b_ping(f);
+    close(fd);
+    if (closed != 0)
+        nst_fail(e, "a connection that never started TLS was not closed");
+    others_unaffected(f);
+
+    /* TLS up but no Hello, and an authenticated session that goes silent:
+     * both are told Goodbye IDLE and closed, while B (pinging) stays. */
+    nst_raw quiet, silent;
+    tls_only(f, &quiet);
+    nst_must_raw_auth(e, &silent, &f->dev, 1);
+    expect_idle_goodbye(f, &quiet);
+    expect_idle_goodbye(f, &silent);
+    nst_raw_close(&quiet);
+    nst_raw_close(&silent);
+    others_unaffected(f);
+    nst_test_passed(e);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_garbage_payload, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_frame_one_above_maximum, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_frame_header_2_pow_31, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_frame_at_maximum_accepted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_frame_split_into_single_bytes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_frames_in_one_write, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_truncated_frame_then_close, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_plain_http_without_tls, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_envelope_body, setup, teardown),
+        /* Last: it restarts the daemon with short timeouts. */
+        cmocka_unit_test_setup_teardown(test_handshake_and_idle_timeouts, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("integration: hostile input", tests, group_setup,
+                                       group_teardown);
+}

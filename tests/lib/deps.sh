@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs those of the given Debian packages that are missing, and nothing
+# else: when all are there it neither updates the package lists nor touches
+# the system. Used by deploy/dev.sh and tests/run.sh.
+#
+#   deps.sh [--build] [PACKAGE...]
+#
+# --build stands for what building and running napsync needs (the list
+# below), so that the scripts share one list.
+#
+# As root it calls apt-get directly, otherwise through sudo. Never prompts:
+# it also runs in CI without a terminal.
+set -euo pipefail
+
+die() {
+    echo "deps.sh: $*" >&2
+    exit 1
+}
+
+BUILD_PACKAGES=(libuv1-dev libpq-dev postgresql libprotobuf-c-dev protobuf-c-compiler libssl-dev
+    libcmocka-dev libsqlite3-dev cmake make gcc libc6-dev pkg-config acl openssl)
+
+[ $# -ge 1 ] || die "usage: deps.sh [--build] [PACKAGE...]"
+wanted=()
+for arg in "$@"; do
+    case $arg in
+    --build) wanted+=("${BUILD_PACKAGES[@]}") ;;
+    -*) die "unknown option $arg" ;;
+    *) wanted+=("$arg") ;;
+    esac
+done
+
+if ! command -v dpkg-query >/dev/null; then
+    echo "deps.sh: not a Debian system; make sure these are installed: ${wanted[*]}" >&2
+    exit 0
+fi
+
+missing=()
+for pkg in "${wanted[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+    [ "$status" = installed ] || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+as_root=()
+if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || die "missing packages (${missing[*]}) and no sudo: install them as root"
+    as_root=(sudo)
+fi
+
+echo "Installing missing packages: ${missing[*]}" >&2
+"${as_root[@]}" apt-get update -q </dev/null >&2 || die "apt-get update failed"
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null >&2 ||
+    die "could not install: ${missing[*]}"
