@@ -20,8 +20,10 @@ PG_BIN=${NS_PG_BIN:-$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -
 die() { echo "pg.sh: $*" >&2; exit 1; }
 [ -x "$PG_BIN/initdb" ] || die "PostgreSQL server binaries not found (install the postgresql package)"
 
+# From /, because the cluster's user may not be allowed into the caller's
+# working directory (a private checkout).
 as_pg() {
-    if [ "$(id -u)" = 0 ]; then runuser -u "$PG_USER" -- "$@"; else "$@"; fi
+    if [ "$(id -u)" = 0 ]; then (cd / && runuser -u "$PG_USER" -- "$@"); else "$@"; fi
 }
 
 ensure_user() {
