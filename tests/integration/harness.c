@@ -746,6 +746,17 @@ void nst_env_free(nst_env *e)
     free(e);
 }
 
+int nst_env_close(nst_env *e)
+{
+    int rc = 0;
+    if (e && nst_daemon_running(e) && nst_daemon_stop(e, SIGTERM, NST_STOP_MS) != 0) {
+        fprintf(stderr, "nst: group teardown: napsyncd did not stop cleanly on SIGTERM\n");
+        rc = -1;
+    }
+    nst_env_free(e);
+    return rc;
+}
+
 /* ---- daemon ------------------------------------------------------------------------------ */
 
 /* A libpq conninfo value in single quotes, escaped as libpq expects. */
@@ -1016,6 +1027,31 @@ void nst_test_end(nst_env *e)
         nst_log_tail(e, NST_LOG_TAIL_LINES);
 }
 
+/* The environment of a group state laid out as NST_FIXTURE_CHECK demands:
+ * a pointer to a struct also points to its first member (C11 6.7.2.1). */
+static nst_env *fixture_env(void **state)
+{
+    return *(nst_env **)*state;
+}
+
+int nst_setup(void **state)
+{
+    nst_test_begin(fixture_env(state));
+    return 0;
+}
+
+int nst_teardown(void **state)
+{
+    nst_env *e = fixture_env(state);
+    nst_test_end(e);
+    if (!nst_daemon_running(e)) {
+        fprintf(stderr, "nst: napsyncd is no longer running (exit status %d)\n", e->exit_status);
+        nst_log_tail(e, NST_LOG_TAIL_LINES);
+        return -1;
+    }
+    return 0;
+}
+
 void nst_fail(const nst_env *e, const char *fmt, ...)
 {
     char msg[1024];
@@ -1283,6 +1319,13 @@ void nst_raw_abort(nst_raw *r)
     raw_free(r);
 }
 
+void nst_must_raw_tls(const nst_env *e, nst_raw *r, const nst_device *d)
+{
+    nst_raw_opts o = {.cert = d->cert, .key = d->key, .ca = e->ca_cert};
+    if (nst_raw_connect(r, e->port, &o) != 0)
+        nst_fail(e, "raw TLS connect of %s failed: %s", d->name, r->error);
+}
+
 int nst_raw_write(nst_raw *r, const void *buf, size_t len)
 {
     if (r->ssl == NULL)
@@ -1301,6 +1344,12 @@ int nst_raw_write(nst_raw *r, const void *buf, size_t len)
         len -= (size_t)n;
     }
     return 0;
+}
+
+void nst_must_raw_write(const nst_env *e, nst_raw *r, const void *buf, size_t len)
+{
+    if (nst_raw_write(r, buf, len) != 0)
+        nst_fail(e, "write of %zu bytes failed: %s", len, r->error);
 }
 
 int nst_frame_append(uint8_t **buf, size_t *len, const void *payload, size_t plen)
@@ -1533,6 +1582,12 @@ void nst_expect_error(const nst_env *e, nst_raw *r, uint64_t rid, int code, bool
         nst_fail(e, "Error %s came without a message", ns_error_code_name(code));
 }
 
+void nst_expect_fatal_error(const nst_env *e, nst_raw *r, uint64_t rid, int code)
+{
+    nst_expect_error(e, r, rid, code, true);
+    nst_expect_closed(e, r);
+}
+
 void nst_expect_closed(const nst_env *e, nst_raw *r)
 {
     ns_envelope *env;
@@ -1547,13 +1602,8 @@ void nst_expect_closed(const nst_env *e, nst_raw *r)
              r->error);
 }
 
-void nst_must_raw_auth(const nst_env *e, nst_raw *r, const nst_device *d, uint64_t rid)
+void nst_expect_welcome(const nst_env *e, nst_raw *r, uint64_t rid, const nst_device *d)
 {
-    nst_raw_opts o = {.cert = d->cert, .key = d->key, .ca = e->ca_cert};
-    if (nst_raw_connect(r, e->port, &o) != 0)
-        nst_fail(e, "raw TLS connect of %s failed: %s", d->name, r->error);
-    if (nst_raw_send_hello(r, rid, 1, 1) != 0)
-        nst_fail(e, "sending Hello failed: %s", r->error);
     ns_envelope *env = nst_expect_frame(e, r, NAPSYNC__V1__ENVELOPE__BODY_WELCOME);
     uint64_t got = env->request_id;
     bool named = env->welcome->device && env->welcome->device->name &&
@@ -1566,18 +1616,35 @@ void nst_must_raw_auth(const nst_env *e, nst_raw *r, const nst_device *d, uint64
         nst_fail(e, "Welcome does not name device %s", d->name);
 }
 
+void nst_must_raw_auth(const nst_env *e, nst_raw *r, const nst_device *d, uint64_t rid)
+{
+    nst_must_raw_tls(e, r, d);
+    if (nst_raw_send_hello(r, rid, 1, 1) != 0)
+        nst_fail(e, "sending Hello failed: %s", r->error);
+    nst_expect_welcome(e, r, rid, d);
+}
+
+void nst_expect_pong(const nst_env *e, nst_raw *r, uint64_t rid, const void *payload, size_t plen)
+{
+    ns_envelope *env = nst_expect_frame(e, r, NAPSYNC__V1__ENVELOPE__BODY_PONG);
+    uint64_t got = env->request_id;
+    size_t got_len = env->pong->payload.len;
+    bool echoed =
+        got_len == plen && (plen == 0 || memcmp(env->pong->payload.data, payload, plen) == 0);
+    ns_envelope_free(env);
+    if (got != rid)
+        nst_fail(e, "Pong %llu arrived where %llu was due", (unsigned long long)got,
+                 (unsigned long long)rid);
+    if (!echoed)
+        nst_fail(e, "the Pong for request %llu carries %zu bytes, not the %zu sent",
+                 (unsigned long long)rid, got_len, plen);
+}
+
 void nst_must_raw_ping(const nst_env *e, nst_raw *r, uint64_t rid)
 {
     char payload[32];
     int plen = snprintf(payload, sizeof(payload), "nst-%llu", (unsigned long long)rid);
     if (nst_raw_send_ping(r, rid, payload, (size_t)plen) != 0)
         nst_fail(e, "sending Ping %llu failed: %s", (unsigned long long)rid, r->error);
-    ns_envelope *env = nst_expect_frame(e, r, NAPSYNC__V1__ENVELOPE__BODY_PONG);
-    bool ok = env->request_id == rid && env->pong->payload.len == (size_t)plen &&
-              memcmp(env->pong->payload.data, payload, (size_t)plen) == 0;
-    uint64_t got = env->request_id;
-    ns_envelope_free(env);
-    if (!ok)
-        nst_fail(e, "Pong for request %llu has request id %llu or a different payload",
-                 (unsigned long long)rid, (unsigned long long)got);
+    nst_expect_pong(e, r, rid, payload, (size_t)plen);
 }

@@ -29,6 +29,8 @@
 /* Upper bound for anything the daemon is expected to do promptly. Generous
  * because sanitizer builds on a loaded machine are slow; never a measurement. */
 #define NST_WAIT_MS 15000
+/* How long a daemon may take to drain its sessions and exit on SIGTERM. */
+#define NST_STOP_MS 30000
 
 /* ---- processes and files --------------------------------------------------- */
 
@@ -112,6 +114,10 @@ nst_env *nst_env_new(const char *name, const nst_pg *pg);
 /* Kills a daemon still running, drops the database, removes the directory
  * (kept when NST_KEEP is set in the environment). */
 void nst_env_free(nst_env *e);
+/* For a group teardown: a daemon still running is stopped with SIGTERM and
+ * must exit 0 within NST_STOP_MS; then nst_env_free. Returns 0, or -1 when
+ * the daemon did not stop cleanly. e may be NULL. */
+int nst_env_close(nst_env *e);
 
 /* Issues a device certificate from the daemon's CA, or from the foreign CA. */
 int nst_device_issue(nst_env *e, bool foreign, const char *name, nst_device *out);
@@ -160,6 +166,20 @@ bool nst_log_has_line(const nst_env *e, const char *const *needles);
 void nst_test_begin(nst_env *e);
 void nst_test_passed(nst_env *e);
 void nst_test_end(nst_env *e);
+
+/* cmocka setup and teardown for programs that keep one daemon for the whole
+ * group. Their group state is the program's own fixture struct, whose first
+ * member is `nst_env *e`; NST_FIXTURE_CHECK(type) makes the compiler hold
+ * the program to that. nst_setup calls nst_test_begin. nst_teardown calls
+ * nst_test_end and then fails when the daemon is no longer running, since
+ * every test must leave it serving the next. */
+#define NST_FIXTURE_CHECK(type)                                                                    \
+    _Static_assert(offsetof(type, e) == 0, #type ": nst_setup and nst_teardown expect "            \
+                                                 "nst_env *e as the first member")
+int nst_setup(void **state);
+int nst_teardown(void **state);
+/* A cmocka test entry with that setup and teardown. */
+#define NST_TEST(fn) cmocka_unit_test_setup_teardown(fn, nst_setup, nst_teardown)
 
 /* Fails the running test with a message naming the daemon log (whose tail
  * nst_test_end prints). */
@@ -218,8 +238,13 @@ int nst_raw_connect(nst_raw *r, uint16_t port, const nst_raw_opts *o);
 void nst_raw_close(nst_raw *r);
 /* Closes the socket without TLS close_notify. */
 void nst_raw_abort(nst_raw *r);
+/* TLS connect with a device's certificate, trusting the daemon's CA; no
+ * Hello yet. Fails the test otherwise. */
+void nst_must_raw_tls(const nst_env *e, nst_raw *r, const nst_device *d);
 
 int nst_raw_write(nst_raw *r, const void *buf, size_t len);
+/* nst_raw_write that fails the test when the write fails. */
+void nst_must_raw_write(const nst_env *e, nst_raw *r, const void *buf, size_t len);
 /* Appends one frame (header + payload) to a growing buffer. */
 int nst_frame_append(uint8_t **buf, size_t *len, const void *payload, size_t plen);
 int nst_frame_append_env(uint8_t **buf, size_t *len, const ns_envelope *env);
@@ -239,10 +264,17 @@ nst_read_status nst_raw_read(nst_raw *r, int timeout_ms, ns_envelope **out);
 ns_envelope *nst_expect_frame(const nst_env *e, nst_raw *r, Napsync__V1__Envelope__BodyCase body);
 /* The next frame must be Error{code} with this request id and fatal flag. */
 void nst_expect_error(const nst_env *e, nst_raw *r, uint64_t rid, int code, bool fatal);
+/* A fatal Error{code} for request rid, and then the server must close the
+ * session (nst_expect_closed). r itself is left for the caller to close. */
+void nst_expect_fatal_error(const nst_env *e, nst_raw *r, uint64_t rid, int code);
 /* The server must close the connection (no further frame) within NST_WAIT_MS. */
 void nst_expect_closed(const nst_env *e, nst_raw *r);
+/* The next frame must be the Welcome for request rid, naming device d. */
+void nst_expect_welcome(const nst_env *e, nst_raw *r, uint64_t rid, const nst_device *d);
 /* TLS connect with a device, Hello (request id rid), Welcome. */
 void nst_must_raw_auth(const nst_env *e, nst_raw *r, const nst_device *d, uint64_t rid);
+/* The next frame must be a Pong for request rid that echoes payload. */
+void nst_expect_pong(const nst_env *e, nst_raw *r, uint64_t rid, const void *payload, size_t plen);
 /* Ping with a payload; the Pong must echo rid and payload. */
 void nst_must_raw_ping(const nst_env *e, nst_raw *r, uint64_t rid);
 

@@ -5,7 +5,6 @@
  * issued by a foreign CA. A session opened in the group setup must keep
  * working through every refusal. */
 #include <setjmp.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -28,6 +27,7 @@ typedef struct {
     nst_device foreign;  /* issued by a CA the daemon does not trust */
     ns_client *other;    /* an authenticated session that must outlive every test */
 } fixture;
+NST_FIXTURE_CHECK(fixture);
 
 static int group_setup(void **state)
 {
@@ -66,34 +66,10 @@ static int group_teardown(void **state)
     fixture *f = *state;
     if (f == NULL)
         return 0;
-    int rc = 0;
     nst_client_close(f->other);
-    if (f->e && nst_daemon_running(f->e) && nst_daemon_stop(f->e, SIGTERM, 30000) != 0) {
-        fprintf(stderr, "group teardown: napsyncd did not stop cleanly on SIGTERM\n");
-        rc = -1;
-    }
-    nst_env_free(f->e);
+    int rc = nst_env_close(f->e);
     free(f);
     return rc;
-}
-
-static int setup(void **state)
-{
-    fixture *f = *state;
-    nst_test_begin(f->e);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    nst_test_end(f->e);
-    if (!nst_daemon_running(f->e)) {
-        fprintf(stderr, "napsyncd is no longer running (exit status %d)\n", f->e->exit_status);
-        nst_log_tail(f->e, 60);
-        return -1;
-    }
-    return 0;
 }
 
 /* The long-lived session still answers, and a new device session authenticates. */
@@ -268,9 +244,7 @@ static void test_tls12_modern_suite(void **state)
         nst_fail(e, "TLS 1.2 negotiated %s, not an ECDHE AEAD suite", SSL_CIPHER_get_name(cipher));
     /* The protocol works over it too. */
     assert_int_equal(nst_raw_send_hello(&r, 7, 1, 1), 0);
-    ns_envelope *env = nst_expect_frame(e, &r, NAPSYNC__V1__ENVELOPE__BODY_WELCOME);
-    assert_int_equal(env->request_id, 7);
-    ns_envelope_free(env);
+    nst_expect_welcome(e, &r, 7, &f->coord);
     nst_must_raw_ping(e, &r, 8);
     nst_raw_close(&r);
 
@@ -289,12 +263,9 @@ static void test_unsupported_version(void **state)
     fixture *f = *state;
     nst_env *e = f->e;
     nst_raw r;
-    nst_raw_opts o = {.cert = f->coord.cert, .key = f->coord.key, .ca = e->ca_cert};
-    if (nst_raw_connect(&r, e->port, &o) != 0)
-        nst_fail(e, "TLS connect failed: %s", r.error);
+    nst_must_raw_tls(e, &r, &f->coord);
     assert_int_equal(nst_raw_send_hello(&r, 5, 7, 9), 0);
-    nst_expect_error(e, &r, 5, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_UNSUPPORTED_VERSION, true);
-    nst_expect_closed(e, &r);
+    nst_expect_fatal_error(e, &r, 5, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_UNSUPPORTED_VERSION);
     nst_raw_close(&r);
     still_serving(f);
     nst_test_passed(e);
@@ -305,12 +276,9 @@ static void test_ping_before_hello(void **state)
     fixture *f = *state;
     nst_env *e = f->e;
     nst_raw r;
-    nst_raw_opts o = {.cert = f->coord.cert, .key = f->coord.key, .ca = e->ca_cert};
-    if (nst_raw_connect(&r, e->port, &o) != 0)
-        nst_fail(e, "TLS connect failed: %s", r.error);
+    nst_must_raw_tls(e, &r, &f->coord);
     assert_int_equal(nst_raw_send_ping(&r, 9, "x", 1), 0);
-    nst_expect_error(e, &r, 9, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_HELLO_REQUIRED, true);
-    nst_expect_closed(e, &r);
+    nst_expect_fatal_error(e, &r, 9, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_HELLO_REQUIRED);
     nst_raw_close(&r);
     still_serving(f);
     nst_test_passed(e);
@@ -321,9 +289,7 @@ static void test_request_ids_echoed(void **state)
     fixture *f = *state;
     nst_env *e = f->e;
     nst_raw r;
-    nst_raw_opts o = {.cert = f->coord.cert, .key = f->coord.key, .ca = e->ca_cert};
-    if (nst_raw_connect(&r, e->port, &o) != 0)
-        nst_fail(e, "TLS connect failed: %s", r.error);
+    nst_must_raw_tls(e, &r, &f->coord);
     assert_int_equal(nst_raw_send_hello(&r, 42, 1, 1), 0);
     ns_envelope *env = nst_expect_frame(e, &r, NAPSYNC__V1__ENVELOPE__BODY_WELCOME);
     assert_int_equal(env->request_id, 42);
@@ -337,19 +303,14 @@ static void test_request_ids_echoed(void **state)
     /* Binary payload, with a NUL and high bytes, echoed byte for byte. */
     static const uint8_t payload[] = {'p', 0x00, 0xff, 0x80, '\n', 'q'};
     assert_int_equal(nst_raw_send_ping(&r, 43, payload, sizeof(payload)), 0);
-    env = nst_expect_frame(e, &r, NAPSYNC__V1__ENVELOPE__BODY_PONG);
-    assert_int_equal(env->request_id, 43);
-    assert_int_equal(env->pong->payload.len, sizeof(payload));
-    assert_memory_equal(env->pong->payload.data, payload, sizeof(payload));
-    ns_envelope_free(env);
+    nst_expect_pong(e, &r, 43, payload, sizeof(payload));
 
     /* A large request id survives the round trip as well. */
     nst_must_raw_ping(e, &r, UINT64_MAX - 1);
 
     /* A second Hello on an authenticated session is a protocol violation. */
     assert_int_equal(nst_raw_send_hello(&r, 44, 1, 1), 0);
-    nst_expect_error(e, &r, 44, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_UNEXPECTED_MESSAGE, true);
-    nst_expect_closed(e, &r);
+    nst_expect_fatal_error(e, &r, 44, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_UNEXPECTED_MESSAGE);
     nst_raw_close(&r);
     still_serving(f);
     nst_test_passed(e);
@@ -358,17 +319,19 @@ static void test_request_ids_echoed(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_welcome_tells_identity, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_refused_without_client_certificate, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_refused_foreign_ca, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_refused_unknown_device, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_refused_revoked_device, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_client_refuses_wrong_server_ca, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_tls11_refused, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_tls12_modern_suite, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_unsupported_version, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_ping_before_hello, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_request_ids_echoed, setup, teardown),
+        NST_TEST(test_welcome_tells_identity),
+        /* Refusals, through libnapsync and over raw TLS. */
+        NST_TEST(test_refused_without_client_certificate),
+        NST_TEST(test_refused_foreign_ca),
+        NST_TEST(test_refused_unknown_device),
+        NST_TEST(test_refused_revoked_device),
+        NST_TEST(test_client_refuses_wrong_server_ca),
+        NST_TEST(test_tls11_refused),
+        /* Sessions that speak the protocol frame by frame. */
+        NST_TEST(test_tls12_modern_suite),
+        NST_TEST(test_unsupported_version),
+        NST_TEST(test_ping_before_hello),
+        NST_TEST(test_request_ids_echoed),
     };
     return cmocka_run_group_tests_name("integration: handshake", tests, group_setup,
                                        group_teardown);

@@ -30,6 +30,7 @@ typedef struct {
     nst_raw b; /* the bystander session */
     uint64_t b_rid;
 } fixture;
+NST_FIXTURE_CHECK(fixture);
 
 static const char *const default_flags[] = {"--max-frame-size", "65536", NULL};
 
@@ -53,34 +54,10 @@ static int group_teardown(void **state)
     fixture *f = *state;
     if (f == NULL)
         return 0;
-    int rc = 0;
     nst_raw_close(&f->b);
-    if (f->e && nst_daemon_running(f->e) && nst_daemon_stop(f->e, SIGTERM, 30000) != 0) {
-        fprintf(stderr, "group teardown: napsyncd did not stop cleanly on SIGTERM\n");
-        rc = -1;
-    }
-    nst_env_free(f->e);
+    int rc = nst_env_close(f->e);
     free(f);
     return rc;
-}
-
-static int setup(void **state)
-{
-    fixture *f = *state;
-    nst_test_begin(f->e);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    nst_test_end(f->e);
-    if (!nst_daemon_running(f->e)) {
-        fprintf(stderr, "napsyncd is no longer running (exit status %d)\n", f->e->exit_status);
-        nst_log_tail(f->e, 60);
-        return -1;
-    }
-    return 0;
 }
 
 /* B is authenticated (once, lazily, so a failure is a test failure). */
@@ -108,21 +85,12 @@ static void others_unaffected(fixture *f)
     b_ping(f);
 }
 
-/* TLS up with the device certificate, no Hello yet. */
-static void tls_only(fixture *f, nst_raw *r)
-{
-    nst_raw_opts o = {.cert = f->dev.cert, .key = f->dev.key, .ca = f->e->ca_cert};
-    if (nst_raw_connect(r, f->e->port, &o) != 0)
-        nst_fail(f->e, "TLS connect failed: %s", r->error);
-}
-
 static void send_frame(fixture *f, nst_raw *r, const void *payload, size_t len)
 {
     uint8_t *buf = NULL;
     size_t blen = 0;
     assert_int_equal(nst_frame_append(&buf, &blen, payload, len), 0);
-    if (nst_raw_write(r, buf, blen) != 0)
-        nst_fail(f->e, "write failed: %s", r->error);
+    nst_must_raw_write(f->e, r, buf, blen);
     free(buf);
 }
 
@@ -140,16 +108,14 @@ static void test_garbage_payload(void **state)
     nst_raw a;
     nst_must_raw_auth(f->e, &a, &f->dev, 1);
     send_frame(f, &a, garbage, sizeof(garbage));
-    nst_expect_error(f->e, &a, 0, ERR(MALFORMED), true);
-    nst_expect_closed(f->e, &a);
+    nst_expect_fatal_error(f->e, &a, 0, ERR(MALFORMED));
     nst_raw_close(&a);
     others_unaffected(f);
 
     /* Before Hello. */
-    tls_only(f, &a);
+    nst_must_raw_tls(f->e, &a, &f->dev);
     send_frame(f, &a, garbage, sizeof(garbage));
-    nst_expect_error(f->e, &a, 0, ERR(MALFORMED), true);
-    nst_expect_closed(f->e, &a);
+    nst_expect_fatal_error(f->e, &a, 0, ERR(MALFORMED));
     nst_raw_close(&a);
     others_unaffected(f);
     nst_test_passed(f->e);
@@ -162,10 +128,8 @@ static void oversized_header(fixture *f, uint32_t announced)
     uint8_t hdr[NS_FRAME_HEADER_SIZE];
     ns_frame_header(hdr, announced);
     /* The header alone: the daemon must refuse before any body arrives. */
-    if (nst_raw_write(&a, hdr, sizeof(hdr)) != 0)
-        nst_fail(f->e, "write failed: %s", a.error);
-    nst_expect_error(f->e, &a, 0, ERR(FRAME_TOO_LARGE), true);
-    nst_expect_closed(f->e, &a);
+    nst_must_raw_write(f->e, &a, hdr, sizeof(hdr));
+    nst_expect_fatal_error(f->e, &a, 0, ERR(FRAME_TOO_LARGE));
     nst_raw_close(&a);
     others_unaffected(f);
 }
@@ -211,8 +175,7 @@ static void test_frame_at_maximum_accepted(void **state)
 
     nst_raw a;
     nst_must_raw_auth(f->e, &a, &f->dev, 1);
-    if (nst_raw_write(&a, frame, flen) != 0)
-        nst_fail(f->e, "write failed: %s", a.error);
+    nst_must_raw_write(f->e, &a, frame, flen);
     free(frame);
     nst_expect_error(f->e, &a, 5, ERR(INVALID_ARGUMENT), false);
     nst_must_raw_ping(f->e, &a, 6);
@@ -234,15 +197,13 @@ static void test_frame_split_into_single_bytes(void **state)
     fixture *f = *state;
     ensure_b(f);
     nst_raw a;
-    tls_only(f, &a);
+    nst_must_raw_tls(f->e, &a, &f->dev);
     uint8_t *buf = NULL;
     size_t len = 0;
     assert_int_equal(nst_frame_append_hello(&buf, &len, 11, 1, 1), 0);
     write_bytewise(f, &a, buf, len);
     free(buf);
-    ns_envelope *env = nst_expect_frame(f->e, &a, BODY(WELCOME));
-    assert_int_equal(env->request_id, 11);
-    ns_envelope_free(env);
+    nst_expect_welcome(f->e, &a, 11, &f->dev);
 
     static const char payload[] = "split";
     buf = NULL;
@@ -250,11 +211,7 @@ static void test_frame_split_into_single_bytes(void **state)
     assert_int_equal(nst_frame_append_ping(&buf, &len, 12, payload, 5), 0);
     write_bytewise(f, &a, buf, len);
     free(buf);
-    env = nst_expect_frame(f->e, &a, BODY(PONG));
-    assert_int_equal(env->request_id, 12);
-    assert_int_equal(env->pong->payload.len, 5);
-    assert_memory_equal(env->pong->payload.data, payload, 5);
-    ns_envelope_free(env);
+    nst_expect_pong(f->e, &a, 12, payload, 5);
     nst_raw_close(&a);
     others_unaffected(f);
     nst_test_passed(f->e);
@@ -268,7 +225,7 @@ static void test_many_frames_in_one_write(void **state)
     ensure_b(f);
     enum { NPINGS = 64 };
     nst_raw a;
-    tls_only(f, &a);
+    nst_must_raw_tls(f->e, &a, &f->dev);
     uint8_t *buf = NULL;
     size_t len = 0;
     assert_int_equal(nst_frame_append_hello(&buf, &len, 1, 1, 1), 0);
@@ -277,23 +234,14 @@ static void test_many_frames_in_one_write(void **state)
         int n = snprintf(p, sizeof(p), "p%llu", (unsigned long long)rid);
         assert_int_equal(nst_frame_append_ping(&buf, &len, rid, p, (size_t)n), 0);
     }
-    if (nst_raw_write(&a, buf, len) != 0)
-        nst_fail(f->e, "write failed: %s", a.error);
+    nst_must_raw_write(f->e, &a, buf, len);
     free(buf);
 
-    ns_envelope *env = nst_expect_frame(f->e, &a, BODY(WELCOME));
-    assert_int_equal(env->request_id, 1);
-    ns_envelope_free(env);
+    nst_expect_welcome(f->e, &a, 1, &f->dev);
     for (uint64_t rid = 2; rid < 2 + NPINGS; rid++) {
         char p[16];
         int n = snprintf(p, sizeof(p), "p%llu", (unsigned long long)rid);
-        env = nst_expect_frame(f->e, &a, BODY(PONG));
-        if (env->request_id != rid)
-            nst_fail(f->e, "Pong %llu arrived where %llu was due",
-                     (unsigned long long)env->request_id, (unsigned long long)rid);
-        assert_int_equal(env->pong->payload.len, (size_t)n);
-        assert_memory_equal(env->pong->payload.data, p, (size_t)n);
-        ns_envelope_free(env);
+        nst_expect_pong(f->e, &a, rid, p, (size_t)n);
     }
     nst_raw_close(&a);
     others_unaffected(f);
@@ -309,8 +257,7 @@ static void test_truncated_frame_then_close(void **state)
     nst_must_raw_auth(f->e, &a, &f->dev, 1);
     uint8_t part[NS_FRAME_HEADER_SIZE + 10] = {0};
     ns_frame_header(part, 100);
-    if (nst_raw_write(&a, part, sizeof(part)) != 0)
-        nst_fail(f->e, "write failed: %s", a.error);
+    nst_must_raw_write(f->e, &a, part, sizeof(part));
     nst_raw_abort(&a);
     others_unaffected(f);
 
@@ -406,7 +353,7 @@ static void test_handshake_and_idle_timeouts(void **state)
     fixture *f = *state;
     nst_env *e = f->e;
     nst_raw_close(&f->b);
-    if (nst_daemon_stop(e, SIGTERM, 30000) != 0)
+    if (nst_daemon_stop(e, SIGTERM, NST_STOP_MS) != 0)
         nst_fail(e, "napsyncd did not stop cleanly before the restart");
     static const char *const flags[] = {"--max-frame-size",
                                         "65536",
@@ -434,7 +381,7 @@ static void test_handshake_and_idle_timeouts(void **state)
     /* TLS up but no Hello, and an authenticated session that goes silent:
      * both are told Goodbye IDLE and closed, while B (pinging) stays. */
     nst_raw quiet, silent;
-    tls_only(f, &quiet);
+    nst_must_raw_tls(e, &quiet, &f->dev);
     nst_must_raw_auth(e, &silent, &f->dev, 1);
     expect_idle_goodbye(f, &quiet);
     expect_idle_goodbye(f, &silent);
@@ -447,17 +394,17 @@ static void test_handshake_and_idle_timeouts(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_garbage_payload, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_frame_one_above_maximum, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_frame_header_2_pow_31, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_frame_at_maximum_accepted, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_frame_split_into_single_bytes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_many_frames_in_one_write, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_truncated_frame_then_close, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_plain_http_without_tls, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_unknown_envelope_body, setup, teardown),
+        NST_TEST(test_garbage_payload),
+        NST_TEST(test_frame_one_above_maximum),
+        NST_TEST(test_frame_header_2_pow_31),
+        NST_TEST(test_frame_at_maximum_accepted),
+        NST_TEST(test_frame_split_into_single_bytes),
+        NST_TEST(test_many_frames_in_one_write),
+        NST_TEST(test_truncated_frame_then_close),
+        NST_TEST(test_plain_http_without_tls),
+        NST_TEST(test_unknown_envelope_body),
         /* Last: it restarts the daemon with short timeouts. */
-        cmocka_unit_test_setup_teardown(test_handshake_and_idle_timeouts, setup, teardown),
+        NST_TEST(test_handshake_and_idle_timeouts),
     };
     return cmocka_run_group_tests_name("integration: hostile input", tests, group_setup,
                                        group_teardown);

@@ -60,7 +60,7 @@ static int group_setup(void **state)
         nst_server_cert_issue(e, "server", f->server_cert, f->server_key) != 0 ||
         nst_daemon_start(e, flags) != 0 ||
         nst_device_register(e, "mogender", "Operations Desk", "coordinator", &f->dev) != 0 ||
-        nst_daemon_stop(e, SIGTERM, 30000) != 0)
+        nst_daemon_stop(e, SIGTERM, NST_STOP_MS) != 0)
         return -1;
     return 0;
 }
@@ -189,9 +189,7 @@ static void test_postgres_down_then_up(void **state)
 
     /* On the wire: Error UNAVAILABLE for the Hello, with a retry hint. */
     nst_raw r;
-    nst_raw_opts o = {.cert = f->dev.cert, .key = f->dev.key, .ca = e->ca_cert};
-    if (nst_raw_connect(&r, e->port, &o) != 0)
-        nst_fail(e, "TLS connect failed: %s", r.error);
+    nst_must_raw_tls(e, &r, &f->dev);
     assert_int_equal(nst_raw_send_hello(&r, 21, 1, 1), 0);
     ns_envelope *env = nst_expect_frame(e, &r, NAPSYNC__V1__ENVELOPE__BODY_ERROR);
     assert_int_equal(env->request_id, 21);
@@ -215,9 +213,7 @@ static void test_postgres_down_then_up(void **state)
 static void peer_fingerprint(fixture *f, char fp[65])
 {
     nst_raw r;
-    nst_raw_opts o = {.cert = f->dev.cert, .key = f->dev.key, .ca = f->e->ca_cert};
-    if (nst_raw_connect(&r, f->e->port, &o) != 0)
-        nst_fail(f->e, "TLS connect failed: %s", r.error);
+    nst_must_raw_tls(f->e, &r, &f->dev);
     memcpy(fp, r.peer_fp, 65);
     nst_raw_close(&r);
 }

@@ -1,6 +1,7 @@
 /* "key = value" files and value parsers: proto/conf.h. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <errno.h>
@@ -62,11 +63,28 @@ static int parse(collector *c, const char *text)
     return ns_conf_parse_buffer(text, strlen(text), "t.conf", collect, c, c->err, sizeof(c->err));
 }
 
-static void expect_pair(const collector *c, size_t i, const char *key, const char *value)
+typedef struct {
+    const char *key;
+    const char *value;
+} pair;
+
+#define NPAIRS(a) (sizeof(a) / sizeof((a)[0]))
+
+/* The callback was handed exactly these settings, in this order. */
+static void expect_collected(const collector *c, const pair *want, size_t n)
 {
-    assert_true(i < c->n);
-    assert_string_equal(c->key[i], key);
-    assert_string_equal(c->value[i], value);
+    assert_int_equal(c->n, n);
+    for (size_t i = 0; i < n; i++) {
+        assert_string_equal(c->key[i], want[i].key);
+        assert_string_equal(c->value[i], want[i].value);
+    }
+}
+
+/* text parses, into exactly these settings. */
+static void expect_parsed(collector *c, const char *text, const pair *want, size_t n)
+{
+    assert_int_equal(parse(c, text), 0);
+    expect_collected(c, want, n);
 }
 
 /* The error must start with "t.conf:<line>: " and mention what. */
@@ -82,32 +100,40 @@ static void expect_error(collector *c, const char *text, int line, const char *w
         fail_msg("error \"%s\" does not mention \"%s\"", c->err, what);
 }
 
-static char *write_temp(const char *data, size_t len)
+#define TEMP_TEMPLATE "/tmp/ns_test_conf_XXXXXX"
+
+/* Writes data to a new temporary file, parses it with ns_conf_parse_file and
+ * removes the file again (before any assertion can skip that). Its name is
+ * copied to path unless that is NULL, for the messages that must quote it. */
+static int parse_temp_file(collector *c, const char *data, size_t len,
+                           char path[sizeof(TEMP_TEMPLATE)])
 {
-    char tmpl[] = "/tmp/ns_test_conf_XXXXXX";
-    int fd = mkstemp(tmpl);
+    char name[] = TEMP_TEMPLATE;
+    int fd = mkstemp(name);
     assert_true(fd >= 0);
+    if (path != NULL)
+        memcpy(path, name, sizeof(name));
     size_t off = 0;
     while (off < len) {
         ssize_t w = write(fd, data + off, len - off);
-        assert_true(w > 0);
+        if (w <= 0)
+            break;
         off += (size_t)w;
     }
-    assert_int_equal(close(fd), 0);
-    char *path = strdup(tmpl);
-    assert_non_null(path);
-    return path;
+    bool written = close(fd) == 0 && off == len;
+    int rc = written ? ns_conf_parse_file(name, collect, c, c->err, sizeof(c->err)) : -1;
+    unlink(name);
+    if (!written)
+        fail_msg("writing %zu bytes to %s failed after %zu", len, name, off);
+    return rc;
 }
 
 /* ---- syntax -------------------------------------------------------------- */
 
 static void test_simple(void **state)
 {
-    collector *c = *state;
-    assert_int_equal(parse(c, "listen = 127.0.0.1:7443\nmax_sessions=10\n"), 0);
-    assert_int_equal(c->n, 2);
-    expect_pair(c, 0, "listen", "127.0.0.1:7443");
-    expect_pair(c, 1, "max_sessions", "10");
+    static const pair want[] = {{"listen", "127.0.0.1:7443"}, {"max_sessions", "10"}};
+    expect_parsed(*state, "listen = 127.0.0.1:7443\nmax_sessions=10\n", want, NPAIRS(want));
 }
 
 static void test_empty_input(void **state)
@@ -119,80 +145,75 @@ static void test_empty_input(void **state)
 
 static void test_comments_and_blank_lines(void **state)
 {
-    collector *c = *state;
-    assert_int_equal(parse(c, "# a comment\n"
-                              "\n"
-                              "   \n"
-                              "\t\n"
-                              "  # indented comment = not a setting\n"
-                              "#key = value\n"
-                              "a = 1\n"
-                              "\n"),
-                     0);
-    assert_int_equal(c->n, 1);
-    expect_pair(c, 0, "a", "1");
+    static const pair want[] = {{"a", "1"}};
+    expect_parsed(*state,
+                  "# a comment\n"
+                  "\n"
+                  "   \n"
+                  "\t\n"
+                  "  # indented comment = not a setting\n"
+                  "#key = value\n"
+                  "a = 1\n"
+                  "\n",
+                  want, NPAIRS(want));
 }
 
 /* '#' only starts a comment at the beginning of a line: a value (a
  * password in a connection string, say) may contain it. */
 static void test_hash_inside_value(void **state)
 {
-    collector *c = *state;
-    assert_int_equal(parse(c, "database = password=a#b\n"), 0);
-    expect_pair(c, 0, "database", "password=a#b");
+    static const pair want[] = {{"database", "password=a#b"}};
+    expect_parsed(*state, "database = password=a#b\n", want, NPAIRS(want));
 }
 
 static void test_whitespace(void **state)
 {
-    collector *c = *state;
-    assert_int_equal(parse(c, "  \t key_1 \t =  \t value with  inner  spaces \t \n"
-                              "k2=v2\n"
-                              "k3 =\n"
-                              "k4 = a = b\n"),
-                     0);
-    assert_int_equal(c->n, 4);
-    expect_pair(c, 0, "key_1", "value with  inner  spaces");
-    expect_pair(c, 1, "k2", "v2");
-    expect_pair(c, 2, "k3", "");
-    expect_pair(c, 3, "k4", "a = b");
+    static const pair want[] = {
+        {"key_1", "value with  inner  spaces"},
+        {"k2", "v2"},
+        {"k3", ""},
+        {"k4", "a = b"},
+    };
+    expect_parsed(*state,
+                  "  \t key_1 \t =  \t value with  inner  spaces \t \n"
+                  "k2=v2\n"
+                  "k3 =\n"
+                  "k4 = a = b\n",
+                  want, NPAIRS(want));
 }
 
 static void test_no_final_newline(void **state)
 {
-    collector *c = *state;
-    assert_int_equal(parse(c, "a = 1\nb = 2"), 0);
-    assert_int_equal(c->n, 2);
-    expect_pair(c, 1, "b", "2");
+    static const pair want[] = {{"a", "1"}, {"b", "2"}};
+    expect_parsed(*state, "a = 1\nb = 2", want, NPAIRS(want));
 }
 
 static void test_quoted_values(void **state)
 {
-    collector *c = *state;
-    assert_int_equal(parse(c, "a = \"  spaced  \"\n"
-                              "b = \"\"\n"
-                              "c = \"x = y # z\"\n"
-                              "d =   \"q\"   \n"),
-                     0);
-    assert_int_equal(c->n, 4);
-    expect_pair(c, 0, "a", "  spaced  ");
-    expect_pair(c, 1, "b", "");
-    expect_pair(c, 2, "c", "x = y # z");
-    expect_pair(c, 3, "d", "q");
+    static const pair want[] = {
+        {"a", "  spaced  "},
+        {"b", ""},
+        {"c", "x = y # z"},
+        {"d", "q"},
+    };
+    expect_parsed(*state,
+                  "a = \"  spaced  \"\n"
+                  "b = \"\"\n"
+                  "c = \"x = y # z\"\n"
+                  "d =   \"q\"   \n",
+                  want, NPAIRS(want));
 }
 
 static void test_crlf(void **state)
 {
-    collector *c = *state;
-    assert_int_equal(parse(c, "# windows\r\n"
-                              "\r\n"
-                              "a = 1\r\n"
-                              "b = \" x \"\r\n"
-                              "c=3\r\n"),
-                     0);
-    assert_int_equal(c->n, 3);
-    expect_pair(c, 0, "a", "1");
-    expect_pair(c, 1, "b", " x ");
-    expect_pair(c, 2, "c", "3");
+    static const pair want[] = {{"a", "1"}, {"b", " x "}, {"c", "3"}};
+    expect_parsed(*state,
+                  "# windows\r\n"
+                  "\r\n"
+                  "a = 1\r\n"
+                  "b = \" x \"\r\n"
+                  "c=3\r\n",
+                  want, NPAIRS(want));
 }
 
 static void test_missing_equals(void **state)
@@ -214,8 +235,8 @@ static void test_bad_key(void **state)
     /* nothing before the bad line was lost, nothing after it was read */
     c->n = 0;
     expect_error(c, "a = 1\nB = 2\nc = 3\n", 2, "setting name");
-    assert_int_equal(c->n, 1);
-    expect_pair(c, 0, "a", "1");
+    static const pair before[] = {{"a", "1"}};
+    expect_collected(c, before, NPAIRS(before));
 }
 
 static void test_unterminated_quote(void **state)
@@ -297,8 +318,8 @@ static void test_callback_error_prefixed(void **state)
     assert_int_equal(parse(c, "good = 1\n# comment\nbad = x\nlater = 2\n"), -1);
     assert_string_equal(c->err, "t.conf:3: bad: expected a number");
     /* parsing stopped at the first error */
-    assert_int_equal(c->n, 1);
-    expect_pair(c, 0, "good", "1");
+    static const pair before[] = {{"good", "1"}};
+    expect_collected(c, before, NPAIRS(before));
 }
 
 static void test_callback_error_without_message(void **state)
@@ -329,28 +350,20 @@ static void test_file(void **state)
 {
     collector *c = *state;
     static const char text[] = "# napsyncd\nlisten = [::1]:7443\n\nlog_level = \"debug\"\n";
-    char *path = write_temp(text, sizeof(text) - 1);
-    int rc = ns_conf_parse_file(path, collect, c, c->err, sizeof(c->err));
-    unlink(path); /* before any assertion can skip it */
-    assert_int_equal(rc, 0);
-    assert_int_equal(c->n, 2);
-    expect_pair(c, 0, "listen", "[::1]:7443");
-    expect_pair(c, 1, "log_level", "debug");
-    free(path);
+    assert_int_equal(parse_temp_file(c, text, sizeof(text) - 1, NULL), 0);
+    static const pair want[] = {{"listen", "[::1]:7443"}, {"log_level", "debug"}};
+    expect_collected(c, want, NPAIRS(want));
 }
 
 static void test_file_error_names_path(void **state)
 {
     collector *c = *state;
     static const char text[] = "a = 1\nb 2\n";
-    char *path = write_temp(text, sizeof(text) - 1);
-    int rc = ns_conf_parse_file(path, collect, c, c->err, sizeof(c->err));
-    unlink(path); /* before any assertion can skip it */
-    assert_int_equal(rc, -1);
+    char path[sizeof(TEMP_TEMPLATE)];
+    assert_int_equal(parse_temp_file(c, text, sizeof(text) - 1, path), -1);
     char prefix[64];
     snprintf(prefix, sizeof(prefix), "%s:2: ", path);
     assert_true(strncmp(c->err, prefix, strlen(prefix)) == 0);
-    free(path);
 }
 
 static void test_file_too_large(void **state)
@@ -360,14 +373,12 @@ static void test_file_too_large(void **state)
     char *text = malloc(len);
     assert_non_null(text);
     memset(text, '\n', len);
-    char *path = write_temp(text, len);
-    int rc = ns_conf_parse_file(path, collect, c, c->err, sizeof(c->err));
-    unlink(path); /* before any assertion can skip it */
+    char path[sizeof(TEMP_TEMPLATE)];
+    int rc = parse_temp_file(c, text, len, path);
+    free(text);
     assert_int_equal(rc, -1);
     assert_non_null(strstr(c->err, path));
     assert_non_null(strstr(c->err, "larger"));
-    free(path);
-    free(text);
 }
 
 static void test_file_missing(void **state)

@@ -1,6 +1,7 @@
 /* napsyncd's settings: daemon/config.h. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -53,17 +54,26 @@ static void set_bad(fixture *f, const char *key, const char *value)
         fail_msg("message for %s = '%s' does not name it: \"%s\"", key, value, f->err);
 }
 
-static char *write_temp(const char *text)
+#define TEMP_TEMPLATE "/tmp/ns_test_config_XXXXXX"
+
+/* Writes text to a new temporary file, loads it with ns_config_load_file
+ * and removes the file again (before any assertion can skip that). Its name
+ * is copied to path unless that is NULL, for the messages that must quote it. */
+static int load_temp_file(fixture *f, const char *text, char path[sizeof(TEMP_TEMPLATE)])
 {
-    char tmpl[] = "/tmp/ns_test_config_XXXXXX";
-    int fd = mkstemp(tmpl);
+    char name[] = TEMP_TEMPLATE;
+    int fd = mkstemp(name);
     assert_true(fd >= 0);
+    if (path != NULL)
+        memcpy(path, name, sizeof(name));
     size_t len = strlen(text);
-    assert_int_equal(write(fd, text, len), (ssize_t)len);
-    assert_int_equal(close(fd), 0);
-    char *path = strdup(tmpl);
-    assert_non_null(path);
-    return path;
+    ssize_t w = write(fd, text, len);
+    bool written = close(fd) == 0 && w == (ssize_t)len;
+    int rc = written ? ns_config_load_file(&f->cfg, name, f->err, sizeof(f->err)) : -1;
+    unlink(name);
+    if (!written)
+        fail_msg("writing %zu bytes to %s failed (wrote %zd)", len, name, w);
+    return rc;
 }
 
 static void set_required(fixture *f)
@@ -309,13 +319,13 @@ static void test_database_never_echoed(void **state)
 static void test_later_overrides_earlier(void **state)
 {
     fixture *f = *state;
-    char *path = write_temp("max_sessions = 10\n"
-                            "tls_cert = /first.crt\n"
-                            "tls_cert = /second.crt\n"
-                            "log_level = debug\n");
-    int rc = ns_config_load_file(&f->cfg, path, f->err, sizeof(f->err));
-    unlink(path); /* before any assertion can skip it */
-    assert_int_equal(rc, 0);
+    assert_int_equal(load_temp_file(f,
+                                    "max_sessions = 10\n"
+                                    "tls_cert = /first.crt\n"
+                                    "tls_cert = /second.crt\n"
+                                    "log_level = debug\n",
+                                    NULL),
+                     0);
     assert_int_equal(f->cfg.max_sessions, 10);
     assert_string_equal(f->cfg.tls_cert, "/second.crt"); /* the first is freed (LSan) */
     assert_int_equal(f->cfg.log_level, NS_LOG_DEBUG);
@@ -325,7 +335,6 @@ static void test_later_overrides_earlier(void **state)
     assert_int_equal(f->cfg.max_sessions, 20);
     assert_string_equal(f->cfg.tls_cert, "/flag.crt");
     assert_int_equal(f->cfg.log_level, NS_LOG_DEBUG); /* untouched by the flags */
-    free(path);
 }
 
 /* ---- files ----------------------------------------------------------------- */
@@ -333,7 +342,8 @@ static void test_later_overrides_earlier(void **state)
 static void test_load_file(void **state)
 {
     fixture *f = *state;
-    char *path = write_temp("# napsyncd test configuration\r\n"
+    int rc = load_temp_file(f,
+                            "# napsyncd test configuration\r\n"
                             "listen = 0.0.0.0:9443\r\n"
                             "tls_cert = /etc/napsync/server.crt\n"
                             "tls_key = /etc/napsync/server.key\n"
@@ -344,9 +354,8 @@ static void test_load_file(void **state)
                             "db_pool_size = 2\n"
                             "max_frame_size = 4096\n"
                             "idle_timeout_ms = 0\n"
-                            "log_level = warn\n");
-    int rc = ns_config_load_file(&f->cfg, path, f->err, sizeof(f->err));
-    unlink(path); /* before any assertion can skip it */
+                            "log_level = warn\n",
+                            NULL);
     assert_int_equal(rc, 0);
     const ns_config *c = &f->cfg;
     assert_string_equal(c->listen_host, "0.0.0.0");
@@ -363,37 +372,32 @@ static void test_load_file(void **state)
     /* untouched keys keep their defaults */
     assert_int_equal(c->max_sessions, 10000);
     assert_int_equal(ns_config_validate(c, f->err, sizeof(f->err)), 0);
-    free(path);
 }
 
 /* A bad value in a file: the message has the file, the line and the key. */
 static void test_load_file_bad_value(void **state)
 {
     fixture *f = *state;
-    char *path = write_temp("listen = 127.0.0.1:7443\n"
-                            "\n"
-                            "db_pool_size = 0\n");
-    int rc = ns_config_load_file(&f->cfg, path, f->err, sizeof(f->err));
-    unlink(path); /* before any assertion can skip it */
-    assert_int_equal(rc, -1);
+    char path[sizeof(TEMP_TEMPLATE)];
+    assert_int_equal(load_temp_file(f,
+                                    "listen = 127.0.0.1:7443\n"
+                                    "\n"
+                                    "db_pool_size = 0\n",
+                                    path),
+                     -1);
     char prefix[64];
     snprintf(prefix, sizeof(prefix), "%s:3: ", path);
     if (strncmp(f->err, prefix, strlen(prefix)) != 0)
         fail_msg("\"%s\" does not start with \"%s\"", f->err, prefix);
     assert_non_null(strstr(f->err, "db_pool_size"));
-    free(path);
 }
 
 static void test_load_file_unknown_key(void **state)
 {
     fixture *f = *state;
-    char *path = write_temp("max_frame = 10\n");
-    int rc = ns_config_load_file(&f->cfg, path, f->err, sizeof(f->err));
-    unlink(path); /* before any assertion can skip it */
-    assert_int_equal(rc, -1);
+    assert_int_equal(load_temp_file(f, "max_frame = 10\n", NULL), -1);
     assert_non_null(strstr(f->err, ":1: "));
     assert_non_null(strstr(f->err, "'max_frame'"));
-    free(path);
 }
 
 static void test_load_file_missing(void **state)

@@ -3,6 +3,7 @@
  * before it allocates anything for that frame. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -247,21 +248,41 @@ static void test_partial_reads(void **state)
     ns_frame_decoder_free(&d);
 }
 
+/* Feeds the whole of s to a new decoder in pieces that end at the ascending
+ * offsets cuts[0..ncuts) and then at s->len. It drains after every piece,
+ * or only after the last when drain_each is false, and must get every frame
+ * of s in order with nothing left over. */
+static void decode_in_pieces(const stream *s, const size_t *cuts, size_t ncuts, bool drain_each)
+{
+    ns_frame_decoder d;
+    ns_frame_decoder_init(&d, 0);
+    size_t got = 0;
+    size_t from = 0;
+    for (size_t i = 0; i <= ncuts; i++) {
+        size_t to = i < ncuts ? cuts[i] : s->len;
+        assert_true(from <= to && to <= s->len);
+        feed_ok(&d, s->bytes + from, to - from);
+        if (drain_each || i == ncuts)
+            drain_expect(&d, s, &got);
+        from = to;
+    }
+    assert_int_equal(got, s->nframes);
+    assert_int_equal(ns_frame_decoder_buffered(&d), 0);
+    ns_frame_decoder_free(&d);
+}
+
 static void test_byte_by_byte(void **state)
 {
     (void)state;
     stream s;
     stream_build(&s, mixed_lens, MIXED_N);
-    ns_frame_decoder d;
-    ns_frame_decoder_init(&d, 0);
-    size_t got = 0;
-    for (size_t i = 0; i < s.len; i++) {
-        feed_ok(&d, s.bytes + i, 1);
-        drain_expect(&d, &s, &got);
-    }
-    assert_int_equal(got, s.nframes);
-    assert_int_equal(ns_frame_decoder_buffered(&d), 0);
-    ns_frame_decoder_free(&d);
+    /* a cut after every byte: s.len pieces of one byte */
+    size_t *cuts = malloc(s.len * sizeof(*cuts));
+    assert_non_null(cuts);
+    for (size_t i = 0; i + 1 < s.len; i++)
+        cuts[i] = i + 1;
+    decode_in_pieces(&s, cuts, s.len - 1, true);
+    free(cuts);
     stream_free(&s);
 }
 
@@ -272,18 +293,8 @@ static void test_split_at_every_byte(void **state)
     (void)state;
     stream s;
     stream_build(&s, mixed_lens, MIXED_N);
-    for (size_t cut = 0; cut <= s.len; cut++) {
-        ns_frame_decoder d;
-        ns_frame_decoder_init(&d, 0);
-        size_t got = 0;
-        feed_ok(&d, s.bytes, cut);
-        drain_expect(&d, &s, &got);
-        feed_ok(&d, s.bytes + cut, s.len - cut);
-        drain_expect(&d, &s, &got);
-        assert_int_equal(got, s.nframes);
-        assert_int_equal(ns_frame_decoder_buffered(&d), 0);
-        ns_frame_decoder_free(&d);
-    }
+    for (size_t cut = 0; cut <= s.len; cut++)
+        decode_in_pieces(&s, &cut, 1, true);
     stream_free(&s);
 }
 
@@ -293,16 +304,8 @@ static void test_split_at_every_byte_drain_late(void **state)
     (void)state;
     stream s;
     stream_build(&s, mixed_lens, MIXED_N);
-    for (size_t cut = 0; cut <= s.len; cut++) {
-        ns_frame_decoder d;
-        ns_frame_decoder_init(&d, 0);
-        size_t got = 0;
-        feed_ok(&d, s.bytes, cut);
-        feed_ok(&d, s.bytes + cut, s.len - cut);
-        drain_expect(&d, &s, &got);
-        assert_int_equal(got, s.nframes);
-        ns_frame_decoder_free(&d);
-    }
+    for (size_t cut = 0; cut <= s.len; cut++)
+        decode_in_pieces(&s, &cut, 1, false);
     stream_free(&s);
 }
 
@@ -313,21 +316,9 @@ static void test_split_in_three(void **state)
     static const size_t lens[] = {0, 9, 2, 0, 17};
     stream s;
     stream_build(&s, lens, sizeof(lens) / sizeof(lens[0]));
-    for (size_t a = 0; a <= s.len; a++) {
-        for (size_t b = a; b <= s.len; b++) {
-            ns_frame_decoder d;
-            ns_frame_decoder_init(&d, 0);
-            size_t got = 0;
-            feed_ok(&d, s.bytes, a);
-            drain_expect(&d, &s, &got);
-            feed_ok(&d, s.bytes + a, b - a);
-            drain_expect(&d, &s, &got);
-            feed_ok(&d, s.bytes + b, s.len - b);
-            drain_expect(&d, &s, &got);
-            assert_int_equal(got, s.nframes);
-            ns_frame_decoder_free(&d);
-        }
-    }
+    for (size_t a = 0; a <= s.len; a++)
+        for (size_t b = a; b <= s.len; b++)
+            decode_in_pieces(&s, (const size_t[]){a, b}, 2, true);
     stream_free(&s);
 }
 
