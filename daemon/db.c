@@ -1,29 +1,35 @@
 /* PostgreSQL for the event loop (see db.h).
  *
- * Each pool connection is a small state machine changed only through
- * conn_set_state():
+ * Each connection is a small state machine changed only through
+ * ns_db_conn_set_state():
  *
- *   BACKOFF --timer--> CONNECTING --PQconnectPoll OK--> IDLE <--> BUSY
- *      ^                   |                              |        |
- *      +---- failure, timeout, lost socket ---------------+--------+
+ *   BACKOFF --timer--> CONNECTING --PQconnectPoll OK--> IDLE <--> BUSY (a query)
+ *      ^                   |                             ^ \
+ *      |                   |                             |  +--> TXN (a transaction)
+ *      +---- failure, timeout, lost socket --------------+-------+
  *   (any) --ns_db_close--> CLOSED
  *
  * Rules that keep the re-entrancy manageable:
- *  - user callbacks run only from loop callbacks (poll, timer) and from
- *    ns_db_close, never inside ns_db_query, so a callback may query again;
+ *  - user callbacks run only from loop callbacks (poll, timers) and from
+ *    ns_db_close, never inside the API call that made them due, so a
+ *    callback may call the API again. What an API call cannot finish itself
+ *    goes to a zero timer: a broken send to the connection's timer, a
+ *    transaction's callbacks to the pool's defer timer;
  *  - a request is detached from the pool before its callback runs, and after
  *    any callback the caller re-checks db->closing before touching the pool;
- *  - nothing is freed synchronously by ns_db_close: the pool lives until the
- *    last handle's close callback, so stack frames below a callback that
- *    closed the pool stay valid.
+ *  - nothing is freed synchronously by ns_db_close: the pool and its
+ *    transactions live until the last handle's close callback, so stack
+ *    frames below a callback that closed the pool stay valid;
+ *  - before a transaction's last callback (the end, or a failed begin) it
+ *    is unlinked from the pool, so nothing else reaches it; it is freed
+ *    when that callback returns.
  *
  * libpq limitation: PQconnectStartParams resolves a host name with a
  * blocking getaddrinfo(). Use a socket directory, an IP address or hostaddr=
  * in the connection string where that matters. */
-#include "db.h"
+#include "db_internal.h"
 
 #include <assert.h>
-#include <libpq-fe.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,86 +42,59 @@
 #define DB_SWEEP_MAX_MS        1000u
 #define DB_TIMEOUT_SECONDS_MAX 86400
 
-typedef enum {
-    DB_CONN_BACKOFF,
-    DB_CONN_CONNECTING,
-    DB_CONN_IDLE,
-    DB_CONN_BUSY,
-    DB_CONN_CLOSED,
-} db_conn_state;
-
-/* One allocation: the struct, the parameter pointer array, then the SQL text
- * and the parameter texts. */
-typedef struct db_req {
-    struct db_req *next;
-    ns_db_cb cb;
-    void *ud;
-    uint64_t enqueued_ms;
-    int nparams;
-    const char *sql;
-    const char **values;
-} db_req;
-
 struct ns_db_result {
     const PGresult *pg; /* owned by db.c; NULL reads as an empty result */
 };
 
-typedef struct db_conn db_conn;
+/* What a transaction waits for from the server, in the order libpq returns
+ * it: every command handed to libpq and every sync point has a step, so a
+ * result is matched to its callback by position. */
+typedef enum {
+    STEP_BEGIN,
+    STEP_STMT,    /* the owner's statement */
+    STEP_SKIP,    /* the owner's statement after a failure: never sent */
+    STEP_END,     /* COMMIT, or ROLLBACK, for ns_db_txn_commit/rollback */
+    STEP_CLEANUP, /* our own ROLLBACK when the server is still in the transaction */
+    STEP_SYNC,    /* a pipeline sync point */
+} db_step_kind;
 
-/* A poll handle outlives its connection's use of it (it is freed in its
- * close callback), so it is allocated on its own. finish is the PGconn to
- * PQfinish once libuv no longer watches the socket. */
-typedef struct {
-    uv_poll_t handle;
+typedef struct db_step {
+    struct db_step *next;
+    db_step_kind kind;
+    bool invalid; /* the statement started a sub-protocol (COPY) */
+    ns_db_cb cb;
+    void *ud;
+} db_step;
+
+struct ns_db_txn {
     ns_db *db;
-    db_conn *conn; /* NULL once detached */
-    PGconn *finish;
-    int fd;
-    int events;
-} db_poll;
-
-struct db_conn {
-    ns_db *db;
-    db_conn_state state;
-    PGconn *pg;
-    db_poll *poll;
-    uv_timer_t timer;    /* connect deadline, reconnect delay, deferred break */
-    uint64_t backoff_ms; /* next reconnect delay before jitter; 0 after a success */
-    bool flushing;       /* PQflush returned 1: the query is not fully sent yet */
-    db_req *inflight;
-    PGresult *result; /* the query's result, kept until PQgetResult says done */
-};
-
-struct ns_db {
-    uv_loop_t *loop;
-    char *conninfo;
-    uint32_t pool_size;
-    uint32_t queue_limit;
-    uint64_t queue_timeout_ms;
-    uint64_t reconnect_max_ms;
-    uint64_t connect_timeout_ms;
-    uint64_t sweep_ms;
-    db_conn *conns;
-    db_req *qhead;
-    db_req *qtail;
-    uint32_t qlen;
-    uv_timer_t sweep; /* fails queued requests older than queue_timeout_ms */
-    uint32_t nup;     /* connections IDLE or BUSY */
-    uint32_t open_handles;
-    uint64_t rng;
-    bool closing;
-    void (*on_state)(bool up, const char *detail, void *ud);
-    void *state_ud;
-    char last_error[256]; /* why the last connection broke, for on_state */
-    void (*done)(void *ud);
-    void *done_ud;
+    ns_db_txn *prev, *next; /* db->txns */
+    db_req req;             /* its place in the queue while it waits for a connection */
+    db_conn *conn;          /* while it holds one */
+    ns_db_txn_cb begin_cb;
+    void *begin_ud;
+    db_step *head, *tail;
+    uint32_t unsynced; /* commands handed to libpq since the last sync point */
+    bool kicked;       /* the defer timer has work for it */
+    bool announced;    /* begin_cb was called with NS_DB_OK */
+    bool failed;       /* a statement failed: later ones are ABORTED */
+    bool broken;       /* its connection was lost */
+    bool ending;       /* commit or rollback was called */
+    bool commit;
+    bool cleanup;   /* our own ROLLBACK was sent */
+    bool end_known; /* COMMIT's (or ROLLBACK's) answer is in end_st */
+    ns_db_cb end_cb;
+    void *end_ud;
+    ns_db_status end_st;
+    PGresult *end_res;
 };
 
 static void db_on_poll(uv_poll_t *h, int status, int events);
 static void conn_on_timer(uv_timer_t *t);
-static void conn_broken(db_conn *c);
 static void db_pump(ns_db *db);
 static void db_on_sweep(uv_timer_t *t);
+static void db_on_defer(uv_timer_t *t);
+static void txn_lost(ns_db_txn *t);
 
 static uint64_t db_now_ms(void)
 {
@@ -143,20 +122,28 @@ static void db_ignore_notice(void *arg, const PGresult *res)
     (void)res;
 }
 
-static void conn_set_state(db_conn *c, db_conn_state s)
+static bool state_up(db_conn_state s)
 {
-    bool was_up = c->state == DB_CONN_IDLE || c->state == DB_CONN_BUSY;
-    bool up = s == DB_CONN_IDLE || s == DB_CONN_BUSY;
+    return s == DB_CONN_IDLE || s == DB_CONN_BUSY || s == DB_CONN_TXN;
+}
+
+void ns_db_conn_set_state(db_conn *c, db_conn_state s)
+{
+    bool was_up = state_up(c->state);
+    bool up = state_up(s);
 
     assert(c->state != DB_CONN_CLOSED);
-    assert(s != DB_CONN_BUSY || c->state == DB_CONN_IDLE);
-    assert(s != DB_CONN_IDLE || c->state == DB_CONN_CONNECTING || c->state == DB_CONN_BUSY);
+    assert((s != DB_CONN_BUSY && s != DB_CONN_TXN) || c->state == DB_CONN_IDLE);
+    assert(s != DB_CONN_IDLE || c->state == DB_CONN_CONNECTING || c->state == DB_CONN_BUSY ||
+           c->state == DB_CONN_TXN);
+    c->state = s;
+    if (c->listener)
+        return; /* nup and on_state describe the pool */
     ns_db *db = c->db;
     if (was_up && !up)
         db->nup--;
     else if (!was_up && up)
         db->nup++;
-    c->state = s;
     if (db->on_state == NULL || db->closing)
         return;
     if (was_up && !up && db->nup == 0)
@@ -200,6 +187,7 @@ static db_req *req_new(const char *sql, int nparams, const char *const *values, 
     q->next = NULL;
     q->cb = cb;
     q->ud = ud;
+    q->txn = NULL;
     q->enqueued_ms = 0;
     q->nparams = nparams;
     q->values = nparams > 0 ? (const char **)(void *)p : NULL;
@@ -264,6 +252,80 @@ static void db_sweep_update(ns_db *db)
         uv_timer_stop(&db->sweep);
 }
 
+/* ---- transaction bookkeeping ---------------------------------------------- */
+
+static db_step *step_new(db_step_kind kind, ns_db_cb cb, void *ud)
+{
+    db_step *s = malloc(sizeof *s);
+    if (s != NULL)
+        *s = (db_step){.kind = kind, .cb = cb, .ud = ud};
+    return s;
+}
+
+static void txn_append(ns_db_txn *t, db_step *s)
+{
+    s->next = NULL;
+    if (t->tail != NULL)
+        t->tail->next = s;
+    else
+        t->head = s;
+    t->tail = s;
+}
+
+static db_step *txn_pop(ns_db_txn *t)
+{
+    db_step *s = t->head;
+    t->head = s->next;
+    if (t->head == NULL)
+        t->tail = NULL;
+    return s;
+}
+
+/* Frees t and what it still holds; runs no callback. */
+static void txn_release(ns_db_txn *t)
+{
+    while (t->head != NULL)
+        free(txn_pop(t));
+    PQclear(t->end_res);
+    free(t);
+}
+
+/* Takes t out of the pool's sight before its last callback: neither the
+ * defer timer nor ns_db_close (from inside that callback) will find it, and
+ * the owner's calls on it are refused (it is ending). */
+static void txn_unlink(ns_db_txn *t)
+{
+    ns_db *db = t->db;
+
+    if (t->prev != NULL)
+        t->prev->next = t->next;
+    else
+        db->txns = t->next;
+    if (t->next != NULL)
+        t->next->prev = t->prev;
+    else
+        db->txns_tail = t->prev;
+    t->prev = t->next = NULL;
+    if (t->kicked)
+        db->nkicked--;
+    t->kicked = false;
+    t->ending = true;
+}
+
+/* Asks the defer timer to look at t, for callbacks that are due but may not
+ * run inside the API call that made them due. */
+static void txn_kick(ns_db_txn *t)
+{
+    ns_db *db = t->db;
+
+    if (!t->kicked) {
+        t->kicked = true;
+        db->nkicked++;
+    }
+    if (!uv_is_active((uv_handle_t *)&db->defer))
+        uv_timer_start(&db->defer, db_on_defer, 0, 0);
+}
+
 /* ---- handles and teardown ------------------------------------------------- */
 
 static void db_finalize(ns_db *db)
@@ -271,9 +333,17 @@ static void db_finalize(ns_db *db)
     void (*done)(void *) = db->done;
     void *ud = db->done_ud;
 
+    /* ns_db_close called every transaction back; their owners were told
+     * not to use them once done runs. */
+    while (db->txns != NULL) {
+        ns_db_txn *t = db->txns;
+        db->txns = t->next;
+        txn_release(t);
+    }
     explicit_bzero(db->conninfo, strlen(db->conninfo));
     free(db->conninfo);
     free(db->conns);
+    free(db->notify);
     free(db);
     if (done != NULL)
         done(ud);
@@ -304,7 +374,7 @@ static void db_timer_closed(uv_handle_t *h)
     db_handle_closed(c->db);
 }
 
-static void db_sweep_closed(uv_handle_t *h)
+static void db_own_timer_closed(uv_handle_t *h)
 {
     db_handle_closed(h->data);
 }
@@ -360,6 +430,23 @@ static int conn_watch(db_conn *c, int events)
     return 0;
 }
 
+int ns_db_conn_flush(db_conn *c)
+{
+    int r = PQflush(c->pg);
+    if (r < 0)
+        return -1;
+    /* libpq: while output remains, either readiness calls for PQflush (the
+     * server may be waiting for us to read before it reads more). */
+    c->flushing = r == 1;
+    return conn_watch(c, c->flushing ? UV_READABLE | UV_WRITABLE : UV_READABLE);
+}
+
+void ns_db_conn_defer_break(db_conn *c)
+{
+    c->doomed = true;
+    uv_timer_start(&c->timer, conn_on_timer, 0, 0);
+}
+
 /* Releases the connection's libpq and libuv resources; runs no callback. */
 static void conn_drop(db_conn *c)
 {
@@ -369,11 +456,19 @@ static void conn_drop(db_conn *c)
         c->result = NULL;
     }
     c->flushing = false;
+    c->doomed = false;
     if (c->poll != NULL)
         conn_close_poll(c, c->pg);
     else if (c->pg != NULL)
         PQfinish(c->pg); /* its socket was never watched */
     c->pg = NULL;
+}
+
+static void conn_shutdown(db_conn *c)
+{
+    conn_drop(c);
+    ns_db_conn_set_state(c, DB_CONN_CLOSED);
+    uv_close((uv_handle_t *)&c->timer, db_timer_closed);
 }
 
 /* The delay before the next attempt: doubling from DB_BACKOFF_START_MS up to
@@ -394,7 +489,17 @@ static uint64_t conn_next_delay(db_conn *c)
 
 /* ---- connecting ----------------------------------------------------------- */
 
-static void conn_start(db_conn *c)
+void ns_db_conn_init(ns_db *db, db_conn *c)
+{
+    c->db = db;
+    c->state = DB_CONN_BACKOFF;
+    /* uv_timer_init cannot fail on an initialised loop. */
+    uv_timer_init(db->loop, &c->timer);
+    c->timer.data = c;
+    db->open_handles++;
+}
+
+void ns_db_conn_start(db_conn *c)
 {
     ns_db *db = c->db;
     /* Keywords are applied in order: the connection string may override the
@@ -406,16 +511,16 @@ static void conn_start(db_conn *c)
 
     c->pg = PQconnectStartParams(keys, vals, 1);
     if (c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD) {
-        conn_broken(c);
+        ns_db_conn_broken(c);
         return;
     }
     PQsetNoticeReceiver(c->pg, db_ignore_notice, NULL);
-    conn_set_state(c, DB_CONN_CONNECTING);
+    ns_db_conn_set_state(c, DB_CONN_CONNECTING);
     /* libpq does not apply connect_timeout to an asynchronous connection. */
     uv_timer_start(&c->timer, conn_on_timer, db->connect_timeout_ms, 0);
     /* As libpq documents: start as if PQconnectPoll said POLLING_WRITING. */
     if (conn_watch(c, UV_WRITABLE) != 0)
-        conn_broken(c);
+        ns_db_conn_broken(c);
 }
 
 static void conn_connect_step(db_conn *c)
@@ -423,49 +528,60 @@ static void conn_connect_step(db_conn *c)
     switch (PQconnectPoll(c->pg)) {
     case PGRES_POLLING_READING:
         if (conn_watch(c, UV_READABLE) != 0)
-            conn_broken(c);
+            ns_db_conn_broken(c);
         return;
     case PGRES_POLLING_WRITING:
         if (conn_watch(c, UV_WRITABLE) != 0)
-            conn_broken(c);
+            ns_db_conn_broken(c);
         return;
     case PGRES_POLLING_OK:
         break;
     default:
-        conn_broken(c);
+        ns_db_conn_broken(c);
         return;
     }
     if (PQsetnonblocking(c->pg, 1) != 0) {
-        conn_broken(c);
+        ns_db_conn_broken(c);
         return;
     }
     uv_timer_stop(&c->timer);
     c->backoff_ms = 0;
-    conn_set_state(c, DB_CONN_IDLE);
+    ns_db_conn_set_state(c, DB_CONN_IDLE);
     /* Idle connections keep watching: a server shutdown arrives as a message
      * and then end-of-file, and is noticed before a query is sent into it. */
     if (conn_watch(c, UV_READABLE) != 0) {
-        conn_broken(c);
+        ns_db_conn_broken(c);
         return;
     }
-    db_pump(c->db);
+    if (c->listener)
+        ns_db_notify_ready(c);
+    else
+        db_pump(c->db);
 }
 
-/* The connection is gone or unusable: free it, fail the query it was
- * running (it may or may not have committed), and retry later. The caller
- * must return right after: the callback may have closed the pool. */
-static void conn_broken(db_conn *c)
+/* The connection is gone or unusable: free it, fail what it was running (a
+ * query, or a transaction's pending statements: they may or may not have
+ * committed), and retry later. The caller must return right after: a
+ * callback may have closed the pool. */
+void ns_db_conn_broken(db_conn *c)
 {
     db_req *q = c->inflight;
+    ns_db_txn *t = c->txn;
 
     c->inflight = NULL;
-    conn_note_error(c);
+    c->txn = NULL;
+    if (!c->listener)
+        conn_note_error(c);
     conn_drop(c);
-    conn_set_state(c, DB_CONN_BACKOFF);
+    ns_db_conn_set_state(c, DB_CONN_BACKOFF);
     uv_timer_start(&c->timer, conn_on_timer, conn_next_delay(c), 0);
+    if (c->listener)
+        ns_db_notify_lost(c);
     if (q != NULL) {
         q->cb(NS_DB_UNAVAILABLE, NULL, q->ud);
         free(q);
+    } else if (t != NULL) {
+        txn_lost(t);
     }
 }
 
@@ -473,13 +589,16 @@ static void conn_on_timer(uv_timer_t *t)
 {
     db_conn *c = t->data;
 
+    if (c->doomed) { /* a break deferred out of an API call */
+        ns_db_conn_broken(c);
+        return;
+    }
     switch (c->state) {
     case DB_CONN_BACKOFF:
-        conn_start(c);
+        ns_db_conn_start(c);
         break;
     case DB_CONN_CONNECTING: /* connect deadline */
-    case DB_CONN_BUSY:       /* a break deferred out of ns_db_query */
-        conn_broken(c);
+        ns_db_conn_broken(c);
         break;
     default:
         break;
@@ -506,12 +625,27 @@ static int conn_send(db_conn *c, db_req *q)
         return -1;
     c->inflight = q;
     c->flushing = r == 1;
-    conn_set_state(c, DB_CONN_BUSY);
-    if (conn_watch(c, c->flushing ? UV_READABLE | UV_WRITABLE : UV_READABLE) != 0) {
-        /* The query may be running: it must fail as in flight, but not from
-         * inside ns_db_query. The timer breaks the connection next turn. */
-        uv_timer_start(&c->timer, conn_on_timer, 0, 0);
-    }
+    ns_db_conn_set_state(c, DB_CONN_BUSY);
+    /* The query may be running: it must fail as in flight, but not from
+     * inside ns_db_query. */
+    if (conn_watch(c, c->flushing ? UV_READABLE | UV_WRITABLE : UV_READABLE) != 0)
+        ns_db_conn_defer_break(c);
+    return 0;
+}
+
+/* Pipeline mode from BEGIN on. BEGIN is only queued in libpq: it travels
+ * with the first flush, so a transaction costs no round trip of its own. Its
+ * step is already first in t's FIFO. */
+static int txn_start(db_conn *c, ns_db_txn *t)
+{
+    if (PQenterPipelineMode(c->pg) != 1 ||
+        !PQsendQueryParams(c->pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0))
+        return -1;
+    c->txn = t;
+    t->conn = c;
+    t->unsynced = 1;
+    ns_db_conn_set_state(c, DB_CONN_TXN);
+    txn_kick(t); /* begin_cb, from the loop */
     return 0;
 }
 
@@ -523,14 +657,15 @@ static void db_pump(ns_db *db)
 
     while (db->qhead != NULL && i < db->pool_size) {
         db_conn *c = &db->conns[i];
-        if (c->state != DB_CONN_IDLE) {
+        if (c->state != DB_CONN_IDLE || c->doomed) {
             i++;
             continue;
         }
         db_req *q = db_queue_pop(db);
-        if (conn_send(c, q) != 0) {
+        int rc = q->txn != NULL ? txn_start(c, q->txn) : conn_send(c, q);
+        if (rc != 0) {
             db_queue_push_front(db, q);
-            conn_broken(c); /* nothing in flight: no callback */
+            ns_db_conn_broken(c); /* nothing in flight: no callback */
         }
     }
     db_sweep_update(db);
@@ -545,7 +680,7 @@ static void conn_complete(db_conn *c)
 
     c->inflight = NULL;
     c->result = NULL;
-    conn_set_state(c, DB_CONN_IDLE);
+    ns_db_conn_set_state(c, DB_CONN_IDLE);
     q->cb(res != NULL && db_result_failed(res) ? NS_DB_QUERY_FAILED : NS_DB_OK, &r, q->ud);
     PQclear(res);
     free(q);
@@ -561,9 +696,21 @@ static void conn_misuse(db_conn *c)
     db_req *q = c->inflight;
 
     c->inflight = NULL;
-    conn_broken(c);
+    ns_db_conn_broken(c);
     q->cb(NS_DB_INVALID, NULL, q->ud);
     free(q);
+}
+
+/* Keeps r as the current statement's result: one statement gives one
+ * result; should there be more, the first error wins, else the last. */
+static void conn_keep_result(db_conn *c, PGresult *r)
+{
+    if (c->result != NULL && db_result_failed(c->result)) {
+        PQclear(r);
+    } else {
+        PQclear(c->result);
+        c->result = r;
+    }
 }
 
 /* Collects results until libpq reports the query done. The callback runs
@@ -584,14 +731,7 @@ static void conn_collect(db_conn *c)
         case PGRES_BAD_RESPONSE:
         case PGRES_NONFATAL_ERROR:
         case PGRES_FATAL_ERROR:
-            /* One statement gives one result; should there be more, the
-             * first error wins, else the last result. */
-            if (c->result != NULL && db_result_failed(c->result)) {
-                PQclear(r);
-            } else {
-                PQclear(c->result);
-                c->result = r;
-            }
+            conn_keep_result(c, r);
             break;
         default:
             PQclear(r);
@@ -601,39 +741,354 @@ static void conn_collect(db_conn *c)
     }
 }
 
-static void conn_io(db_conn *c, int events)
+/* ---- transactions --------------------------------------------------------- */
+
+/* Hands one command to libpq; it leaves at the next flush (or earlier, when
+ * libpq's buffer fills). A failure means the connection is gone: the step
+ * stays queued and is answered when the deferred break runs.
+ *
+ * When the socket is full, libpq reads whatever the server sent meanwhile
+ * into its own buffer, and no readable event will announce those results:
+ * the kick makes the loop look at them. */
+static void txn_send(ns_db_txn *t, db_step *s, const char *sql, int nparams,
+                     const char *const *values)
 {
-    if (events & UV_READABLE) {
-        if (!PQconsumeInput(c->pg)) {
-            conn_broken(c);
+    db_conn *c = t->conn;
+
+    txn_append(t, s);
+    t->unsynced++;
+    if (!c->doomed && !PQsendQueryParams(c->pg, sql, nparams, NULL, values, NULL, NULL, 0))
+        ns_db_conn_defer_break(c);
+    txn_kick(t);
+}
+
+/* A sync point: the server answers everything before it, and an error
+ * aborts the pipeline only up to it. Then as much as the socket takes is
+ * sent; the rest goes as it becomes writable. */
+static void txn_sync(ns_db_txn *t, db_step *s)
+{
+    db_conn *c = t->conn;
+
+    txn_append(t, s);
+    t->unsynced = 0;
+    if (c->doomed)
+        return;
+    if (!PQpipelineSync(c->pg) || ns_db_conn_flush(c) != 0)
+        ns_db_conn_defer_break(c);
+    txn_kick(t); /* as in txn_send */
+}
+
+static bool db_result_fatal(const PGresult *r)
+{
+    const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+    return sev != NULL && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0);
+}
+
+/* What the end callback hears from the answer to COMMIT, or to the ROLLBACK
+ * sent in its place. */
+static ns_db_status txn_end_status(const ns_db_txn *t, PGresult *res)
+{
+    if (!t->commit)
+        return NS_DB_OK; /* rolled back, one way or another (see txn_finish) */
+    if (t->failed || res == NULL || PQresultStatus(res) == PGRES_PIPELINE_ABORTED)
+        return NS_DB_ABORTED;
+    if (db_result_failed(res))
+        return NS_DB_QUERY_FAILED; /* e.g. a deferred constraint */
+    /* COMMIT in a transaction the server had already aborted answers
+     * ROLLBACK. */
+    return strcmp(PQcmdStatus(res), "COMMIT") == 0 ? NS_DB_OK : NS_DB_ABORTED;
+}
+
+/* The head step's results are all in (c->result). Returns false when the
+ * caller must stop: the connection broke or the pool closed. */
+static bool txn_step_done(db_conn *c)
+{
+    ns_db *db = c->db;
+    ns_db_txn *t = c->txn;
+    PGresult *res = c->result;
+    bool failed = res != NULL && db_result_failed(res);
+    db_step_kind kind = t->head->kind;
+
+    /* A FATAL error ends the session (a terminated backend, a server
+     * shutdown): everything pending is unavailable, not failed. BEGIN and
+     * our own ROLLBACK cannot fail on a healthy session either. */
+    if (failed && (db_result_fatal(res) || PQstatus(c->pg) == CONNECTION_BAD ||
+                   kind == STEP_BEGIN || kind == STEP_CLEANUP)) {
+        ns_db_conn_broken(c);
+        return false;
+    }
+    c->result = NULL;
+    db_step *s = txn_pop(t);
+    if (kind == STEP_STMT) {
+        bool aborted = t->failed || (res != NULL && PQresultStatus(res) == PGRES_PIPELINE_ABORTED);
+        ns_db_status st = aborted ? NS_DB_ABORTED : failed ? NS_DB_QUERY_FAILED : NS_DB_OK;
+        ns_db_result r = {res};
+        if (failed)
+            t->failed = true;
+        s->cb(st, aborted ? NULL : &r, s->ud);
+        PQclear(res);
+        free(s);
+        return !db->closing;
+    }
+    if (kind == STEP_END) {
+        t->end_known = true;
+        t->end_st = txn_end_status(t, res);
+        if (t->end_st == NS_DB_OK || t->end_st == NS_DB_QUERY_FAILED) {
+            t->end_res = res;
+            res = NULL;
+        }
+    }
+    PQclear(res);
+    free(s);
+    return true;
+}
+
+/* The last sync point after COMMIT or ROLLBACK was answered: the
+ * connection goes back to the pool, then the owner hears the outcome. */
+static void txn_finish(db_conn *c)
+{
+    ns_db *db = c->db;
+    ns_db_txn *t = c->txn;
+
+    if (PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
+        /* Still inside the transaction: COMMIT or ROLLBACK was skipped
+         * because a statement before it in the same pipeline segment
+         * failed. End it before anyone else gets the connection. */
+        db_step *e = t->cleanup ? NULL : step_new(STEP_CLEANUP, NULL, NULL);
+        db_step *s = e != NULL ? step_new(STEP_SYNC, NULL, NULL) : NULL;
+        if (s == NULL) {
+            free(e);
+            ns_db_conn_broken(c);
             return;
         }
-        PGnotify *n;
-        while ((n = PQnotifies(c->pg)) != NULL)
-            PQfreemem(n);
-    }
-    /* libpq: while a send is incomplete, either readiness calls for PQflush
-     * (the server may be waiting for us to read before it reads more). */
-    if (c->flushing) {
-        int r = PQflush(c->pg);
-        if (r < 0) {
-            conn_broken(c);
-            return;
-        }
-        if (r == 0) {
-            c->flushing = false;
-            if (conn_watch(c, UV_READABLE) != 0) {
-                conn_broken(c);
-                return;
-            }
-        }
-    }
-    if (PQstatus(c->pg) == CONNECTION_BAD) {
-        conn_broken(c);
+        t->cleanup = true;
+        txn_send(t, e, "ROLLBACK", 0, NULL);
+        txn_sync(t, s);
         return;
     }
+    ns_db_cb cb = t->end_cb;
+    void *ud = t->end_ud;
+    ns_db_status st = t->end_st;
+    PGresult *res = t->end_res;
+    ns_db_result r = {res};
+
+    t->end_res = NULL;
+    c->txn = NULL;
+    t->conn = NULL;
+    txn_unlink(t);
+    if (PQexitPipelineMode(c->pg) == 1)
+        ns_db_conn_set_state(c, DB_CONN_IDLE);
+    else
+        ns_db_conn_broken(c); /* no transaction on it any more: no callback */
+    cb(st, res != NULL ? &r : NULL, ud);
+    PQclear(res);
+    txn_release(t);
+    if (!db->closing)
+        db_pump(db);
+}
+
+/* Matches the results libpq has to the steps in order and answers them.
+ * Returns when input runs out, the transaction ended, the connection broke
+ * or the pool closed. */
+static void txn_collect(db_conn *c)
+{
+    ns_db *db = c->db;
+    ns_db_txn *t = c->txn;
+
+    while (t->head != NULL && !c->doomed) {
+        db_step *s = t->head;
+        if (s->kind == STEP_SKIP) {
+            txn_pop(t);
+            s->cb(NS_DB_ABORTED, NULL, s->ud);
+            free(s);
+            if (db->closing)
+                return;
+            continue;
+        }
+        if (PQisBusy(c->pg))
+            return;
+        PGresult *r = PQgetResult(c->pg);
+        if (s->kind == STEP_SYNC) {
+            bool in_step = r != NULL && PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+            PQclear(r);
+            if (!in_step) {
+                ns_db_conn_broken(c);
+                return;
+            }
+            free(txn_pop(t));
+            if (t->head == NULL && t->ending) {
+                txn_finish(c);
+                return;
+            }
+            continue;
+        }
+        if (r == NULL) {
+            if (!txn_step_done(c))
+                return;
+            continue;
+        }
+        switch (PQresultStatus(r)) {
+        case PGRES_TUPLES_OK:
+        case PGRES_COMMAND_OK:
+        case PGRES_EMPTY_QUERY:
+        case PGRES_BAD_RESPONSE:
+        case PGRES_NONFATAL_ERROR:
+        case PGRES_FATAL_ERROR:
+        case PGRES_PIPELINE_ABORTED:
+            conn_keep_result(c, r);
+            break;
+        default:
+            /* COPY has no place in a pipeline; anything else means we are
+             * out of step with libpq. Either way the connection goes. */
+            PQclear(r);
+            s->invalid = true;
+            ns_db_conn_broken(c);
+            return;
+        }
+    }
+}
+
+/* The commit or rollback callback of a transaction whose connection was
+ * lost: the answer if it had come, else unknown. */
+static void txn_end_broken(ns_db_txn *t)
+{
+    ns_db_cb cb = t->end_cb;
+    void *ud = t->end_ud;
+    ns_db_status st = t->end_known ? t->end_st : NS_DB_UNAVAILABLE;
+    PGresult *res = t->end_res;
+    ns_db_result r = {res};
+
+    t->end_res = NULL;
+    txn_unlink(t);
+    cb(st, res != NULL ? &r : NULL, ud);
+    PQclear(res);
+    txn_release(t);
+}
+
+/* t's connection broke; the caller has already reset it. */
+static void txn_lost(ns_db_txn *t)
+{
+    ns_db *db = t->db;
+
+    t->conn = NULL;
+    t->unsynced = 0;
+    if (!t->announced) {
+        /* Only BEGIN was sent, so nothing of the owner's is lost: the
+         * transaction waits for another connection, keeping its place and
+         * its age. */
+        db_queue_push_front(db, &t->req);
+        db_pump(db);
+        return;
+    }
+    t->broken = true;
+    while (t->head != NULL) {
+        db_step *s = txn_pop(t);
+        bool owners = s->kind == STEP_STMT || s->kind == STEP_SKIP;
+        if (owners)
+            s->cb(s->invalid ? NS_DB_INVALID : NS_DB_UNAVAILABLE, NULL, s->ud);
+        free(s);
+        if (owners && db->closing)
+            return;
+    }
+    if (t->ending)
+        txn_end_broken(t);
+}
+
+/* What the defer timer does for t. */
+static void txn_run(ns_db_txn *t)
+{
+    if (t->conn == NULL) {
+        if (t->broken && t->ending)
+            txn_end_broken(t);
+        return; /* else it waits for a connection, or for its owner */
+    }
+    if (!t->announced) {
+        t->announced = true;
+        t->begin_cb(NS_DB_OK, t, t->begin_ud);
+        return;
+    }
+    if (!t->conn->doomed)
+        txn_collect(t->conn);
+}
+
+static void db_on_defer(uv_timer_t *h)
+{
+    ns_db *db = h->data;
+    ns_db_txn *t = db->txns;
+
+    /* A callback frees no other transaction (only a transaction's own end
+     * does, and ns_db_close frees nothing), so next stays valid across
+     * txn_run. What is kicked again meanwhile waits for the next turn. */
+    while (t != NULL && db->nkicked > 0 && !db->closing) {
+        ns_db_txn *next = t->next;
+        if (t->kicked) {
+            t->kicked = false;
+            db->nkicked--;
+            txn_run(t);
+        }
+        t = next;
+    }
+    if (!db->closing && db->nkicked > 0)
+        uv_timer_start(&db->defer, db_on_defer, 0, 0);
+}
+
+/* ns_db_close: every callback t still owes, with NS_DB_SHUTDOWN. t stays
+ * allocated (and refuses everything) until the pool is freed. */
+static void txn_shutdown(ns_db_txn *t)
+{
+    t->conn = NULL;
+    t->kicked = false;
+    if (!t->announced) {
+        t->announced = t->broken = t->ending = true; /* refuse everything */
+        t->begin_cb(NS_DB_SHUTDOWN, NULL, t->begin_ud);
+        return;
+    }
+    while (t->head != NULL) {
+        db_step *s = txn_pop(t);
+        if (s->kind == STEP_STMT || s->kind == STEP_SKIP)
+            s->cb(NS_DB_SHUTDOWN, NULL, s->ud);
+        free(s);
+    }
+    if (t->ending && t->end_cb != NULL) {
+        ns_db_cb cb = t->end_cb;
+        ns_db_result r = {t->end_res};
+        t->end_cb = NULL;
+        if (t->end_known)
+            cb(t->end_st, t->end_res != NULL ? &r : NULL, t->end_ud);
+        else
+            cb(NS_DB_SHUTDOWN, NULL, t->end_ud);
+    }
+}
+
+/* ---- loop callbacks ------------------------------------------------------- */
+
+static void conn_io(db_conn *c, int events)
+{
+    if (c->doomed)
+        return;
+    if ((events & UV_READABLE) && !PQconsumeInput(c->pg)) {
+        ns_db_conn_broken(c);
+        return;
+    }
+    if (c->flushing && ns_db_conn_flush(c) != 0) {
+        ns_db_conn_broken(c);
+        return;
+    }
+    if (PQstatus(c->pg) == CONNECTION_BAD) {
+        ns_db_conn_broken(c);
+        return;
+    }
+    if (c->listener) {
+        ns_db_notify_input(c);
+        return;
+    }
+    PGnotify *n;
+    while ((n = PQnotifies(c->pg)) != NULL) /* pool connections LISTEN to nothing */
+        PQfreemem(n);
     if (c->state == DB_CONN_BUSY)
         conn_collect(c);
+    else if (c->state == DB_CONN_TXN)
+        txn_collect(c);
 }
 
 static void db_on_poll(uv_poll_t *h, int status, int events)
@@ -650,10 +1105,27 @@ static void db_on_poll(uv_poll_t *h, int status, int events)
         return;
     }
     if (status < 0) {
-        conn_broken(c);
+        ns_db_conn_broken(c);
         return;
     }
     conn_io(c, events);
+}
+
+/* A request that never got a connection. A transaction's owner never saw
+ * it, so it goes before the callback. */
+static void req_fail(db_req *q, ns_db_status st)
+{
+    if (q->txn != NULL) {
+        ns_db_txn *t = q->txn;
+        ns_db_txn_cb cb = t->begin_cb;
+        void *ud = t->begin_ud;
+        txn_unlink(t);
+        txn_release(t);
+        cb(st, NULL, ud);
+        return;
+    }
+    q->cb(st, NULL, q->ud);
+    free(q);
 }
 
 static void db_on_sweep(uv_timer_t *t)
@@ -663,11 +1135,8 @@ static void db_on_sweep(uv_timer_t *t)
     /* FIFO: the oldest are first. A callback may queue more; those are
      * younger than now, so the loop stops at them. */
     while (!db->closing && db->qhead != NULL &&
-           db->qhead->enqueued_ms + db->queue_timeout_ms <= db_now_ms()) {
-        db_req *q = db_queue_pop(db);
-        q->cb(NS_DB_UNAVAILABLE, NULL, q->ud);
-        free(q);
-    }
+           db->qhead->enqueued_ms + db->queue_timeout_ms <= db_now_ms())
+        req_fail(db_queue_pop(db), NS_DB_UNAVAILABLE);
     if (!db->closing)
         db_sweep_update(db);
 }
@@ -737,20 +1206,16 @@ int ns_db_open(uv_loop_t *loop, const ns_db_options *opt, ns_db **out)
         db->sweep_ms = DB_SWEEP_MAX_MS;
     db->rng = (uv_hrtime() ^ (uint64_t)(uintptr_t)db) | 1u;
 
-    /* uv_timer_init cannot fail on an initialised loop. */
     uv_timer_init(loop, &db->sweep);
     db->sweep.data = db;
     db->open_handles++;
-    for (uint32_t i = 0; i < db->pool_size; i++) {
-        db_conn *c = &db->conns[i];
-        c->db = db;
-        c->state = DB_CONN_BACKOFF;
-        uv_timer_init(loop, &c->timer);
-        c->timer.data = c;
-        db->open_handles++;
-    }
+    uv_timer_init(loop, &db->defer);
+    db->defer.data = db;
+    db->open_handles++;
     for (uint32_t i = 0; i < db->pool_size; i++)
-        conn_start(&db->conns[i]);
+        ns_db_conn_init(db, &db->conns[i]);
+    for (uint32_t i = 0; i < db->pool_size; i++)
+        ns_db_conn_start(&db->conns[i]);
     *out = db;
     return NS_DB_OK;
 }
@@ -764,12 +1229,14 @@ void ns_db_close(ns_db *db, void (*done)(void *ud), void *ud)
     db->done_ud = ud;
 
     /* A statement still running on the server is not cancelled (PQcancel
-     * blocks in libpq 15); the server ends it when it notices the client is
-     * gone. Detach every request before any callback runs, so that a callback
-     * that queries (and gets NS_DB_SHUTDOWN) or closes again finds an empty,
-     * closing pool. In-flight requests go first: they are the oldest. */
-    db_req *list = NULL;
-    db_req **tail = &list;
+     * blocks in libpq 15); the server ends it, and rolls back an open
+     * transaction, when it notices the client is gone. Detach everything
+     * before any callback runs, so that a callback that calls the API (and
+     * gets NS_DB_SHUTDOWN) or closes again finds an empty, closing pool.
+     * In-flight queries go first: they are the oldest; then transactions,
+     * then the queries still waiting. */
+    db_req *inflight = NULL;
+    db_req **tail = &inflight;
     for (uint32_t i = 0; i < db->pool_size; i++) {
         db_conn *c = &db->conns[i];
         if (c->inflight != NULL) {
@@ -778,18 +1245,35 @@ void ns_db_close(ns_db *db, void (*done)(void *ud), void *ud)
             c->inflight->next = NULL;
             c->inflight = NULL;
         }
-        conn_drop(c);
-        conn_set_state(c, DB_CONN_CLOSED);
-        uv_close((uv_handle_t *)&c->timer, db_timer_closed);
+        c->txn = NULL;
+        conn_shutdown(c);
     }
-    *tail = db->qhead;
-    db->qhead = db->qtail = NULL;
-    db->qlen = 0;
-    uv_close((uv_handle_t *)&db->sweep, db_sweep_closed);
+    if (db->listener != NULL)
+        conn_shutdown(db->listener);
+    /* A waiting transaction is called back with the other transactions. */
+    db_req *queued = NULL;
+    tail = &queued;
+    for (db_req *q = db_queue_pop(db); q != NULL; q = db_queue_pop(db)) {
+        if (q->txn == NULL) {
+            *tail = q;
+            tail = &q->next;
+        }
+    }
+    db->nkicked = 0;
+    uv_close((uv_handle_t *)&db->sweep, db_own_timer_closed);
+    uv_close((uv_handle_t *)&db->defer, db_own_timer_closed);
 
-    while (list != NULL) {
-        db_req *q = list;
-        list = q->next;
+    while (inflight != NULL) {
+        db_req *q = inflight;
+        inflight = q->next;
+        q->cb(NS_DB_SHUTDOWN, NULL, q->ud);
+        free(q);
+    }
+    for (ns_db_txn *t = db->txns; t != NULL; t = t->next)
+        txn_shutdown(t);
+    while (queued != NULL) {
+        db_req *q = queued;
+        queued = q->next;
         q->cb(NS_DB_SHUTDOWN, NULL, q->ud);
         free(q);
     }
@@ -812,6 +1296,126 @@ ns_db_status ns_db_query(ns_db *db, const char *sql, int nparams, const char *co
     db_queue_push_back(db, q);
     db_pump(db);
     return NS_DB_OK;
+}
+
+ns_db_status ns_db_txn_begin(ns_db *db, ns_db_txn_cb cb, void *ud)
+{
+    if (db == NULL || cb == NULL)
+        return NS_DB_INVALID;
+    if (db->closing)
+        return NS_DB_SHUTDOWN;
+    if (db->qlen >= db->queue_limit)
+        return NS_DB_QUEUE_FULL;
+    ns_db_txn *t = calloc(1, sizeof *t);
+    db_step *b = step_new(STEP_BEGIN, NULL, NULL);
+    if (t == NULL || b == NULL) {
+        free(t);
+        free(b);
+        return NS_DB_NOMEM;
+    }
+    t->db = db;
+    t->begin_cb = cb;
+    t->begin_ud = ud;
+    t->req.txn = t;
+    t->req.enqueued_ms = db_now_ms();
+    txn_append(t, b);
+    t->prev = db->txns_tail;
+    if (db->txns_tail != NULL)
+        db->txns_tail->next = t;
+    else
+        db->txns = t;
+    db->txns_tail = t;
+    db_queue_push_back(db, &t->req);
+    db_pump(db);
+    return NS_DB_OK;
+}
+
+/* Whether the owner may still add to t. */
+static ns_db_status txn_usable(const ns_db_txn *t)
+{
+    if (t->db->closing)
+        return NS_DB_SHUTDOWN;
+    if (t->ending || !t->announced)
+        return NS_DB_INVALID;
+    if (t->broken)
+        return NS_DB_UNAVAILABLE;
+    return NS_DB_OK;
+}
+
+ns_db_status ns_db_txn_query(ns_db_txn *t, const char *sql, int nparams, const char *const *values,
+                             ns_db_cb cb, void *ud)
+{
+    if (t == NULL || sql == NULL || cb == NULL || nparams < 0 || nparams > DB_MAX_PARAMS ||
+        (nparams > 0 && values == NULL))
+        return NS_DB_INVALID;
+    ns_db_status st = txn_usable(t);
+    if (st != NS_DB_OK)
+        return st;
+    db_step *s = step_new(STEP_STMT, cb, ud);
+    if (s == NULL)
+        return NS_DB_NOMEM;
+    if (t->failed) {
+        s->kind = STEP_SKIP;
+        txn_append(t, s);
+        txn_kick(t);
+        return NS_DB_OK;
+    }
+    txn_send(t, s, sql, nparams, values);
+    return NS_DB_OK;
+}
+
+ns_db_status ns_db_txn_flush(ns_db_txn *t)
+{
+    if (t == NULL)
+        return NS_DB_INVALID;
+    ns_db_status st = txn_usable(t);
+    if (st != NS_DB_OK || t->unsynced == 0)
+        return st;
+    db_step *s = step_new(STEP_SYNC, NULL, NULL);
+    if (s == NULL)
+        return NS_DB_NOMEM;
+    txn_sync(t, s);
+    return NS_DB_OK;
+}
+
+static ns_db_status txn_end(ns_db_txn *t, bool commit, ns_db_cb cb, void *ud)
+{
+    if (t == NULL || cb == NULL)
+        return NS_DB_INVALID;
+    ns_db_status st = txn_usable(t);
+    if (st != NS_DB_OK && st != NS_DB_UNAVAILABLE)
+        return st;
+    db_step *e = NULL, *s = NULL;
+    if (st == NS_DB_OK) {
+        e = step_new(STEP_END, NULL, NULL);
+        s = step_new(STEP_SYNC, NULL, NULL);
+        if (e == NULL || s == NULL) {
+            free(e);
+            free(s);
+            return NS_DB_NOMEM;
+        }
+    }
+    t->ending = true;
+    t->commit = commit;
+    t->end_cb = cb;
+    t->end_ud = ud;
+    if (t->broken) {
+        txn_kick(t); /* NS_DB_UNAVAILABLE, from the loop */
+        return NS_DB_OK;
+    }
+    txn_send(t, e, commit && !t->failed ? "COMMIT" : "ROLLBACK", 0, NULL);
+    txn_sync(t, s);
+    return NS_DB_OK;
+}
+
+ns_db_status ns_db_txn_commit(ns_db_txn *t, ns_db_cb cb, void *ud)
+{
+    return txn_end(t, true, cb, ud);
+}
+
+ns_db_status ns_db_txn_rollback(ns_db_txn *t, ns_db_cb cb, void *ud)
+{
+    return txn_end(t, false, cb, ud);
 }
 
 bool ns_db_connected(const ns_db *db)
@@ -869,6 +1473,8 @@ const char *ns_db_status_str(ns_db_status st)
         return "out of memory";
     case NS_DB_INVALID:
         return "invalid database request";
+    case NS_DB_ABORTED:
+        return "transaction aborted by an earlier statement";
     }
     return "unknown database status";
 }

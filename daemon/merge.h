@@ -9,26 +9,6 @@
 
 #include "value.h"
 
-/* A record's fields, sorted by name (strcmp), names unique. Owns names and values. */
-typedef struct {
-    char **names;
-    ns_value *values;
-    size_t n;
-} ns_fieldset;
-
-void ns_fieldset_init(ns_fieldset *fs);
-/* Frees everything and leaves fs empty. */
-void ns_fieldset_free(ns_fieldset *fs);
-/* Inserts or replaces (copies name and value). Returns 0, or -1 on
- * allocation failure (or a malformed v) with fs unchanged. */
-__attribute__((warn_unused_result)) int ns_fieldset_set(ns_fieldset *fs, const char *name,
-                                                        const ns_value *v);
-/* NULL when absent. */
-const ns_value *ns_fieldset_get(const ns_fieldset *fs, const char *name);
-/* Deep copy; dst is overwritten, not freed first; src NULL copies as empty.
- * Returns 0, or -1 with dst empty and nothing leaked. */
-__attribute__((warn_unused_result)) int ns_fieldset_copy(ns_fieldset *dst, const ns_fieldset *src);
-
 typedef enum {
     NS_OP_CREATE,
     NS_OP_UPDATE,

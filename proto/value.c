@@ -696,3 +696,122 @@ const char *ns_kind_name(ns_kind k)
     }
     return "unknown";
 }
+
+/* ---- field sets ------------------------------------------------------------------- */
+
+void ns_fieldset_init(ns_fieldset *fs)
+{
+    fs->names = NULL;
+    fs->values = NULL;
+    fs->n = 0;
+}
+
+void ns_fieldset_free(ns_fieldset *fs)
+{
+    if (fs == NULL)
+        return;
+    for (size_t i = 0; i < fs->n; i++) {
+        free(fs->names[i]);
+        ns_value_free(&fs->values[i]);
+    }
+    free(fs->names);
+    free(fs->values);
+    ns_fieldset_init(fs);
+}
+
+/* Index of name, or where it belongs; *found says which. */
+static size_t fieldset_find(const ns_fieldset *fs, const char *name, bool *found)
+{
+    size_t lo = 0, hi = fs->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(fs->names[mid], name);
+        if (c == 0) {
+            *found = true;
+            return mid;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = false;
+    return lo;
+}
+
+const ns_value *ns_fieldset_get(const ns_fieldset *fs, const char *name)
+{
+    if (fs == NULL)
+        return NULL;
+    bool found;
+    size_t at = fieldset_find(fs, name, &found);
+    return found ? &fs->values[at] : NULL;
+}
+
+int ns_fieldset_set(ns_fieldset *fs, const char *name, const ns_value *v)
+{
+    ns_value copy;
+    if (ns_value_copy(&copy, v) != NS_VALUE_OK)
+        return -1;
+    bool found;
+    size_t at = fieldset_find(fs, name, &found);
+    if (found) {
+        ns_value_free(&fs->values[at]);
+        fs->values[at] = copy;
+        return 0;
+    }
+    size_t len = strlen(name);
+    char *dup = malloc(len + 1);
+    if (dup == NULL)
+        goto fail;
+    memcpy(dup, name, len + 1);
+    /* Grown one slot at a time: records have tens of fields, and with no
+     * capacity in the struct, the array length is always n. A failed second
+     * realloc leaves a longer names array, which is harmless. */
+    char **names = realloc(fs->names, (fs->n + 1) * sizeof(*names));
+    if (names == NULL)
+        goto fail;
+    fs->names = names;
+    ns_value *values = realloc(fs->values, (fs->n + 1) * sizeof(*values));
+    if (values == NULL)
+        goto fail;
+    fs->values = values;
+    memmove(names + at + 1, names + at, (fs->n - at) * sizeof(*names));
+    memmove(values + at + 1, values + at, (fs->n - at) * sizeof(*values));
+    names[at] = dup;
+    values[at] = copy;
+    fs->n++;
+    return 0;
+fail:
+    free(dup);
+    ns_value_free(&copy);
+    return -1;
+}
+
+int ns_fieldset_copy(ns_fieldset *dst, const ns_fieldset *src)
+{
+    ns_fieldset_init(dst);
+    if (src == NULL || src->n == 0)
+        return 0;
+    dst->names = calloc(src->n, sizeof(*dst->names));
+    dst->values = calloc(src->n, sizeof(*dst->values));
+    if (dst->names == NULL || dst->values == NULL)
+        goto fail;
+    for (size_t i = 0; i < src->n; i++) {
+        size_t len = strlen(src->names[i]);
+        char *name = malloc(len + 1);
+        if (name == NULL)
+            goto fail;
+        memcpy(name, src->names[i], len + 1);
+        if (ns_value_copy(&dst->values[i], &src->values[i]) != NS_VALUE_OK) {
+            free(name);
+            goto fail;
+        }
+        dst->names[i] = name;
+        dst->n = i + 1;
+    }
+    return 0;
+fail:
+    ns_fieldset_free(dst);
+    return -1;
+}

@@ -863,6 +863,968 @@ static void close_fails_outstanding(void **state)
     f->db = NULL;
 }
 
+/* ---- transactions ------------------------------------------------------------- */
+
+static void notify_cb(const char *channel, const char *payload, void *ud);
+
+typedef struct {
+    int calls;
+    int order;
+    ns_db_status st;
+    ns_db_txn *t;
+} tbegin;
+
+static void begin_cb(ns_db_status st, ns_db_txn *t, void *ud)
+{
+    tbegin *b = ud;
+    b->calls++;
+    b->order = ++g_completed;
+    b->st = st;
+    b->t = t;
+}
+
+static bool begun(void *arg)
+{
+    return ((tbegin *)arg)->calls > 0;
+}
+
+/* Begins a transaction and waits until it is handed over. */
+static ns_db_txn *begin_txn(fx *f, tbegin *b)
+{
+    memset(b, 0, sizeof *b);
+    assert_int_equal(ns_db_txn_begin(f->db, begin_cb, b), NS_DB_OK);
+    assert_int_equal(b->calls, 0); /* never from inside the call */
+    assert_true(fx_wait(f, begun, b, 10000));
+    assert_int_equal(b->calls, 1);
+    assert_int_equal(b->st, NS_DB_OK);
+    assert_non_null(b->t);
+    return b->t;
+}
+
+static void txn_q(ns_db_txn *t, const char *sql, int n, const char *const *vals, qres *q)
+{
+    memset(q, 0, sizeof *q);
+    assert_int_equal(ns_db_txn_query(t, sql, n, vals, q_cb, q), NS_DB_OK);
+    assert_int_equal(q->calls, 0);
+}
+
+/* The first value of a one-row query on a connection of its own. */
+static void admin_value(const char *sql, char *out, size_t outlen)
+{
+    assert_int_equal(admin_exec("nst_pool", sql, out, outlen), 0);
+}
+
+static void txn_commit_visible(void **state)
+{
+    fx *f = *state;
+    static tbegin b;
+    static qres ins[3], sum, outside, commit;
+    const char *v[3][2] = {{"1", "one"}, {"2", "zwei"}, {"3", "trois"}};
+    char val[64];
+
+    g_completed = 0;
+    fx_open(f, 2, 16, 5000, 1000);
+    assert_int_equal(admin_exec("nst_pool", "CREATE TABLE tx_basic (x int, s text)", NULL, 0), 0);
+    ns_db_txn *t = begin_txn(f, &b);
+    for (int i = 0; i < 3; i++)
+        txn_q(t, "INSERT INTO tx_basic VALUES ($1::int, $2) RETURNING x * 10", 2, v[i], &ins[i]);
+    /* The transaction sees its own rows. */
+    txn_q(t, "SELECT sum(x), string_agg(s, ',' ORDER BY x) FROM tx_basic", 0, NULL, &sum);
+    assert_int_equal(ns_db_txn_flush(t), NS_DB_OK);
+    assert_int_equal(ns_db_txn_flush(t), NS_DB_OK); /* nothing new: nothing sent */
+    assert_true(fx_wait(f, q_done, &sum, 10000));
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(ins[i].st, NS_DB_OK);
+        assert_int_equal(ins[i].order, 2 + i);
+        assert_int_equal(ins[i].rows, 1);
+        assert_int_equal(atoi(ins[i].v[0]), 10 * (i + 1));
+    }
+    assert_int_equal(sum.order, 5);
+    assert_string_equal(sum.v[0], "6");
+    assert_string_equal(sum.v[1], "one,zwei,trois");
+
+    /* Other connections do not see them before COMMIT: plain queries keep
+     * running on the rest of the pool meanwhile. */
+    run_query(f, "SELECT count(*) FROM tx_basic", 0, NULL, &outside);
+    assert_int_equal(outside.st, NS_DB_OK);
+    assert_string_equal(outside.v[0], "0");
+
+    memset(&commit, 0, sizeof commit);
+    assert_int_equal(ns_db_txn_commit(t, q_cb, &commit), NS_DB_OK);
+    assert_int_equal(commit.calls, 0);
+    assert_true(fx_wait(f, q_done, &commit, 10000));
+    assert_int_equal(commit.calls, 1);
+    assert_int_equal(commit.st, NS_DB_OK);
+    admin_value("SELECT count(*) FROM tx_basic", val, sizeof val);
+    assert_string_equal(val, "3");
+    assert_string_equal(ns_db_status_str(NS_DB_ABORTED),
+                        "transaction aborted by an earlier statement");
+
+    /* An explicit rollback leaves nothing behind. */
+    static qres ins4, rb;
+    const char *four[] = {"4", "vier"};
+    t = begin_txn(f, &b);
+    txn_q(t, "INSERT INTO tx_basic VALUES ($1::int, $2)", 2, four, &ins4);
+    memset(&rb, 0, sizeof rb);
+    assert_int_equal(ns_db_txn_rollback(t, q_cb, &rb), NS_DB_OK);
+    assert_true(fx_wait(f, q_done, &rb, 10000));
+    assert_int_equal(ins4.st, NS_DB_OK);
+    assert_true(ins4.order < rb.order);
+    assert_int_equal(rb.st, NS_DB_OK);
+    admin_value("SELECT count(*) FROM tx_basic", val, sizeof val);
+    assert_string_equal(val, "3");
+}
+
+static void txn_bad_arguments(void **state)
+{
+    fx *f = *state;
+    static tbegin b, b2, b3;
+    static qres q, c1, c2;
+    const char *one[] = {"1"};
+
+    fx_open(f, 1, 2, 5000, 1000);
+    assert_int_equal(ns_db_txn_begin(NULL, begin_cb, &b), NS_DB_INVALID);
+    assert_int_equal(ns_db_txn_begin(f->db, NULL, &b), NS_DB_INVALID);
+    /* Waiting transactions count against queue_limit like queries. */
+    memset(&b2, 0, sizeof b2);
+    memset(&b3, 0, sizeof b3);
+    assert_int_equal(ns_db_txn_begin(f->db, begin_cb, &b2), NS_DB_OK);
+    assert_int_equal(ns_db_query(f->db, "SELECT 1", 0, NULL, q_cb, &q), NS_DB_OK);
+    assert_int_equal(ns_db_txn_begin(f->db, begin_cb, &b3), NS_DB_QUEUE_FULL);
+    assert_true(fx_wait(f, begun, &b2, 10000));
+    ns_db_txn *t = b2.t;
+
+    assert_int_equal(ns_db_txn_query(NULL, "SELECT 1", 0, NULL, q_cb, &q), NS_DB_INVALID);
+    assert_int_equal(ns_db_txn_query(t, NULL, 0, NULL, q_cb, &q), NS_DB_INVALID);
+    assert_int_equal(ns_db_txn_query(t, "SELECT 1", 0, NULL, NULL, &q), NS_DB_INVALID);
+    assert_int_equal(ns_db_txn_query(t, "SELECT $1", 1, NULL, q_cb, &q), NS_DB_INVALID);
+    assert_int_equal(ns_db_txn_query(t, "SELECT 1", -1, one, q_cb, &q), NS_DB_INVALID);
+    assert_int_equal(ns_db_txn_query(t, "SELECT 1", 70000, one, q_cb, &q), NS_DB_INVALID);
+    assert_int_equal(ns_db_txn_flush(NULL), NS_DB_INVALID);
+    assert_int_equal(ns_db_txn_commit(NULL, q_cb, &c1), NS_DB_INVALID);
+    assert_int_equal(ns_db_txn_commit(t, NULL, &c1), NS_DB_INVALID);
+    assert_int_equal(ns_db_txn_rollback(t, NULL, &c1), NS_DB_INVALID);
+
+    /* After commit the transaction takes nothing more. */
+    memset(&c1, 0, sizeof c1);
+    memset(&c2, 0, sizeof c2);
+    assert_int_equal(ns_db_txn_commit(t, q_cb, &c1), NS_DB_OK);
+    assert_int_equal(ns_db_txn_commit(t, q_cb, &c2), NS_DB_INVALID);
+    assert_int_equal(ns_db_txn_rollback(t, q_cb, &c2), NS_DB_INVALID);
+    assert_int_equal(ns_db_txn_query(t, "SELECT 1", 0, NULL, q_cb, &c2), NS_DB_INVALID);
+    assert_int_equal(ns_db_txn_flush(t), NS_DB_INVALID);
+    assert_true(fx_wait(f, q_done, &c1, 10000));
+    assert_int_equal(c1.st, NS_DB_OK); /* an empty transaction commits */
+    assert_int_equal(c2.calls, 0);
+    assert_true(fx_wait(f, q_done, &q, 10000));
+    assert_int_equal(q.st, NS_DB_OK);
+}
+
+static void txn_failed_statement(void **state)
+{
+    fx *f = *state;
+    static tbegin b;
+    static qres pid, ins1, bad, ins2, late, commit, after, plain_pid;
+    const char *one[] = {"1"}, *two[] = {"2"}, *three[] = {"3"};
+    char val[64];
+
+    g_completed = 0;
+    fx_open(f, 1, 16, 5000, 1000);
+    assert_int_equal(admin_exec("nst_pool", "CREATE TABLE tx_fail (x int)", NULL, 0), 0);
+    ns_db_txn *t = begin_txn(f, &b);
+    txn_q(t, "SELECT pg_backend_pid()", 0, NULL, &pid);
+    txn_q(t, "INSERT INTO tx_fail VALUES ($1::int)", 1, one, &ins1);
+    txn_q(t, "SELECT 1/0", 0, NULL, &bad);
+    txn_q(t, "INSERT INTO tx_fail VALUES ($1::int)", 1, two, &ins2);
+    assert_int_equal(ns_db_txn_flush(t), NS_DB_OK);
+    assert_true(fx_wait(f, q_done, &ins2, 10000));
+    assert_int_equal(pid.st, NS_DB_OK);
+    assert_int_equal(ins1.st, NS_DB_OK);
+    assert_int_equal(bad.st, NS_DB_QUERY_FAILED);
+    assert_true(bad.had_result);
+    assert_string_equal(bad.sqlstate, "22012");
+    assert_int_equal(ins2.st, NS_DB_ABORTED);
+    assert_false(ins2.had_result);
+    assert_true(ins1.order < bad.order && bad.order < ins2.order);
+
+    /* Accepted, never sent, answered from the loop. */
+    txn_q(t, "INSERT INTO tx_fail VALUES ($1::int)", 1, three, &late);
+    assert_int_equal(ns_db_txn_flush(t), NS_DB_OK);
+    assert_int_equal(late.calls, 0);
+    assert_true(fx_wait(f, q_done, &late, 10000));
+    assert_int_equal(late.st, NS_DB_ABORTED);
+
+    memset(&commit, 0, sizeof commit);
+    assert_int_equal(ns_db_txn_commit(t, q_cb, &commit), NS_DB_OK);
+    assert_true(fx_wait(f, q_done, &commit, 10000));
+    assert_int_equal(commit.st, NS_DB_ABORTED);
+    assert_false(commit.had_result);
+    admin_value("SELECT count(*) FROM tx_fail", val, sizeof val);
+    assert_string_equal(val, "0");
+
+    /* The same connection (pool_size 1, same backend) serves plain queries
+     * again: out of pipeline mode, out of the transaction. */
+    run_query(f, "SELECT pg_backend_pid()", 0, NULL, &plain_pid);
+    assert_int_equal(plain_pid.st, NS_DB_OK);
+    assert_string_equal(plain_pid.v[0], pid.v[0]);
+    run_query(f, "INSERT INTO tx_fail VALUES ($1::int)", 1, one, &after);
+    assert_int_equal(after.st, NS_DB_OK);
+    admin_value("SELECT count(*) FROM tx_fail", val, sizeof val);
+    assert_string_equal(val, "1");
+}
+
+/* COMMIT queued behind the failing statement, in the same pipeline segment:
+ * the server skips it and stays in the aborted transaction, which must be
+ * rolled back before the connection serves anyone else. */
+static void txn_failed_with_commit_queued(void **state)
+{
+    fx *f = *state;
+    static tbegin b;
+    static qres ins1, bad, ins2, commit, after;
+    const char *one[] = {"1"}, *two[] = {"2"}, *nan[] = {"x"};
+    char val[64];
+
+    g_completed = 0;
+    fx_open(f, 1, 16, 5000, 1000);
+    assert_int_equal(admin_exec("nst_pool", "CREATE TABLE tx_fail2 (x int)", NULL, 0), 0);
+    ns_db_txn *t = begin_txn(f, &b);
+    txn_q(t, "INSERT INTO tx_fail2 VALUES ($1::int)", 1, one, &ins1);
+    txn_q(t, "INSERT INTO tx_fail2 VALUES ($1::int)", 1, nan, &bad);
+    txn_q(t, "INSERT INTO tx_fail2 VALUES ($1::int)", 1, two, &ins2);
+    memset(&commit, 0, sizeof commit);
+    assert_int_equal(ns_db_txn_commit(t, q_cb, &commit), NS_DB_OK);
+    assert_true(fx_wait(f, q_done, &commit, 10000));
+    assert_int_equal(ins1.st, NS_DB_OK);
+    assert_int_equal(bad.st, NS_DB_QUERY_FAILED);
+    assert_string_equal(bad.sqlstate, "22P02");
+    assert_int_equal(ins2.st, NS_DB_ABORTED);
+    assert_int_equal(commit.st, NS_DB_ABORTED);
+    assert_true(ins2.order < commit.order);
+
+    /* Committed at once (visible to others): not inside a transaction. */
+    run_query(f, "INSERT INTO tx_fail2 VALUES ($1::int)", 1, two, &after);
+    assert_int_equal(after.st, NS_DB_OK);
+    admin_value("SELECT string_agg(x::text, ',') FROM tx_fail2", val, sizeof val);
+    assert_string_equal(val, "2");
+}
+
+static void txn_commit_fails(void **state)
+{
+    fx *f = *state;
+    static tbegin b;
+    static qres i1, i2, commit, after;
+    const char *one[] = {"7"};
+    char val[64];
+
+    fx_open(f, 1, 16, 5000, 1000);
+    assert_int_equal(
+        admin_exec("nst_pool",
+                   "CREATE TABLE tx_deferred (x int UNIQUE DEFERRABLE INITIALLY DEFERRED)", NULL,
+                   0),
+        0);
+    ns_db_txn *t = begin_txn(f, &b);
+    txn_q(t, "INSERT INTO tx_deferred VALUES ($1::int)", 1, one, &i1);
+    txn_q(t, "INSERT INTO tx_deferred VALUES ($1::int)", 1, one, &i2);
+    assert_int_equal(ns_db_txn_flush(t), NS_DB_OK);
+    assert_true(fx_wait(f, q_done, &i2, 10000));
+    assert_int_equal(i1.st, NS_DB_OK);
+    assert_int_equal(i2.st, NS_DB_OK); /* checked at COMMIT only */
+    memset(&commit, 0, sizeof commit);
+    assert_int_equal(ns_db_txn_commit(t, q_cb, &commit), NS_DB_OK);
+    assert_true(fx_wait(f, q_done, &commit, 10000));
+    assert_int_equal(commit.st, NS_DB_QUERY_FAILED);
+    assert_true(commit.had_result);
+    assert_string_equal(commit.sqlstate, "23505");
+    assert_non_null(strstr(commit.message, "tx_deferred"));
+    admin_value("SELECT count(*) FROM tx_deferred", val, sizeof val);
+    assert_string_equal(val, "0");
+    run_query(f, "INSERT INTO tx_deferred VALUES ($1::int)", 1, one, &after);
+    assert_int_equal(after.st, NS_DB_OK);
+}
+
+/* Callbacks drive the transaction: a statement callback queues more and
+ * flushes again, another commits, the commit callback begins the next
+ * transaction, whose commit callback closes the pool. */
+typedef struct {
+    fx *f;
+    ns_db_txn *t;
+    int step;
+    int failures;
+    qres third_insert;
+    ns_db_status last_commit;
+} driver;
+
+static void drv_commit_b(ns_db_status st, const ns_db_result *r, void *ud);
+
+static void drv_check(driver *d, ns_db_status st, ns_db_status want)
+{
+    if (st != want)
+        d->failures++;
+}
+
+static void drv_stmt3(ns_db_status st, const ns_db_result *r, void *ud)
+{
+    driver *d = ud;
+    drv_check(d, st, NS_DB_OK);
+    const char *v = ns_db_result_value(r, 0, 0);
+    if (d->step++ != 3 || v == NULL || strcmp(v, "third") != 0)
+        d->failures++;
+}
+
+static void drv_commit_a(ns_db_status st, const ns_db_result *r, void *ud);
+
+static void drv_stmt2(ns_db_status st, const ns_db_result *r, void *ud)
+{
+    driver *d = ud;
+    (void)r;
+    drv_check(d, st, NS_DB_OK);
+    if (d->step++ != 2)
+        d->failures++;
+    /* Commit from a statement callback: the statement queued before it
+     * still runs first. */
+    if (ns_db_txn_commit(d->t, drv_commit_a, d) != NS_DB_OK)
+        d->failures++;
+}
+
+static void drv_stmt1(ns_db_status st, const ns_db_result *r, void *ud)
+{
+    driver *d = ud;
+    const char *third[] = {"third"};
+    (void)r;
+    drv_check(d, st, NS_DB_OK);
+    if (d->step++ != 1)
+        d->failures++;
+    if (ns_db_txn_query(d->t, "INSERT INTO tx_drive VALUES (2)", 0, NULL, drv_stmt2, d) !=
+            NS_DB_OK ||
+        ns_db_txn_query(d->t, "SELECT $1::text", 1, third, drv_stmt3, d) != NS_DB_OK ||
+        ns_db_txn_flush(d->t) != NS_DB_OK)
+        d->failures++;
+}
+
+static void drv_begin_a(ns_db_status st, ns_db_txn *t, void *ud)
+{
+    driver *d = ud;
+    drv_check(d, st, NS_DB_OK);
+    d->t = t;
+    if (d->step++ != 0)
+        d->failures++;
+    if (ns_db_txn_query(t, "INSERT INTO tx_drive VALUES (1)", 0, NULL, drv_stmt1, d) != NS_DB_OK ||
+        ns_db_txn_flush(t) != NS_DB_OK)
+        d->failures++;
+}
+
+static void drv_begin_b(ns_db_status st, ns_db_txn *t, void *ud)
+{
+    driver *d = ud;
+    drv_check(d, st, NS_DB_OK);
+    if (d->step++ != 5)
+        d->failures++;
+    /* No flush: commit sends what is queued. */
+    if (ns_db_txn_query(t, "INSERT INTO tx_drive VALUES (3)", 0, NULL, q_cb, &d->third_insert) !=
+        NS_DB_OK)
+        d->failures++;
+    if (ns_db_txn_commit(t, drv_commit_b, d) != NS_DB_OK)
+        d->failures++;
+}
+
+static void drv_commit_a(ns_db_status st, const ns_db_result *r, void *ud)
+{
+    driver *d = ud;
+    (void)r;
+    drv_check(d, st, NS_DB_OK);
+    if (d->step++ != 4)
+        d->failures++;
+    /* Still allocated while its end callback runs, and refusing. */
+    if (ns_db_txn_query(d->t, "SELECT 1", 0, NULL, q_cb, &d->third_insert) != NS_DB_INVALID ||
+        ns_db_txn_rollback(d->t, q_cb, &d->third_insert) != NS_DB_INVALID)
+        d->failures++;
+    if (ns_db_txn_begin(d->f->db, drv_begin_b, d) != NS_DB_OK)
+        d->failures++;
+}
+
+static void drv_commit_b(ns_db_status st, const ns_db_result *r, void *ud)
+{
+    driver *d = ud;
+    (void)r;
+    d->last_commit = st;
+    if (d->step++ != 6)
+        d->failures++;
+    d->f->close_called = true;
+    ns_db_close(d->f->db, on_closed, d->f);
+}
+
+static void txn_callbacks_drive(void **state)
+{
+    fx *f = *state;
+    static driver d;
+    char val[64];
+
+    memset(&d, 0, sizeof d);
+    d.f = f;
+    d.last_commit = NS_DB_INVALID;
+    fx_open(f, 1, 16, 5000, 1000);
+    assert_int_equal(admin_exec("nst_pool", "CREATE TABLE tx_drive (x int)", NULL, 0), 0);
+    assert_int_equal(ns_db_txn_begin(f->db, drv_begin_a, &d), NS_DB_OK);
+    assert_true(fx_wait(f, fx_closed, f, 10000));
+    assert_int_equal(d.failures, 0);
+    assert_int_equal(d.step, 7);
+    assert_int_equal(d.last_commit, NS_DB_OK);
+    assert_int_equal(d.third_insert.st, NS_DB_OK);
+    assert_true(d.third_insert.calls == 1);
+    admin_value("SELECT string_agg(x::text, ',' ORDER BY x) FROM tx_drive", val, sizeof val);
+    assert_string_equal(val, "1,2,3");
+}
+
+/* 10000 statements in one flush, with results large enough that neither
+ * side can buffer a whole direction: the pipeline must keep reading while
+ * it writes. */
+#define BIG_N 10000
+static int big_next;
+static int big_bad;
+
+static void big_cb(ns_db_status st, const ns_db_result *r, void *ud)
+{
+    int i = *(const int *)ud;
+    const char *v = ns_db_result_value(r, 0, 0);
+    if (st != NS_DB_OK || i != big_next || v == NULL || atoi(v) != i || strlen(v) < 200)
+        big_bad++;
+    big_next++;
+}
+
+static bool big_done(void *arg)
+{
+    (void)arg;
+    return big_next == BIG_N || big_bad > 0;
+}
+
+static void txn_ten_thousand(void **state)
+{
+    fx *f = *state;
+    static tbegin b;
+    static qres commit;
+    static int idx[BIG_N];
+    char num[16], pad[256], val[64];
+
+    fx_open(f, 1, 16, 5000, 1000);
+    assert_int_equal(admin_exec("nst_pool", "CREATE TABLE tx_big (x int, pad text)", NULL, 0), 0);
+    memset(pad, 'p', sizeof pad - 1);
+    pad[sizeof pad - 1] = '\0';
+    big_next = big_bad = 0;
+    ns_db_txn *t = begin_txn(f, &b);
+    for (int i = 0; i < BIG_N; i++) {
+        idx[i] = i;
+        snprintf(num, sizeof num, "%d", i);
+        const char *vals[] = {num, pad};
+        assert_int_equal(ns_db_txn_query(t,
+                                         "INSERT INTO tx_big VALUES ($1::int, $2) "
+                                         "RETURNING x::text || pad",
+                                         2, vals, big_cb, &idx[i]),
+                         NS_DB_OK);
+    }
+    assert_int_equal(ns_db_txn_flush(t), NS_DB_OK);
+    assert_true(fx_wait(f, big_done, NULL, 60000));
+    assert_int_equal(big_bad, 0);
+    memset(&commit, 0, sizeof commit);
+    assert_int_equal(ns_db_txn_commit(t, q_cb, &commit), NS_DB_OK);
+    assert_true(fx_wait(f, q_done, &commit, 30000));
+    assert_int_equal(commit.st, NS_DB_OK);
+    admin_value("SELECT count(DISTINCT x) FROM tx_big", val, sizeof val);
+    assert_string_equal(val, "10000");
+}
+
+/* Results that libpq reads inside an API call. While the server sleeps, the
+ * statements queued after a flush fill the socket; once the results of the
+ * flush are waiting in it, one more statement makes libpq (which cannot
+ * send) read them into its own buffer, inside ns_db_txn_query. The queued
+ * statements produce too little output for the server to send anything
+ * before their sync, so no readable event follows: the results must be
+ * delivered anyway, without another flush. */
+#define ABSORB_N     200
+#define ABSORB_PARAM (32 * 1024)
+static int absorb_done;
+
+static void absorb_cb(ns_db_status st, const ns_db_result *r, void *ud)
+{
+    (void)r;
+    (void)ud;
+    absorb_done += st == NS_DB_OK ? 1 : 1000;
+}
+
+static void txn_results_read_inside_call(void **state)
+{
+    fx *f = *state;
+    static tbegin b;
+    static qres slept, commit;
+    static char pad[ABSORB_PARAM];
+    const char *vals[] = {pad};
+
+    fx_open(f, 1, 16, 5000, 1000);
+    memset(pad, 'q', sizeof pad - 1);
+    pad[sizeof pad - 1] = '\0';
+    absorb_done = 0;
+    ns_db_txn *t = begin_txn(f, &b);
+    txn_q(t, "SELECT pg_sleep(0.1), 'slept'", 0, NULL, &slept);
+    assert_int_equal(ns_db_txn_flush(t), NS_DB_OK);
+    for (int i = 0; i < ABSORB_N; i++)
+        assert_int_equal(
+            ns_db_txn_query(t, "SELECT WHERE $1::text IS NULL", 1, vals, absorb_cb, NULL),
+            NS_DB_OK);
+    usleep(500 * 1000); /* outside the loop: the results reach the socket */
+    assert_int_equal(ns_db_txn_query(t, "SELECT WHERE $1::text IS NULL", 1, vals, absorb_cb, NULL),
+                     NS_DB_OK);
+    assert_true(fx_wait(f, q_done, &slept, 5000));
+    assert_int_equal(slept.st, NS_DB_OK);
+    assert_string_equal(slept.v[1], "slept");
+    memset(&commit, 0, sizeof commit);
+    assert_int_equal(ns_db_txn_commit(t, q_cb, &commit), NS_DB_OK);
+    assert_true(fx_wait(f, q_done, &commit, 30000));
+    assert_int_equal(absorb_done, ABSORB_N + 1);
+    assert_int_equal(commit.st, NS_DB_OK);
+}
+
+static void txn_terminated(void **state)
+{
+    fx *f = *state;
+    static tbegin b;
+    static qres pid, sleeper, s1, s2, commit, pid2, sleeper2, rb;
+    static prober p;
+    char sql[96];
+
+    g_completed = 0;
+    fx_open(f, 1, 16, 20000, 300);
+    ns_db_txn *t = begin_txn(f, &b);
+    txn_q(t, "SELECT pg_backend_pid()", 0, NULL, &pid);
+    assert_int_equal(ns_db_txn_flush(t), NS_DB_OK);
+    assert_true(fx_wait(f, q_done, &pid, 10000));
+    txn_q(t, "SELECT pg_sleep(30)", 0, NULL, &sleeper);
+    txn_q(t, "SELECT 1", 0, NULL, &s1);
+    assert_int_equal(ns_db_txn_flush(t), NS_DB_OK);
+    txn_q(t, "SELECT 2", 0, NULL, &s2);
+    memset(&commit, 0, sizeof commit);
+    assert_int_equal(ns_db_txn_commit(t, q_cb, &commit), NS_DB_OK);
+    fx_wait(f, never, NULL, 200);
+    assert_int_equal(sleeper.calls, 0);
+    snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%s)", pid.v[0]);
+    assert_int_equal(admin_exec("postgres", sql, NULL, 0), 0);
+    assert_true(fx_wait(f, q_done, &commit, 10000));
+    /* Every pending statement, in order, then the commit: outcome unknown. */
+    qres *pending[] = {&sleeper, &s1, &s2, &commit};
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(pending[i]->calls, 1);
+        assert_int_equal(pending[i]->st, NS_DB_UNAVAILABLE);
+        assert_false(pending[i]->had_result);
+        if (i > 0)
+            assert_true(pending[i - 1]->order < pending[i]->order);
+    }
+
+    /* Lost before the owner ended it: the transaction stays, broken. */
+    probe_until_ok(f, &p);
+    t = begin_txn(f, &b);
+    txn_q(t, "SELECT pg_backend_pid()", 0, NULL, &pid2);
+    assert_int_equal(ns_db_txn_flush(t), NS_DB_OK);
+    assert_true(fx_wait(f, q_done, &pid2, 10000));
+    assert_string_not_equal(pid.v[0], pid2.v[0]);
+    txn_q(t, "SELECT pg_sleep(30)", 0, NULL, &sleeper2);
+    assert_int_equal(ns_db_txn_flush(t), NS_DB_OK);
+    fx_wait(f, never, NULL, 100);
+    snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%s)", pid2.v[0]);
+    assert_int_equal(admin_exec("postgres", sql, NULL, 0), 0);
+    assert_true(fx_wait(f, q_done, &sleeper2, 10000));
+    assert_int_equal(sleeper2.st, NS_DB_UNAVAILABLE);
+    assert_int_equal(ns_db_txn_query(t, "SELECT 1", 0, NULL, q_cb, &rb), NS_DB_UNAVAILABLE);
+    assert_int_equal(ns_db_txn_flush(t), NS_DB_UNAVAILABLE);
+    memset(&rb, 0, sizeof rb);
+    assert_int_equal(ns_db_txn_rollback(t, q_cb, &rb), NS_DB_OK);
+    assert_int_equal(rb.calls, 0);
+    assert_true(fx_wait(f, q_done, &rb, 10000));
+    assert_int_equal(rb.st, NS_DB_UNAVAILABLE);
+    probe_until_ok(f, &p);
+}
+
+/* Tries to use the transaction from a callback ns_db_close makes. */
+typedef struct {
+    qres q;
+    ns_db_txn *t;
+    ns_db_status again, commit;
+} shut_txn;
+
+static void shut_txn_cb(ns_db_status st, const ns_db_result *r, void *ud)
+{
+    shut_txn *s = ud;
+    q_cb(st, r, &s->q);
+    s->again = ns_db_txn_query(s->t, "SELECT 1", 0, NULL, q_cb, &s->q);
+    s->commit = ns_db_txn_commit(s->t, q_cb, &s->q);
+}
+
+static void txn_close_open(void **state)
+{
+    fx *f = *state;
+    static tbegin a, b, c;
+    static shut_txn sleeper;
+    static qres after, commit, plain;
+
+    g_completed = 0;
+    fx_open(f, 2, 16, 5000, 1000);
+    ns_db_txn *ta = begin_txn(f, &a);
+    ns_db_txn *tb = begin_txn(f, &b);
+    (void)tb; /* left open with nothing pending: freed by close, silently */
+    memset(&sleeper, 0, sizeof sleeper);
+    sleeper.t = ta;
+    assert_int_equal(ns_db_txn_query(ta, "SELECT pg_sleep(5)", 0, NULL, shut_txn_cb, &sleeper),
+                     NS_DB_OK);
+    txn_q(ta, "SELECT 1", 0, NULL, &after);
+    memset(&commit, 0, sizeof commit);
+    assert_int_equal(ns_db_txn_commit(ta, q_cb, &commit), NS_DB_OK);
+    memset(&c, 0, sizeof c);
+    memset(&plain, 0, sizeof plain);
+    assert_int_equal(ns_db_txn_begin(f->db, begin_cb, &c), NS_DB_OK); /* waits: pool full */
+    assert_int_equal(ns_db_query(f->db, "SELECT 1", 0, NULL, q_cb, &plain), NS_DB_OK);
+    fx_wait(f, never, NULL, 200);
+    assert_int_equal(sleeper.q.calls, 0);
+    assert_int_equal(c.calls, 0);
+
+    f->close_called = true;
+    ns_db_close(f->db, on_closed, f);
+    assert_int_equal(sleeper.q.calls, 1);
+    assert_int_equal(sleeper.q.st, NS_DB_SHUTDOWN);
+    assert_int_equal(sleeper.again, NS_DB_SHUTDOWN);
+    assert_int_equal(sleeper.commit, NS_DB_SHUTDOWN);
+    assert_int_equal(after.calls, 1);
+    assert_int_equal(after.st, NS_DB_SHUTDOWN);
+    assert_int_equal(commit.calls, 1);
+    assert_int_equal(commit.st, NS_DB_SHUTDOWN);
+    assert_true(sleeper.q.order < after.order && after.order < commit.order);
+    assert_int_equal(c.calls, 1);
+    assert_int_equal(c.st, NS_DB_SHUTDOWN);
+    assert_null(c.t);
+    assert_int_equal(plain.calls, 1);
+    assert_int_equal(plain.st, NS_DB_SHUTDOWN);
+    /* Until done, a transaction refuses everything. */
+    assert_int_equal(ns_db_txn_query(tb, "SELECT 1", 0, NULL, q_cb, &plain), NS_DB_SHUTDOWN);
+    assert_int_equal(ns_db_txn_rollback(tb, q_cb, &plain), NS_DB_SHUTDOWN);
+    assert_int_equal(ns_db_txn_begin(f->db, begin_cb, &c), NS_DB_SHUTDOWN);
+    assert_int_equal(ns_db_listen(f->db, "too_late", notify_cb, NULL), NS_DB_SHUTDOWN);
+    assert_int_equal(plain.calls, 1);
+    assert_true(fx_wait(f, fx_closed, f, 10000));
+}
+
+/* The pool closed from a statement callback, with more of the
+ * transaction pending behind it. */
+typedef struct {
+    fx *f;
+    qres q;
+} stmt_closer;
+
+static void stmt_closer_cb(ns_db_status st, const ns_db_result *r, void *ud)
+{
+    stmt_closer *c = ud;
+    q_cb(st, r, &c->q);
+    c->f->close_called = true;
+    ns_db_close(c->f->db, on_closed, c->f);
+}
+
+static void txn_close_from_statement(void **state)
+{
+    fx *f = *state;
+    static tbegin b;
+    static stmt_closer first;
+    static qres second, commit;
+
+    g_completed = 0;
+    fx_open(f, 1, 16, 5000, 1000);
+    ns_db_txn *t = begin_txn(f, &b);
+    memset(&first, 0, sizeof first);
+    first.f = f;
+    assert_int_equal(ns_db_txn_query(t, "SELECT 1", 0, NULL, stmt_closer_cb, &first), NS_DB_OK);
+    txn_q(t, "SELECT pg_sleep(5)", 0, NULL, &second);
+    memset(&commit, 0, sizeof commit);
+    assert_int_equal(ns_db_txn_commit(t, q_cb, &commit), NS_DB_OK);
+    assert_true(fx_wait(f, fx_closed, f, 10000));
+    assert_int_equal(first.q.st, NS_DB_OK);
+    assert_int_equal(second.calls, 1);
+    assert_int_equal(second.st, NS_DB_SHUTDOWN);
+    assert_int_equal(commit.calls, 1);
+    assert_int_equal(commit.st, NS_DB_SHUTDOWN);
+    assert_true(first.q.order < second.order && second.order < commit.order);
+}
+
+static void txn_pool_exhausted(void **state)
+{
+    fx *f = *state;
+    static tbegin a, late, slow;
+    static qres q, ins, commit, commit2;
+    char val[64];
+
+    g_completed = 0;
+    fx_open(f, 1, 16, 400, 1000);
+    assert_int_equal(admin_exec("nst_pool", "CREATE TABLE tx_excl (x int)", NULL, 0), 0);
+    ns_db_txn *t = begin_txn(f, &a);
+    memset(&q, 0, sizeof q);
+    memset(&late, 0, sizeof late);
+    assert_int_equal(ns_db_query(f->db, "SELECT count(*) FROM tx_excl", 0, NULL, q_cb, &q),
+                     NS_DB_OK);
+    assert_int_equal(ns_db_txn_begin(f->db, begin_cb, &late), NS_DB_OK);
+    txn_q(t, "INSERT INTO tx_excl VALUES (1)", 0, NULL, &ins);
+    assert_int_equal(ns_db_txn_flush(t), NS_DB_OK);
+    assert_true(fx_wait(f, q_done, &ins, 10000));
+    fx_wait(f, never, NULL, 100);
+    assert_int_equal(q.calls, 0); /* the only connection is the transaction's */
+    memset(&commit, 0, sizeof commit);
+    assert_int_equal(ns_db_txn_commit(t, q_cb, &commit), NS_DB_OK);
+    assert_true(fx_wait(f, begun, &late, 10000));
+    assert_int_equal(commit.st, NS_DB_OK);
+    assert_int_equal(q.st, NS_DB_OK);
+    assert_string_equal(q.v[0], "1"); /* ran after the commit */
+    assert_int_equal(late.st, NS_DB_OK);
+    /* FIFO across both kinds of request. */
+    assert_true(commit.order < q.order && q.order < late.order);
+
+    /* The waiting line times out like a query's. */
+    memset(&slow, 0, sizeof slow);
+    uint64_t t0 = uv_hrtime();
+    assert_int_equal(ns_db_txn_begin(f->db, begin_cb, &slow), NS_DB_OK);
+    assert_true(fx_wait(f, begun, &slow, 10000));
+    uint64_t waited_ms = (uv_hrtime() - t0) / 1000000u;
+    assert_int_equal(slow.st, NS_DB_UNAVAILABLE);
+    assert_null(slow.t);
+    assert_true(waited_ms >= 399 && waited_ms < 5000);
+    memset(&commit2, 0, sizeof commit2);
+    assert_int_equal(ns_db_txn_commit(late.t, q_cb, &commit2), NS_DB_OK);
+    assert_true(fx_wait(f, q_done, &commit2, 10000));
+    assert_int_equal(commit2.st, NS_DB_OK);
+    admin_value("SELECT count(*) FROM tx_excl", val, sizeof val);
+    assert_string_equal(val, "1");
+}
+
+/* COPY needs a conversation a pipeline does not offer: the statement is
+ * refused, the connection replaced, and the rest of the transaction is lost
+ * with it. */
+static void txn_copy_refused(void **state)
+{
+    fx *f = *state;
+    static tbegin b;
+    static qres q1, cp, q2, commit;
+    static prober p;
+
+    g_completed = 0;
+    fx_open(f, 1, 16, 5000, 300);
+    ns_db_txn *t = begin_txn(f, &b);
+    txn_q(t, "SELECT 1", 0, NULL, &q1);
+    txn_q(t, "COPY (SELECT 1) TO STDOUT", 0, NULL, &cp);
+    txn_q(t, "SELECT 2", 0, NULL, &q2);
+    memset(&commit, 0, sizeof commit);
+    assert_int_equal(ns_db_txn_commit(t, q_cb, &commit), NS_DB_OK);
+    assert_true(fx_wait(f, q_done, &commit, 10000));
+    assert_int_equal(q1.st, NS_DB_OK);
+    assert_int_equal(cp.st, NS_DB_INVALID);
+    assert_false(cp.had_result);
+    assert_int_equal(q2.st, NS_DB_UNAVAILABLE);
+    assert_int_equal(commit.st, NS_DB_UNAVAILABLE);
+    assert_true(q1.order < cp.order && cp.order < q2.order && q2.order < commit.order);
+    probe_until_ok(f, &p);
+}
+
+static void txn_two_at_once(void **state)
+{
+    fx *f = *state;
+    static tbegin a, b;
+    static qres pa, pb, ia, ib, seen, ca, cb;
+    char val[64];
+
+    fx_open(f, 2, 16, 5000, 1000);
+    assert_int_equal(admin_exec("nst_pool", "CREATE TABLE tx_two (x int)", NULL, 0), 0);
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    assert_int_equal(ns_db_txn_begin(f->db, begin_cb, &a), NS_DB_OK);
+    assert_int_equal(ns_db_txn_begin(f->db, begin_cb, &b), NS_DB_OK);
+    assert_true(fx_wait(f, begun, &a, 10000));
+    assert_true(fx_wait(f, begun, &b, 10000));
+    assert_int_equal(a.st, NS_DB_OK);
+    assert_int_equal(b.st, NS_DB_OK);
+    txn_q(a.t, "SELECT pg_backend_pid()", 0, NULL, &pa);
+    txn_q(b.t, "SELECT pg_backend_pid()", 0, NULL, &pb);
+    txn_q(a.t, "INSERT INTO tx_two VALUES (1)", 0, NULL, &ia);
+    txn_q(b.t, "INSERT INTO tx_two VALUES (2)", 0, NULL, &ib);
+    /* b does not see a's uncommitted row. */
+    txn_q(b.t, "SELECT count(*) FROM tx_two", 0, NULL, &seen);
+    assert_int_equal(ns_db_txn_flush(a.t), NS_DB_OK);
+    assert_int_equal(ns_db_txn_flush(b.t), NS_DB_OK);
+    assert_true(fx_wait(f, q_done, &ia, 10000));
+    assert_true(fx_wait(f, q_done, &seen, 10000));
+    assert_string_not_equal(pa.v[0], pb.v[0]);
+    assert_int_equal(ia.st, NS_DB_OK);
+    assert_int_equal(ib.st, NS_DB_OK);
+    assert_string_equal(seen.v[0], "1");
+    memset(&ca, 0, sizeof ca);
+    memset(&cb, 0, sizeof cb);
+    assert_int_equal(ns_db_txn_commit(b.t, q_cb, &cb), NS_DB_OK);
+    assert_int_equal(ns_db_txn_commit(a.t, q_cb, &ca), NS_DB_OK);
+    assert_true(fx_wait(f, q_done, &ca, 10000));
+    assert_true(fx_wait(f, q_done, &cb, 10000));
+    assert_int_equal(ca.st, NS_DB_OK);
+    assert_int_equal(cb.st, NS_DB_OK);
+    admin_value("SELECT string_agg(x::text, ',' ORDER BY x) FROM tx_two", val, sizeof val);
+    assert_string_equal(val, "1,2");
+}
+
+/* ---- notifications ------------------------------------------------------------ */
+
+typedef struct {
+    int calls;
+    int nulls; /* "may have missed some" */
+    int seen;  /* with a payload */
+    char channel[64];
+    char payload[128];
+} nrec;
+
+static void notify_cb(const char *channel, const char *payload, void *ud)
+{
+    nrec *n = ud;
+    n->calls++;
+    snprintf(n->channel, sizeof n->channel, "%s", channel);
+    if (payload == NULL) {
+        n->nulls++;
+        return;
+    }
+    n->seen++;
+    snprintf(n->payload, sizeof n->payload, "%s", payload);
+}
+
+static bool n_nulls(void *arg)
+{
+    return ((nrec *)arg)->nulls > 0;
+}
+
+static bool n_seen(void *arg)
+{
+    return ((nrec *)arg)->seen > 0;
+}
+
+static bool n_two_seen(void *arg)
+{
+    return ((nrec *)arg)->seen > 1;
+}
+
+static void notify_send_plain(fx *f, const char *channel, const char *payload)
+{
+    static qres q;
+    const char *vals[] = {channel, payload};
+    run_query(f, "SELECT pg_notify($1, $2)", 2, vals, &q);
+    assert_int_equal(q.st, NS_DB_OK);
+}
+
+static void notify_basic(void **state)
+{
+    fx *f = *state;
+    static nrec a, b, c, extra[16];
+    static tbegin t;
+    static qres inner, commit;
+    char name[80];
+
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    memset(&c, 0, sizeof c);
+    memset(extra, 0, sizeof extra);
+    fx_open(f, 1, 16, 5000, 1000);
+    /* Registered before anything is connected: LISTENs once it is. */
+    assert_int_equal(ns_db_listen(f->db, "ch_a", notify_cb, &a), NS_DB_OK);
+    assert_int_equal(a.calls, 0);
+    assert_true(fx_wait(f, n_nulls, &a, 10000)); /* listening from now on */
+    assert_int_equal(a.nulls, 1);
+    assert_string_equal(a.channel, "ch_a");
+
+    notify_send_plain(f, "ch_a", "hello");
+    assert_true(fx_wait(f, n_seen, &a, 10000));
+    assert_string_equal(a.payload, "hello");
+
+    /* Registered on the live connection. */
+    assert_int_equal(ns_db_listen(f->db, "ch_b", notify_cb, &b), NS_DB_OK);
+    assert_int_equal(ns_db_listen(f->db, "_c9", notify_cb, &c), NS_DB_OK);
+    assert_true(fx_wait(f, n_nulls, &b, 10000));
+    assert_true(fx_wait(f, n_nulls, &c, 10000));
+    notify_send_plain(f, "ch_b", "to b");
+    notify_send_plain(f, "nobody", "lost");
+    notify_send_plain(f, "_c9", "to c");
+    notify_send_plain(f, "ch_a", "again");
+    assert_true(fx_wait(f, n_seen, &c, 10000));
+    assert_true(fx_wait(f, n_seen, &b, 10000));
+    fx_wait(f, never, NULL, 50);
+    assert_int_equal(a.seen, 2);
+    assert_string_equal(a.payload, "again");
+    assert_int_equal(b.seen, 1);
+    assert_string_equal(b.payload, "to b");
+    assert_int_equal(c.seen, 1);
+    assert_string_equal(c.payload, "to c");
+    assert_int_equal(a.nulls + b.nulls + c.nulls, 3);
+
+    /* A NOTIFY inside a transaction is delivered at COMMIT, not before. */
+    const char *vals[] = {"ch_b", "committed"};
+    ns_db_txn *tx = begin_txn(f, &t);
+    txn_q(tx, "SELECT pg_notify($1, $2)", 2, vals, &inner);
+    assert_int_equal(ns_db_txn_flush(tx), NS_DB_OK);
+    assert_true(fx_wait(f, q_done, &inner, 10000));
+    fx_wait(f, never, NULL, 100);
+    assert_int_equal(b.seen, 1);
+    memset(&commit, 0, sizeof commit);
+    assert_int_equal(ns_db_txn_commit(tx, q_cb, &commit), NS_DB_OK);
+    assert_true(fx_wait(f, q_done, &commit, 10000));
+    assert_int_equal(commit.st, NS_DB_OK);
+    assert_true(fx_wait(f, n_two_seen, &b, 10000));
+    assert_string_equal(b.payload, "committed");
+
+    /* Names: [a-z_][a-z0-9_]{0,62}, each once, at most 16. */
+    static const char *const bad[] = {"", "Upper", "9lives", "a-b", "a\"b", "a b", "é"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        assert_int_equal(ns_db_listen(f->db, bad[i], notify_cb, &a), NS_DB_INVALID);
+    memset(name, 'n', 63);
+    name[63] = '\0';
+    assert_int_equal(ns_db_listen(f->db, name, notify_cb, &extra[0]), NS_DB_OK);
+    memset(name, 'm', 64);
+    name[64] = '\0';
+    assert_int_equal(ns_db_listen(f->db, name, notify_cb, &a), NS_DB_INVALID);
+    assert_int_equal(ns_db_listen(f->db, NULL, notify_cb, &a), NS_DB_INVALID);
+    assert_int_equal(ns_db_listen(f->db, "ch_x", NULL, &a), NS_DB_INVALID);
+    assert_int_equal(ns_db_listen(NULL, "ch_x", notify_cb, &a), NS_DB_INVALID);
+    assert_int_equal(ns_db_listen(f->db, "ch_a", notify_cb, &a), NS_DB_INVALID);
+    /* Four so far; twelve more make sixteen. */
+    for (int i = 1; i <= 12; i++) {
+        snprintf(name, sizeof name, "extra_%d", i);
+        assert_int_equal(ns_db_listen(f->db, name, notify_cb, &extra[i]), NS_DB_OK);
+    }
+    assert_int_equal(ns_db_listen(f->db, "one_too_many", notify_cb, &a), NS_DB_INVALID);
+    assert_true(fx_wait(f, n_nulls, &extra[12], 10000));
+    for (int i = 0; i <= 12; i++)
+        assert_int_equal(extra[i].nulls, 1);
+    notify_send_plain(f, "extra_12", "last");
+    assert_true(fx_wait(f, n_seen, &extra[12], 10000));
+    assert_string_equal(extra[12].payload, "last");
+}
+
+static void notify_survives_restart(void **state)
+{
+    fx *f = *state;
+    static nrec a;
+    static prober p;
+
+    memset(&a, 0, sizeof a);
+    fx_open(f, 1, 16, 20000, 300);
+    assert_int_equal(ns_db_listen(f->db, "ch_restart", notify_cb, &a), NS_DB_OK);
+    assert_true(fx_wait(f, n_nulls, &a, 10000));
+    notify_send_plain(f, "ch_restart", "before");
+    assert_true(fx_wait(f, n_seen, &a, 10000));
+
+    assert_int_equal(pg_sh("restart", NULL, 0), 0);
+    a.nulls = 0;
+    assert_true(fx_wait(f, n_nulls, &a, 30000)); /* may have missed some */
+    assert_int_equal(a.nulls, 1);
+    probe_until_ok(f, &p);
+    a.seen = 0;
+    notify_send_plain(f, "ch_restart", "after");
+    assert_true(fx_wait(f, n_seen, &a, 10000));
+    assert_string_equal(a.payload, "after");
+    assert_int_equal(a.nulls, 1);
+}
+
 /* ---- migrations ----------------------------------------------------------------- */
 
 static void write_file(const char *dir, const char *name, const char *text, size_t len)
@@ -1178,6 +2140,22 @@ int main(void)
         cmocka_unit_test_setup_teardown(follows_next_host, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(unavailable_while_stopped, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(close_fails_outstanding, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(txn_commit_visible, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(txn_bad_arguments, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(txn_failed_statement, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(txn_failed_with_commit_queued, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(txn_commit_fails, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(txn_callbacks_drive, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(txn_ten_thousand, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(txn_results_read_inside_call, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(txn_terminated, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(txn_close_open, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(txn_close_from_statement, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(txn_pool_exhausted, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(txn_two_at_once, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(txn_copy_refused, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(notify_basic, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(notify_survives_restart, fx_setup, fx_teardown),
         cmocka_unit_test(migrate_project_sql),
         cmocka_unit_test(migrate_changed_file),
         cmocka_unit_test(migrate_file_names),

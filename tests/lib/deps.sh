@@ -18,7 +18,7 @@ die() {
 }
 
 BUILD_PACKAGES=(libuv1-dev libpq-dev postgresql libprotobuf-c-dev protobuf-c-compiler libssl-dev
-    libcmocka-dev libsqlite3-dev cmake make gcc libc6-dev pkg-config acl openssl)
+    libcmocka-dev libsqlite3-dev libjansson-dev cmake make gcc libc6-dev pkg-config acl openssl)
 
 [ $# -ge 1 ] || die "usage: deps.sh [--build] [PACKAGE...]"
 wanted=()

@@ -272,22 +272,23 @@ static void test_large_ping_fits_budget(void **state)
 }
 
 /* A well-formed frame crafted to make the decoder allocate far more than its
- * own size (each 2-byte unknown field costs a 24-byte record) is refused by
- * the budget instead of being decoded. LeakSanitizer checks that the
- * partial message is freed on that path. */
+ * own size (each 3-byte unknown field costs a 24-byte record and a copy of
+ * its value) is refused by the budget instead of being decoded.
+ * LeakSanitizer checks that the partial message is freed on that path. */
 static void test_budget_refuses_amplification(void **state)
 {
     (void)state;
     size_t count = 200000;
-    uint8_t *buf = malloc(2 * count);
+    uint8_t *buf = malloc(3 * count);
     assert_non_null(buf);
     for (size_t i = 0; i < count; i++) {
-        buf[2 * i] = 0x78; /* field 15, varint */
-        buf[2 * i + 1] = 0x00;
+        buf[3 * i] = 0xf8; /* field 1023 (unknown), varint: a 2-byte tag */
+        buf[3 * i + 1] = 0x3f;
+        buf[3 * i + 2] = 0x00;
     }
-    assert_null(ns_envelope_unpack(buf, 2 * count));
+    assert_null(ns_envelope_unpack(buf, 3 * count));
     /* a handful of the same fields is fine */
-    ns_envelope *out = ns_envelope_unpack(buf, 2 * 16);
+    ns_envelope *out = ns_envelope_unpack(buf, 3 * 16);
     assert_non_null(out);
     ns_envelope_free(out);
     free(buf);
