@@ -22,9 +22,20 @@ typedef struct {
     void *ud;
 } lookup_op;
 
+/* Cuts a value too long for dst at a character boundary: it goes into
+ * Welcome, and a client refuses text that is not valid UTF-8. */
 static void copy(char *dst, size_t cap, const char *src)
 {
-    snprintf(dst, cap, "%s", src ? src : "");
+    if (src == NULL)
+        src = "";
+    size_t n = strlen(src);
+    if (n >= cap) {
+        n = cap - 1;
+        while (n > 0 && ((unsigned char)src[n] & 0xc0) == 0x80)
+            n--; /* src[n] continues a character: cut before that character */
+    }
+    memcpy(dst, src, n);
+    dst[n] = '\0';
 }
 
 static void split_roles(ns_identity_info *id, const char *list)
@@ -69,20 +80,19 @@ static void on_lookup(ns_db_status st, const ns_db_result *res, void *ud)
     op.cb(revoked && revoked[0] == 't' ? NS_AUTH_REVOKED : NS_AUTH_OK, &id, op.ud);
 }
 
-int ns_auth_lookup(ns_db *db, const uint8_t fingerprint[32], ns_auth_cb cb, void *ud)
+ns_db_status ns_auth_lookup(ns_db *db, const uint8_t fingerprint[32], ns_auth_cb cb, void *ud)
 {
     char hexfp[65];
     for (int i = 0; i < 32; i++)
         snprintf(hexfp + 2 * i, 3, "%02x", fingerprint[i]);
     lookup_op *op = malloc(sizeof(*op));
     if (op == NULL)
-        return -1;
+        return NS_DB_NOMEM;
     op->cb = cb;
     op->ud = ud;
     const char *params[1] = {hexfp};
-    if (ns_db_query(db, lookup_sql, 1, params, on_lookup, op) != NS_DB_OK) {
+    ns_db_status st = ns_db_query(db, lookup_sql, 1, params, on_lookup, op);
+    if (st != NS_DB_OK)
         free(op);
-        return -1;
-    }
-    return 0;
+    return st;
 }

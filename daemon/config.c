@@ -41,7 +41,7 @@ static const setting settings[] = {
      "largest frame accepted from a client, bytes"},
     {"max_sessions", T_U32, OFF(max_sessions), 1, 1000000, "10000", "concurrent client sessions"},
     {"handshake_timeout_ms", T_U32, OFF(handshake_timeout_ms), 100, 600000, "10000",
-     "time allowed for the TLS handshake"},
+     "time allowed for the TLS handshake, and then again for Hello"},
     {"idle_timeout_ms", T_U32, OFF(idle_timeout_ms), 0, 86400000, "300000",
      "close a session silent for this long (0: never)"},
     {"shutdown_timeout_ms", T_U32, OFF(shutdown_timeout_ms), 0, 600000, "10000",

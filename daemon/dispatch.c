@@ -103,6 +103,31 @@ static void on_identity(ns_auth_result r, const ns_identity_info *id, void *ud)
     ns_session_unref(s);
 }
 
+/* The lookup of a Hello could not be queued: the session ends, with words
+ * that tell the client whether and when to come back. */
+static void refuse_hello(ns_session *s, uint64_t request_id, ns_db_status st)
+{
+    switch (st) {
+    case NS_DB_QUEUE_FULL:
+        ns_session_send_error(s, request_id, ERR(UNAVAILABLE), true, 2000,
+                              "the server is overloaded; retry shortly");
+        break;
+    case NS_DB_UNAVAILABLE:
+        ns_session_send_error(s, request_id, ERR(UNAVAILABLE), true, 2000,
+                              "the server cannot reach its database; retry shortly");
+        break;
+    case NS_DB_SHUTDOWN:
+        ns_session_send_error(s, request_id, ERR(SHUTTING_DOWN), true, 0,
+                              "the server is shutting down; reconnect later or to another "
+                              "instance");
+        break;
+    default:
+        ns_session_send_error(s, request_id, ERR(INTERNAL), true, 1000,
+                              "the server could not look the device up (%s)", ns_db_status_str(st));
+        break;
+    }
+}
+
 static void handle_hello(ns_session *s, uint64_t request_id, const Napsync__V1__Hello *h)
 {
     if (!ns_text_ok(h->client_name, NS_MAX_CLIENT_LABEL) ||
@@ -140,12 +165,12 @@ static void handle_hello(ns_session *s, uint64_t request_id, const Napsync__V1__
     ns_session_set_state(s, NS_SESSION_AUTHENTICATING);
     /* Requests pipelined behind Hello wait until we know who is asking. */
     ns_conn_pause(s->conn);
-    if (ns_auth_lookup(s->server->db, s->fingerprint, on_identity, op) != 0) {
+    ns_db_status st = ns_auth_lookup(s->server->db, s->fingerprint, on_identity, op);
+    if (st != NS_DB_OK) {
         free(op);
         s->inflight--;
-        ns_session_unref(s);
-        ns_session_send_error(s, request_id, ERR(UNAVAILABLE), true, 2000,
-                              "the server is overloaded; retry shortly");
+        refuse_hello(s, request_id, st);
+        ns_session_unref(s); /* last: it may free s */
     }
 }
 
@@ -187,7 +212,7 @@ static void dispatch(ns_session *s, const ns_envelope *env)
         return;
     case NAPSYNC__V1__ENVELOPE__BODY_ERROR:
         /* A client may report why it is about to give up; nothing to answer. */
-        ns_log(NS_LOG_INFO, s->id, ns_session_principal(s), "client reported error %s",
+        ns_log(NS_LOG_DEBUG, s->id, ns_session_principal(s), "client reported error %s",
                ns_error_code_name(env->error->code));
         return;
     case NAPSYNC__V1__ENVELOPE__BODY_HELLO:

@@ -1,5 +1,6 @@
 #include <netdb.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
@@ -7,6 +8,46 @@
 #include "session.h"
 
 #define NS_LISTEN_BACKLOG 511
+
+static void drop_pending(ns_server *s);
+
+static void on_dropped(uv_handle_t *h)
+{
+    ns_server *s = h->data;
+    if (h != (uv_handle_t *)&s->accept_spare) {
+        free(h);
+        return;
+    }
+    s->spare_in_use = false;
+    if (s->accept_waiting) {
+        s->accept_waiting = false;
+        drop_pending(s);
+    }
+}
+
+/* Takes a connection we cannot serve off the listening socket and closes
+ * it: libuv watches the socket again only once the pending connection has
+ * been accepted, so leaving it would refuse every later client too. */
+static void drop_pending(ns_server *s)
+{
+    if (!s->listening)
+        return; /* closing the listener closes what is pending */
+    uv_tcp_t *t = malloc(sizeof(*t));
+    if (t == NULL) {
+        if (s->spare_in_use) {
+            s->accept_waiting = true; /* on_dropped retries with the spare */
+            return;
+        }
+        t = &s->accept_spare;
+        s->spare_in_use = true;
+    }
+    /* Cannot fail: a handle of unspecified family has no socket yet. */
+    (void)uv_tcp_init(s->loop, t);
+    t->data = s;
+    /* UV_EAGAIN: the failed attempt had accepted it, and closed it. */
+    (void)uv_accept((uv_stream_t *)&s->listener, (uv_stream_t *)t);
+    uv_close((uv_handle_t *)t, on_dropped);
+}
 
 static void on_connection(uv_stream_t *listener, int status)
 {
@@ -16,8 +57,10 @@ static void on_connection(uv_stream_t *listener, int status)
         return;
     }
     int rc = ns_session_accept(s);
-    if (rc != 0)
-        ns_log_warn("cannot accept a connection: %s", uv_strerror(rc));
+    if (rc != 0) {
+        ns_log_warn("refused a connection: %s", uv_strerror(rc));
+        drop_pending(s);
+    }
 }
 
 /* Resolution happens once, at start, before the loop serves anyone. */

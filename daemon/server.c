@@ -87,8 +87,12 @@ static void on_shutdown_timeout(uv_timer_t *t)
 {
     ns_server *s = t->data;
     ns_log_warn("shutdown timeout: closing %u remaining session(s)", s->nsessions);
-    for (ns_session *sess = s->sessions; sess; sess = sess->next)
+    /* A close may unlink the session: walk with a saved next. */
+    ns_session *next;
+    for (ns_session *sess = s->sessions; sess; sess = next) {
+        next = sess->next;
         ns_session_close(sess, false);
+    }
 }
 
 void ns_server_shutdown(ns_server *s)

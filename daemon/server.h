@@ -21,6 +21,11 @@ typedef struct ns_server {
     ns_db *db;
     uv_tcp_t listener;
     bool listening;
+    /* Takes a connection we cannot serve off the listener when not even a
+     * throwaway handle can be allocated (listener.c). */
+    uv_tcp_t accept_spare;
+    bool spare_in_use;   /* open or closing */
+    bool accept_waiting; /* a refused connection waits for accept_spare */
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t shutdown_timer;
     ns_session *sessions; /* intrusive list of live sessions */
@@ -30,7 +35,9 @@ typedef struct ns_server {
 } ns_server;
 
 /* Loads TLS, opens the pool, binds and listens, installs signal handlers.
- * Returns 0, or -1 after logging why (nothing is left open then). */
+ * Returns 0, or -1 after logging why. After -1 handles may still be
+ * closing: the caller runs the loop until it ends (as after a shutdown)
+ * before it discards the server. */
 __attribute__((warn_unused_result)) int ns_server_start(ns_server *s, uv_loop_t *loop,
                                                         const ns_config *cfg);
 

@@ -58,7 +58,10 @@ void ns_session_send(ns_session *s, const ns_envelope *env)
     if (rc != 0) {
         ns_log(NS_LOG_WARN, s->id, ns_session_principal(s), "cannot send: %s", uv_strerror(rc));
         ns_session_close(s, false);
+        return;
     }
+    if (env->body_case != NAPSYNC__V1__ENVELOPE__BODY_ERROR)
+        s->invalid_streak = 0;
 }
 
 void ns_session_send_error(ns_session *s, uint64_t request_id, int code, bool fatal,
@@ -79,11 +82,20 @@ void ns_session_send_error(ns_session *s, uint64_t request_id, int code, bool fa
     env.request_id = request_id;
     env.body_case = NAPSYNC__V1__ENVELOPE__BODY_ERROR;
     env.error = &err;
-    ns_log(fatal ? NS_LOG_WARN : NS_LOG_INFO, s->id, ns_session_principal(s), "error %s%s: %s",
+    ns_log(fatal ? NS_LOG_WARN : NS_LOG_DEBUG, s->id, ns_session_principal(s), "error %s%s: %s",
            ns_error_code_name(code), fatal ? " (closing)" : "", msg);
     ns_session_send(s, &env);
-    if (fatal)
+    if (fatal) {
         ns_session_close(s, true);
+        return;
+    }
+    /* A client that sends only what we cannot serve would otherwise get an
+     * Error frame per request, for ever. */
+    bool invalid = code == NAPSYNC__V1__ERROR_CODE__ERROR_CODE_UNSUPPORTED_MESSAGE ||
+                   code == NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT;
+    if (invalid && ++s->invalid_streak >= NS_SESSION_MAX_INVALID)
+        ns_session_send_error(s, 0, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_MALFORMED, true, 0,
+                              "too many invalid requests (%d in a row)", NS_SESSION_MAX_INVALID);
 }
 
 static void send_goodbye(ns_session *s, Napsync__V1__GoodbyeReason reason, const char *msg)
@@ -175,6 +187,19 @@ static void on_idle(ns_conn *c, void *ud)
     ns_session_close(s, true);
 }
 
+/* TLS is up but the client has not said Hello in time: however slowly it
+ * trickles bytes, and whatever idle_timeout_ms says (it may be 0). */
+static void on_first_frame_timeout(ns_conn *c, void *ud)
+{
+    (void)c;
+    ns_session *s = ud;
+    if (s->state != NS_SESSION_AWAIT_HELLO)
+        return;
+    ns_session_send_error(s, 0, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_TIMEOUT, true, 0,
+                          "no Hello within %u ms of the TLS handshake",
+                          s->server->cfg->handshake_timeout_ms);
+}
+
 static void on_close(ns_conn *c, ns_conn_close_reason reason, const char *msg, void *ud)
 {
     (void)c;
@@ -193,6 +218,7 @@ static const ns_conn_callbacks callbacks = {
     .on_frame = on_frame,
     .on_frame_too_large = on_frame_too_large,
     .on_idle = on_idle,
+    .on_first_frame_timeout = on_first_frame_timeout,
     .on_close = on_close,
 };
 
@@ -215,6 +241,7 @@ int ns_session_accept(ns_server *srv)
         .max_frame = cfg->max_frame_size,
         .handshake_timeout_ms = cfg->handshake_timeout_ms,
         .idle_timeout_ms = cfg->idle_timeout_ms,
+        .first_frame_timeout_ms = cfg->handshake_timeout_ms, /* for Hello */
         .write_queue_limit = NS_SESSION_WRITE_LIMIT,
     };
     int rc = ns_conn_accept((uv_stream_t *)&srv->listener, srv->tls, &opt, &callbacks, s, &s->conn);

@@ -17,6 +17,9 @@
 #include "envelope.h"
 #include "server.h"
 
+/* Requests refused in a row before a session is closed as broken. */
+#define NS_SESSION_MAX_INVALID 64
+
 typedef enum {
     NS_SESSION_HANDSHAKE,
     NS_SESSION_AWAIT_HELLO,
@@ -35,21 +38,30 @@ struct ns_session {
     int inflight; /* requests being served */
     bool draining;
     bool reject_busy; /* over max_sessions: refuse once TLS is up */
+    /* Requests refused in a row as unsupported or invalid (see
+     * ns_session_send_error); a successful answer resets it. */
+    uint32_t invalid_streak;
     uint32_t version; /* negotiated protocol version */
     uint8_t fingerprint[32];
     ns_identity_info identity; /* valid from AUTHENTICATED on */
 };
 
-/* Accepts one pending connection from the server's listener. */
+/* Accepts one pending connection from the server's listener. On failure the
+ * connection may still be pending there (the failure came before
+ * uv_accept): the caller must take it off, or libuv stops listening. */
 __attribute__((warn_unused_result)) int ns_session_accept(ns_server *srv);
 
 void ns_session_set_state(ns_session *s, ns_session_state st);
 void ns_session_ref(ns_session *s);
 void ns_session_unref(ns_session *s);
 
-/* Sends an envelope; a failure to queue closes the session. */
+/* Sends an envelope; a failure to queue closes the session. Any answer
+ * but an Error ends a streak of invalid requests. */
 void ns_session_send(ns_session *s, const ns_envelope *env);
-/* Sends Error{code, message}; a fatal one then closes the session. */
+/* Sends Error{code, message}; a fatal one then closes the session. A
+ * non-fatal one is logged at debug level only, since the client decides how
+ * many it gets; after NS_SESSION_MAX_INVALID UNSUPPORTED_MESSAGE or
+ * INVALID_ARGUMENT errors in a row the session ends with a fatal MALFORMED. */
 void ns_session_send_error(ns_session *s, uint64_t request_id, int code, bool fatal,
                            uint32_t retry_after_ms, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));

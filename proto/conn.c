@@ -6,15 +6,23 @@
 
 #include "frame.h"
 
-/* How long a graceful close waits for the peer to take our last bytes. */
+/* How long a graceful close waits for the peer to take our last bytes,
+ * and then again for its EOF. */
 #define NS_CONN_LINGER_MS 2000
-#define NS_CONN_READ_BUF  65536
+/* Input read and dropped during a graceful close before we give up on the
+ * peer's EOF: enough for the rest of a frame in flight, not a free sink. */
+#define NS_CONN_DISCARD_LIMIT (1024u * 1024u)
+/* Idle time before TCP probes a silent peer, so that one that vanished
+ * (power loss, a NAT that forgot us) is found even without an idle timeout. */
+#define NS_CONN_KEEPALIVE_S 60
+#define NS_CONN_READ_BUF    65536
 
 typedef enum {
     CONN_CONNECTING, /* TCP connect in progress (client) */
     CONN_HANDSHAKE,  /* TLS handshake in progress */
     CONN_OPEN,       /* established */
-    CONN_DRAINING,   /* graceful close: flushing, then uv_close */
+    CONN_DRAINING,   /* graceful close: flushing our output, then TCP FIN */
+    CONN_LINGERING,  /* FIN sent: dropping input until the peer's EOF */
     CONN_CLOSED,     /* uv_close called on the handles */
 } conn_state;
 
@@ -22,6 +30,7 @@ struct ns_conn {
     uv_tcp_t tcp;     /* tcp.data and timer.data point back here */
     uv_timer_t timer; /* handshake deadline, then idle deadline, then linger */
     uv_connect_t connect_req;
+    uv_shutdown_t shutdown_req;
     int open_handles; /* freed when both close callbacks have run */
     conn_state state;
     ns_tls *tls;
@@ -30,10 +39,13 @@ struct ns_conn {
     ns_conn_callbacks cb;
     void *ud;
     size_t write_queue_bytes;
-    bool paused;      /* the owner holds frames back */
-    bool frame_error; /* an oversized frame was announced: read no more */
-    bool reading;     /* uv_read_start is in effect */
-    bool in_process;  /* guards against re-entering process() */
+    uint64_t first_frame_deadline; /* loop time; 0 when none or once a frame came */
+    size_t discarded;              /* input dropped while closing */
+    bool peer_eof;                 /* the peer's EOF arrived while closing */
+    bool paused;                   /* the owner holds frames back */
+    bool frame_error;              /* an oversized frame was announced: read no more */
+    bool reading;                  /* uv_read_start is in effect */
+    bool in_process;               /* guards against re-entering process() */
     ns_conn_close_reason close_reason;
     char close_msg[320];
     char peer[64];
@@ -63,13 +75,22 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 
 static bool want_reading(const ns_conn *c)
 {
-    if (c->state != CONN_HANDSHAKE && c->state != CONN_OPEN)
-        return false;
-    if (c->frame_error)
-        return false;
-    if (c->state == CONN_OPEN && c->paused)
-        return false;
-    return c->write_queue_bytes <= c->opt.write_queue_limit;
+    switch (c->state) {
+    case CONN_HANDSHAKE:
+        return c->write_queue_bytes <= c->opt.write_queue_limit;
+    case CONN_OPEN:
+        return !c->frame_error && !c->paused && c->write_queue_bytes <= c->opt.write_queue_limit;
+    case CONN_DRAINING:
+    case CONN_LINGERING:
+        /* Closing a socket that holds unread input makes the kernel reset
+         * the connection and drop what we have not transmitted yet: so
+         * everything is read, and dropped, until the peer's EOF. */
+        return !c->peer_eof;
+    case CONN_CONNECTING:
+    case CONN_CLOSED:
+        break;
+    }
+    return false;
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
@@ -123,10 +144,6 @@ static void on_write_done(uv_write_t *req, int status)
         begin_close(c, NS_CONN_IO_FAILED, msg);
         return;
     }
-    if (c->state == CONN_DRAINING && c->write_queue_bytes == 0) {
-        close_handles(c);
-        return;
-    }
     update_reading(c);
 }
 
@@ -168,6 +185,38 @@ static void begin_close(ns_conn *c, ns_conn_close_reason why, const char *msg)
 
 static void arm_timer(ns_conn *c, uint32_t ms);
 
+/* While open, one timer serves two deadlines: the idle timeout, restarted
+ * by every read, and the fixed one for the first frame. */
+static uint32_t open_timeout(const ns_conn *c)
+{
+    uint32_t ms = c->opt.idle_timeout_ms;
+    if (c->first_frame_deadline != 0) {
+        uint64_t now = uv_now(c->timer.loop);
+        uint64_t left = c->first_frame_deadline > now ? c->first_frame_deadline - now : 1;
+        if (ms == 0 || left < ms)
+            ms = (uint32_t)left;
+    }
+    return ms;
+}
+
+static void on_open_timer(ns_conn *c)
+{
+    if (c->first_frame_deadline == 0 || uv_now(c->timer.loop) < c->first_frame_deadline) {
+        if (c->cb.on_idle)
+            c->cb.on_idle(c, c->ud);
+        else
+            begin_close(c, NS_CONN_TIMED_OUT, "idle timeout");
+        return;
+    }
+    c->first_frame_deadline = 0;
+    if (c->cb.on_first_frame_timeout)
+        c->cb.on_first_frame_timeout(c, c->ud);
+    else
+        begin_close(c, NS_CONN_TIMED_OUT, "no frame arrived in time");
+    if (c->state == CONN_OPEN)
+        arm_timer(c, open_timeout(c)); /* the owner kept the conn: idle rules now */
+}
+
 static void on_timer(uv_timer_t *t)
 {
     ns_conn *c = t->data;
@@ -178,13 +227,13 @@ static void on_timer(uv_timer_t *t)
                     c->state == CONN_CONNECTING ? "connect timed out" : "TLS handshake timed out");
         break;
     case CONN_OPEN:
-        if (c->cb.on_idle)
-            c->cb.on_idle(c, c->ud);
-        else
-            begin_close(c, NS_CONN_TIMED_OUT, "idle timeout");
+        on_open_timer(c);
         break;
     case CONN_DRAINING:
         begin_close(c, NS_CONN_CLOSED_BY_US, "closed (peer did not take our last bytes in time)");
+        break;
+    case CONN_LINGERING:
+        begin_close(c, NS_CONN_CLOSED_BY_US, "closed (peer did not close its side in time)");
         break;
     case CONN_CLOSED:
         break;
@@ -199,6 +248,53 @@ static void arm_timer(ns_conn *c, uint32_t ms)
         uv_timer_start(&c->timer, on_timer, ms, 0);
 }
 
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    ns_conn *c = req->data;
+    if (c->state != CONN_DRAINING)
+        return; /* closed meanwhile: libuv cancels the request */
+    if (status < 0 || c->peer_eof) {
+        close_handles(c);
+        return;
+    }
+    c->state = CONN_LINGERING;
+    arm_timer(c, NS_CONN_LINGER_MS);
+}
+
+/* A graceful end: libuv writes what is queued and then sends FIN
+ * (uv_shutdown); meanwhile input is read and dropped until the peer's EOF,
+ * each phase bounded by the linger timer. */
+static void begin_drain(ns_conn *c)
+{
+    c->state = CONN_DRAINING;
+    c->shutdown_req.data = c;
+    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+        close_handles(c);
+        return;
+    }
+    arm_timer(c, NS_CONN_LINGER_MS);
+    update_reading(c);
+}
+
+static void discard_input(ns_conn *c, ssize_t nread)
+{
+    if (nread > 0) {
+        c->discarded += (size_t)nread;
+        if (c->discarded > NS_CONN_DISCARD_LIMIT)
+            close_handles(c); /* a peer that keeps sending gets no more patience */
+        return;
+    }
+    if (nread != UV_EOF) {
+        close_handles(c); /* reset or error: nothing more will get through */
+        return;
+    }
+    c->peer_eof = true;
+    if (c->state == CONN_LINGERING)
+        close_handles(c);
+    else
+        update_reading(c); /* close once our FIN is out (on_shutdown) */
+}
+
 static void fail_tls(ns_conn *c, int rc)
 {
     char msg[320];
@@ -209,9 +305,7 @@ static void fail_tls(ns_conn *c, int rc)
     /* The alert we may just have queued is worth a short linger. */
     if (c->write_queue_bytes > 0 && rc != NS_TLS_ERR_SEND) {
         set_close(c, NS_CONN_TLS_FAILED, msg);
-        c->state = CONN_DRAINING;
-        update_reading(c);
-        arm_timer(c, NS_CONN_LINGER_MS);
+        begin_drain(c);
         return;
     }
     begin_close(c, NS_CONN_TLS_FAILED, msg);
@@ -234,7 +328,9 @@ static void process(ns_conn *c)
             goto out;
         }
         c->state = CONN_OPEN;
-        arm_timer(c, c->opt.idle_timeout_ms);
+        if (c->opt.first_frame_timeout_ms)
+            c->first_frame_deadline = uv_now(c->timer.loop) + c->opt.first_frame_timeout_ms;
+        arm_timer(c, open_timeout(c));
         c->cb.on_ready(c, c->ud);
     }
     while (c->state == CONN_OPEN && !c->paused && !c->frame_error) {
@@ -242,6 +338,10 @@ static void process(ns_conn *c)
         size_t len;
         ns_frame_status fs = ns_frame_decoder_next(&c->frames, &payload, &len);
         if (fs == NS_FRAME_OK) {
+            if (c->first_frame_deadline != 0) {
+                c->first_frame_deadline = 0;
+                arm_timer(c, c->opt.idle_timeout_ms);
+            }
             c->cb.on_frame(c, payload, len, c->ud);
             continue;
         }
@@ -283,6 +383,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     ns_conn *c = s->data;
     if (nread == 0)
         return; /* EAGAIN, not EOF */
+    if (c->state == CONN_DRAINING || c->state == CONN_LINGERING) {
+        discard_input(c, nread);
+        return;
+    }
     if (nread < 0) {
         if (nread == UV_EOF)
             begin_close(c, NS_CONN_CLOSED_BY_PEER,
@@ -296,8 +400,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         }
         return;
     }
-    if (c->state == CONN_OPEN && c->opt.idle_timeout_ms)
-        arm_timer(c, c->opt.idle_timeout_ms);
+    if (c->state == CONN_OPEN)
+        arm_timer(c, open_timeout(c));
     if (ns_tls_feed(c->tls, (const uint8_t *)buf->base, (size_t)nread) != NS_TLS_OK) {
         begin_close(c, NS_CONN_NOMEM, "out of memory");
         return;
@@ -390,6 +494,8 @@ int ns_conn_accept(uv_stream_t *listener, ns_tls_ctx *tls, const ns_conn_options
         return rc;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    /* Failing leaves only that safety net off. */
+    (void)uv_tcp_keepalive(&c->tcp, 1, NS_CONN_KEEPALIVE_S);
     format_peer(c);
     c->state = CONN_HANDSHAKE;
     arm_timer(c, opt->handshake_timeout_ms);
@@ -414,6 +520,7 @@ static void on_connected(uv_connect_t *req, int status)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    (void)uv_tcp_keepalive(&c->tcp, 1, NS_CONN_KEEPALIVE_S);
     format_peer(c);
     c->state = CONN_HANDSHAKE;
     int rc = ns_tls_handshake(c->tls); /* sends the ClientHello */
@@ -489,26 +596,25 @@ void ns_conn_resume(ns_conn *c)
 
 void ns_conn_close(ns_conn *c, bool graceful)
 {
-    if (c->state == CONN_CLOSED || c->state == CONN_DRAINING)
+    if (c->state == CONN_CLOSED)
         return;
+    if (c->state == CONN_DRAINING || c->state == CONN_LINGERING) {
+        if (!graceful)
+            close_handles(c); /* stop waiting for the peer */
+        return;
+    }
     set_close(c, NS_CONN_CLOSED_BY_US, "closed");
     if (!graceful || c->state != CONN_OPEN) {
         close_handles(c);
         return;
     }
     ns_tls_shutdown(c->tls);
-    c->state = CONN_DRAINING;
-    update_reading(c);
-    if (c->write_queue_bytes == 0) {
-        close_handles(c);
-        return;
-    }
-    arm_timer(c, NS_CONN_LINGER_MS);
+    begin_drain(c);
 }
 
 bool ns_conn_is_closing(const ns_conn *c)
 {
-    return c->state == CONN_DRAINING || c->state == CONN_CLOSED;
+    return c->state == CONN_DRAINING || c->state == CONN_LINGERING || c->state == CONN_CLOSED;
 }
 
 size_t ns_conn_write_queue_bytes(const ns_conn *c)

@@ -39,6 +39,9 @@ typedef struct {
     void (*on_frame_too_large)(ns_conn *c, void *ud);
     /* Nothing arrived for idle_timeout_ms after the handshake. */
     void (*on_idle)(ns_conn *c, void *ud);
+    /* No whole frame within first_frame_timeout_ms of on_ready. NULL: the
+     * conn closes itself (NS_CONN_TIMED_OUT). */
+    void (*on_first_frame_timeout)(ns_conn *c, void *ud);
     /* Exactly once; the conn is freed when it returns. msg is never NULL. */
     void (*on_close)(ns_conn *c, ns_conn_close_reason reason, const char *msg, void *ud);
 } ns_conn_callbacks;
@@ -47,7 +50,10 @@ typedef struct {
     uint32_t max_frame;            /* largest payload accepted from the peer */
     uint32_t handshake_timeout_ms; /* from creation until TLS is established; 0 = none */
     uint32_t idle_timeout_ms;      /* after the handshake; 0 = none */
-    size_t write_queue_limit;      /* stop reading while more than this waits to be written */
+    /* From on_ready until the first whole frame, however much trickles in
+     * meanwhile; 0 = none. */
+    uint32_t first_frame_timeout_ms;
+    size_t write_queue_limit; /* stop reading while more than this waits to be written */
 } ns_conn_options;
 
 /* Accepts one pending connection from a listening stream. On error nothing
@@ -73,8 +79,12 @@ __attribute__((warn_unused_result)) int ns_conn_send(ns_conn *c, const uint8_t *
 void ns_conn_pause(ns_conn *c);
 void ns_conn_resume(ns_conn *c);
 
-/* graceful: flush what is queued, send TLS close_notify, then close (bounded
- * by a short linger). Otherwise close at once, dropping queued output. */
+/* graceful: flush what is queued, send TLS close_notify and TCP FIN, and
+ * read (dropping it) whatever the peer still sends until its EOF, so that
+ * unread input never makes the kernel reset the connection and discard our
+ * last bytes; each step bounded by a short linger, the dropped input by a
+ * cap. Otherwise close at once, dropping queued output; that also cuts a
+ * graceful close short. Sockets of both ends use TCP keepalive. */
 void ns_conn_close(ns_conn *c, bool graceful);
 
 bool ns_conn_is_closing(const ns_conn *c);

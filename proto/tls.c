@@ -1,5 +1,6 @@
 #include "tls.h"
 
+#include <arpa/inet.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -60,9 +61,24 @@ static void set_err(char *err, size_t errlen, const char *what, const char *file
     collect_ssl_errors(err, errlen);
 }
 
+/* Never asks for a passphrase: OpenSSL's default would prompt on the
+ * terminal, hanging a daemon that reloads on SIGHUP or a client library
+ * inside an application. An encrypted key fails to load instead, and
+ * *asked says why. */
+static int no_passphrase(char *buf, int size, int rwflag, void *asked)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    if (asked)
+        *(bool *)asked = true;
+    return 0;
+}
+
 int ns_tls_ctx_new(ns_tls_role role, const ns_tls_config *cfg, ns_tls_ctx **out, char *err,
                    size_t errlen)
 {
+    bool passphrase_asked = false;
     ERR_clear_error();
     if (err && errlen)
         err[0] = '\0';
@@ -71,6 +87,8 @@ int ns_tls_ctx_new(ns_tls_role role, const ns_tls_config *cfg, ns_tls_ctx **out,
         set_err(err, errlen, "cannot create TLS context", "");
         return NS_TLS_ERR_NOMEM;
     }
+    SSL_CTX_set_default_passwd_cb(c, no_passphrase);
+    SSL_CTX_set_default_passwd_cb_userdata(c, &passphrase_asked);
     SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
     SSL_CTX_set_options(c, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
     SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS);
@@ -93,7 +111,14 @@ int ns_tls_ctx_new(ns_tls_role role, const ns_tls_config *cfg, ns_tls_ctx **out,
             goto fail;
         }
         if (SSL_CTX_use_PrivateKey_file(c, cfg->key_file, SSL_FILETYPE_PEM) != 1) {
-            set_err(err, errlen, "cannot load private key", cfg->key_file);
+            if (passphrase_asked)
+                snprintf(err, errlen,
+                         "cannot load private key %s: it is encrypted, and encrypted private "
+                         "keys are not supported (store it without a passphrase, readable "
+                         "only by this service)",
+                         cfg->key_file);
+            else
+                set_err(err, errlen, "cannot load private key", cfg->key_file);
             goto fail;
         }
         if (SSL_CTX_check_private_key(c) != 1) {
@@ -124,6 +149,8 @@ int ns_tls_ctx_new(ns_tls_role role, const ns_tls_config *cfg, ns_tls_ctx **out,
         SSL_CTX_set_verify(c, SSL_VERIFY_PEER, NULL);
     }
 
+    /* The context outlives passphrase_asked; the callback stays. */
+    SSL_CTX_set_default_passwd_cb_userdata(c, NULL);
     ns_tls_ctx *ctx = calloc(1, sizeof(*ctx));
     if (ctx == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -169,6 +196,18 @@ static void info_cb(const SSL *ssl, int where, int ret)
         snprintf(t->alert, sizeof(t->alert), "%s", alert_name(ret));
 }
 
+/* An address literal is matched against IP SANs, a name against DNS SANs
+ * (and sent as SNI, which RFC 6066 forbids for addresses). */
+static int set_peer_name(SSL *ssl, const char *peer_name)
+{
+    unsigned char addr[sizeof(struct in6_addr)];
+    if (inet_pton(AF_INET, peer_name, addr) == 1 || inet_pton(AF_INET6, peer_name, addr) == 1)
+        return X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), peer_name) == 1 ? 0 : -1;
+    if (SSL_set_tlsext_host_name(ssl, peer_name) != 1 || SSL_set1_host(ssl, peer_name) != 1)
+        return -1;
+    return 0;
+}
+
 int ns_tls_new(ns_tls_ctx *ctx, const char *peer_name, ns_tls_send_fn send, void *send_ud,
                ns_tls **out)
 {
@@ -184,10 +223,7 @@ int ns_tls_new(ns_tls_ctx *ctx, const char *peer_name, ns_tls_send_fn send, void
     if (t->ssl == NULL || t->rbio == NULL || t->wbio == NULL) {
         BIO_free(t->rbio);
         BIO_free(t->wbio);
-        SSL_free(t->ssl);
-        free(t);
-        ERR_clear_error();
-        return NS_TLS_ERR_NOMEM;
+        goto fail;
     }
     /* An empty memory BIO must say "retry", not EOF. */
     BIO_set_mem_eof_return(t->rbio, -1);
@@ -198,18 +234,16 @@ int ns_tls_new(ns_tls_ctx *ctx, const char *peer_name, ns_tls_send_fn send, void
         SSL_set_accept_state(t->ssl);
     } else {
         SSL_set_connect_state(t->ssl);
-        if (peer_name && *peer_name) {
-            X509_VERIFY_PARAM *vp = SSL_get0_param(t->ssl);
-            /* An address literal is matched against IP SANs, a name against DNS SANs. */
-            if (X509_VERIFY_PARAM_set1_ip_asc(vp, peer_name) != 1) {
-                ERR_clear_error();
-                SSL_set_tlsext_host_name(t->ssl, peer_name);
-                SSL_set1_host(t->ssl, peer_name);
-            }
-        }
+        if (peer_name && *peer_name && set_peer_name(t->ssl, peer_name) != 0)
+            goto fail; /* without it the server certificate would not be checked */
     }
     *out = t;
     return NS_TLS_OK;
+fail:
+    SSL_free(t->ssl); /* and the BIOs it owns */
+    free(t);
+    ERR_clear_error();
+    return NS_TLS_ERR_NOMEM;
 }
 
 void ns_tls_free(ns_tls *t)

@@ -68,6 +68,9 @@ typedef struct {
 } ns_client_options;
 
 #define NS_MAX_ROLES 8
+/* Room for an organisation or principal name: at most 200 characters, up
+ * to 4 bytes each in UTF-8, and the NUL. */
+#define NS_NAME_SIZE 801
 
 /* Who the server says this device is; filled by a successful connect. */
 typedef struct {
@@ -76,11 +79,11 @@ typedef struct {
     char server_name[64];
     char server_version[32];
     char organisation_id[40];
-    char organisation_name[208];
+    char organisation_name[NS_NAME_SIZE];
     char organisation_kind[32];
     char country[4];
     char principal_id[40];
-    char principal_name[208];
+    char principal_name[NS_NAME_SIZE];
     char device_id[40];
     char device_name[72];
     char roles[NS_MAX_ROLES][16];

@@ -58,10 +58,13 @@ static int remaining_ms(uint64_t deadline)
 
 /* Only async-signal-safe calls between fork and exec: the test process may
  * have threads (libuv's pool) whose locks a child must not touch. */
-static void child_exec(char *const argv[], int out_fd, int err_fd, bool die_with_parent)
+static void child_exec(char *const argv[], int out_fd, int err_fd, bool die_with_parent,
+                       bool new_session)
 {
     if (die_with_parent)
         prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (new_session)
+        setsid();
     signal(SIGPIPE, SIG_DFL); /* the test ignores it; children must not inherit that */
     int devnull = open("/dev/null", O_RDWR);
     if (devnull >= 0)
@@ -85,7 +88,7 @@ static int decode_status(int wstatus)
     return -1;
 }
 
-int nst_run(char *const argv[], char *out, size_t cap)
+static int run_child(char *const argv[], char *out, size_t cap, bool with_stderr, bool new_session)
 {
     int pipefd[2] = {-1, -1};
     if (out && pipe(pipefd) != 0) {
@@ -108,7 +111,8 @@ int nst_run(char *const argv[], char *out, size_t cap)
         return -1;
     }
     if (pid == 0)
-        child_exec(argv, out ? pipefd[1] : -1, -1, true);
+        child_exec(argv, out ? pipefd[1] : -1, with_stderr && out ? pipefd[1] : -1, true,
+                   new_session);
     if (out) {
         close(pipefd[1]);
         size_t used = 0;
@@ -137,6 +141,18 @@ int nst_run(char *const argv[], char *out, size_t cap)
     return decode_status(wstatus);
 }
 
+int nst_run(char *const argv[], char *out, size_t cap)
+{
+    return run_child(argv, out, cap, false, false);
+}
+
+int nst_run_no_tty(char *const argv[], char *out, size_t cap)
+{
+    if (out == NULL || cap == 0)
+        return -1;
+    return run_child(argv, out, cap, true, true);
+}
+
 pid_t nst_spawn(char *const argv[], const char *log_path)
 {
     int fd = -1;
@@ -156,7 +172,7 @@ pid_t nst_spawn(char *const argv[], const char *log_path)
         return -1;
     }
     if (pid == 0)
-        child_exec(argv, fd, fd, true);
+        child_exec(argv, fd, fd, true, false);
     if (fd >= 0)
         close(fd);
     return pid;
@@ -1184,6 +1200,136 @@ int nst_fd_wait_closed(int fd, int timeout_ms)
     }
 }
 
+/* ---- /proc/net/tcp ------------------------------------------------------------------ */
+
+typedef struct {
+    uint16_t local_port, remote_port;
+    unsigned state, timer;
+    unsigned long when; /* clock ticks until the timer fires */
+    unsigned long inode;
+} tcp_entry;
+
+#define TCP_ESTABLISHED_STATE 1
+#define TCP_TIMER_KEEPALIVE   2 /* "another timer": for an established socket, keepalive */
+
+/* Calls fn for every IPv4 TCP socket of this network namespace; stops when
+ * fn returns true. Returns 0, or -1 if the table cannot be read. */
+static int tcp_scan(bool (*fn)(const tcp_entry *t, void *ud), void *ud)
+{
+    FILE *f = fopen("/proc/net/tcp", "r");
+    if (f == NULL) {
+        fprintf(stderr, "nst: /proc/net/tcp: %s\n", strerror(errno));
+        return -1;
+    }
+    char line[512];
+    if (fgets(line, sizeof(line), f) == NULL) { /* the header */
+        fclose(f);
+        return -1;
+    }
+    while (fgets(line, sizeof(line), f)) {
+        tcp_entry t;
+        unsigned laddr, lport, raddr, rport;
+        if (sscanf(line, " %*u: %X:%X %X:%X %X %*X:%*X %X:%lX %*X %*u %*u %lu", &laddr, &lport,
+                   &raddr, &rport, &t.state, &t.timer, &t.when, &t.inode) != 8)
+            continue;
+        t.local_port = (uint16_t)lport;
+        t.remote_port = (uint16_t)rport;
+        if (fn(&t, ud))
+            break;
+    }
+    fclose(f);
+    return 0;
+}
+
+typedef struct {
+    uint16_t local_port, remote_port;
+    bool found;
+    tcp_entry entry;
+} tcp_find;
+
+static bool tcp_match(const tcp_entry *t, void *ud)
+{
+    tcp_find *q = ud;
+    if (t->state != TCP_ESTABLISHED_STATE || t->local_port != q->local_port ||
+        t->remote_port != q->remote_port)
+        return false;
+    q->found = true;
+    q->entry = *t;
+    return true;
+}
+
+int nst_tcp_keepalive_due(uint16_t local_port, uint16_t remote_port, int timeout_ms, int *due_s)
+{
+    long ticks = sysconf(_SC_CLK_TCK);
+    if (ticks <= 0)
+        return -1;
+    uint64_t deadline = nst_now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        tcp_find q = {.local_port = local_port, .remote_port = remote_port};
+        if (tcp_scan(tcp_match, &q) != 0 || !q.found)
+            return -1;
+        if (q.entry.timer == TCP_TIMER_KEEPALIVE) {
+            *due_s = (int)(q.entry.when / (unsigned long)ticks);
+            return 0;
+        }
+        if (q.entry.timer == 0 || remaining_ms(deadline) == 0)
+            return -1; /* no timer at all: keepalive is off */
+        nst_sleep_ms(50);
+    }
+}
+
+typedef struct {
+    uint16_t remote_port;
+    const unsigned long *inodes;
+    size_t ninodes;
+    uint16_t *ports;
+    int max, count;
+} tcp_own;
+
+static bool tcp_collect(const tcp_entry *t, void *ud)
+{
+    tcp_own *q = ud;
+    if (t->state != TCP_ESTABLISHED_STATE || t->remote_port != q->remote_port)
+        return false;
+    for (size_t i = 0; i < q->ninodes; i++) {
+        if (q->inodes[i] == t->inode) {
+            if (q->count < q->max)
+                q->ports[q->count] = t->local_port;
+            q->count++;
+            break;
+        }
+    }
+    return false;
+}
+
+int nst_own_tcp_ports(uint16_t remote_port, uint16_t *ports, int max)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return -1;
+    unsigned long inodes[256];
+    size_t n = 0;
+    const struct dirent *ent;
+    while ((ent = readdir(d)) != NULL && n < sizeof(inodes) / sizeof(inodes[0])) {
+        char path[NST_PATH], target[64];
+        if (ent->d_name[0] == '.' ||
+            snprintf(path, sizeof(path), "/proc/self/fd/%s", ent->d_name) >= (int)sizeof(path))
+            continue;
+        ssize_t len = readlink(path, target, sizeof(target) - 1);
+        if (len <= 0)
+            continue;
+        target[len] = '\0';
+        if (sscanf(target, "socket:[%lu]", &inodes[n]) == 1)
+            n++;
+    }
+    closedir(d);
+    tcp_own q = {
+        .remote_port = remote_port, .inodes = inodes, .ninodes = n, .ports = ports, .max = max};
+    if (tcp_scan(tcp_collect, &q) != 0)
+        return -1;
+    return q.count;
+}
+
 static void raw_msg_cb(int write_p, int version, int content_type, const void *buf, size_t len,
                        SSL *ssl, void *arg)
 {
@@ -1500,6 +1646,8 @@ nst_read_status nst_raw_read(nst_raw *r, int timeout_ms, ns_envelope **out)
             continue;
         /* close_notify, EOF, reset or a fatal alert: the session is over,
          * and OpenSSL allows no further call on it but free. */
+        r->closed_ssl_error = err;
+        r->closed_errno = saved;
         char what[96];
         snprintf(what, sizeof(what), "connection closed (SSL error %d, errno %d)", err, saved);
         ssl_errors(r, what);
@@ -1600,6 +1748,14 @@ void nst_expect_closed(const nst_env *e, nst_raw *r)
         nst_fail(e, "expected the server to close the session, got %s", body_name(body));
     nst_fail(e, "expected the server to close the session, got %s: %s", read_status_name(st),
              r->error);
+}
+
+void nst_expect_close_notify(const nst_env *e, nst_raw *r)
+{
+    nst_expect_closed(e, r);
+    if (r->closed_ssl_error != SSL_ERROR_ZERO_RETURN)
+        nst_fail(e, "the session ended without TLS close_notify (%s): %s",
+                 r->closed_errno == ECONNRESET ? "connection reset" : "no close_notify", r->error);
 }
 
 void nst_expect_welcome(const nst_env *e, nst_raw *r, uint64_t rid, const nst_device *d)

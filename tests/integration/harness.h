@@ -38,6 +38,10 @@
  * terminated, truncated to cap) when out is not NULL, else to /dev/null;
  * stderr is inherited. Returns the exit status (0-255) or -1. */
 int nst_run(char *const argv[], char *out, size_t cap);
+/* nst_run with stdout and stderr both into out (required), in a new session
+ * without a controlling terminal: a program that would prompt there fails
+ * instead of waiting for a person. */
+int nst_run_no_tty(char *const argv[], char *out, size_t cap);
 /* Starts argv without waiting; stdout and stderr go to log_path (appended)
  * or are inherited when log_path is NULL. Returns the pid or -1. */
 pid_t nst_spawn(char *const argv[], const char *log_path);
@@ -221,6 +225,11 @@ typedef struct {
     int hello_version;  /* legacy_version of the ClientHello we sent, or 0 */
     int alert_received; /* description of the last alert from the server, or -1 */
     char peer_fp[65];   /* SHA-256 of the server certificate, after connect */
+    /* How the session ended, once nst_raw_read returned NST_READ_CLOSED:
+     * SSL_ERROR_ZERO_RETURN for close_notify, else SSL_ERROR_SYSCALL or
+     * SSL_ERROR_SSL with the errno of the failed read (ECONNRESET, ...). */
+    int closed_ssl_error;
+    int closed_errno;
     char error[512];
 } nst_raw;
 
@@ -269,6 +278,9 @@ void nst_expect_error(const nst_env *e, nst_raw *r, uint64_t rid, int code, bool
 void nst_expect_fatal_error(const nst_env *e, nst_raw *r, uint64_t rid, int code);
 /* The server must close the connection (no further frame) within NST_WAIT_MS. */
 void nst_expect_closed(const nst_env *e, nst_raw *r);
+/* As nst_expect_closed, and the close must be TLS close_notify: not a TCP
+ * reset, a bare EOF or an alert. */
+void nst_expect_close_notify(const nst_env *e, nst_raw *r);
 /* The next frame must be the Welcome for request rid, naming device d. */
 void nst_expect_welcome(const nst_env *e, nst_raw *r, uint64_t rid, const nst_device *d);
 /* TLS connect with a device, Hello (request id rid), Welcome. */
@@ -277,6 +289,18 @@ void nst_must_raw_auth(const nst_env *e, nst_raw *r, const nst_device *d, uint64
 void nst_expect_pong(const nst_env *e, nst_raw *r, uint64_t rid, const void *payload, size_t plen);
 /* Ping with a payload; the Pong must echo rid and payload. */
 void nst_must_raw_ping(const nst_env *e, nst_raw *r, uint64_t rid);
+
+/* ---- TCP sockets on loopback, as the kernel sees them (/proc/net/tcp) ---------- */
+
+/* For the established IPv4 socket from local_port to remote_port: 0 with
+ * *due_s, the seconds until its TCP keepalive timer fires, once one shows
+ * (a retransmission timer hides it while data is unacknowledged; waits up to
+ * timeout_ms for that to pass). -1 when the socket keeps no keepalive timer
+ * or does not exist. */
+int nst_tcp_keepalive_due(uint16_t local_port, uint16_t remote_port, int timeout_ms, int *due_s);
+/* Local ports of this process's established TCP sockets to remote_port:
+ * how many were found (at most max are stored), or -1. */
+int nst_own_tcp_ports(uint16_t remote_port, uint16_t *ports, int max);
 
 /* Plain TCP. Returns a connected blocking fd, or -1. */
 int nst_tcp_connect(uint16_t port);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <openssl/pem.h>
 
 #include "harness.h"
 
@@ -316,6 +317,180 @@ static void test_request_ids_echoed(void **state)
     nst_test_passed(e);
 }
 
+/* Every message before Hello, even one with no body and an Error, is
+ * refused with HELLO_REQUIRED. */
+static void test_anything_before_hello_refused(void **state)
+{
+    fixture *f = *state;
+    nst_env *e = f->e;
+    nst_raw r;
+    nst_must_raw_tls(e, &r, &f->coord);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(nst_frame_append(&buf, &len, NULL, 0), 0);
+    nst_must_raw_write(e, &r, buf, len);
+    free(buf);
+    nst_expect_fatal_error(e, &r, 0, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_HELLO_REQUIRED);
+    nst_raw_close(&r);
+
+    nst_must_raw_tls(e, &r, &f->coord);
+    Napsync__V1__Error err = NAPSYNC__V1__ERROR__INIT;
+    err.code = NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INTERNAL;
+    err.message = "a client in trouble";
+    ns_envelope env = NAPSYNC__V1__ENVELOPE__INIT;
+    env.request_id = 3;
+    env.body_case = NAPSYNC__V1__ENVELOPE__BODY_ERROR;
+    env.error = &err;
+    assert_int_equal(nst_raw_send_env(&r, &env), 0);
+    nst_expect_fatal_error(e, &r, 3, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_HELLO_REQUIRED);
+    nst_raw_close(&r);
+    still_serving(f);
+    nst_test_passed(e);
+}
+
+/* s = n copies of the UTF-8 character ch. */
+static void repeat_char(char *s, size_t cap, const char *ch, int n)
+{
+    size_t len = strlen(ch);
+    assert_true((size_t)n * len < cap);
+    for (int i = 0; i < n; i++)
+        memcpy(s + (size_t)i * len, ch, len);
+    s[(size_t)n * len] = '\0';
+}
+
+/* Names may have 200 characters, which in UTF-8 can take 800 bytes. They
+ * must reach the device whole: cut anywhere, a name would at best be
+ * wrong, and cut inside a character it would make the client refuse the
+ * Welcome, so that the device could never connect. */
+static void test_longest_names_arrive_whole(void **state)
+{
+    fixture *f = *state;
+    nst_env *e = f->e;
+    char principal[401], organisation[801];
+    repeat_char(principal, sizeof(principal), "\xd0\xb6", 200);               /* ж: 2 bytes */
+    repeat_char(organisation, sizeof(organisation), "\xf0\x9d\x84\x9e", 200); /* 𝄞: 4 bytes */
+    const char *params[] = {organisation};
+    if (nst_db_exec(e,
+                    "INSERT INTO organisations (code, name, kind, country) "
+                    "VALUES ('long-names', $1, 'agency', 'ZZ')",
+                    1, params, NULL, 0) != 0)
+        nst_fail(e, "cannot create an organisation with a 200-character name");
+    nst_device d;
+    if (nst_device_issue(e, false, "long-names-laptop", &d) != 0 ||
+        nst_device_register(e, "long-names", principal, "observer", &d) != 0)
+        nst_fail(e, "cannot register a device for a 200-character principal name");
+
+    ns_client *c = nst_must_connect(e, &d);
+    const ns_identity *id = ns_client_identity(c);
+    assert_non_null(id);
+    assert_string_equal(id->principal_name, principal);
+    assert_string_equal(id->organisation_name, organisation);
+    nst_must_ping(e, c);
+    nst_client_close(c);
+
+    /* And what `napsync whoami` shows a person. */
+    char cli[NST_PATH], server[32], out[4096];
+    const char *build = getenv("NS_BUILD_DIR");
+    assert_non_null(build);
+    assert_int_equal(nst_path_join(cli, build, "napsync"), 0);
+    snprintf(server, sizeof(server), "127.0.0.1:%u", e->port);
+    char *argv[] = {cli,    "--server", server, "--ca",   e->ca_cert, "--cert",
+                    d.cert, "--key",    d.key,  "whoami", NULL};
+    int rc = nst_run_no_tty(argv, out, sizeof(out));
+    if (rc != 0)
+        nst_fail(e, "napsync whoami exited with %d: %s", rc, out);
+    char want[1024];
+    snprintf(want, sizeof(want), "principal:    %s\n", principal);
+    if (strstr(out, want) == NULL)
+        nst_fail(e, "napsync whoami does not show the whole principal name: %s", out);
+    snprintf(want, sizeof(want), "organisation: %s (", organisation);
+    if (strstr(out, want) == NULL)
+        nst_fail(e, "napsync whoami does not show the whole organisation name: %s", out);
+    still_serving(f);
+    nst_test_passed(e);
+}
+
+/* Writes the daemon's key, encrypted with a passphrase, to path; traditional
+ * selects the legacy PEM encryption (Proc-Type header) over PKCS#8. */
+static int write_encrypted_key(const nst_env *e, const char *path, bool traditional)
+{
+    BIO *in = BIO_new_file(e->server_key, "r");
+    EVP_PKEY *key = in ? PEM_read_bio_PrivateKey(in, NULL, NULL, NULL) : NULL;
+    BIO_free(in);
+    BIO *out = key ? BIO_new_file(path, "w") : NULL;
+    int ok = 0;
+    if (out) {
+        static unsigned char pass[] = "correct horse";
+        int len = (int)sizeof(pass) - 1;
+        ok = traditional
+                 ? PEM_write_bio_PrivateKey_traditional(out, key, EVP_aes_256_cbc(), pass, len,
+                                                        NULL, NULL)
+                 : PEM_write_bio_PrivateKey(out, key, EVP_aes_256_cbc(), pass, len, NULL, NULL);
+        BIO_free(out);
+    }
+    EVP_PKEY_free(key);
+    return ok == 1 ? 0 : -1;
+}
+
+/* An encrypted private key is refused with words that say so, and nothing
+ * ever asks for its passphrase (a daemon reloading on SIGHUP must not wait
+ * on a terminal). The check runs without a terminal, so a prompt would
+ * fail rather than hang. */
+static void test_encrypted_key_refused(void **state)
+{
+    fixture *f = *state;
+    nst_env *e = f->e;
+    for (int traditional = 0; traditional <= 1; traditional++) {
+        char key[NST_PATH], out[4096];
+        assert_int_equal(nst_path_join(key, e->dir, traditional ? "enc-trad.key" : "enc.key"), 0);
+        if (write_encrypted_key(e, key, traditional) != 0)
+            nst_fail(e, "cannot write an encrypted copy of %s", e->server_key);
+        char *argv[] = {
+            e->napsyncd, "--check-config", "--tls-cert", e->server_cert,  "--tls-key", key,
+            "--tls-ca",  e->ca_cert,       "--database", "dbname=unused", NULL};
+        int rc = nst_run_no_tty(argv, out, sizeof(out));
+        if (rc == 0)
+            nst_fail(e, "napsyncd accepted an encrypted key: %s", out);
+        if (strstr(out, "encrypted private keys are not supported") == NULL)
+            nst_fail(e, "the refusal of an encrypted key does not say why (exit %d): %s", rc, out);
+    }
+    nst_test_passed(e);
+}
+
+/* Both ends ask TCP to probe a peer that has been silent for 60 s, so one
+ * that vanished (power loss, a NAT that forgot the connection) is found
+ * even when the daemon's idle timeout is 0. */
+static void test_tcp_keepalive_on_both_ends(void **state)
+{
+    fixture *f = *state;
+    nst_env *e = f->e;
+    uint16_t before[16], after[16];
+    int nbefore = nst_own_tcp_ports(e->port, before, 16);
+    ns_client *c = nst_must_connect(e, &f->coord);
+    int nafter = nst_own_tcp_ports(e->port, after, 16);
+    if (nbefore < 0 || nafter != nbefore + 1 || nafter > 16)
+        nst_fail(e, "cannot find the client's socket (%d sockets before, %d after)", nbefore,
+                 nafter);
+    uint16_t port = 0;
+    for (int i = 0; i < nafter && port == 0; i++) {
+        bool old = false;
+        for (int j = 0; j < nbefore; j++)
+            old = old || before[j] == after[i];
+        if (!old)
+            port = after[i];
+    }
+    assert_true(port != 0);
+    int due = -1;
+    if (nst_tcp_keepalive_due(port, e->port, NST_WAIT_MS, &due) != 0 || due > 60)
+        nst_fail(e, "libnapsync's socket has no 60 s keepalive (due in %d s)", due);
+    due = -1;
+    if (nst_tcp_keepalive_due(e->port, port, NST_WAIT_MS, &due) != 0 || due > 60)
+        nst_fail(e, "napsyncd's socket has no 60 s keepalive (due in %d s)", due);
+    nst_must_ping(e, c);
+    nst_client_close(c);
+    nst_test_passed(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -331,7 +506,11 @@ int main(void)
         NST_TEST(test_tls12_modern_suite),
         NST_TEST(test_unsupported_version),
         NST_TEST(test_ping_before_hello),
+        NST_TEST(test_anything_before_hello_refused),
         NST_TEST(test_request_ids_echoed),
+        NST_TEST(test_longest_names_arrive_whole),
+        NST_TEST(test_encrypted_key_refused),
+        NST_TEST(test_tcp_keepalive_on_both_ends),
     };
     return cmocka_run_group_tests_name("integration: handshake", tests, group_setup,
                                        group_teardown);

@@ -2,8 +2,9 @@
  *
  * Session B authenticates in the group setup and then stays idle while a
  * fresh session A misbehaves in each test. After each, B must still answer a
- * ping and a new session must authenticate. The last test restarts the
- * daemon with short handshake and idle timeouts. */
+ * ping and a new session must authenticate. The last tests restart the
+ * daemon with a session limit of 1, and with short handshake and idle
+ * timeouts. */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -184,6 +185,58 @@ static void test_frame_at_maximum_accepted(void **state)
     nst_test_passed(f->e);
 }
 
+/* The payload of ping rid in test_final_frames_survive_unread_input: the
+ * largest a Ping may carry, so that the answers outgrow the sockets' buffers. */
+static void train_payload(uint64_t rid, uint8_t out[64])
+{
+    for (size_t i = 0; i < 64; i += sizeof(rid))
+        memcpy(out + i, &rid, sizeof(rid));
+}
+
+/* A client sends a train of pings without reading, then a frame above the
+ * maximum (header and body, as a client would send it), and reads only once
+ * the daemon has refused it. Every Pong must still arrive, in order, then
+ * the Error, then close_notify. The Pongs are more than the sockets can
+ * buffer, so the daemon still has answers to transmit when it closes; the
+ * body it never reads must not turn that close into a TCP reset, which
+ * would throw those answers away. */
+static void test_final_frames_survive_unread_input(void **state)
+{
+    fixture *f = *state;
+    ensure_b(f);
+    enum { NPINGS = 3000 };
+    nst_raw a;
+    nst_must_raw_auth(f->e, &a, &f->dev, 1);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    uint8_t payload[64];
+    for (uint64_t rid = 2; rid < 2 + NPINGS; rid++) {
+        train_payload(rid, payload);
+        assert_int_equal(nst_frame_append_ping(&buf, &len, rid, payload, sizeof(payload)), 0);
+    }
+    uint8_t *body = calloc(1, MAX_FRAME + 1);
+    assert_non_null(body);
+    assert_int_equal(nst_frame_append(&buf, &len, body, MAX_FRAME + 1), 0);
+    free(body);
+    size_t log_from = nst_log_size(f->e);
+    nst_must_raw_write(f->e, &a, buf, len);
+    free(buf);
+    /* Read only after the daemon has answered everything and begun to
+     * close, so that its close meets a client that has not read yet. */
+    if (nst_log_wait(f->e, log_from, "error FRAME_TOO_LARGE", NST_WAIT_MS) != 0)
+        nst_fail(f->e, "the daemon did not refuse the oversized frame");
+    nst_sleep_ms(300);
+    for (uint64_t rid = 2; rid < 2 + NPINGS; rid++) {
+        train_payload(rid, payload);
+        nst_expect_pong(f->e, &a, rid, payload, sizeof(payload));
+    }
+    nst_expect_error(f->e, &a, 0, ERR(FRAME_TOO_LARGE), true);
+    nst_expect_close_notify(f->e, &a);
+    nst_raw_close(&a);
+    others_unaffected(f);
+    nst_test_passed(f->e);
+}
+
 /* Writes buf one byte per TLS record. */
 static void write_bytewise(fixture *f, nst_raw *r, const uint8_t *buf, size_t len)
 {
@@ -314,6 +367,73 @@ static void test_unknown_envelope_body(void **state)
     nst_test_passed(f->e);
 }
 
+/* An Envelope from a newer protocol (field 99) with a one-byte request id. */
+static void append_future(uint8_t **buf, size_t *len, uint64_t rid)
+{
+    assert_true(rid < 128);
+    const uint8_t future[] = {0x08, (uint8_t)rid, 0x9a, 0x06, 0x02, 'h', 'i'};
+    assert_int_equal(nst_frame_append(buf, len, future, sizeof(future)), 0);
+}
+
+/* A client that sends only what the daemon cannot serve gets a bounded
+ * number of answers: after 64 refusals in a row the session ends with a
+ * fatal MALFORMED, and the rest of what it sent is dropped. */
+static void test_invalid_request_flood_closes_session(void **state)
+{
+    fixture *f = *state;
+    ensure_b(f);
+    enum { NFRAMES = 100, LIMIT = 64 };
+    nst_raw a;
+    nst_must_raw_auth(f->e, &a, &f->dev, 1);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    for (int i = 0; i < NFRAMES; i++)
+        assert_int_equal(nst_frame_append(&buf, &len, NULL, 0), 0); /* an empty Envelope */
+    nst_must_raw_write(f->e, &a, buf, len);
+    free(buf);
+    for (int i = 0; i < LIMIT; i++)
+        nst_expect_error(f->e, &a, 0, ERR(UNSUPPORTED_MESSAGE), false);
+    nst_expect_error(f->e, &a, 0, ERR(MALFORMED), true);
+    nst_expect_close_notify(f->e, &a);
+    nst_raw_close(&a);
+    /* The client chose how many refusals it got: they are not worth an
+     * info line each. */
+    const char *const info_line[] = {"level=info", "error UNSUPPORTED_MESSAGE", NULL};
+    if (nst_log_has_line(f->e, info_line))
+        nst_fail(f->e, "a refused request was logged at info level");
+    others_unaffected(f);
+    nst_test_passed(f->e);
+}
+
+/* The limit counts refusals in a row: a session whose requests mostly fail
+ * but that also makes valid ones is served for as long as it likes. */
+static void test_invalid_requests_between_valid_ones(void **state)
+{
+    fixture *f = *state;
+    ensure_b(f);
+    enum { ROUNDS = 10, PER_ROUND = 10 };
+    nst_raw a;
+    nst_must_raw_auth(f->e, &a, &f->dev, 1);
+    uint64_t rid = 2;
+    for (int round = 0; round < ROUNDS; round++) {
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        uint64_t first = rid;
+        for (int i = 0; i < PER_ROUND; i++)
+            append_future(&buf, &len, rid++);
+        assert_int_equal(nst_frame_append_ping(&buf, &len, rid, "ok", 2), 0);
+        nst_must_raw_write(f->e, &a, buf, len);
+        free(buf);
+        for (uint64_t r = first; r < rid; r++)
+            nst_expect_error(f->e, &a, r, ERR(UNSUPPORTED_MESSAGE), false);
+        nst_expect_pong(f->e, &a, rid++, "ok", 2);
+    }
+    nst_must_raw_ping(f->e, &a, rid);
+    nst_raw_close(&a);
+    others_unaffected(f);
+    nst_test_passed(f->e);
+}
+
 /* Reads r's next frame or close, pinging B meanwhile so that B, unlike r,
  * is never idle long enough to be closed. */
 static nst_read_status read_keeping_b(fixture *f, nst_raw *r, ns_envelope **out)
@@ -348,13 +468,97 @@ static void expect_idle_goodbye(fixture *f, nst_raw *r)
         nst_fail(f->e, "the idle session was not closed after Goodbye (status %d)", st);
 }
 
+/* Error{TIMEOUT, fatal} for a session that did not say Hello in time, then
+ * close_notify. */
+static void expect_hello_timeout(fixture *f, nst_raw *r)
+{
+    ns_envelope *env = NULL;
+    nst_read_status st = read_keeping_b(f, r, &env);
+    if (st != NST_READ_FRAME)
+        nst_fail(f->e, "expected Error TIMEOUT, got status %d: %s", st, r->error);
+    bool timeout = env->body_case == BODY(ERROR) && env->error->code == ERR(TIMEOUT) &&
+                   env->error->fatal && env->request_id == 0;
+    int body = env->body_case;
+    ns_envelope_free(env);
+    if (!timeout)
+        nst_fail(f->e, "expected a fatal Error TIMEOUT, got a frame with body %d", body);
+    env = NULL;
+    st = read_keeping_b(f, r, &env);
+    ns_envelope_free(env);
+    if (st != NST_READ_CLOSED || r->closed_ssl_error != SSL_ERROR_ZERO_RETURN)
+        nst_fail(f->e, "the session was not closed with close_notify after TIMEOUT (status %d): %s",
+                 st, r->error);
+}
+
+static void restart_daemon(fixture *f, const char *const *flags)
+{
+    nst_raw_close(&f->b);
+    if (nst_daemon_stop(f->e, SIGTERM, NST_STOP_MS) != 0)
+        nst_fail(f->e, "napsyncd did not stop cleanly before the restart");
+    if (nst_daemon_start(f->e, flags) != 0)
+        nst_fail(f->e, "napsyncd did not start again");
+}
+
+/* Authenticates r while the daemon is at its session limit of 1: a session
+ * that has just gone (the harness's probe of the port, a closed one) may
+ * hold the place a moment longer, so BUSY is retried until NST_WAIT_MS. */
+static void auth_when_free(fixture *f, nst_raw *r, uint64_t rid)
+{
+    uint64_t deadline = nst_now_ms() + NST_WAIT_MS;
+    for (;;) {
+        nst_must_raw_tls(f->e, r, &f->dev);
+        assert_int_equal(nst_raw_send_hello(r, rid, 1, 1), 0);
+        ns_envelope *env = NULL;
+        nst_read_status st = nst_raw_read(r, NST_WAIT_MS, &env);
+        bool welcome = st == NST_READ_FRAME && env->body_case == BODY(WELCOME);
+        bool busy =
+            st == NST_READ_FRAME && env->body_case == BODY(ERROR) && env->error->code == ERR(BUSY);
+        ns_envelope_free(env);
+        if (welcome)
+            return;
+        nst_raw_close(r);
+        if (!busy || nst_now_ms() >= deadline)
+            nst_fail(f->e, "no session could start at the session limit (status %d)", st);
+        nst_sleep_ms(100);
+    }
+}
+
+/* Refused connections (here: over the session limit) must not stop the
+ * daemon from accepting the next ones. */
+static void test_accepting_continues_after_refusals(void **state)
+{
+    fixture *f = *state;
+    nst_env *e = f->e;
+    static const char *const flags[] = {"--max-frame-size", "65536", "--max-sessions", "1", NULL};
+    restart_daemon(f, flags);
+    f->b_rid = 1000;
+    auth_when_free(f, &f->b, f->b_rid++); /* B is the one session allowed */
+    enum { REFUSALS = 20 };
+    for (int i = 0; i < REFUSALS; i++) {
+        nst_raw r;
+        nst_must_raw_tls(e, &r, &f->dev);
+        nst_expect_error(e, &r, 0, ERR(BUSY), true);
+        nst_expect_close_notify(e, &r);
+        nst_raw_close(&r);
+        /* And connections that go away before TLS. */
+        int fd = nst_tcp_connect(e->port);
+        assert_true(fd >= 0);
+        close(fd);
+    }
+    b_ping(f);
+    /* Once B has gone, its place is free. */
+    nst_raw_close(&f->b);
+    nst_raw r;
+    auth_when_free(f, &r, 1);
+    nst_must_raw_ping(e, &r, 2);
+    nst_raw_close(&r);
+    nst_test_passed(e);
+}
+
 static void test_handshake_and_idle_timeouts(void **state)
 {
     fixture *f = *state;
     nst_env *e = f->e;
-    nst_raw_close(&f->b);
-    if (nst_daemon_stop(e, SIGTERM, NST_STOP_MS) != 0)
-        nst_fail(e, "napsyncd did not stop cleanly before the restart");
     static const char *const flags[] = {"--max-frame-size",
                                         "65536",
                                         "--handshake-timeout-ms",
@@ -362,8 +566,7 @@ static void test_handshake_and_idle_timeouts(void **state)
                                         "--idle-timeout-ms",
                                         "2000",
                                         NULL};
-    if (nst_daemon_start(e, flags) != 0)
-        nst_fail(e, "napsyncd did not start with short timeouts");
+    restart_daemon(f, flags);
     ensure_b(f);
 
     /* TCP without a single TLS byte: cut at the handshake deadline. */
@@ -378,15 +581,62 @@ static void test_handshake_and_idle_timeouts(void **state)
         nst_fail(e, "a connection that never started TLS was not closed");
     others_unaffected(f);
 
-    /* TLS up but no Hello, and an authenticated session that goes silent:
-     * both are told Goodbye IDLE and closed, while B (pinging) stays. */
+    /* TLS up but no Hello: Error TIMEOUT at the handshake deadline. An
+     * authenticated session that goes silent: Goodbye IDLE. Both are
+     * closed, while B (pinging) stays. */
     nst_raw quiet, silent;
     nst_must_raw_tls(e, &quiet, &f->dev);
     nst_must_raw_auth(e, &silent, &f->dev, 1);
-    expect_idle_goodbye(f, &quiet);
+    expect_hello_timeout(f, &quiet);
     expect_idle_goodbye(f, &silent);
     nst_raw_close(&quiet);
     nst_raw_close(&silent);
+    others_unaffected(f);
+    nst_test_passed(e);
+}
+
+/* Without any idle timeout, a session that completes TLS but never says
+ * Hello is still bounded by the handshake timeout, however slowly it
+ * trickles the bytes of a frame that would complete only later. */
+static void test_hello_deadline_without_idle_timeout(void **state)
+{
+    fixture *f = *state;
+    nst_env *e = f->e;
+    static const char *const flags[] = {"--max-frame-size",
+                                        "65536",
+                                        "--handshake-timeout-ms",
+                                        "1000",
+                                        "--idle-timeout-ms",
+                                        "0",
+                                        NULL};
+    restart_daemon(f, flags);
+    ensure_b(f);
+    nst_raw quiet, trickle;
+    nst_must_raw_tls(e, &quiet, &f->dev);
+    nst_must_raw_tls(e, &trickle, &f->dev);
+    uint8_t *hello = NULL;
+    size_t len = 0;
+    assert_int_equal(nst_frame_append_hello(&hello, &len, 1, 1, 1), 0);
+    /* A byte every 250 ms: the Hello would be whole after several seconds. */
+    ns_envelope *env = NULL;
+    nst_read_status st = NST_READ_TIMEOUT;
+    uint64_t deadline = nst_now_ms() + NST_WAIT_MS;
+    for (size_t i = 0; st == NST_READ_TIMEOUT && nst_now_ms() < deadline; i++) {
+        if (i < len)
+            (void)nst_raw_write(&trickle, hello + i, 1); /* fails once closed */
+        st = nst_raw_read(&trickle, 250, &env);
+    }
+    free(hello);
+    bool timeout = st == NST_READ_FRAME && env->body_case == BODY(ERROR) &&
+                   env->error->code == ERR(TIMEOUT) && env->error->fatal;
+    ns_envelope_free(env);
+    if (!timeout)
+        nst_fail(e, "the trickling session did not get Error TIMEOUT (status %d): %s", st,
+                 trickle.error);
+    nst_expect_close_notify(e, &trickle);
+    expect_hello_timeout(f, &quiet);
+    nst_raw_close(&quiet);
+    nst_raw_close(&trickle);
     others_unaffected(f);
     nst_test_passed(e);
 }
@@ -398,13 +648,18 @@ int main(void)
         NST_TEST(test_frame_one_above_maximum),
         NST_TEST(test_frame_header_2_pow_31),
         NST_TEST(test_frame_at_maximum_accepted),
+        NST_TEST(test_final_frames_survive_unread_input),
         NST_TEST(test_frame_split_into_single_bytes),
         NST_TEST(test_many_frames_in_one_write),
         NST_TEST(test_truncated_frame_then_close),
         NST_TEST(test_plain_http_without_tls),
         NST_TEST(test_unknown_envelope_body),
-        /* Last: it restarts the daemon with short timeouts. */
+        NST_TEST(test_invalid_request_flood_closes_session),
+        NST_TEST(test_invalid_requests_between_valid_ones),
+        /* Last: each restarts the daemon with other settings. */
+        NST_TEST(test_accepting_continues_after_refusals),
         NST_TEST(test_handshake_and_idle_timeouts),
+        NST_TEST(test_hello_deadline_without_idle_timeout),
     };
     return cmocka_run_group_tests_name("integration: hostile input", tests, group_setup,
                                        group_teardown);
