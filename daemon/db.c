@@ -3,11 +3,13 @@
  * Each connection is a small state machine changed only through
  * ns_db_conn_set_state():
  *
- *   BACKOFF --timer--> CONNECTING --PQconnectPoll OK--> IDLE <--> BUSY (a query)
- *      ^                   |                             ^ \
- *      |                   |                             |  +--> TXN (a transaction)
- *      +---- failure, timeout, lost socket --------------+-------+
+ *   BACKOFF --timer--> [RESOLVING] --> CONNECTING --PQconnectPoll OK--> IDLE <--> BUSY (a query)
+ *      ^                    |              |                          ^ \
+ *      |                    |              |                          |  +--> TXN (a transaction)
+ *      +---- failure, timeout, lost socket ---------------------------+-------+
  *   (any) --ns_db_close--> CLOSED
+ *
+ * (RESOLVING only when the connection string names a host: see below.)
  *
  * Rules that keep the re-entrancy manageable:
  *  - user callbacks run only from loop callbacks (poll, timers) and from
@@ -24,14 +26,41 @@
  *    is unlinked from the pool, so nothing else reaches it; it is freed
  *    when that callback returns.
  *
- * libpq limitation: PQconnectStartParams resolves a host name with a
- * blocking getaddrinfo(). Use a socket directory, an IP address or hostaddr=
- * in the connection string where that matters. */
+ * Host names. libpq resolves a host name with a blocking getaddrinfo()
+ * inside PQconnectStartParams and PQconnectPoll (again for each next host
+ * of a list), which would freeze the whole loop - sessions, TLS, signals -
+ * for as long as DNS takes, seconds when a server does not answer. So the
+ * connection string is parsed once, at ns_db_open, and every host= entry
+ * that is a name (not a socket directory, not an IP address) and has no
+ * hostaddr= of its own is looked up here, with uv_getaddrinfo in libuv's
+ * threadpool, before each connection attempt. The attempt then passes the
+ * addresses as hostaddr= and keeps host= as it was (libpq still uses it for
+ * sslmode=verify-full, SNI and the password file). A name with several
+ * addresses becomes one host entry per address (at most DB_ADDRS_PER_NAME,
+ * in getaddrinfo's order, port= repeated alongside when it is a list), so
+ * libpq tries them in turn as it would have, and target_session_attrs sees
+ * every one; a name that does not resolve is left out, as libpq skips it.
+ * One round of lookups at a time serves the whole pool and the listener: a
+ * connection that starts meanwhile waits for it, and its result is reused
+ * for DB_RESOLVE_TTL_MS, so that a pool starting together costs one lookup
+ * per name while a reconnect after a failover looks the names up again.
+ * Limits: a host that comes only from a service file (service= or
+ * PGSERVICE) is still resolved by libpq; a lookup already running in the
+ * threadpool cannot be stopped, so ns_db_close's done may wait for it (at
+ * most the resolver's timeout).
+ *
+ * gssencmode=disable is set unless the connection string sets gssencmode:
+ * negotiating GSSAPI encryption may talk to a Kerberos KDC from inside
+ * PQconnectPoll, blocking the loop. */
 #include "db_internal.h"
 
+#include <arpa/inet.h>
 #include <assert.h>
+#include <netdb.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #define DB_POOL_MAX            256u
 #define DB_MAX_PARAMS          65535 /* the protocol's parameter count is 16 bits */
@@ -41,6 +70,9 @@
 #define DB_SWEEP_MIN_MS        10u
 #define DB_SWEEP_MAX_MS        1000u
 #define DB_TIMEOUT_SECONDS_MAX 86400
+#define DB_ADDRS_PER_NAME      8u
+#define DB_ADDR_MAX            64 /* a numeric IPv6 address with a scope */
+#define DB_RESOLVE_TTL_MS      1000u
 
 struct ns_db_result {
     const PGresult *pg; /* owned by db.c; NULL reads as an empty result */
@@ -95,6 +127,7 @@ static void db_pump(ns_db *db);
 static void db_on_sweep(uv_timer_t *t);
 static void db_on_defer(uv_timer_t *t);
 static void txn_lost(ns_db_txn *t);
+static void db_params_free(ns_db *db);
 
 static uint64_t db_now_ms(void)
 {
@@ -133,6 +166,8 @@ void ns_db_conn_set_state(db_conn *c, db_conn_state s)
     bool up = state_up(s);
 
     assert(c->state != DB_CONN_CLOSED);
+    assert(s != DB_CONN_RESOLVING || c->state == DB_CONN_BACKOFF);
+    assert(s != DB_CONN_CONNECTING || c->state == DB_CONN_BACKOFF || c->state == DB_CONN_RESOLVING);
     assert((s != DB_CONN_BUSY && s != DB_CONN_TXN) || c->state == DB_CONN_IDLE);
     assert(s != DB_CONN_IDLE || c->state == DB_CONN_CONNECTING || c->state == DB_CONN_BUSY ||
            c->state == DB_CONN_TXN);
@@ -340,8 +375,7 @@ static void db_finalize(ns_db *db)
         db->txns = t->next;
         txn_release(t);
     }
-    explicit_bzero(db->conninfo, strlen(db->conninfo));
-    free(db->conninfo);
+    db_params_free(db);
     free(db->conns);
     free(db->notify);
     free(db);
@@ -487,6 +521,420 @@ static uint64_t conn_next_delay(db_conn *c)
     return base - spread + (spread > 0 ? db_rand(db) % (spread + 1) : 0);
 }
 
+/* ---- host names (see the top of the file) ----------------------------------- */
+
+typedef struct {
+    char *host;     /* one entry of host=; "" is libpq's default socket directory */
+    char *hostaddr; /* its hostaddr= entry, "" when none */
+    char *port;     /* its port= entry when port= is a list, else NULL */
+    bool lookup;    /* a name without hostaddr: looked up here */
+} db_host;
+
+typedef struct db_round db_round;
+
+typedef struct {
+    uv_getaddrinfo_t req;
+    db_round *round;
+    struct addrinfo *res;
+    int status;
+    bool running;
+} db_lookup;
+
+/* One round of lookups; freed when its last callback has run. */
+struct db_round {
+    ns_db *db;
+    size_t pending;
+    db_lookup lk[]; /* one per host entry, used where the entry is a lookup */
+};
+
+struct db_resolver {
+    db_host *hosts;
+    size_t nhosts;
+    bool port_list;
+    db_round *round; /* in flight, or NULL */
+    /* The last round's parameters for libpq (host NULL: none usable). */
+    char *host, *hostaddr, *port;
+    uint64_t done_ms;
+};
+
+/* A growing comma list. */
+typedef struct {
+    char *p;
+    size_t len, cap;
+    size_t n; /* elements */
+    bool nomem;
+} db_list;
+
+static const char *opt_get(const PQconninfoOption *opts, const char *key)
+{
+    for (const PQconninfoOption *o = opts; o->keyword != NULL; o++)
+        if (strcmp(o->keyword, key) == 0)
+            return o->val;
+    return NULL;
+}
+
+/* libpq's lists are plain: elements end at a comma, with no escapes. */
+static size_t list_count(const char *s)
+{
+    size_t n = 1;
+    for (; *s != '\0'; s++)
+        n += *s == ',';
+    return n;
+}
+
+static char *list_item(const char *s, size_t i)
+{
+    for (; i > 0; i--)
+        s = strchr(s, ',') + 1; /* i < list_count(s) */
+    return strndup(s, strcspn(s, ","));
+}
+
+static void list_add(db_list *l, const char *item)
+{
+    size_t n = strlen(item);
+    size_t need = l->len + (l->n > 0) + n + 1;
+
+    if (l->nomem)
+        return;
+    if (need > l->cap) {
+        size_t cap = l->cap != 0 ? l->cap : 64;
+        while (cap < need)
+            cap *= 2;
+        char *p = realloc(l->p, cap);
+        if (p == NULL) {
+            l->nomem = true;
+            return;
+        }
+        l->p = p;
+        l->cap = cap;
+    }
+    if (l->n > 0)
+        l->p[l->len++] = ',';
+    memcpy(l->p + l->len, item, n + 1);
+    l->len += n;
+    l->n++;
+}
+
+/* What libpq would look up: not "" (the default socket directory), not a
+ * socket directory ('/') or abstract socket ('@'), not an IP address. */
+static bool host_is_name(const char *h)
+{
+    unsigned char addr[sizeof(struct in6_addr)];
+
+    if (h[0] == '\0' || h[0] == '/' || h[0] == '@')
+        return false;
+    return inet_pton(AF_INET, h, addr) != 1 && inet_pton(AF_INET6, h, addr) != 1;
+}
+
+static void resolver_free(db_resolver *r)
+{
+    if (r == NULL)
+        return;
+    for (size_t i = 0; i < r->nhosts; i++) {
+        free(r->hosts[i].host);
+        free(r->hosts[i].hostaddr);
+        free(r->hosts[i].port);
+    }
+    free(r->hosts);
+    free(r->host);
+    free(r->hostaddr);
+    free(r->port);
+    free(r);
+}
+
+/* The host entries of the parsed connection string; *out stays NULL when
+ * none is a name to look up. Values the string leaves unset come from the
+ * environment, as libpq takes them. */
+static ns_db_status resolver_new(const PQconninfoOption *opts, db_resolver **out)
+{
+    const char *host = opt_get(opts, "host");
+    const char *hostaddr = opt_get(opts, "hostaddr");
+    const char *port = opt_get(opts, "port");
+
+    *out = NULL;
+    /* libpq fills unset values from a service file before the environment;
+     * what a service file holds is libpq's business (see the top). */
+    if (opt_get(opts, "service") != NULL || getenv("PGSERVICE") != NULL)
+        return NS_DB_OK;
+    if (host == NULL)
+        host = getenv("PGHOST");
+    if (hostaddr == NULL)
+        hostaddr = getenv("PGHOSTADDR");
+    if (port == NULL)
+        port = getenv("PGPORT");
+    if (host == NULL || host[0] == '\0')
+        return NS_DB_OK;
+    size_t n = list_count(host);
+    bool have_addr = hostaddr != NULL && hostaddr[0] != '\0';
+    bool port_list = port != NULL && port[0] != '\0' && list_count(port) > 1;
+    /* Lists of different lengths are libpq's to refuse, with its message. */
+    if ((have_addr && list_count(hostaddr) != n) || (port_list && list_count(port) != n))
+        return NS_DB_OK;
+
+    db_resolver *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return NS_DB_NOMEM;
+    r->hosts = calloc(n, sizeof *r->hosts);
+    if (r->hosts == NULL) {
+        free(r);
+        return NS_DB_NOMEM;
+    }
+    r->nhosts = n;
+    r->port_list = port_list;
+    bool any = false;
+    for (size_t i = 0; i < n; i++) {
+        db_host *h = &r->hosts[i];
+        h->host = list_item(host, i);
+        h->hostaddr = have_addr ? list_item(hostaddr, i) : strdup("");
+        h->port = port_list ? list_item(port, i) : NULL;
+        if (h->host == NULL || h->hostaddr == NULL || (port_list && h->port == NULL)) {
+            resolver_free(r);
+            return NS_DB_NOMEM;
+        }
+        h->lookup = h->hostaddr[0] == '\0' && host_is_name(h->host);
+        any = any || h->lookup;
+    }
+    if (!any) {
+        resolver_free(r);
+        return NS_DB_OK;
+    }
+    *out = r;
+    return NS_DB_OK;
+}
+
+static void round_free(db_round *rd, size_t nhosts)
+{
+    for (size_t i = 0; i < nhosts; i++)
+        if (rd->lk[i].res != NULL)
+            uv_freeaddrinfo(rd->lk[i].res);
+    free(rd);
+}
+
+/* One host entry per address of lk's name; returns how many. */
+static size_t round_addresses(const db_host *h, const db_lookup *lk, bool port_list, db_list out[3])
+{
+    char addrs[DB_ADDRS_PER_NAME][DB_ADDR_MAX];
+    size_t n = 0;
+
+    for (const struct addrinfo *ai = lk->res; ai != NULL && n < DB_ADDRS_PER_NAME;
+         ai = ai->ai_next) {
+        /* NI_NUMERICHOST: formatting only, no lookup. */
+        if (getnameinfo(ai->ai_addr, ai->ai_addrlen, addrs[n], sizeof addrs[n], NULL, 0,
+                        NI_NUMERICHOST) != 0)
+            continue;
+        bool seen = false;
+        for (size_t j = 0; j < n && !seen; j++)
+            seen = strcmp(addrs[j], addrs[n]) == 0;
+        if (seen)
+            continue;
+        list_add(&out[0], h->host);
+        list_add(&out[1], addrs[n]);
+        if (port_list)
+            list_add(&out[2], h->port);
+        n++;
+    }
+    return n;
+}
+
+static void conn_connect(db_conn *c);
+
+/* The round is over: its parameters become the pool's, and every connection
+ * waiting for them connects, or backs off if no host is left. Runs no
+ * callback of the owner's. */
+static void resolver_done(ns_db *db, db_round *rd)
+{
+    db_resolver *r = db->resolver;
+    db_list out[3] = {{0}};
+    size_t entries = 0;
+    char err[sizeof db->last_error] = "";
+
+    r->round = NULL;
+    for (size_t i = 0; i < r->nhosts; i++) {
+        const db_host *h = &r->hosts[i];
+        const db_lookup *lk = &rd->lk[i];
+        if (!h->lookup) {
+            list_add(&out[0], h->host);
+            list_add(&out[1], h->hostaddr);
+            if (r->port_list)
+                list_add(&out[2], h->port);
+            entries++;
+            continue;
+        }
+        size_t n = lk->status == 0 ? round_addresses(h, lk, r->port_list, out) : 0;
+        entries += n;
+        if (n == 0 && err[0] == '\0')
+            snprintf(err, sizeof err, "could not look up the database host \"%s\": %s", h->host,
+                     lk->status != 0 ? uv_strerror(lk->status) : "no address");
+    }
+    round_free(rd, r->nhosts);
+    bool ok = entries > 0 && !out[0].nomem && !out[1].nomem && !out[2].nomem;
+    if (ok && out[1].p != NULL && strspn(out[1].p, ",") == out[1].len) {
+        /* Only socket directories and IP addresses are left, none with a
+         * hostaddr: pass none, as the string did. */
+        free(out[1].p);
+        out[1].p = NULL;
+    }
+    free(r->host);
+    free(r->hostaddr);
+    free(r->port);
+    r->host = r->hostaddr = r->port = NULL;
+    if (ok) {
+        r->host = out[0].p;
+        r->hostaddr = out[1].p;
+        r->port = out[2].p;
+        r->done_ms = db_now_ms();
+    } else {
+        for (int i = 0; i < 3; i++)
+            free(out[i].p);
+        if (err[0] == '\0')
+            snprintf(err, sizeof err, "out of memory looking up the database host");
+    }
+    for (uint32_t i = 0; i <= db->pool_size; i++) {
+        db_conn *c = i < db->pool_size ? &db->conns[i] : db->listener;
+        if (c == NULL || c->state != DB_CONN_RESOLVING)
+            continue;
+        uv_timer_stop(&c->timer);
+        if (ok) {
+            conn_connect(c);
+        } else {
+            if (!c->listener)
+                memcpy(db->last_error, err, sizeof err);
+            ns_db_conn_broken(c);
+        }
+    }
+}
+
+static void db_on_lookup(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    db_lookup *lk = req->data;
+    db_round *rd = lk->round;
+    ns_db *db = rd->db;
+
+    lk->running = false;
+    lk->status = status;
+    lk->res = res;
+    if (--rd->pending == 0) {
+        if (db->closing) {
+            db->resolver->round = NULL;
+            round_free(rd, db->resolver->nhosts);
+        } else {
+            resolver_done(db, rd);
+        }
+    }
+    db_handle_closed(db); /* last: it may free the pool */
+}
+
+/* Starts a round: one lookup per name, all at once. A lookup that cannot
+ * start counts as failed; returns the error if none started. */
+static int resolver_start(ns_db *db)
+{
+    db_resolver *r = db->resolver;
+    const struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    int err = UV_EAI_NONAME;
+
+    db_round *rd = calloc(1, sizeof *rd + r->nhosts * sizeof rd->lk[0]);
+    if (rd == NULL)
+        return UV_ENOMEM;
+    rd->db = db;
+    for (size_t i = 0; i < r->nhosts; i++) {
+        db_lookup *lk = &rd->lk[i];
+        if (!r->hosts[i].lookup)
+            continue;
+        lk->round = rd;
+        lk->req.data = lk;
+        lk->status =
+            uv_getaddrinfo(db->loop, &lk->req, db_on_lookup, r->hosts[i].host, NULL, &hints);
+        if (lk->status != 0) {
+            err = lk->status;
+            continue;
+        }
+        lk->running = true;
+        rd->pending++;
+        db->open_handles++;
+    }
+    if (rd->pending == 0) {
+        free(rd);
+        return err;
+    }
+    r->round = rd;
+    return 0;
+}
+
+/* ns_db_close: lookups still queued are dropped (their callbacks report
+ * cancellation); one already running finishes first. */
+static void resolver_cancel(ns_db *db)
+{
+    db_round *rd = db->resolver != NULL ? db->resolver->round : NULL;
+
+    if (rd == NULL)
+        return;
+    for (size_t i = 0; i < db->resolver->nhosts; i++)
+        if (rd->lk[i].running)
+            (void)uv_cancel((uv_req_t *)&rd->lk[i].req);
+}
+
+/* ---- the connection parameters ---------------------------------------------- */
+
+/* The parsed string holds the password. */
+static void db_opts_free(PQconninfoOption *opts)
+{
+    if (opts == NULL)
+        return;
+    for (PQconninfoOption *o = opts; o->keyword != NULL; o++)
+        if (o->val != NULL)
+            explicit_bzero(o->val, strlen(o->val));
+    PQconninfoFree(opts);
+}
+
+static void db_params_free(ns_db *db)
+{
+    resolver_free(db->resolver);
+    db->resolver = NULL;
+    free(db->pq_keys);
+    free(db->pq_vals);
+    db->pq_keys = db->pq_vals = NULL;
+    db_opts_free(db->opts);
+    db->opts = NULL;
+}
+
+/* The arrays every attempt starts from, pointing into db->opts. libpq
+ * applies keywords in order, a later one winning: the connection string may
+ * override the application name and gssencmode (see the top), not the
+ * encoding, because everything napsync sends and receives is UTF-8. With a
+ * resolver, host=, hostaddr= and a port= list are left to each attempt. */
+static ns_db_status db_params_init(ns_db *db)
+{
+    ns_db_status st = resolver_new(db->opts, &db->resolver);
+    if (st != NS_DB_OK)
+        return st;
+    const db_resolver *r = db->resolver;
+    size_t cap = 2 + 1 + 3 + 1; /* ours before, the encoding, the host parameters, NULL */
+    for (const PQconninfoOption *o = db->opts; o->keyword != NULL; o++)
+        cap += o->val != NULL;
+    db->pq_keys = calloc(cap, sizeof *db->pq_keys);
+    db->pq_vals = calloc(cap, sizeof *db->pq_vals);
+    if (db->pq_keys == NULL || db->pq_vals == NULL)
+        return NS_DB_NOMEM;
+    size_t n = 0;
+    db->pq_keys[n] = "fallback_application_name";
+    db->pq_vals[n++] = "napsyncd";
+    db->pq_keys[n] = "gssencmode";
+    db->pq_vals[n++] = "disable";
+    for (const PQconninfoOption *o = db->opts; o->keyword != NULL; o++) {
+        if (o->val == NULL)
+            continue;
+        if (r != NULL && (strcmp(o->keyword, "host") == 0 || strcmp(o->keyword, "hostaddr") == 0 ||
+                          (r->port_list && strcmp(o->keyword, "port") == 0)))
+            continue;
+        db->pq_keys[n] = o->keyword;
+        db->pq_vals[n++] = o->val;
+    }
+    db->pq_keys[n] = "client_encoding";
+    db->pq_vals[n++] = "UTF8";
+    db->pq_fixed = n;
+    return NS_DB_OK;
+}
+
 /* ---- connecting ----------------------------------------------------------- */
 
 void ns_db_conn_init(ns_db *db, db_conn *c)
@@ -499,17 +947,39 @@ void ns_db_conn_init(ns_db *db, db_conn *c)
     db->open_handles++;
 }
 
-void ns_db_conn_start(db_conn *c)
+/* Timers count from the loop's cached time, which is stale when this runs
+ * outside a loop callback (ns_db_open after the daemon's blocking start-up
+ * work) or after slow work inside one: refresh it, so that a delay counts
+ * from now. */
+static void conn_timer_start(db_conn *c, uint64_t ms)
+{
+    uv_update_time(c->db->loop);
+    uv_timer_start(&c->timer, conn_on_timer, ms, 0);
+}
+
+/* Starts the non-blocking connect, with the looked-up host parameters after
+ * the fixed ones (see db_params_init). */
+static void conn_connect(db_conn *c)
 {
     ns_db *db = c->db;
-    /* Keywords are applied in order: the connection string may override the
-     * application name, but not the encoding, because everything napsync
-     * sends and receives is UTF-8. */
-    static const char *const keys[] = {"fallback_application_name", "dbname", "client_encoding",
-                                       NULL};
-    const char *const vals[] = {"napsyncd", db->conninfo, "UTF8", NULL};
+    const db_resolver *r = db->resolver;
+    size_t n = db->pq_fixed;
 
-    c->pg = PQconnectStartParams(keys, vals, 1);
+    if (r != NULL) {
+        db->pq_keys[n] = "host";
+        db->pq_vals[n++] = r->host;
+        if (r->hostaddr != NULL) {
+            db->pq_keys[n] = "hostaddr";
+            db->pq_vals[n++] = r->hostaddr;
+        }
+        if (r->port != NULL) {
+            db->pq_keys[n] = "port";
+            db->pq_vals[n++] = r->port;
+        }
+    }
+    db->pq_keys[n] = NULL;
+    db->pq_vals[n] = NULL;
+    c->pg = PQconnectStartParams(db->pq_keys, db->pq_vals, 0);
     if (c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD) {
         ns_db_conn_broken(c);
         return;
@@ -517,10 +987,35 @@ void ns_db_conn_start(db_conn *c)
     PQsetNoticeReceiver(c->pg, db_ignore_notice, NULL);
     ns_db_conn_set_state(c, DB_CONN_CONNECTING);
     /* libpq does not apply connect_timeout to an asynchronous connection. */
-    uv_timer_start(&c->timer, conn_on_timer, db->connect_timeout_ms, 0);
+    conn_timer_start(c, db->connect_timeout_ms);
     /* As libpq documents: start as if PQconnectPoll said POLLING_WRITING. */
     if (conn_watch(c, UV_WRITABLE) != 0)
         ns_db_conn_broken(c);
+}
+
+void ns_db_conn_start(db_conn *c)
+{
+    ns_db *db = c->db;
+    const db_resolver *r = db->resolver;
+
+    if (r == NULL || (r->host != NULL && db_now_ms() - r->done_ms < DB_RESOLVE_TTL_MS)) {
+        conn_connect(c);
+        return;
+    }
+    if (r->round == NULL) {
+        int err = resolver_start(db);
+        if (err != 0) {
+            if (!c->listener)
+                snprintf(db->last_error, sizeof db->last_error,
+                         "could not look up the database host: %s", uv_strerror(err));
+            ns_db_conn_broken(c);
+            return;
+        }
+    }
+    ns_db_conn_set_state(c, DB_CONN_RESOLVING);
+    /* The deadline covers the lookup too: a resolver that does not answer
+     * costs an attempt, and the attempt after it joins the same round. */
+    conn_timer_start(c, db->connect_timeout_ms);
 }
 
 static void conn_connect_step(db_conn *c)
@@ -574,7 +1069,7 @@ void ns_db_conn_broken(db_conn *c)
         conn_note_error(c);
     conn_drop(c);
     ns_db_conn_set_state(c, DB_CONN_BACKOFF);
-    uv_timer_start(&c->timer, conn_on_timer, conn_next_delay(c), 0);
+    conn_timer_start(c, conn_next_delay(c));
     if (c->listener)
         ns_db_notify_lost(c);
     if (q != NULL) {
@@ -596,6 +1091,12 @@ static void conn_on_timer(uv_timer_t *t)
     switch (c->state) {
     case DB_CONN_BACKOFF:
         ns_db_conn_start(c);
+        break;
+    case DB_CONN_RESOLVING: /* connect deadline, still looking up */
+        if (!c->listener)
+            snprintf(c->db->last_error, sizeof c->db->last_error,
+                     "timed out looking up the database host");
+        ns_db_conn_broken(c);
         break;
     case DB_CONN_CONNECTING: /* connect deadline */
         ns_db_conn_broken(c);
@@ -1162,6 +1663,37 @@ static uint64_t db_connect_timeout(const PQconninfoOption *opts)
     return DB_CONNECT_DEFAULT_MS;
 }
 
+/* libpq's parse error may quote the password. */
+static void db_errmsg_free(char *msg)
+{
+    if (msg != NULL)
+        explicit_bzero(msg, strlen(msg));
+    PQfreemem(msg);
+}
+
+int ns_db_conninfo_check(const char *conninfo, char *err, size_t errlen)
+{
+    const char *msg = NULL;
+
+    if (conninfo == NULL || conninfo[strspn(conninfo, " \t\r\n\f\v")] == '\0') {
+        msg = "the database connection string is empty";
+    } else {
+        char *perr = NULL;
+        PQconninfoOption *opts = PQconninfoParse(conninfo, &perr);
+        if (opts == NULL)
+            msg = perr != NULL ? "the database connection string is malformed (libpq's "
+                                 "explanation is withheld because it may quote the password)"
+                               : "out of memory checking the database connection string";
+        db_errmsg_free(perr);
+        db_opts_free(opts);
+    }
+    if (msg == NULL)
+        return 0;
+    if (err != NULL && errlen > 0)
+        snprintf(err, errlen, "%s", msg);
+    return -1;
+}
+
 int ns_db_open(uv_loop_t *loop, const ns_db_options *opt, ns_db **out)
 {
     if (loop == NULL || opt == NULL || out == NULL || opt->conninfo == NULL || opt->pool_size < 1 ||
@@ -1174,23 +1706,24 @@ int ns_db_open(uv_loop_t *loop, const ns_db_options *opt, ns_db **out)
     PQconninfoOption *parsed = PQconninfoParse(opt->conninfo, &perr);
     if (parsed == NULL) {
         int st = perr != NULL ? NS_DB_INVALID : NS_DB_NOMEM;
-        PQfreemem(perr);
+        db_errmsg_free(perr);
         return st;
     }
-    uint64_t connect_ms = db_connect_timeout(parsed);
-    PQconninfoFree(parsed);
-
     ns_db *db = calloc(1, sizeof *db);
-    if (db == NULL)
-        return NS_DB_NOMEM;
-    db->conns = calloc(opt->pool_size, sizeof *db->conns);
-    db->conninfo = strdup(opt->conninfo);
-    if (db->conns == NULL || db->conninfo == NULL) {
-        free(db->conns);
-        free(db->conninfo);
-        free(db);
+    if (db == NULL) {
+        db_opts_free(parsed);
         return NS_DB_NOMEM;
     }
+    db->opts = parsed;
+    db->conns = calloc(opt->pool_size, sizeof *db->conns);
+    ns_db_status st = db->conns != NULL ? db_params_init(db) : NS_DB_NOMEM;
+    if (st != NS_DB_OK) {
+        db_params_free(db);
+        free(db->conns);
+        free(db);
+        return st;
+    }
+    db->connect_timeout_ms = db_connect_timeout(db->opts);
     db->loop = loop;
     db->pool_size = opt->pool_size;
     db->queue_limit = opt->queue_limit;
@@ -1198,7 +1731,6 @@ int ns_db_open(uv_loop_t *loop, const ns_db_options *opt, ns_db **out)
     db->reconnect_max_ms = opt->reconnect_max_ms;
     db->on_state = opt->on_state;
     db->state_ud = opt->state_ud;
-    db->connect_timeout_ms = connect_ms;
     db->sweep_ms = opt->queue_timeout_ms / 10;
     if (db->sweep_ms < DB_SWEEP_MIN_MS)
         db->sweep_ms = DB_SWEEP_MIN_MS;
@@ -1250,6 +1782,7 @@ void ns_db_close(ns_db *db, void (*done)(void *ud), void *ud)
     }
     if (db->listener != NULL)
         conn_shutdown(db->listener);
+    resolver_cancel(db);
     /* A waiting transaction is called back with the other transactions. */
     db_req *queued = NULL;
     tail = &queued;

@@ -10,7 +10,16 @@
  *
  * Every callback runs from the loop (or from ns_db_close), never inside the
  * call that queued it, so a callback may call any function here again,
- * ns_db_close included. */
+ * ns_db_close included.
+ *
+ * Nothing here blocks the loop on the network: host names in the
+ * connection string are looked up in libuv's threadpool before each
+ * connection attempt (one lookup serves the pool for a second; a name with
+ * several addresses is tried address by address, as libpq would) and
+ * passed to libpq as hostaddr=, host= kept for TLS verification and the
+ * password file. The exception: a host that only a service file names is
+ * looked up by libpq itself. gssencmode defaults to disable (GSSAPI
+ * encryption negotiation may block); the connection string may set it. */
 #ifndef NS_DB_H
 #define NS_DB_H
 
@@ -32,8 +41,15 @@ typedef enum {
     NS_DB_ABORTED = -7, /* an earlier statement of the transaction failed */
 } ns_db_status;
 
+/* Whether conninfo is a connection string libpq can parse (key=value pairs
+ * or a URI; not empty or blank). Connects to nothing. Returns 0, or -1 with
+ * a fixed message in err: libpq's own explanation quotes the offending
+ * text, which may be the password, so it is never passed on. Callers
+ * check a configured string with it before anything logs a libpq error. */
+int ns_db_conninfo_check(const char *conninfo, char *err, size_t errlen);
+
 typedef struct {
-    const char *conninfo;      /* libpq connection string; copied; never logged */
+    const char *conninfo;      /* libpq connection string; parsed and kept; never logged */
     uint32_t pool_size;        /* connections kept open, >= 1 */
     uint32_t queue_limit;      /* queries waiting for a connection, >= 1 */
     uint32_t queue_timeout_ms; /* how long a query may wait for a connection */
@@ -50,7 +66,9 @@ typedef struct {
  * it is NULL unless st is NS_DB_OK or NS_DB_QUERY_FAILED. */
 typedef void (*ns_db_cb)(ns_db_status st, const ns_db_result *res, void *ud);
 
-/* Starts connecting the pool (returns before any connection is up). */
+/* Starts connecting the pool (returns before any connection is up).
+ * NS_DB_INVALID for bad options, or for a connection string libpq cannot
+ * parse (ns_db_conninfo_check tells that case apart, without quoting it). */
 __attribute__((warn_unused_result)) int ns_db_open(uv_loop_t *loop, const ns_db_options *opt,
                                                    ns_db **out);
 
@@ -65,7 +83,8 @@ __attribute__((warn_unused_result)) int ns_db_open(uv_loop_t *loop, const ns_db_
  * back by the server when its connection closes; if no end was requested
  * the owner hears nothing more about it. Until done runs, every ns_db_txn_*
  * call returns NS_DB_SHUTDOWN; after done the owner must not use any
- * ns_db_txn pointer again. */
+ * ns_db_txn pointer again. A host name lookup already running in the
+ * threadpool cannot be stopped: done (and the loop) wait for it to end. */
 void ns_db_close(ns_db *db, void (*done)(void *ud), void *ud);
 
 /* Runs one statement with text parameters ($1..$n; values copied, NULL

@@ -11,6 +11,7 @@
 
 typedef enum {
     DB_CONN_BACKOFF,
+    DB_CONN_RESOLVING, /* waiting for the pool's host name lookup (db.c) */
     DB_CONN_CONNECTING,
     DB_CONN_IDLE,
     DB_CONN_BUSY, /* a plain query, or the listener's LISTEN batch */
@@ -63,11 +64,20 @@ struct db_conn {
     PGresult *result;    /* the current statement's result, until libpq says done */
 };
 
-typedef struct db_notify db_notify; /* db_notify.c; one allocation, freed by db.c */
+typedef struct db_notify db_notify;     /* db_notify.c; one allocation, freed by db.c */
+typedef struct db_resolver db_resolver; /* db.c: host names looked up off the loop */
 
 struct ns_db {
     uv_loop_t *loop;
-    char *conninfo;
+    /* The connection string, parsed once (it holds the password: wiped
+     * before it is freed), and the keyword/value arrays every connection
+     * starts from: pq_fixed entries of them are set once, the few after
+     * them are the looked-up host parameters of each attempt. */
+    PQconninfoOption *opts;
+    const char **pq_keys;
+    const char **pq_vals;
+    size_t pq_fixed;
+    db_resolver *resolver; /* NULL when no host entry is a name to look up */
     uint32_t pool_size;
     uint32_t queue_limit;
     uint64_t queue_timeout_ms;
@@ -82,9 +92,9 @@ struct ns_db {
     uv_timer_t defer; /* runs transaction callbacks due outside an API call */
     ns_db_txn *txns;  /* every live transaction, oldest first */
     ns_db_txn *txns_tail;
-    uint32_t nkicked; /* transactions with work for the defer timer */
-    uint32_t nup;     /* pool connections IDLE, BUSY or TXN */
-    uint32_t open_handles;
+    uint32_t nkicked;      /* transactions with work for the defer timer */
+    uint32_t nup;          /* pool connections IDLE, BUSY or TXN */
+    uint32_t open_handles; /* libuv handles, and host name lookups in flight */
     uint64_t rng;
     bool closing;
     void (*on_state)(bool up, const char *detail, void *ud);
@@ -98,6 +108,8 @@ struct ns_db {
 
 /* db.c, for the listener. */
 void ns_db_conn_init(ns_db *db, db_conn *c);
+/* One connection attempt: the host names first (shared with the pool, off
+ * the loop), then the non-blocking connect. From BACKOFF. */
 void ns_db_conn_start(db_conn *c);
 void ns_db_conn_set_state(db_conn *c, db_conn_state s);
 void ns_db_conn_broken(db_conn *c);

@@ -1,7 +1,8 @@
 /* LISTEN/NOTIFY for the pool (see db.h): one connection of its own, outside
  * the pool, that connects and backs off like a pool connection (db.c does
- * that part) and here LISTENs on the registered channels and hands every
- * NOTIFY to its channel's callback.
+ * that part, host name lookups off the loop included, sharing the pool's)
+ * and here LISTENs on the registered channels and hands every NOTIFY to its
+ * channel's callback.
  *
  * A notification sent while nobody LISTENs is gone for good. So whenever
  * LISTEN takes effect on a connection - the first time for a channel, and

@@ -1,5 +1,6 @@
 #include "dispatch.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,6 +191,169 @@ static void handle_ping(ns_session *s, uint64_t request_id, const Napsync__V1__P
     ns_session_send(s, &env);
 }
 
+/* An asynchronous request: the session is held (a reference) and its
+ * later frames wait until the answer is sent, so answers keep the order of
+ * requests. */
+typedef struct {
+    ns_session *session;
+    uint64_t request_id;
+} request_op;
+
+static request_op *begin_request(ns_session *s, uint64_t request_id)
+{
+    request_op *op = malloc(sizeof(*op));
+    if (op == NULL)
+        return NULL;
+    op->session = s;
+    op->request_id = request_id;
+    return op;
+}
+
+/* The request was accepted by its module: hold the session until its answer. */
+static void hold_for_answer(ns_session *s)
+{
+    ns_session_ref(s);
+    s->inflight++;
+    ns_conn_pause(s->conn);
+}
+
+/* Returns whether the session can still take an answer. */
+static bool answerable(const ns_session *s)
+{
+    return s->conn != NULL && s->state == NS_SESSION_AUTHENTICATED;
+}
+
+static void end_request(ns_session *s)
+{
+    ns_session_request_done(s);
+    /* A draining session serves no new requests. */
+    if (answerable(s) && !s->draining)
+        ns_conn_resume(s->conn);
+    ns_session_unref(s);
+}
+
+static void on_push_done(const Napsync__V1__PushResult *result, Napsync__V1__ErrorCode code,
+                         const char *message, void *ud)
+{
+    request_op op = *(request_op *)ud;
+    free(ud);
+    ns_session *s = op.session;
+    if (answerable(s)) {
+        if (result) {
+            ns_envelope env = NAPSYNC__V1__ENVELOPE__INIT;
+            env.request_id = op.request_id;
+            env.body_case = NAPSYNC__V1__ENVELOPE__BODY_PUSH_RESULT;
+            env.push_result = (Napsync__V1__PushResult *)result;
+            ns_session_send(s, &env);
+        } else {
+            ns_session_send_error(s, op.request_id, (int)code, false,
+                                  code == ERR(UNAVAILABLE) ? 1000 : 0, "%s", message);
+        }
+    }
+    end_request(s);
+}
+
+static void handle_push(ns_session *s, uint64_t request_id, const Napsync__V1__Push *push)
+{
+    request_op *op = begin_request(s, request_id);
+    if (op == NULL) {
+        ns_session_send_error(s, request_id, ERR(INTERNAL), false, 1000, "out of memory");
+        return;
+    }
+    ns_sync_status st = ns_sync_push(s->server->sync, &s->identity, push, on_push_done, op);
+    if (st != NS_SYNC_OK) {
+        free(op);
+        if (st == NS_SYNC_SHUTDOWN)
+            ns_session_send_error(s, request_id, ERR(SHUTTING_DOWN), true, 0,
+                                  "the server is shutting down; reconnect later or to another "
+                                  "instance");
+        else
+            ns_session_send_error(s, request_id, ERR(INTERNAL), false, 1000,
+                                  "the server could not take the push; retry shortly");
+        return;
+    }
+    hold_for_answer(s);
+}
+
+static void send_page(ns_session *s, uint64_t request_id, const Napsync__V1__ChangePage *page)
+{
+    ns_envelope env = NAPSYNC__V1__ENVELOPE__INIT;
+    env.request_id = request_id;
+    env.body_case = NAPSYNC__V1__ENVELOPE__BODY_CHANGE_PAGE;
+    env.change_page = (Napsync__V1__ChangePage *)page;
+    ns_session_send(s, &env);
+}
+
+static void on_pull_done(int code, const char *message, const Napsync__V1__ChangePage *page,
+                         void *ud)
+{
+    request_op op = *(request_op *)ud;
+    free(ud);
+    ns_session *s = op.session;
+    if (answerable(s)) {
+        if (page)
+            send_page(s, op.request_id, page);
+        else
+            ns_session_send_error(s, op.request_id, code, false,
+                                  code == ERR(UNAVAILABLE) ? 1000 : 0, "%s", message);
+    }
+    end_request(s);
+}
+
+static void handle_pull(ns_session *s, uint64_t request_id, const Napsync__V1__Pull *pull)
+{
+    request_op *op = begin_request(s, request_id);
+    if (op == NULL) {
+        ns_session_send_error(s, request_id, ERR(INTERNAL), false, 1000, "out of memory");
+        return;
+    }
+    char err[512];
+    int code =
+        ns_feed_pull(s->server->feed, &s->identity, pull, on_pull_done, op, err, sizeof(err));
+    if (code != 0) {
+        free(op);
+        ns_session_send_error(s, request_id, code, code == ERR(SHUTTING_DOWN),
+                              code == ERR(UNAVAILABLE) ? 1000 : 0, "%s", err);
+        return;
+    }
+    hold_for_answer(s);
+}
+
+/* Pages of a subscription arrive whenever the feed has them; the session
+ * unsubscribes when it closes, after which this is never called. */
+static void on_subscription_page(int code, const char *message, const Napsync__V1__ChangePage *page,
+                                 void *ud)
+{
+    ns_session *s = ud;
+    if (page) {
+        send_page(s, s->sub_request_id, page);
+        return;
+    }
+    /* An error ends the subscription: the feed calls no more. */
+    s->sub = NULL;
+    ns_session_send_error(s, s->sub_request_id, code, false, code == ERR(UNAVAILABLE) ? 1000 : 0,
+                          "%s", message);
+}
+
+static void handle_subscribe(ns_session *s, uint64_t request_id, const Napsync__V1__Subscribe *sub)
+{
+    if (s->sub) {
+        ns_session_send_error(s, request_id, ERR(INVALID_ARGUMENT), false, 0,
+                              "this session is already subscribed (one subscription per "
+                              "session)");
+        return;
+    }
+    char err[512];
+    s->sub_request_id = request_id;
+    int code = ns_feed_subscribe(s->server->feed, &s->identity, sub, on_subscription_page, s,
+                                 &s->sub, err, sizeof(err));
+    if (code != 0) {
+        s->sub = NULL;
+        ns_session_send_error(s, request_id, code, code == ERR(SHUTTING_DOWN),
+                              code == ERR(UNAVAILABLE) ? 1000 : 0, "%s", err);
+    }
+}
+
 static void dispatch(ns_session *s, const ns_envelope *env)
 {
     uint64_t rid = env->request_id;
@@ -206,6 +370,15 @@ static void dispatch(ns_session *s, const ns_envelope *env)
     case NAPSYNC__V1__ENVELOPE__BODY_PING:
         handle_ping(s, rid, env->ping);
         return;
+    case NAPSYNC__V1__ENVELOPE__BODY_PUSH:
+        handle_push(s, rid, env->push);
+        return;
+    case NAPSYNC__V1__ENVELOPE__BODY_PULL:
+        handle_pull(s, rid, env->pull);
+        return;
+    case NAPSYNC__V1__ENVELOPE__BODY_SUBSCRIBE:
+        handle_subscribe(s, rid, env->subscribe);
+        return;
     case NAPSYNC__V1__ENVELOPE__BODY_GOODBYE:
         ns_log(NS_LOG_DEBUG, s->id, ns_session_principal(s), "client said goodbye");
         ns_session_close(s, true);
@@ -221,6 +394,8 @@ static void dispatch(ns_session *s, const ns_envelope *env)
         return;
     case NAPSYNC__V1__ENVELOPE__BODY_WELCOME:
     case NAPSYNC__V1__ENVELOPE__BODY_PONG:
+    case NAPSYNC__V1__ENVELOPE__BODY_PUSH_RESULT:
+    case NAPSYNC__V1__ENVELOPE__BODY_CHANGE_PAGE:
         ns_session_send_error(s, rid, ERR(UNEXPECTED_MESSAGE), true, 0,
                               "a client may not send server responses");
         return;

@@ -6,6 +6,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "db.h"
 #include "log.h"
 #include "migrate.h"
 #include "server.h"
@@ -33,7 +34,11 @@ static void usage(FILE *out)
     if (out == stdout)
         ns_config_print_help();
     fprintf(out, "\nSignals: SIGTERM/SIGINT drain and stop (exit 0); SIGHUP reloads the "
-                 "certificate, key and CA.\n");
+                 "certificate, key and CA.\n"
+                 "\nExit status: 0 success; 1 failure at run time (database, migrations, TLS\n"
+                 "files, listening); 2 bad arguments or settings, including a --database\n"
+                 "connection string libpq cannot parse (checked first for every action, and\n"
+                 "never echoed: it may hold the password).\n");
 }
 
 typedef enum { ACTION_RUN, ACTION_MIGRATE, ACTION_CHECK } action;
@@ -109,6 +114,12 @@ static int parse_args(int argc, char **argv, ns_config *cfg, action *act)
         }
     }
     if (ns_config_validate(cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "napsyncd: %s\n", err);
+        return -1;
+    }
+    /* Before any action hands the string to libpq, whose complaint about a
+     * malformed one quotes it, password and all. */
+    if (ns_db_conninfo_check(cfg->database, err, sizeof(err)) != 0) {
         fprintf(stderr, "napsyncd: %s\n", err);
         return -1;
     }
@@ -189,14 +200,24 @@ int main(int argc, char **argv)
         ns_config_free(&cfg);
         return EXIT_FAILURE;
     }
+    /* The synced entity types come from the schema the migrations built:
+     * a column the engine cannot sync stops the daemon here, not mid-push. */
+    ns_registry registry;
+    char err[1024];
+    if (ns_registry_load(cfg.database, &registry, err, sizeof(err)) != 0) {
+        ns_log_error("entity registry: %s", err);
+        ns_config_free(&cfg);
+        return EXIT_FAILURE;
+    }
     uv_loop_t loop;
     if (uv_loop_init(&loop) != 0) {
         ns_log_error("cannot create the event loop");
+        ns_registry_free(&registry);
         ns_config_free(&cfg);
         return EXIT_FAILURE;
     }
     ns_server server;
-    if (ns_server_start(&server, &loop, &cfg) != 0)
+    if (ns_server_start(&server, &loop, &cfg, &registry) != 0)
         status = EXIT_FAILURE;
     else
         ns_log_info("ready");
@@ -206,6 +227,7 @@ int main(int argc, char **argv)
         ns_log_error("handles still open at exit");
         status = EXIT_FAILURE;
     }
+    ns_registry_free(&registry);
     ns_config_free(&cfg);
     return status;
 }

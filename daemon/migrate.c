@@ -29,6 +29,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "db.h"
+
 #define MIG_MAX_FILE     (1024 * 1024)
 #define MIG_VERSIONS     1000 /* three digits */
 #define MIG_CHECKSUM_LEN 64
@@ -324,7 +326,15 @@ static int mig_connect(mig_ctx *m, const char *conninfo)
     static const char *const keys[] = {"fallback_application_name", "connect_timeout", "dbname",
                                        "client_encoding", NULL};
     const char *const vals[] = {"napsyncd-migrate", "10", conninfo, "UTF8", NULL};
+    char why[256];
 
+    /* libpq's complaint about a malformed string quotes it, password and
+     * all: such a string never reaches it (main checks it too), so what
+     * PQerrorMessage says below is about connecting, never parsing. */
+    if (ns_db_conninfo_check(conninfo, why, sizeof why) != 0) {
+        mig_err(m, "cannot connect to PostgreSQL: %s", why);
+        return -1;
+    }
     m->pg = PQconnectdbParams(keys, vals, 1);
     if (m->pg == NULL) {
         mig_err(m, "cannot connect to PostgreSQL: out of memory");

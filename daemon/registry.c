@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "db.h"
+
 /* Columns every entity table has and the engine itself maintains. */
 static const char *const engine_columns[] = {
     "id", "version", "tenant_id", "deleted", "changed_by", "changed_device", "changed_at",
@@ -157,9 +159,13 @@ static int generate_sql(ns_entity_type *t)
     }
     if (t->nfields)
         sb_printf(&sel, ")");
-    /* Locking in id order keeps concurrent batches (other daemons) from
-     * deadlocking on each other. */
-    sb_printf(&sel, ")::text FROM \"%s\" t WHERE t.id = ANY($1::uuid[]) ORDER BY t.id FOR UPDATE",
+    /* The author of the current version follows the fields: the sync
+     * engine needs it for the effective base (own edits are not conflicts)
+     * and for conflict records. Locking in id order keeps concurrent
+     * batches (other daemons) from deadlocking on each other. */
+    sb_printf(&sel,
+              ")::text, t.changed_by, t.changed_device FROM \"%s\" t"
+              " WHERE t.id = ANY($1::uuid[]) ORDER BY t.id FOR UPDATE",
               t->table);
 
     sbuf up = {0};
@@ -335,6 +341,14 @@ fail:
 int ns_registry_load(const char *conninfo, ns_registry *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof(*out));
+    /* libpq's complaint about a malformed string quotes it, password and
+     * all: such a string never reaches it, so what PQerrorMessage says below
+     * is about connecting, never parsing. */
+    char why[256];
+    if (ns_db_conninfo_check(conninfo, why, sizeof why) != 0) {
+        snprintf(err, errlen, "cannot connect to the database: %s", why);
+        return -1;
+    }
     PGconn *pg = PQconnectdb(conninfo);
     if (PQstatus(pg) != CONNECTION_OK) {
         snprintf(err, errlen, "cannot connect to the database: %s", PQerrorMessage(pg));

@@ -64,11 +64,23 @@ void ns_server_remove_session(ns_server *s, ns_session *sess)
 static void on_db_closed(void *ud)
 {
     ns_server *s = ud;
+    /* The feed goes after the pool: its LISTEN registration lives as long
+     * as the pool, which has answered everything it owed by now. */
+    if (s->feed) {
+        ns_feed_close(s->feed);
+        s->feed = NULL;
+    }
     s->db = NULL;
     ns_tls_ctx_free(s->tls);
     s->tls = NULL;
     s->stopped = true;
     ns_log_info("stopped");
+}
+
+static void on_sync_closed(void *ud)
+{
+    ns_server *s = ud;
+    ns_db_close(s->db, on_db_closed, s);
 }
 
 static void finish_shutdown(ns_server *s)
@@ -79,8 +91,15 @@ static void finish_shutdown(ns_server *s)
     uv_close((uv_handle_t *)&s->sig_term, NULL);
     uv_close((uv_handle_t *)&s->sig_int, NULL);
     uv_close((uv_handle_t *)&s->sig_hup, NULL);
-    ns_db *db = s->db;
-    ns_db_close(db, on_db_closed, s);
+    /* The engine finishes its running batches on the pool, then the pool
+     * closes. */
+    if (s->sync) {
+        ns_sync *sync = s->sync;
+        s->sync = NULL;
+        ns_sync_close(sync, on_sync_closed, s);
+        return;
+    }
+    ns_db_close(s->db, on_db_closed, s);
 }
 
 static void on_shutdown_timeout(uv_timer_t *t)
@@ -136,11 +155,13 @@ static void on_db_state(bool up, const char *detail, void *ud)
         ns_log_warn("database unreachable, reconnecting: %s", detail);
 }
 
-int ns_server_start(ns_server *s, uv_loop_t *loop, const ns_config *cfg)
+int ns_server_start(ns_server *s, uv_loop_t *loop, const ns_config *cfg,
+                    const ns_registry *registry)
 {
     memset(s, 0, sizeof(*s));
     s->loop = loop;
     s->cfg = cfg;
+    s->registry = registry;
     if (load_tls(cfg, &s->tls) != 0)
         return -1;
     ns_db_options dbo = {
@@ -159,6 +180,14 @@ int ns_server_start(ns_server *s, uv_loop_t *loop, const ns_config *cfg)
     }
     uv_timer_init(loop, &s->shutdown_timer);
     s->shutdown_timer.data = s;
+    char err[512];
+    if (ns_sync_new(loop, s->db, registry, &s->sync, err, sizeof(err)) != NS_SYNC_OK) {
+        ns_log_error("cannot start the sync engine: %s", err);
+        s->sync = NULL;
+    } else if (ns_feed_open(loop, s->db, registry, NULL, &s->feed) != 0) {
+        ns_log_error("cannot start the change feed");
+        s->feed = NULL;
+    }
     uv_signal_t *sigs[] = {&s->sig_term, &s->sig_int, &s->sig_hup};
     int signums[] = {SIGTERM, SIGINT, SIGHUP};
     for (int i = 0; i < 3; i++) {
@@ -166,7 +195,7 @@ int ns_server_start(ns_server *s, uv_loop_t *loop, const ns_config *cfg)
         sigs[i]->data = s;
         uv_signal_start(sigs[i], on_signal, signums[i]);
     }
-    if (ns_listener_start(s) != 0) {
+    if (s->sync == NULL || s->feed == NULL || ns_listener_start(s) != 0) {
         /* Unwind through the normal path so every handle is closed. */
         s->draining = true;
         finish_shutdown(s);

@@ -10,6 +10,9 @@
 
 #include "config.h"
 #include "db.h"
+#include "feed.h"
+#include "registry.h"
+#include "sync.h"
 #include "tls.h"
 
 typedef struct ns_session ns_session;
@@ -19,6 +22,9 @@ typedef struct ns_server {
     const ns_config *cfg; /* owned by the caller; outlives the server */
     ns_tls_ctx *tls;      /* replaced on SIGHUP; sessions keep what they use */
     ns_db *db;
+    const ns_registry *registry; /* owned by the caller; outlives the server */
+    ns_sync *sync;               /* the push engine */
+    ns_feed *feed;               /* pull and subscriptions */
     uv_tcp_t listener;
     bool listening;
     /* Takes a connection we cannot serve off the listener when not even a
@@ -34,15 +40,17 @@ typedef struct ns_server {
     bool stopped; /* everything closed; the loop will end */
 } ns_server;
 
-/* Loads TLS, opens the pool, binds and listens, installs signal handlers.
- * Returns 0, or -1 after logging why. After -1 handles may still be
- * closing: the caller runs the loop until it ends (as after a shutdown)
- * before it discards the server. */
-__attribute__((warn_unused_result)) int ns_server_start(ns_server *s, uv_loop_t *loop,
-                                                        const ns_config *cfg);
+/* Loads TLS, opens the pool, starts the sync engine on the registry (read
+ * from the schema before the loop started), binds and listens, installs
+ * signal handlers. Returns 0, or -1 after logging why. After -1 handles may
+ * still be closing: the caller runs the loop until it ends (as after a
+ * shutdown) before it discards the server. */
+__attribute__((warn_unused_result)) int
+ns_server_start(ns_server *s, uv_loop_t *loop, const ns_config *cfg, const ns_registry *registry);
 
 /* Graceful stop (what SIGTERM does): stop accepting, let in-flight requests
- * finish, say Goodbye, close sessions, then the pool and every handle. */
+ * finish, say Goodbye, close sessions, then the sync engine, the pool and
+ * every handle. */
 void ns_server_shutdown(ns_server *s);
 
 /* Re-reads the certificate, key and CA (what SIGHUP does). On failure the

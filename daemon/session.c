@@ -209,6 +209,11 @@ static void on_close(ns_conn *c, ns_conn_close_reason reason, const char *msg, v
     ns_log(lvl, s->id, ns_session_principal(s), "session closed: %s", msg);
     s->conn = NULL;
     ns_session_set_state(s, NS_SESSION_CLOSING);
+    if (s->sub) {
+        /* After this the feed never calls back for this session. */
+        ns_feed_unsubscribe(s->sub);
+        s->sub = NULL;
+    }
     ns_server_remove_session(s->server, s);
     ns_session_unref(s);
 }

@@ -41,7 +41,9 @@ struct ns_session {
     /* Requests refused in a row as unsupported or invalid (see
      * ns_session_send_error); a successful answer resets it. */
     uint32_t invalid_streak;
-    uint32_t version; /* negotiated protocol version */
+    ns_feed_sub *sub;        /* the live subscription, if any */
+    uint64_t sub_request_id; /* the Subscribe's request id, echoed by its pages */
+    uint32_t version;        /* negotiated protocol version */
     uint8_t fingerprint[32];
     ns_identity_info identity; /* valid from AUTHENTICATED on */
 };

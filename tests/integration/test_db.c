@@ -1,29 +1,39 @@
 /* Integration tests for daemon/db.c and daemon/migrate.c against a real,
  * private PostgreSQL cluster started with tests/lib/pg.sh (found through
- * NS_SOURCE_DIR, which ctest sets to the source directory). */
-#define _GNU_SOURCE /* nftw */
+ * NS_SOURCE_DIR, which ctest sets to the source directory), and for what
+ * napsyncd (found through NS_BUILD_DIR) prints about a malformed connection
+ * string. */
+#define _GNU_SOURCE /* nftw, RTLD_NEXT */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <libpq-fe.h>
 #include <limits.h>
+#include <netdb.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include "db.h"
 #include "migrate.h"
+#include "registry.h"
 
 /* ---- the cluster ------------------------------------------------------------ */
 
@@ -2127,6 +2137,511 @@ static void migrate_concurrently(void **state)
     assert_string_equal(val, "4");
 }
 
+/* ---- host names ------------------------------------------------------------------
+ * This program defines getaddrinfo itself. The executable comes first in
+ * symbol lookup, so libuv's threadpool and libpq alike call this one; it
+ * answers for the test names below and hands every other name to the real
+ * function (the next definition: libc's, or the sanitizer's wrapper of it).
+ * The machine's resolver is never involved. */
+
+enum { NAME_SLOW, NAME_TWO, NAME_MOVING, NAME_MISSING, NAME_COUNT };
+
+static const char *const test_names[NAME_COUNT] = {
+    "slow.napsync.test",    /* 127.0.0.1, after 2 s */
+    "two.napsync.test",     /* 127.0.0.2 (where nothing listens), then 127.0.0.1 */
+    "moving.napsync.test",  /* 127.0.0.1 */
+    "missing.napsync.test", /* no such name */
+};
+
+#define SLOW_LOOKUP_MS 2000
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_t loop_thread; /* the thread every test loop runs on */
+    int calls[NAME_COUNT];
+    int on_loop_thread; /* test names looked up on the loop's thread */
+} L = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+typedef int (*gai_fn)(const char *, const char *, const struct addrinfo *, struct addrinfo **);
+static gai_fn real_gai;
+static pthread_once_t real_gai_once = PTHREAD_ONCE_INIT;
+
+static void find_real_gai(void)
+{
+    /* POSIX's way to take a function pointer from dlsym. */
+    *(void **)&real_gai = dlsym(RTLD_NEXT, "getaddrinfo");
+}
+
+/* Visible, so that it is exported (the build hides symbols by default). */
+__attribute__((visibility("default"))) int getaddrinfo(const char *node, const char *service,
+                                                       const struct addrinfo *hints,
+                                                       struct addrinfo **res)
+{
+    int which = NAME_COUNT;
+
+    pthread_once(&real_gai_once, find_real_gai);
+    if (real_gai == NULL)
+        return EAI_SYSTEM;
+    for (int i = 0; i < NAME_COUNT && node != NULL; i++)
+        if (strcmp(node, test_names[i]) == 0)
+            which = i;
+    if (which == NAME_COUNT)
+        return real_gai(node, service, hints, res);
+    pthread_mutex_lock(&L.lock);
+    L.calls[which]++;
+    if (pthread_equal(pthread_self(), L.loop_thread))
+        L.on_loop_thread++;
+    pthread_mutex_unlock(&L.lock);
+    switch (which) {
+    case NAME_SLOW: {
+        struct timespec ts = {SLOW_LOOKUP_MS / 1000, (SLOW_LOOKUP_MS % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+            ;
+        return real_gai("127.0.0.1", service, hints, res);
+    }
+    case NAME_TWO: {
+        struct addrinfo *a = NULL, *b = NULL;
+        int rc = real_gai("127.0.0.2", service, hints, &a);
+        if (rc != 0)
+            return rc;
+        rc = real_gai("127.0.0.1", service, hints, &b);
+        if (rc != 0) {
+            freeaddrinfo(a);
+            return rc;
+        }
+        /* glibc allocates every node on its own, so the chain frees as one. */
+        struct addrinfo *t = a;
+        while (t->ai_next != NULL)
+            t = t->ai_next;
+        t->ai_next = b;
+        *res = a;
+        return 0;
+    }
+    case NAME_MOVING:
+        return real_gai("127.0.0.1", service, hints, res);
+    default:
+        return EAI_NONAME;
+    }
+}
+
+static void lookups_reset(void)
+{
+    pthread_mutex_lock(&L.lock);
+    memset(L.calls, 0, sizeof L.calls);
+    L.on_loop_thread = 0;
+    L.loop_thread = pthread_self();
+    pthread_mutex_unlock(&L.lock);
+}
+
+static int lookups(int which)
+{
+    pthread_mutex_lock(&L.lock);
+    int n = which < NAME_COUNT ? L.calls[which] : L.on_loop_thread;
+    pthread_mutex_unlock(&L.lock);
+    return n;
+}
+
+#define ON_LOOP_THREAD NAME_COUNT
+
+/* The address the server sees the pool's connection come from ("" over a
+ * Unix socket). */
+static void client_addr(fx *f, char *out, size_t outlen)
+{
+    static qres q;
+    run_query(f, "SELECT coalesce(host(inet_client_addr()), '')", 0, NULL, &q);
+    assert_int_equal(q.st, NS_DB_OK);
+    snprintf(out, outlen, "%s", q.v[0]);
+}
+
+typedef struct {
+    uv_timer_t timer;
+    int ticks;
+} ticker;
+
+static void tick_cb(uv_timer_t *t)
+{
+    ((ticker *)t->data)->ticks++;
+}
+
+/* A name that takes 2 s to resolve: the loop keeps running meanwhile (a 10
+ * ms timer keeps firing), the lookup runs off the loop's thread, one lookup
+ * serves the whole pool and the listener, and the connection then goes to
+ * the address it found, over TCP, with host= still the name. */
+static void lookup_off_loop(void **state)
+{
+    fx *f = *state;
+    static ticker tk;
+    static nrec n;
+    char ci[sizeof G.conninfo], addr[64];
+
+    snprintf(ci, sizeof ci, "host=%s port=%s user=%s dbname=nst_pool", test_names[NAME_SLOW],
+             G.port, G.user);
+    memset(&n, 0, sizeof n);
+    memset(&tk, 0, sizeof tk);
+    lookups_reset();
+    uv_timer_init(&f->loop, &tk.timer);
+    tk.timer.data = &tk;
+    uv_timer_start(&tk.timer, tick_cb, 10, 10);
+    uint64_t t0 = uv_hrtime();
+    fx_open_ci(f, ci, 2, 8, 20000, 1000);
+    assert_int_equal(ns_db_listen(f->db, "slow_ch", notify_cb, &n), NS_DB_OK);
+    bool up = fx_wait(f, db_up, f, 15000);
+    uint64_t waited_ms = (uv_hrtime() - t0) / 1000000u;
+    int ticks = tk.ticks;
+    uv_close((uv_handle_t *)&tk.timer, NULL);
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+
+    assert_true(up);
+    assert_true(waited_ms >= SLOW_LOOKUP_MS - 100);
+    if (ticks < 100)
+        fprintf(stderr, "lookup_off_loop: %d ticks in %llu ms\n", ticks,
+                (unsigned long long)waited_ms);
+    assert_true(ticks >= 100);
+    assert_true(fx_wait(f, n_nulls, &n, 10000)); /* the listener is up too */
+    assert_int_equal(lookups(NAME_SLOW), 1);
+    assert_int_equal(lookups(ON_LOOP_THREAD), 0);
+    client_addr(f, addr, sizeof addr);
+    assert_string_equal(addr, "127.0.0.1");
+    assert_int_equal(f->downs, 0);
+}
+
+/* Multi-host strings keep working: a name that does not resolve is left
+ * out, a name with two addresses is tried at both (the first refuses), the
+ * port list stays aligned, and entries that are no names (a socket
+ * directory) are kept as they are. libpq never looks a name up itself. */
+static void lookup_every_address(void **state)
+{
+    fx *f = *state;
+    static qres q;
+    char ci[sizeof G.conninfo], addr[64];
+
+    lookups_reset();
+    snprintf(ci, sizeof ci,
+             "host=%s,%s port=%s,%s user=%s dbname=nst_pool target_session_attrs=read-write",
+             test_names[NAME_MISSING], test_names[NAME_TWO], G.port, G.port, G.user);
+    fx_open_ci(f, ci, 1, 8, 10000, 500);
+    assert_true(fx_wait(f, db_up, f, 10000));
+    client_addr(f, addr, sizeof addr);
+    assert_string_equal(addr, "127.0.0.1");
+    assert_int_equal(lookups(NAME_MISSING), 1);
+    assert_int_equal(lookups(NAME_TWO), 1);
+    f->close_called = true;
+    ns_db_close(f->db, on_closed, f);
+    assert_true(fx_wait(f, fx_closed, f, 10000));
+
+    f->closed = f->close_called = false;
+    int w = snprintf(ci, sizeof ci, "host='%s,%s' port=%s user=%s dbname=nst_pool",
+                     test_names[NAME_MISSING], G.host, G.port, G.user);
+    assert_true(w > 0 && (size_t)w < sizeof ci);
+    fx_open_ci(f, ci, 1, 8, 10000, 500);
+    assert_true(fx_wait(f, db_up, f, 10000));
+    client_addr(f, addr, sizeof addr);
+    assert_string_equal(addr, ""); /* the socket directory */
+    f->close_called = true;
+    ns_db_close(f->db, on_closed, f);
+    assert_true(fx_wait(f, fx_closed, f, 10000));
+
+    /* Nothing resolves: queries wait, then time out; each attempt looks
+     * the name up again. */
+    f->closed = f->close_called = false;
+    snprintf(ci, sizeof ci, "host=%s port=%s user=%s dbname=nst_pool", test_names[NAME_MISSING],
+             G.port, G.user);
+    int before = lookups(NAME_MISSING);
+    fx_open_ci(f, ci, 1, 8, 1000, 200);
+    memset(&q, 0, sizeof q);
+    assert_int_equal(ns_db_query(f->db, "SELECT 1", 0, NULL, q_cb, &q), NS_DB_OK);
+    assert_true(fx_wait(f, q_done, &q, 10000));
+    assert_int_equal(q.st, NS_DB_UNAVAILABLE);
+    assert_false(ns_db_connected(f->db));
+    assert_true(lookups(NAME_MISSING) - before >= 2);
+    assert_int_equal(lookups(ON_LOOP_THREAD), 0);
+}
+
+/* A reconnect after the connection is lost looks the name up again (a
+ * failover moves the name), once the last lookup is older than a second. */
+static void lookup_again_after_loss(void **state)
+{
+    fx *f = *state;
+    static prober first, second;
+    char ci[sizeof G.conninfo], sql[96];
+
+    lookups_reset();
+    snprintf(ci, sizeof ci, "host=%s port=%s user=%s dbname=nst_pool", test_names[NAME_MOVING],
+             G.port, G.user);
+    fx_open_ci(f, ci, 1, 8, 20000, 300);
+    probe_until_ok(f, &first);
+    assert_int_equal(lookups(NAME_MOVING), 1);
+    fx_wait(f, never, NULL, 1100);
+
+    snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%s)", first.pid);
+    assert_int_equal(admin_exec("postgres", sql, NULL, 0), 0);
+    assert_true(fx_wait(f, db_down, f, 10000));
+    probe_until_ok(f, &second);
+    assert_string_not_equal(first.pid, second.pid);
+    assert_true(lookups(NAME_MOVING) >= 2);
+    assert_int_equal(lookups(ON_LOOP_THREAD), 0);
+}
+
+/* A server that accepts connections and never says a word; it notes when
+ * the first client hangs up. */
+typedef struct {
+    uv_tcp_t srv;
+    uv_tcp_t peers[4];
+    bool peer_open[4];
+    int npeers;
+    uint64_t first_hangup_ns;
+} mute_server;
+
+static void mute_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    static char sink[4096];
+    (void)h;
+    (void)suggested;
+    *buf = uv_buf_init(sink, sizeof sink);
+}
+
+static void mute_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    mute_server *m = s->data;
+    (void)buf;
+    if (nread >= 0)
+        return;
+    if (m->first_hangup_ns == 0)
+        m->first_hangup_ns = uv_hrtime();
+    for (int i = 0; i < m->npeers; i++) {
+        if (&m->peers[i] == (uv_tcp_t *)s && m->peer_open[i]) {
+            m->peer_open[i] = false;
+            uv_close((uv_handle_t *)s, NULL);
+        }
+    }
+}
+
+static void mute_connection(uv_stream_t *srv, int status)
+{
+    mute_server *m = srv->data;
+    if (status != 0 || m->npeers == 4)
+        return;
+    uv_tcp_t *p = &m->peers[m->npeers];
+    uv_tcp_init(srv->loop, p);
+    p->data = m;
+    m->peer_open[m->npeers++] = true;
+    if (uv_accept(srv, (uv_stream_t *)p) == 0)
+        uv_read_start((uv_stream_t *)p, mute_alloc, mute_read);
+}
+
+static bool mute_hung_up(void *arg)
+{
+    return ((mute_server *)arg)->first_hangup_ns != 0;
+}
+
+/* The connect deadline counts from the attempt, not from the loop's cached
+ * time: the pool is opened after 2.2 s of blocking work (as the daemon
+ * opens it after its blocking migrations), with connect_timeout=2, to a
+ * server that never answers. The first attempt must get its 2 s. */
+static void deadline_from_now(void **state)
+{
+    fx *f = *state;
+    static mute_server m;
+    struct sockaddr_in sa;
+    int salen = sizeof sa;
+    char ci[256];
+
+    memset(&m, 0, sizeof m);
+    uv_tcp_init(&f->loop, &m.srv);
+    m.srv.data = &m;
+    assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &sa), 0);
+    assert_int_equal(uv_tcp_bind(&m.srv, (const struct sockaddr *)&sa, 0), 0);
+    assert_int_equal(uv_listen((uv_stream_t *)&m.srv, 8, mute_connection), 0);
+    assert_int_equal(uv_tcp_getsockname(&m.srv, (struct sockaddr *)&sa, &salen), 0);
+    snprintf(ci, sizeof ci,
+             "hostaddr=127.0.0.1 port=%d user=nobody dbname=nobody connect_timeout=2 "
+             "sslmode=disable",
+             ntohs(sa.sin_port));
+
+    struct timespec ts = {2, 200000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+    uint64_t t0 = uv_hrtime();
+    fx_open_ci(f, ci, 1, 4, 10000, 10000);
+    bool hung_up = fx_wait(f, mute_hung_up, &m, 10000);
+    uint64_t after_ms = hung_up ? (m.first_hangup_ns - t0) / 1000000u : 0;
+    /* Close the server before asserting: teardown runs the loop until every
+     * handle is closed. */
+    uv_close((uv_handle_t *)&m.srv, NULL);
+    for (int i = 0; i < m.npeers; i++) {
+        if (m.peer_open[i]) {
+            m.peer_open[i] = false;
+            uv_close((uv_handle_t *)&m.peers[i], NULL);
+        }
+    }
+    assert_true(hung_up);
+    if (after_ms < 1900)
+        fprintf(stderr, "deadline_from_now: the first attempt was cut after %llu ms\n",
+                (unsigned long long)after_ms);
+    assert_true(after_ms >= 1900);
+    assert_true(after_ms < 5000);
+}
+
+/* ---- connection strings that must not leak --------------------------------------- */
+
+#define LEAKY_URI "postgresql://u:Sup3r%zzSecret@h/db"
+
+static void conninfo_check_withholds(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        LEAKY_URI, "host=x password",   /* no '=' */
+        "host=x Sup3rSecret",           /* a password without its key */
+        "host=x password='Sup3rSecret", /* unterminated quote */
+    };
+    static const char *const expect = "the database connection string is malformed (libpq's "
+                                      "explanation is withheld because it may quote the "
+                                      "password)";
+    char err[512], dir[PATH_MAX];
+    ns_registry reg;
+
+    /* What the check exists for: libpq itself quotes the secret. */
+    char *perr = NULL;
+    assert_null(PQconninfoParse(LEAKY_URI, &perr));
+    assert_non_null(perr);
+    assert_non_null(strstr(perr, "Sup3r"));
+    PQfreemem(perr);
+
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        memset(err, 0, sizeof err);
+        assert_int_equal(ns_db_conninfo_check(bad[i], err, sizeof err), -1);
+        assert_string_equal(err, expect);
+    }
+    assert_int_equal(ns_db_conninfo_check("", err, sizeof err), -1);
+    assert_non_null(strstr(err, "empty"));
+    assert_int_equal(ns_db_conninfo_check(" \t\n", err, sizeof err), -1);
+    assert_non_null(strstr(err, "empty"));
+    assert_int_equal(ns_db_conninfo_check(NULL, err, sizeof err), -1);
+    assert_int_equal(ns_db_conninfo_check(LEAKY_URI, NULL, 0), -1);
+    assert_int_equal(ns_db_conninfo_check(G.conninfo, err, sizeof err), 0);
+    assert_int_equal(ns_db_conninfo_check("postgresql://u:Sup3rSecret@h:5432/db", err, sizeof err),
+                     0);
+
+    /* The blocking users of the string say the same, not libpq's words. */
+    make_dir(dir, sizeof dir, "mig_leaky");
+    assert_int_equal(ns_migrate_check(LEAKY_URI, dir, err, sizeof err), -1);
+    assert_null(strstr(err, "Sup3r"));
+    assert_non_null(strstr(err, "malformed"));
+    int applied = -1;
+    assert_int_equal(ns_migrate_run(LEAKY_URI, dir, &applied, err, sizeof err), -1);
+    assert_null(strstr(err, "Sup3r"));
+    assert_int_equal(applied, 0);
+    assert_int_equal(ns_registry_load(LEAKY_URI, &reg, err, sizeof err), -1);
+    assert_null(strstr(err, "Sup3r"));
+    assert_non_null(strstr(err, "malformed"));
+}
+
+/* Runs napsyncd with args (NULL-terminated, after the program name); its
+ * stdout and stderr go to out. Returns its exit status, or -1 if it did not
+ * exit within 10 s (it is killed). */
+static int run_napsyncd(const char *const *args, char *out, size_t outlen)
+{
+    extern char **environ;
+    const char *build = getenv("NS_BUILD_DIR");
+    char prog[PATH_MAX];
+    char *argv[16];
+    int fds[2], n = 0;
+
+    assert_non_null(build);
+    assert_true(join(prog, sizeof prog, build, "napsyncd"));
+    argv[n++] = prog;
+    for (; *args != NULL && n < 15; args++)
+        argv[n++] = (char *)*args;
+    argv[n] = NULL;
+    assert_int_equal(pipe(fds), 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], STDOUT_FILENO);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], STDERR_FILENO);
+    posix_spawn_file_actions_addclose(&fa, fds[0]);
+    pid_t pid;
+    int rc = posix_spawn(&pid, prog, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fds[1]);
+    assert_int_equal(rc, 0);
+    /* The reads end at EOF: when the daemon exits, or is killed below. */
+    size_t used = 0;
+    int flags = fcntl(fds[0], F_GETFL);
+    assert_int_equal(fcntl(fds[0], F_SETFL, flags | O_NONBLOCK), 0);
+    int st = 0;
+    bool exited = false;
+    for (int waited = 0; !exited && waited < 1000; waited++) {
+        ssize_t got;
+        while (used + 1 < outlen && (got = read(fds[0], out + used, outlen - 1 - used)) > 0)
+            used += (size_t)got;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            exited = true;
+            break;
+        }
+        struct timespec ts = {0, 10000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (!exited) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &st, 0);
+    }
+    ssize_t got;
+    while (used + 1 < outlen && (got = read(fds[0], out + used, outlen - 1 - used)) > 0)
+        used += (size_t)got;
+    out[used] = '\0';
+    close(fds[0]);
+    return exited && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Every action of napsyncd refuses a malformed --database before it does
+ * anything, with exit status 2, and never prints the string. */
+static void daemon_withholds_conninfo(void **state)
+{
+    (void)state;
+    char out[8192], file[PATH_MAX], sql[PATH_MAX];
+    /* Real migrations, so that --migrate would get as far as connecting. */
+    assert_true(join(sql, sizeof sql, G.src, "sql"));
+    const char *const flags[][2] = {
+        {"--database", LEAKY_URI},
+        {"--sql-dir", sql},
+        {"--tls-cert", "/nonexistent/c.pem"},
+        {"--tls-key", "/nonexistent/k.pem"},
+        {"--tls-ca", "/nonexistent/ca.pem"},
+    };
+    const char *const actions[] = {"--check-config", "--migrate", NULL};
+
+    for (size_t a = 0; a < sizeof actions / sizeof *actions; a++) {
+        const char *args[16];
+        size_t n = 0;
+        for (size_t i = 0; i < sizeof flags / sizeof *flags; i++) {
+            args[n++] = flags[i][0];
+            args[n++] = flags[i][1];
+        }
+        if (actions[a] != NULL)
+            args[n++] = actions[a];
+        args[n] = NULL;
+        int st = run_napsyncd(args, out, sizeof out);
+        if (st != 2 || strstr(out, "Sup3r") != NULL)
+            fprintf(stderr, "napsyncd %s: exit %d, said:\n%s\n",
+                    actions[a] != NULL ? actions[a] : "(run)", st, out);
+        assert_int_equal(st, 2);
+        assert_null(strstr(out, "Sup3r"));
+        assert_non_null(strstr(out, "malformed"));
+    }
+
+    /* The same string from a configuration file. */
+    assert_true(join(file, sizeof file, G.tmp, "leaky.conf"));
+    FILE *fp = fopen(file, "w");
+    assert_non_null(fp);
+    fprintf(fp, "database = host=x Sup3rSecret\ntls_cert = /nonexistent/c.pem\n"
+                "tls_key = /nonexistent/k.pem\ntls_ca = /nonexistent/ca.pem\n");
+    assert_int_equal(fclose(fp), 0);
+    const char *const from_file[] = {"--config", file, "--check-config", NULL};
+    assert_int_equal(run_napsyncd(from_file, out, sizeof out), 2);
+    assert_null(strstr(out, "Sup3r"));
+    assert_non_null(strstr(out, "malformed"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2161,6 +2676,12 @@ int main(void)
         cmocka_unit_test(migrate_file_names),
         cmocka_unit_test(migrate_failures),
         cmocka_unit_test(migrate_concurrently),
+        cmocka_unit_test_setup_teardown(lookup_off_loop, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(lookup_every_address, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(lookup_again_after_loss, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(deadline_from_now, fx_setup, fx_teardown),
+        cmocka_unit_test(conninfo_check_withholds),
+        cmocka_unit_test(daemon_withholds_conninfo),
     };
     return cmocka_run_group_tests_name("db", tests, group_setup, group_teardown);
 }

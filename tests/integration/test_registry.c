@@ -364,11 +364,15 @@ static void select_records(const ns_entity_type *t, const char *const *ids, size
         PQclear(res);
         fail();
     }
-    assert_int_equal(PQnfields(res), 5);
+    /* id, version, deleted, tenant_id, fields, then the author of the
+     * version: changed_by and changed_device (records_json writes NULL). */
+    assert_int_equal(PQnfields(res), 7);
     assert_int_equal(PQntuples(res), (int)n);
     for (int row = 0; row < (int)n; row++) {
         record *g = &got[row];
         assert_string_equal(PQgetvalue(res, row, 0), ids[row]);
+        assert_string_equal(PQgetvalue(res, row, 5), G.principal);
+        assert_true(PQgetisnull(res, row, 6));
         g->id = ids[row];
         g->version = strtoll(PQgetvalue(res, row, 1), NULL, 10);
         g->deleted = strcmp(PQgetvalue(res, row, 2), "t") == 0;

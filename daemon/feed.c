@@ -1,0 +1,889 @@
+#include "feed.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fields_json.h"
+#include "fields_pb.h"
+#include "frame.h"
+#include "log.h"
+
+#define ERR(name) NAPSYNC__V1__ERROR_CODE__ERROR_CODE_##name
+
+#define UUID_LEN 36
+/* The packed ChangePage around its records: next_cursor (tag, length,
+ * NS_FEED_CURSOR_MAX bytes) and more (tag, value). */
+#define PAGE_OVERHEAD 64
+
+/* One page: the head, the epoch and the first named plan that is not
+ * readable, then at most $6 feed rows after $1 in the readable tenants
+ * (LEFT JOIN: the first three columns come back even for an empty page).
+ * Everything is read in one snapshot, which is what makes "the head" a
+ * safe next cursor for an empty page: every change numbered up to it has
+ * committed (seq is taken under sync_feed_head's row lock until COMMIT).
+ * No row is read when the cursor is of another epoch or above the head, or
+ * when a named plan is not readable. Parameters: $1 cursor seq, $2 cursor
+ * epoch (NULL: any), $3 plan ids, $4 organisation ids (uuid[] literals),
+ * $5 the principal's organisation, $6 the row limit. */
+static const char page_sql[] =
+    "WITH h AS (SELECT seq, epoch FROM sync_feed_head),"
+    " readable AS ("
+    "  SELECT p.id FROM plans p"
+    "   WHERE (p.id = ANY($3::uuid[]) OR p.owner_id = ANY($4::uuid[]))"
+    "     AND (p.owner_id = $5::uuid OR p.status IS DISTINCT FROM 'draft')),"
+    " denied AS ("
+    "  SELECT min(x.id::text) AS id FROM unnest($3::uuid[]) AS x(id)"
+    "   WHERE NOT EXISTS (SELECT 1 FROM readable r WHERE r.id = x.id)),"
+    " page AS ("
+    "  SELECT f.seq, r.entity_type, r.record_id, r.version, r.deleted, r.tenant_id,"
+    "         r.after::text, pr.name,"
+    "         to_char(r.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+    "    FROM sync_feed f"
+    "    JOIN sync_revisions r USING (entity_type, record_id, version)"
+    "    JOIN principals pr ON pr.id = r.principal_id"
+    "   WHERE f.seq > $1::bigint"
+    "     AND f.tenant_id IN (SELECT id FROM readable)"
+    "     AND (SELECT id FROM denied) IS NULL"
+    "     AND EXISTS (SELECT 1 FROM h WHERE ($2::uuid IS NULL OR h.epoch = $2::uuid)"
+    "                                   AND h.seq >= $1::bigint)"
+    "   ORDER BY f.seq"
+    "   LIMIT $6::int)"
+    " SELECT h.seq, h.epoch, (SELECT id FROM denied), page.*"
+    "   FROM h LEFT JOIN page ON true"
+    "  ORDER BY page.seq";
+
+enum {
+    COL_HEAD,
+    COL_EPOCH,
+    COL_DENIED,
+    COL_SEQ,
+    COL_TYPE,
+    COL_ID,
+    COL_VERSION,
+    COL_DELETED,
+    COL_TENANT,
+    COL_AFTER,
+    COL_BY,
+    COL_AT,
+    NCOLS,
+};
+
+/* What a page query needs; a Pull's lives until its answer, a
+ * subscription's as long as the subscription (seq and epoch advance). */
+typedef struct {
+    int64_t seq;
+    char epoch[UUID_LEN + 1]; /* "": not known yet (empty cursor), any epoch */
+    char org[UUID_LEN + 1];   /* the principal's organisation */
+    uint32_t page_size;
+    char *plans; /* uuid[] literals; one allocation, plans first, owned */
+    char *orgs;
+} feed_query;
+
+typedef struct {
+    ns_feed *f;
+    feed_query q;
+    ns_feed_page_cb cb;
+    void *ud;
+} pull_op;
+
+struct ns_feed_sub {
+    ns_feed *f;
+    ns_feed_sub *prev, *next;   /* f->subs, until unsubscribed */
+    ns_feed_sub *rprev, *rnext; /* f->ready, while queued */
+    feed_query q;
+    ns_feed_page_cb cb;
+    void *ud;
+    bool delivered; /* the first page went out */
+    bool again;     /* a query is due (more pages, or a wake-up) */
+    bool inflight;  /* its query is running: f->running counts it */
+    bool queued;    /* waiting in f->ready for a query slot */
+    bool paused;
+    bool retry; /* its last query could not run: the retry timer wakes it */
+    bool ended; /* an error was delivered: no more queries */
+    bool in_cb;
+    bool closed; /* unsubscribed: freed once no query or callback holds it */
+};
+
+struct ns_feed {
+    uv_loop_t *loop;
+    ns_db *db;
+    const ns_registry *reg;
+    ns_feed_options opt;
+    uv_timer_t retry_timer;
+    ns_feed_sub *subs;
+    ns_feed_sub *ready_head, *ready_tail;
+    uint32_t running; /* subscription queries in flight */
+};
+
+/* A page under construction. Its strings point into the database result,
+ * so it is delivered and freed within the result callback. */
+typedef struct {
+    Napsync__V1__ChangePage page;
+    Napsync__V1__Record *recs;
+    Napsync__V1__Record **ptrs;
+    Napsync__V1__FieldSet *pbfs;
+    ns_fieldset *fs;
+    size_t n; /* records complete: each owns fs[i] and pbfs[i] */
+    int64_t next;
+    char epoch[UUID_LEN + 1];
+    char cursor[NS_FEED_CURSOR_MAX + 1];
+} page_build;
+
+/* ---- small parsers ------------------------------------------------------------ */
+
+static bool is_hex(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* A UUID 8-4-4-4-12, copied to out in lower case. lower_only refuses upper
+ * case (cursors are exactly what this server wrote). */
+static bool uuid_copy(char out[UUID_LEN + 1], const char *s, bool lower_only)
+{
+    if (s == NULL || strnlen(s, UUID_LEN + 1) != UUID_LEN)
+        return false;
+    for (size_t i = 0; i < UUID_LEN; i++) {
+        char c = s[i];
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (c != '-')
+                return false;
+        } else if (!is_hex(c) || (lower_only && c >= 'A' && c <= 'F')) {
+            return false;
+        } else if (c >= 'A' && c <= 'F') {
+            c = (char)(c - 'A' + 'a');
+        }
+        out[i] = c;
+    }
+    out[UUID_LEN] = '\0';
+    return true;
+}
+
+/* A non-negative int64 in canonical decimal: digits only, no sign, no
+ * leading zero but for "0" itself. len bytes of s (no NUL needed). */
+static bool parse_seq(const char *s, size_t len, int64_t *out)
+{
+    if (len == 0 || len > 19 || (s[0] == '0' && len > 1))
+        return false;
+    int64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        int d = s[i] - '0';
+        if (v > (INT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return true;
+}
+
+static bool parse_seq_str(const char *s, int64_t *out)
+{
+    return s != NULL && parse_seq(s, strnlen(s, 20), out);
+}
+
+/* "" or "v1.<lowercase uuid>.<seq>". */
+static bool cursor_parse(const char *s, int64_t *seq, char epoch[UUID_LEN + 1])
+{
+    if (s == NULL || s[0] == '\0') {
+        *seq = 0;
+        epoch[0] = '\0';
+        return true;
+    }
+    size_t len = strnlen(s, NS_FEED_CURSOR_MAX + 1);
+    if (len > NS_FEED_CURSOR_MAX || len < 3 + UUID_LEN + 2 || memcmp(s, "v1.", 3) != 0 ||
+        s[3 + UUID_LEN] != '.')
+        return false;
+    char id[UUID_LEN + 1];
+    memcpy(id, s + 3, UUID_LEN);
+    id[UUID_LEN] = '\0';
+    if (!uuid_copy(epoch, id, true))
+        return false;
+    return parse_seq(s + 4 + UUID_LEN, len - 4 - UUID_LEN, seq);
+}
+
+static size_t varint_size(size_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+/* ---- requests -> page queries -------------------------------------------------- */
+
+static void query_free(feed_query *q)
+{
+    free(q->plans);
+    q->plans = q->orgs = NULL;
+}
+
+__attribute__((format(printf, 3, 4))) static int bad(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (err != NULL && errlen > 0)
+        vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return ERR(INVALID_ARGUMENT);
+}
+
+/* Appends a UUID to a "{a,b" list under construction. */
+static void list_add(char *list, size_t *len, const char *id)
+{
+    char sep = *len == 0 ? '{' : ',';
+    list[(*len)++] = sep;
+    memcpy(list + *len, id, UUID_LEN);
+    *len += UUID_LEN;
+}
+
+static void list_end(char *list, size_t *len)
+{
+    if (*len == 0)
+        list[(*len)++] = '{';
+    list[(*len)++] = '}';
+    list[(*len)++] = '\0';
+}
+
+/* Checks a request's cursor and scopes and fills q. Returns 0 or an error
+ * code with a message; on error q owns nothing. */
+static int query_init(const ns_feed *f, const ns_identity_info *who, const char *cursor,
+                      size_t nscopes, Napsync__V1__Scope *const *scopes, uint32_t page_size,
+                      feed_query *q, char *err, size_t errlen)
+{
+    memset(q, 0, sizeof(*q));
+    if (who == NULL || !uuid_copy(q->org, who->organisation_id, false)) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "the session has no organisation");
+        return ERR(INTERNAL);
+    }
+    if (!cursor_parse(cursor, &q->seq, q->epoch))
+        return bad(err, errlen, "cursor: not a cursor this server writes (v1.<epoch>.<seq>)");
+    if (nscopes == 0)
+        return bad(err, errlen, "scopes: at least one scope (a plan or an organisation)");
+    if (nscopes > NS_FEED_MAX_SCOPES)
+        return bad(err, errlen, "scopes: %zu scopes, at most %d", nscopes, NS_FEED_MAX_SCOPES);
+    size_t nplans = 0;
+    for (size_t i = 0; i < nscopes; i++) {
+        const Napsync__V1__Scope *sc = scopes[i];
+        if (sc == NULL || (sc->kind_case != NAPSYNC__V1__SCOPE__KIND_PLAN_ID &&
+                           sc->kind_case != NAPSYNC__V1__SCOPE__KIND_ORGANISATION_ID))
+            return bad(err, errlen, "scopes[%zu]: neither a plan nor an organisation", i);
+        if (sc->kind_case == NAPSYNC__V1__SCOPE__KIND_PLAN_ID)
+            nplans++;
+    }
+    /* "{", ids with their separators, "}", NUL: for each of the two lists. */
+    size_t cap_plans = 3 + nplans * (UUID_LEN + 1);
+    size_t cap_orgs = 3 + (nscopes - nplans) * (UUID_LEN + 1);
+    char *buf = malloc(cap_plans + cap_orgs);
+    if (buf == NULL) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "out of memory");
+        return ERR(INTERNAL);
+    }
+    size_t lp = 0, lo = 0;
+    char *orgs = buf + cap_plans;
+    for (size_t i = 0; i < nscopes; i++) {
+        const Napsync__V1__Scope *sc = scopes[i];
+        bool plan = sc->kind_case == NAPSYNC__V1__SCOPE__KIND_PLAN_ID;
+        char id[UUID_LEN + 1];
+        if (!uuid_copy(id, plan ? sc->plan_id : sc->organisation_id, false)) {
+            free(buf);
+            return bad(err, errlen, "scopes[%zu]: %s id is not a UUID", i,
+                       plan ? "plan" : "organisation");
+        }
+        if (plan)
+            list_add(buf, &lp, id);
+        else
+            list_add(orgs, &lo, id);
+    }
+    list_end(buf, &lp);
+    list_end(orgs, &lo);
+    q->plans = buf;
+    q->orgs = orgs;
+    q->page_size = page_size == 0 ? f->opt.default_page_size : page_size;
+    if (q->page_size > f->opt.max_page_size)
+        q->page_size = f->opt.max_page_size;
+    return 0;
+}
+
+static ns_db_status query_run(ns_feed *f, const feed_query *q, ns_db_cb cb, void *ud)
+{
+    char seq[24], limit[16];
+    snprintf(seq, sizeof(seq), "%lld", (long long)q->seq);
+    /* One row more than the page: its presence is what "more" means. */
+    snprintf(limit, sizeof(limit), "%u", q->page_size + 1);
+    const char *v[6] = {seq,  q->epoch[0] != '\0' ? q->epoch : NULL, q->plans, q->orgs, q->org,
+                        limit};
+    return ns_db_query(f->db, page_sql, 6, v, cb, ud);
+}
+
+/* An error code for a query that could not be queued. */
+static int queue_error(ns_db_status st, char *err, size_t errlen)
+{
+    int code = st == NS_DB_SHUTDOWN                                ? ERR(SHUTTING_DOWN)
+               : st == NS_DB_UNAVAILABLE || st == NS_DB_QUEUE_FULL ? ERR(UNAVAILABLE)
+                                                                   : ERR(INTERNAL);
+    if (err != NULL && errlen > 0)
+        snprintf(err, errlen, "%s",
+                 code == ERR(SHUTTING_DOWN) ? "the server is shutting down"
+                 : code == ERR(UNAVAILABLE) ? "the database is unavailable; retry"
+                                            : "the feed could not be read");
+    return code;
+}
+
+/* ---- database result -> ChangePage ---------------------------------------------- */
+
+static void page_free(page_build *pb)
+{
+    for (size_t i = 0; i < pb->n; i++) {
+        ns_fieldset_pb_clear(&pb->pbfs[i]);
+        ns_fieldset_free(&pb->fs[i]);
+    }
+    free(pb->recs);
+    free(pb->ptrs);
+    free(pb->pbfs);
+    free(pb->fs);
+    memset(pb, 0, sizeof(*pb));
+}
+
+__attribute__((format(printf, 3, 4))) static int internal(char *msg, size_t msglen, const char *fmt,
+                                                          ...)
+{
+    char why[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    ns_log_error("feed: %s", why);
+    snprintf(msg, msglen, "the feed could not be read");
+    return ERR(INTERNAL);
+}
+
+/* Every field of the type: those missing from the revision are null, so
+ * that a record always carries its whole state. */
+static int complete_fields(const ns_entity_type *t, ns_fieldset *fs)
+{
+    for (size_t i = 0; i < t->nfields; i++) {
+        if (ns_fieldset_get(fs, t->fields[i].name) != NULL)
+            continue;
+        ns_value v;
+        ns_value_init_null(&v, t->fields[i].type.kind);
+        if (ns_fieldset_set(fs, t->fields[i].name, &v) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Builds record i of the page from result row i. Returns 0, or an error
+ * code with the record left owning nothing. */
+static int record_build(ns_feed *f, const ns_db_result *res, int row, page_build *pb, size_t i,
+                        int64_t *seq, char *msg, size_t msglen)
+{
+    const char *s_seq = ns_db_result_value(res, row, COL_SEQ);
+    const char *type = ns_db_result_value(res, row, COL_TYPE);
+    const char *id = ns_db_result_value(res, row, COL_ID);
+    const char *version = ns_db_result_value(res, row, COL_VERSION);
+    const char *deleted = ns_db_result_value(res, row, COL_DELETED);
+    const char *tenant = ns_db_result_value(res, row, COL_TENANT);
+    const char *after = ns_db_result_value(res, row, COL_AFTER);
+    const char *by = ns_db_result_value(res, row, COL_BY);
+    const char *at = ns_db_result_value(res, row, COL_AT);
+    int64_t ver;
+    if (!parse_seq_str(s_seq, seq) || type == NULL || id == NULL || !parse_seq_str(version, &ver) ||
+        ver < 1 || deleted == NULL || tenant == NULL || after == NULL || by == NULL || at == NULL)
+        return internal(msg, msglen, "malformed feed row %d", row);
+    const ns_entity_type *t = ns_registry_find(f->reg, type);
+    if (t == NULL)
+        return internal(msg, msglen,
+                        "feed seq %lld: entity type %.40s is unknown to this daemon "
+                        "(restart it after a migration)",
+                        (long long)*seq, type);
+    char why[256];
+    if (ns_fields_from_json_text(t, after, strlen(after), &pb->fs[i], why, sizeof(why)) != 0)
+        return internal(msg, msglen, "feed seq %lld (%s %s v%lld): %s", (long long)*seq, t->name,
+                        id, (long long)ver, why);
+    pb->pbfs[i] = (Napsync__V1__FieldSet)NAPSYNC__V1__FIELD_SET__INIT;
+    if (complete_fields(t, &pb->fs[i]) != 0 || ns_fieldset_to_pb(&pb->fs[i], &pb->pbfs[i]) != 0) {
+        ns_fieldset_pb_clear(&pb->pbfs[i]);
+        ns_fieldset_free(&pb->fs[i]);
+        return internal(msg, msglen, "out of memory building a page");
+    }
+    Napsync__V1__Record *r = &pb->recs[i];
+    *r = (Napsync__V1__Record)NAPSYNC__V1__RECORD__INIT;
+    /* protobuf-c's fields are not const; the page is only packed, never
+     * written through. */
+    r->entity_type = (char *)t->name;
+    r->id = (char *)id;
+    r->version = (uint64_t)ver;
+    r->deleted = deleted[0] == 't';
+    r->tenant_id = (char *)tenant;
+    r->fields = &pb->pbfs[i];
+    r->changed_by = (char *)by;
+    r->changed_at = (char *)at;
+    pb->ptrs[i] = r;
+    return 0;
+}
+
+/* Turns a page query's answer into a page for q, or an error code with a
+ * message for the client. On success pb must be released with page_free. */
+static int page_build_from(ns_feed *f, const feed_query *q, ns_db_status st,
+                           const ns_db_result *res, page_build *pb, char *msg, size_t msglen)
+{
+    memset(pb, 0, sizeof(*pb));
+    if (st != NS_DB_OK) {
+        if (st == NS_DB_QUERY_FAILED)
+            return internal(msg, msglen, "page query: %s %s", ns_db_result_sqlstate(res),
+                            ns_db_result_message(res));
+        return queue_error(st, msg, msglen);
+    }
+    int rows = ns_db_result_rows(res);
+    int64_t head;
+    if (rows < 1 || ns_db_result_cols(res) != NCOLS ||
+        !parse_seq_str(ns_db_result_value(res, 0, COL_HEAD), &head) ||
+        !uuid_copy(pb->epoch, ns_db_result_value(res, 0, COL_EPOCH), true))
+        return internal(msg, msglen, "page query: unexpected result shape");
+    if ((q->epoch[0] != '\0' && strcmp(q->epoch, pb->epoch) != 0) || q->seq > head) {
+        snprintf(msg, msglen, "%s",
+                 q->seq > head ? "the cursor is ahead of this server's feed (restored?); "
+                                 "pull again from the beginning"
+                               : "the cursor belongs to another history of this server "
+                                 "(restored?); pull again from the beginning");
+        return ERR(CURSOR_UNKNOWN);
+    }
+    const char *denied = ns_db_result_value(res, 0, COL_DENIED);
+    if (denied != NULL) {
+        snprintf(msg, msglen, "plan %.36s is not readable by this principal, or does not exist",
+                 denied);
+        return ERR(PERMISSION_DENIED);
+    }
+    size_t found = ns_db_result_value(res, 0, COL_SEQ) == NULL ? 0 : (size_t)rows;
+    if (found > (size_t)q->page_size + 1)
+        return internal(msg, msglen, "page query returned %zu rows", found);
+    size_t take = found > q->page_size ? q->page_size : found;
+    bool more = found > take;
+    if (take > 0) {
+        pb->recs = calloc(take, sizeof(*pb->recs));
+        pb->ptrs = calloc(take, sizeof(*pb->ptrs));
+        pb->pbfs = calloc(take, sizeof(*pb->pbfs));
+        pb->fs = calloc(take, sizeof(*pb->fs));
+        if (pb->recs == NULL || pb->ptrs == NULL || pb->pbfs == NULL || pb->fs == NULL) {
+            page_free(pb);
+            return internal(msg, msglen, "out of memory building a page");
+        }
+    }
+    size_t budget = f->opt.max_page_bytes - PAGE_OVERHEAD, used = 0;
+    int64_t last = q->seq;
+    for (size_t i = 0; i < take; i++) {
+        int64_t seq;
+        int code = record_build(f, res, (int)i, pb, i, &seq, msg, msglen);
+        if (code == 0 && seq <= last) {
+            ns_fieldset_pb_clear(&pb->pbfs[i]);
+            ns_fieldset_free(&pb->fs[i]);
+            code =
+                internal(msg, msglen, "feed seq %lld after %lld", (long long)seq, (long long)last);
+        }
+        if (code != 0) {
+            page_free(pb);
+            return code;
+        }
+        size_t sz = napsync__v1__record__get_packed_size(&pb->recs[i]);
+        sz += 1 + varint_size(sz);
+        if (i > 0 && used + sz > budget) {
+            /* Cut here: the record goes in the next page. */
+            ns_fieldset_pb_clear(&pb->pbfs[i]);
+            ns_fieldset_free(&pb->fs[i]);
+            more = true;
+            break;
+        }
+        used += sz;
+        pb->n = i + 1;
+        last = seq;
+    }
+    if (last > head) {
+        page_free(pb);
+        return internal(msg, msglen, "feed seq %lld above the head %lld", (long long)last,
+                        (long long)head);
+    }
+    /* Not more: the page held every change in scope up to the head. */
+    pb->next = more ? last : head;
+    snprintf(pb->cursor, sizeof(pb->cursor), "v1.%s.%lld", pb->epoch, (long long)pb->next);
+    pb->page = (Napsync__V1__ChangePage)NAPSYNC__V1__CHANGE_PAGE__INIT;
+    pb->page.n_records = pb->n;
+    pb->page.records = pb->ptrs;
+    pb->page.next_cursor = pb->cursor;
+    pb->page.more = more;
+    return 0;
+}
+
+/* ---- Pull ------------------------------------------------------------------------ */
+
+static void on_pull_result(ns_db_status st, const ns_db_result *res, void *ud)
+{
+    pull_op *op = ud;
+    page_build pb;
+    char msg[256];
+    int code = page_build_from(op->f, &op->q, st, res, &pb, msg, sizeof(msg));
+    if (code == 0) {
+        op->cb(0, NULL, &pb.page, op->ud);
+        page_free(&pb);
+    } else {
+        op->cb(code, msg, NULL, op->ud);
+    }
+    query_free(&op->q);
+    free(op);
+}
+
+int ns_feed_pull(ns_feed *f, const ns_identity_info *who, const Napsync__V1__Pull *req,
+                 ns_feed_page_cb cb, void *ud, char *err, size_t errlen)
+{
+    if (f == NULL || req == NULL || cb == NULL)
+        return bad(err, errlen, "no request");
+    pull_op *op = calloc(1, sizeof(*op));
+    if (op == NULL)
+        return queue_error(NS_DB_NOMEM, err, errlen);
+    int code = query_init(f, who, req->cursor, req->n_scopes, req->scopes, req->page_size, &op->q,
+                          err, errlen);
+    if (code != 0) {
+        free(op);
+        return code;
+    }
+    op->f = f;
+    op->cb = cb;
+    op->ud = ud;
+    ns_db_status st = query_run(f, &op->q, on_pull_result, op);
+    if (st != NS_DB_OK) {
+        query_free(&op->q);
+        free(op);
+        return queue_error(st, err, errlen);
+    }
+    return 0;
+}
+
+/* ---- subscriptions ------------------------------------------------------------------ */
+
+static void ready_remove(ns_feed *f, ns_feed_sub *s)
+{
+    if (!s->queued)
+        return;
+    if (s->rprev != NULL)
+        s->rprev->rnext = s->rnext;
+    else
+        f->ready_head = s->rnext;
+    if (s->rnext != NULL)
+        s->rnext->rprev = s->rprev;
+    else
+        f->ready_tail = s->rprev;
+    s->rprev = s->rnext = NULL;
+    s->queued = false;
+}
+
+static void ready_push(ns_feed *f, ns_feed_sub *s)
+{
+    s->rnext = NULL;
+    s->rprev = f->ready_tail;
+    if (f->ready_tail != NULL)
+        f->ready_tail->rnext = s;
+    else
+        f->ready_head = s;
+    f->ready_tail = s;
+    s->queued = true;
+}
+
+static void sub_free(ns_feed_sub *s)
+{
+    query_free(&s->q);
+    free(s);
+}
+
+static void on_retry(uv_timer_t *t);
+
+static void arm_retry(ns_feed *f)
+{
+    if (!uv_is_active((uv_handle_t *)&f->retry_timer))
+        uv_timer_start(&f->retry_timer, on_retry, f->opt.retry_ms, 0);
+}
+
+static void on_sub_result(ns_db_status st, const ns_db_result *res, void *ud);
+
+/* Starts the subscription's next page query; the caller checked that it
+ * may run. */
+static ns_db_status sub_start(ns_feed_sub *s)
+{
+    ns_feed *f = s->f;
+    ns_db_status st = query_run(f, &s->q, on_sub_result, s);
+    if (st == NS_DB_OK) {
+        s->again = false;
+        s->retry = false;
+        s->inflight = true;
+        f->running++;
+    } else if (st != NS_DB_SHUTDOWN) {
+        /* Still due: the timer tries again. After ns_db_close nothing will
+         * run any more; the owner ends the subscription. */
+        s->retry = true;
+        arm_retry(f);
+    }
+    return st;
+}
+
+static bool sub_runnable(const ns_feed_sub *s)
+{
+    return s->again && !s->closed && !s->ended && !s->paused && !s->inflight;
+}
+
+/* Runs the subscription's query now if one is due and a slot is free, or
+ * queues it for the next free slot. */
+static void sub_kick(ns_feed_sub *s)
+{
+    ns_feed *f = s->f;
+    if (!sub_runnable(s) || s->queued)
+        return;
+    if (f->running >= f->opt.max_sub_queries)
+        ready_push(f, s);
+    else
+        (void)sub_start(s);
+}
+
+/* Gives free query slots to the subscriptions waiting for one, in order. */
+static void feed_pump(ns_feed *f)
+{
+    while (f->running < f->opt.max_sub_queries && f->ready_head != NULL) {
+        ns_feed_sub *s = f->ready_head;
+        ready_remove(f, s);
+        if (sub_runnable(s))
+            (void)sub_start(s);
+    }
+}
+
+static void sub_call(ns_feed_sub *s, int code, const char *msg, const Napsync__V1__ChangePage *page)
+{
+    s->in_cb = true;
+    s->cb(code, msg, page, s->ud);
+    s->in_cb = false;
+}
+
+static void on_sub_result(ns_db_status st, const ns_db_result *res, void *ud)
+{
+    ns_feed_sub *s = ud;
+    ns_feed *f = s->f;
+
+    s->inflight = false;
+    f->running--;
+    if (s->closed) {
+        sub_free(s);
+        feed_pump(f);
+        return;
+    }
+    if (st == NS_DB_UNAVAILABLE || st == NS_DB_QUEUE_FULL) {
+        s->again = true;
+        s->retry = true;
+        arm_retry(f);
+        feed_pump(f);
+        return;
+    }
+    page_build pb;
+    char msg[256];
+    int code = page_build_from(f, &s->q, st, res, &pb, msg, sizeof(msg));
+    if (code != 0) {
+        s->ended = true;
+        sub_call(s, code, msg, NULL);
+    } else {
+        s->q.seq = pb.next;
+        memcpy(s->q.epoch, pb.epoch, sizeof(s->q.epoch));
+        if (pb.page.more)
+            s->again = true;
+        if (pb.n > 0 || !s->delivered) {
+            s->delivered = true;
+            sub_call(s, 0, NULL, &pb.page);
+        }
+        page_free(&pb);
+    }
+    if (s->closed) {
+        sub_free(s);
+        feed_pump(f);
+        return;
+    }
+    /* Those waiting for a slot go first, so a long catch-up takes turns
+     * with the others instead of keeping its slot. */
+    feed_pump(f);
+    sub_kick(s);
+}
+
+static void on_retry(uv_timer_t *t)
+{
+    ns_feed *f = t->data;
+    for (ns_feed_sub *s = f->subs; s != NULL; s = s->next) {
+        if (s->retry) {
+            s->retry = false;
+            s->again = true;
+            sub_kick(s);
+        }
+    }
+}
+
+/* A new head (payload), or NULL: LISTEN (re)started and something may have
+ * been missed. */
+static void on_notify(const char *channel, const char *payload, void *ud)
+{
+    ns_feed *f = ud;
+    (void)channel;
+    int64_t head = 0;
+    bool all = payload == NULL || !parse_seq_str(payload, &head);
+    for (ns_feed_sub *s = f->subs; s != NULL; s = s->next) {
+        /* s->q.seq is the cursor of a query in flight too: if it is at
+         * the head already, that query cannot miss this change. */
+        if (!all && s->q.seq >= head)
+            continue;
+        s->again = true;
+        sub_kick(s);
+    }
+}
+
+int ns_feed_subscribe(ns_feed *f, const ns_identity_info *who, const Napsync__V1__Subscribe *req,
+                      ns_feed_page_cb cb, void *ud, ns_feed_sub **out, char *err, size_t errlen)
+{
+    if (f == NULL || req == NULL || cb == NULL || out == NULL)
+        return bad(err, errlen, "no request");
+    ns_feed_sub *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return queue_error(NS_DB_NOMEM, err, errlen);
+    int code = query_init(f, who, req->cursor, req->n_scopes, req->scopes, 0, &s->q, err, errlen);
+    if (code != 0) {
+        free(s);
+        return code;
+    }
+    s->f = f;
+    s->cb = cb;
+    s->ud = ud;
+    s->again = true;
+    if (f->running < f->opt.max_sub_queries) {
+        ns_db_status st = query_run(f, &s->q, on_sub_result, s);
+        if (st != NS_DB_OK) {
+            sub_free(s);
+            return queue_error(st, err, errlen);
+        }
+        s->again = false;
+        s->inflight = true;
+        f->running++;
+    } else {
+        ready_push(f, s);
+    }
+    s->next = f->subs;
+    if (f->subs != NULL)
+        f->subs->prev = s;
+    f->subs = s;
+    *out = s;
+    return 0;
+}
+
+void ns_feed_unsubscribe(ns_feed_sub *s)
+{
+    if (s == NULL || s->closed)
+        return;
+    ns_feed *f = s->f;
+    s->closed = true;
+    ready_remove(f, s);
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        f->subs = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+    s->prev = s->next = NULL;
+    /* Otherwise the query's answer, or the callback's return, frees it. */
+    if (!s->inflight && !s->in_cb)
+        sub_free(s);
+}
+
+void ns_feed_sub_pause(ns_feed_sub *s)
+{
+    if (s == NULL || s->closed)
+        return;
+    s->paused = true;
+    if (s->queued) {
+        /* It keeps its due query (again) for resume. */
+        ready_remove(s->f, s);
+    }
+}
+
+void ns_feed_sub_resume(ns_feed_sub *s)
+{
+    if (s == NULL || s->closed || !s->paused)
+        return;
+    s->paused = false;
+    sub_kick(s);
+}
+
+/* ---- the feed ------------------------------------------------------------------------- */
+
+int ns_feed_open(uv_loop_t *loop, ns_db *db, const ns_registry *reg, const ns_feed_options *opt,
+                 ns_feed **out)
+{
+    if (loop == NULL || db == NULL || reg == NULL || out == NULL)
+        return -1;
+    ns_feed_options o = {0};
+    if (opt != NULL)
+        o = *opt;
+    if (o.max_page_size == 0)
+        o.max_page_size = NS_FEED_MAX_PAGE_SIZE;
+    if (o.default_page_size == 0)
+        o.default_page_size = o.max_page_size < NS_FEED_DEFAULT_PAGE_SIZE
+                                  ? o.max_page_size
+                                  : NS_FEED_DEFAULT_PAGE_SIZE;
+    if (o.max_page_bytes == 0)
+        o.max_page_bytes = NS_FRAME_DEFAULT_MAX - 4096;
+    if (o.max_sub_queries == 0)
+        o.max_sub_queries = 4;
+    if (o.retry_ms == 0)
+        o.retry_ms = 1000;
+    if (o.max_page_size > NS_FEED_MAX_PAGE_SIZE || o.default_page_size > o.max_page_size ||
+        o.max_page_bytes <= 2 * PAGE_OVERHEAD || o.max_page_bytes > NS_FRAME_MAX_LIMIT)
+        return -1;
+    ns_feed *f = calloc(1, sizeof(*f));
+    if (f == NULL)
+        return -1;
+    f->loop = loop;
+    f->db = db;
+    f->reg = reg;
+    f->opt = o;
+    if (uv_timer_init(loop, &f->retry_timer) != 0) {
+        free(f);
+        return -1;
+    }
+    f->retry_timer.data = f;
+    if (ns_db_listen(db, NS_FEED_CHANNEL, on_notify, f) != NS_DB_OK) {
+        /* The timer is the only handle; it must be closed before f goes. */
+        ns_feed_close(f);
+        return -1;
+    }
+    *out = f;
+    return 0;
+}
+
+static void on_feed_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void ns_feed_close(ns_feed *f)
+{
+    if (f == NULL)
+        return;
+    size_t left = 0;
+    while (f->subs != NULL) {
+        ns_feed_sub *s = f->subs;
+        f->subs = s->next;
+        sub_free(s);
+        left++;
+    }
+    if (left > 0)
+        ns_log_warn("feed: closed with %zu subscriptions still open", left);
+    f->ready_head = f->ready_tail = NULL;
+    uv_timer_stop(&f->retry_timer);
+    uv_close((uv_handle_t *)&f->retry_timer, on_feed_closed);
+}
