@@ -319,6 +319,88 @@ static void handle_pull(ns_session *s, uint64_t request_id, const Napsync__V1__P
     hold_for_answer(s);
 }
 
+static void on_conflicts_listed(int code, const char *message,
+                                const Napsync__V1__ConflictList *list, void *ud)
+{
+    request_op op = *(request_op *)ud;
+    free(ud);
+    ns_session *s = op.session;
+    if (answerable(s)) {
+        if (list) {
+            ns_envelope env = NAPSYNC__V1__ENVELOPE__INIT;
+            env.request_id = op.request_id;
+            env.body_case = NAPSYNC__V1__ENVELOPE__BODY_CONFLICT_LIST;
+            env.conflict_list = (Napsync__V1__ConflictList *)list;
+            ns_session_send(s, &env);
+        } else {
+            ns_session_send_error(s, op.request_id, code, false,
+                                  code == ERR(UNAVAILABLE) ? 1000 : 0, "%s", message);
+        }
+    }
+    end_request(s);
+}
+
+static void handle_list_conflicts(ns_session *s, uint64_t request_id,
+                                  const Napsync__V1__ListConflicts *req)
+{
+    request_op *op = begin_request(s, request_id);
+    if (op == NULL) {
+        ns_session_send_error(s, request_id, ERR(INTERNAL), false, 1000, "out of memory");
+        return;
+    }
+    char err[512];
+    int code = ns_conflicts_list(s->server->conflicts, &s->identity, req, on_conflicts_listed, op,
+                                 err, sizeof(err));
+    if (code != 0) {
+        free(op);
+        ns_session_send_error(s, request_id, code, code == ERR(SHUTTING_DOWN),
+                              code == ERR(UNAVAILABLE) ? 1000 : 0, "%s", err);
+        return;
+    }
+    hold_for_answer(s);
+}
+
+static void on_resolved(const Napsync__V1__MutationResult *result, Napsync__V1__ErrorCode code,
+                        const char *message, void *ud)
+{
+    request_op op = *(request_op *)ud;
+    free(ud);
+    ns_session *s = op.session;
+    if (answerable(s)) {
+        if (result) {
+            ns_envelope env = NAPSYNC__V1__ENVELOPE__INIT;
+            env.request_id = op.request_id;
+            env.body_case = NAPSYNC__V1__ENVELOPE__BODY_MUTATION_RESULT;
+            env.mutation_result = (Napsync__V1__MutationResult *)result;
+            ns_session_send(s, &env);
+        } else {
+            ns_session_send_error(s, op.request_id, (int)code, false,
+                                  code == ERR(UNAVAILABLE) ? 1000 : 0, "%s", message);
+        }
+    }
+    end_request(s);
+}
+
+static void handle_resolve_conflict(ns_session *s, uint64_t request_id,
+                                    const Napsync__V1__ResolveConflict *req)
+{
+    request_op *op = begin_request(s, request_id);
+    if (op == NULL) {
+        ns_session_send_error(s, request_id, ERR(INTERNAL), false, 1000, "out of memory");
+        return;
+    }
+    char err[512];
+    int code = ns_conflicts_resolve(s->server->conflicts, &s->identity, req, on_resolved, op, err,
+                                    sizeof(err));
+    if (code != 0) {
+        free(op);
+        ns_session_send_error(s, request_id, code, code == ERR(SHUTTING_DOWN),
+                              code == ERR(UNAVAILABLE) ? 1000 : 0, "%s", err);
+        return;
+    }
+    hold_for_answer(s);
+}
+
 /* Pages of a subscription arrive whenever the feed has them; the session
  * unsubscribes when it closes, after which this is never called. */
 static void on_subscription_page(int code, const char *message, const Napsync__V1__ChangePage *page,
@@ -379,6 +461,12 @@ static void dispatch(ns_session *s, const ns_envelope *env)
     case NAPSYNC__V1__ENVELOPE__BODY_SUBSCRIBE:
         handle_subscribe(s, rid, env->subscribe);
         return;
+    case NAPSYNC__V1__ENVELOPE__BODY_LIST_CONFLICTS:
+        handle_list_conflicts(s, rid, env->list_conflicts);
+        return;
+    case NAPSYNC__V1__ENVELOPE__BODY_RESOLVE_CONFLICT:
+        handle_resolve_conflict(s, rid, env->resolve_conflict);
+        return;
     case NAPSYNC__V1__ENVELOPE__BODY_GOODBYE:
         ns_log(NS_LOG_DEBUG, s->id, ns_session_principal(s), "client said goodbye");
         ns_session_close(s, true);
@@ -396,6 +484,8 @@ static void dispatch(ns_session *s, const ns_envelope *env)
     case NAPSYNC__V1__ENVELOPE__BODY_PONG:
     case NAPSYNC__V1__ENVELOPE__BODY_PUSH_RESULT:
     case NAPSYNC__V1__ENVELOPE__BODY_CHANGE_PAGE:
+    case NAPSYNC__V1__ENVELOPE__BODY_CONFLICT_LIST:
+    case NAPSYNC__V1__ENVELOPE__BODY_MUTATION_RESULT:
         ns_session_send_error(s, rid, ERR(UNEXPECTED_MESSAGE), true, 0,
                               "a client may not send server responses");
         return;

@@ -29,31 +29,26 @@
  * epoch (NULL: any), $3 plan ids, $4 organisation ids (uuid[] literals),
  * $5 the principal's organisation, $6 the row limit. */
 static const char page_sql[] =
-    "WITH h AS (SELECT seq, epoch FROM sync_feed_head),"
-    " readable AS ("
-    "  SELECT p.id FROM plans p"
-    "   WHERE (p.id = ANY($3::uuid[]) OR p.owner_id = ANY($4::uuid[]))"
-    "     AND (p.owner_id = $5::uuid OR p.status IS DISTINCT FROM 'draft')),"
-    " denied AS ("
-    "  SELECT min(x.id::text) AS id FROM unnest($3::uuid[]) AS x(id)"
-    "   WHERE NOT EXISTS (SELECT 1 FROM readable r WHERE r.id = x.id)),"
-    " page AS ("
-    "  SELECT f.seq, r.entity_type, r.record_id, r.version, r.deleted, r.tenant_id,"
-    "         r.after::text, pr.name,"
-    "         to_char(r.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-    "    FROM sync_feed f"
-    "    JOIN sync_revisions r USING (entity_type, record_id, version)"
-    "    JOIN principals pr ON pr.id = r.principal_id"
-    "   WHERE f.seq > $1::bigint"
-    "     AND f.tenant_id IN (SELECT id FROM readable)"
-    "     AND (SELECT id FROM denied) IS NULL"
-    "     AND EXISTS (SELECT 1 FROM h WHERE ($2::uuid IS NULL OR h.epoch = $2::uuid)"
-    "                                   AND h.seq >= $1::bigint)"
-    "   ORDER BY f.seq"
-    "   LIMIT $6::int)"
-    " SELECT h.seq, h.epoch, (SELECT id FROM denied), page.*"
-    "   FROM h LEFT JOIN page ON true"
-    "  ORDER BY page.seq";
+    "WITH h AS (SELECT seq, epoch FROM sync_feed_head)," NS_FEED_SCOPE_CTES(
+        "$3", "$4",
+        "$5") ","
+              " page AS ("
+              "  SELECT f.seq, r.entity_type, r.record_id, r.version, r.deleted, r.tenant_id,"
+              "         r.after::text, pr.name,"
+              "         to_char(r.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+              "    FROM sync_feed f"
+              "    JOIN sync_revisions r USING (entity_type, record_id, version)"
+              "    JOIN principals pr ON pr.id = r.principal_id"
+              "   WHERE f.seq > $1::bigint"
+              "     AND f.tenant_id IN (SELECT id FROM readable)"
+              "     AND (SELECT id FROM denied) IS NULL"
+              "     AND EXISTS (SELECT 1 FROM h WHERE ($2::uuid IS NULL OR h.epoch = $2::uuid)"
+              "                                   AND h.seq >= $1::bigint)"
+              "   ORDER BY f.seq"
+              "   LIMIT $6::int)"
+              " SELECT h.seq, h.epoch, (SELECT id FROM denied), page.*"
+              "   FROM h LEFT JOIN page ON true"
+              "  ORDER BY page.seq";
 
 enum {
     COL_HEAD,
@@ -250,20 +245,22 @@ static void list_end(char *list, size_t *len)
     list[(*len)++] = '\0';
 }
 
-/* Checks a request's cursor and scopes and fills q. Returns 0 or an error
- * code with a message; on error q owns nothing. */
-static int query_init(const ns_feed *f, const ns_identity_info *who, const char *cursor,
-                      size_t nscopes, Napsync__V1__Scope *const *scopes, uint32_t page_size,
-                      feed_query *q, char *err, size_t errlen)
+void ns_feed_scopes_free(ns_feed_scopes *sc)
 {
-    memset(q, 0, sizeof(*q));
-    if (who == NULL || !uuid_copy(q->org, who->organisation_id, false)) {
+    free(sc->plans);
+    sc->plans = sc->orgs = NULL;
+}
+
+int ns_feed_scopes_parse(const ns_identity_info *who, size_t nscopes,
+                         Napsync__V1__Scope *const *scopes, ns_feed_scopes *out, char *err,
+                         size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    if (who == NULL || !uuid_copy(out->org, who->organisation_id, false)) {
         if (err != NULL && errlen > 0)
             snprintf(err, errlen, "the session has no organisation");
         return ERR(INTERNAL);
     }
-    if (!cursor_parse(cursor, &q->seq, q->epoch))
-        return bad(err, errlen, "cursor: not a cursor this server writes (v1.<epoch>.<seq>)");
     if (nscopes == 0)
         return bad(err, errlen, "scopes: at least one scope (a plan or an organisation)");
     if (nscopes > NS_FEED_MAX_SCOPES)
@@ -304,8 +301,27 @@ static int query_init(const ns_feed *f, const ns_identity_info *who, const char 
     }
     list_end(buf, &lp);
     list_end(orgs, &lo);
-    q->plans = buf;
-    q->orgs = orgs;
+    out->plans = buf;
+    out->orgs = orgs;
+    return 0;
+}
+
+/* Checks a request's cursor and scopes and fills q. Returns 0 or an error
+ * code with a message; on error q owns nothing. */
+static int query_init(const ns_feed *f, const ns_identity_info *who, const char *cursor,
+                      size_t nscopes, Napsync__V1__Scope *const *scopes, uint32_t page_size,
+                      feed_query *q, char *err, size_t errlen)
+{
+    memset(q, 0, sizeof(*q));
+    if (!cursor_parse(cursor, &q->seq, q->epoch))
+        return bad(err, errlen, "cursor: not a cursor this server writes (v1.<epoch>.<seq>)");
+    ns_feed_scopes sc;
+    int code = ns_feed_scopes_parse(who, nscopes, scopes, &sc, err, errlen);
+    if (code != 0)
+        return code;
+    memcpy(q->org, sc.org, sizeof(q->org));
+    q->plans = sc.plans;
+    q->orgs = sc.orgs;
     q->page_size = page_size == 0 ? f->opt.default_page_size : page_size;
     if (q->page_size > f->opt.max_page_size)
         q->page_size = f->opt.max_page_size;

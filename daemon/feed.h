@@ -96,6 +96,43 @@ typedef struct {
 typedef void (*ns_feed_page_cb)(int code, const char *message, const Napsync__V1__ChangePage *page,
                                 void *ud);
 
+/* The readability rule and the scopes as SQL and parameters, for every
+ * module that answers by scope (conflicts.c): one rule, one place.
+ * NS_FEED_PLAN_READABLE: P (a plans row's alias) is readable by the
+ * principal whose organisation is the uuid parameter ORG.
+ * NS_FEED_SCOPE_CTES: two common table expressions, "readable" (id: every
+ * readable plan the scopes name or whose owner they name, resolved in the
+ * statement's snapshot) and "denied" (id: the smallest named plan that is
+ * not readable or does not exist, as text; NULL when there is none), over
+ * the parameters PLANS and ORGS (uuid[] literals) and ORG. */
+#define NS_FEED_PLAN_READABLE(P, ORG)                                                              \
+    "(" P ".owner_id = " ORG "::uuid OR " P ".status IS DISTINCT FROM 'draft')"
+#define NS_FEED_SCOPE_CTES(PLANS, ORGS, ORG)                                                       \
+    " readable AS ("                                                                               \
+    "  SELECT p.id FROM plans p"                                                                   \
+    "   WHERE (p.id = ANY(" PLANS "::uuid[]) OR p.owner_id = ANY(" ORGS "::uuid[]))"               \
+    "     AND " NS_FEED_PLAN_READABLE(                                                             \
+        "p", ORG) "),"                                                                             \
+                  " denied AS ("                                                                   \
+                  "  SELECT min(x.id::text) AS id FROM unnest(" PLANS "::uuid[]) AS x(id)"         \
+                  "   WHERE NOT EXISTS (SELECT 1 FROM readable r WHERE r.id = x.id))"
+
+/* The parameters of NS_FEED_SCOPE_CTES. */
+typedef struct {
+    char org[37]; /* the principal's organisation, lowercase */
+    char *plans;  /* uuid[] literal; owns the one allocation (orgs points into it) */
+    char *orgs;
+} ns_feed_scopes;
+
+/* Checks scopes as Pull does (1 to NS_FEED_MAX_SCOPES, each a plan or an
+ * organisation by UUID) and fills out. Returns 0 (free with
+ * ns_feed_scopes_free), or INVALID_ARGUMENT / INTERNAL with a message in
+ * err and nothing to free. */
+__attribute__((warn_unused_result)) int
+ns_feed_scopes_parse(const ns_identity_info *who, size_t nscopes, Napsync__V1__Scope *const *scopes,
+                     ns_feed_scopes *out, char *err, size_t errlen);
+void ns_feed_scopes_free(ns_feed_scopes *sc);
+
 /* Creates the feed and LISTENs on NS_FEED_CHANNEL through db (one feed
  * per pool: the channel can be registered once). db and reg are borrowed
  * and must outlive the feed; opt may be NULL (defaults). Returns 0, or -1

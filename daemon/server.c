@@ -91,6 +91,11 @@ static void finish_shutdown(ns_server *s)
     uv_close((uv_handle_t *)&s->sig_term, NULL);
     uv_close((uv_handle_t *)&s->sig_int, NULL);
     uv_close((uv_handle_t *)&s->sig_hup, NULL);
+    /* Conflict lookups still running are answered without the engine. */
+    if (s->conflicts) {
+        ns_conflicts_close(s->conflicts);
+        s->conflicts = NULL;
+    }
     /* The engine finishes its running batches on the pool, then the pool
      * closes. */
     if (s->sync) {
@@ -187,6 +192,9 @@ int ns_server_start(ns_server *s, uv_loop_t *loop, const ns_config *cfg,
     } else if (ns_feed_open(loop, s->db, registry, NULL, &s->feed) != 0) {
         ns_log_error("cannot start the change feed");
         s->feed = NULL;
+    } else if (ns_conflicts_open(s->db, registry, s->sync, &s->conflicts) != 0) {
+        ns_log_error("cannot start the conflicts module: out of memory");
+        s->conflicts = NULL;
     }
     uv_signal_t *sigs[] = {&s->sig_term, &s->sig_int, &s->sig_hup};
     int signums[] = {SIGTERM, SIGINT, SIGHUP};
@@ -195,7 +203,7 @@ int ns_server_start(ns_server *s, uv_loop_t *loop, const ns_config *cfg,
         sigs[i]->data = s;
         uv_signal_start(sigs[i], on_signal, signums[i]);
     }
-    if (s->sync == NULL || s->feed == NULL || ns_listener_start(s) != 0) {
+    if (s->sync == NULL || s->feed == NULL || s->conflicts == NULL || ns_listener_start(s) != 0) {
         /* Unwind through the normal path so every handle is closed. */
         s->draining = true;
         finish_shutdown(s);

@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "conflicts.h"
 #include "db.h"
 #include "feed.h"
 #include "registry.h"
@@ -25,6 +26,7 @@ typedef struct ns_server {
     const ns_registry *registry; /* owned by the caller; outlives the server */
     ns_sync *sync;               /* the push engine */
     ns_feed *feed;               /* pull and subscriptions */
+    ns_conflicts *conflicts;     /* listing and resolving conflicts */
     uv_tcp_t listener;
     bool listening;
     /* Takes a connection we cannot serve off the listener when not even a

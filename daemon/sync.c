@@ -77,14 +77,20 @@ struct sync_mut {
     uuid_str record_id;
     uint64_t base;
     ns_op op;
-    ns_fieldset fields;
+    ns_fieldset fields; /* a resolution's: the given value (VALUE), else empty */
     sync_answer answer;
+    /* A conflict's resolution (ns_sync_resolve): op is NS_OP_UPDATE, base 0. */
+    bool resolve;
+    ns_resolve_kind rkind;
+    uuid_str conflict_id;
+    char *rfield; /* the conflict's field, owned; NULL: a whole-record conflict */
 };
 
 struct sync_push {
     ns_sync *s;
     sync_push *ready_next;
     ns_push_cb cb;
+    ns_resolve_cb rcb; /* a resolution: answered with its one MutationResult */
     void *ud;
     uuid_str principal, organisation;
     uuid_str device; /* "" when the session has no device */
@@ -162,11 +168,21 @@ typedef struct {
     uuid_str plan, owner; /* owner "" when the plan has none */
 } plan_owner;
 
+/* A conflict a resolution of the run names, as locked in the run. */
+typedef struct {
+    uuid_str id;
+    char *entity_type, *record_id, *field; /* owned; field NULL: whole record */
+    bool resolved;                         /* already, or by a resolution of this run */
+    bool other_deleted;
+    char *other, *other_fields; /* JSON text, owned, NULL for SQL NULL */
+} run_conflict;
+
 typedef enum {
     STMT_SELECT,
     STMT_STORED,
     STMT_REVISIONS,
     STMT_OWNERS,
+    STMT_CONFLICTS,
     STMT_WRITE,
 } stmt_kind;
 
@@ -199,6 +215,8 @@ struct sync_run {
     size_t nctx;
     plan_owner *owners; /* sorted by plan */
     size_t nowners;
+    run_conflict *confs; /* sorted by id */
+    size_t nconfs;
     /* What went wrong, if anything; the first of each kind is kept. */
     ns_db_status transport; /* UNAVAILABLE or SHUTDOWN, else OK */
     bool failed;            /* the database refused a statement */
@@ -207,6 +225,7 @@ struct sync_run {
     bool internal;
     char internal_msg[REASON_MAX];
     json_t *revisions, *conflicts, *mutations, *feed;
+    json_t *resolved; /* the conflicts this run closes */
 };
 
 struct ns_sync {
@@ -269,6 +288,20 @@ static const char sql_insert_conflicts[] =
     " tenant_id uuid, field text, base jsonb, kept jsonb, other jsonb, kept_deleted boolean,"
     " other_deleted boolean, other_fields jsonb, kept_principal uuid, kept_device uuid,"
     " other_principal uuid, other_device uuid, mutation_id uuid)";
+
+/* The conflicts resolutions name, locked after the records (every
+ * resolution locks its record first, so two resolutions of one conflict
+ * queue on the record and never deadlock here). */
+static const char sql_conflicts[] =
+    "SELECT id::text, entity_type, record_id::text, field, resolved_at IS NOT NULL,"
+    " other_deleted, other::text, other_fields::text"
+    "  FROM sync_conflicts WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE";
+
+static const char sql_resolve_conflicts[] =
+    "UPDATE sync_conflicts c SET resolved_at = now(), resolved_by = x.resolved_by,"
+    " resolution_version = x.version"
+    " FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, resolved_by uuid, version bigint)"
+    " WHERE c.id = x.id";
 
 static const char sql_insert_mutations[] =
     "INSERT INTO sync_mutations (mutation_id, device_id, entity_type, record_id, outcome,"
@@ -505,6 +538,7 @@ static void push_free(sync_push *p)
     for (size_t i = 0; i < p->n; i++) {
         ns_fieldset_free(&p->muts[i].fields);
         answer_clear(&p->muts[i].answer);
+        free(p->muts[i].rfield);
     }
     free(p->muts);
     free(p);
@@ -548,7 +582,10 @@ static void mut_done(sync_mut *m)
 static void push_answer(sync_push *p)
 {
     if (p->err != NAPSYNC__V1__ERROR_CODE__ERROR_CODE_UNSPECIFIED) {
-        p->cb(NULL, p->err, p->errmsg, p->ud);
+        if (p->rcb != NULL)
+            p->rcb(NULL, p->err, p->errmsg, p->ud);
+        else
+            p->cb(NULL, p->err, p->errmsg, p->ud);
         return;
     }
     size_t n = p->n, nids = 0;
@@ -561,7 +598,10 @@ static void push_answer(sync_push *p)
         free(res);
         free(ptrs);
         free(ids);
-        p->cb(NULL, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INTERNAL, "out of memory", p->ud);
+        if (p->rcb != NULL)
+            p->rcb(NULL, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INTERNAL, "out of memory", p->ud);
+        else
+            p->cb(NULL, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INTERNAL, "out of memory", p->ud);
         return;
     }
     size_t k = 0;
@@ -583,7 +623,10 @@ static void push_answer(sync_push *p)
     Napsync__V1__PushResult pr = NAPSYNC__V1__PUSH_RESULT__INIT;
     pr.n_results = n;
     pr.results = n ? ptrs : NULL;
-    p->cb(&pr, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_UNSPECIFIED, NULL, p->ud);
+    if (p->rcb != NULL)
+        p->rcb(ptrs[0], NAPSYNC__V1__ERROR_CODE__ERROR_CODE_UNSPECIFIED, NULL, p->ud);
+    else
+        p->cb(&pr, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_UNSPECIFIED, NULL, p->ud);
     free(ids);
     free(ptrs);
     free(res);
@@ -802,6 +845,97 @@ ns_sync_status ns_sync_push(ns_sync *s, const ns_identity_info *who, const Napsy
         s->fifo_head = head;
     s->fifo_tail = tail;
     s->fifo_len += valid;
+    wake(s);
+    return NS_SYNC_OK;
+}
+
+ns_sync_status ns_sync_resolve(ns_sync *s, const ns_identity_info *who,
+                               const ns_sync_resolution *res, ns_resolve_cb cb, void *ud)
+{
+    bool rejected = res != NULL && res->reject_code != 0;
+    if (s == NULL || who == NULL || res == NULL || cb == NULL)
+        return NS_SYNC_INVALID;
+    if (!rejected &&
+        (res->type == NULL ||
+         (res->kind != NS_RESOLVE_KEEP && res->kind != NS_RESOLVE_OTHER &&
+          res->kind != NS_RESOLVE_VALUE) ||
+         (res->kind == NS_RESOLVE_VALUE && (res->field == NULL || res->value == NULL))))
+        return NS_SYNC_INVALID;
+    if (s->closing)
+        return NS_SYNC_SHUTDOWN;
+    sync_push *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NS_SYNC_NOMEM;
+    p->s = s;
+    p->rcb = cb;
+    p->ud = ud;
+    p->muts = calloc(1, sizeof(*p->muts));
+    if (p->muts == NULL) {
+        free(p);
+        return NS_SYNC_NOMEM;
+    }
+    p->n = 1;
+    sync_mut *m = &p->muts[0];
+    m->push = p;
+    m->resolve = true;
+    m->rkind = res->kind;
+    m->type = res->type;
+    m->op = NS_OP_UPDATE;
+    ns_fieldset_init(&m->fields);
+    if (uuid_canon(who->principal_id, p->principal) != 0 ||
+        uuid_canon(who->organisation_id, p->organisation) != 0 ||
+        (!rejected && (uuid_canon(res->record_id, m->record_id) != 0 ||
+                       uuid_canon(res->conflict_id, m->conflict_id) != 0))) {
+        push_free(p);
+        return NS_SYNC_INVALID;
+    }
+    copy_uuid_or_empty(p->device, who->device_id);
+    if (!rejected && res->field != NULL && (m->rfield = strdup(res->field)) == NULL) {
+        push_free(p);
+        return NS_SYNC_NOMEM;
+    }
+    if (!rejected && res->kind == NS_RESOLVE_VALUE &&
+        ns_fieldset_set(&m->fields, res->field, res->value) != 0) {
+        push_free(p);
+        return NS_SYNC_NOMEM;
+    }
+    /* The same checks as a mutation's, in the same order; these answers are
+     * not stored (they depend on the request alone). */
+    if (uuid_canon(res->mutation_id, m->id) == 0) {
+        memcpy(m->echo, res->mutation_id, UUID_LEN + 1);
+    } else {
+        m->echo[0] = '\0';
+        if (res->mutation_id != NULL && strlen(res->mutation_id) <= UUID_LEN)
+            quote(m->echo, sizeof(m->echo), res->mutation_id, UUID_LEN);
+        reject(&m->answer, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT, MUTATION_ID_MSG);
+    }
+    if (m->answer.outcome == NAPSYNC__V1__MUTATION_OUTCOME__MUTATION_OUTCOME_UNSPECIFIED &&
+        rejected)
+        reject(&m->answer, res->reject_code, "%s",
+               res->reject_reason != NULL ? res->reject_reason : "rejected");
+    if (m->answer.outcome == NAPSYNC__V1__MUTATION_OUTCOME__MUTATION_OUTCOME_UNSPECIFIED &&
+        !can_write(who))
+        reject(&m->answer, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED,
+               "the principal's roles do not allow writing (observers read only)");
+    if (m->answer.outcome != NAPSYNC__V1__MUTATION_OUTCOME__MUTATION_OUTCOME_UNSPECIFIED) {
+        m->done = true;
+        push_ready(p);
+        return NS_SYNC_OK;
+    }
+    if (s->fifo_len + 1 > MAX_QUEUED) {
+        push_fail(p, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_UNAVAILABLE,
+                  "too many mutations waiting: retry later");
+        m->done = true;
+        push_ready(p);
+        return NS_SYNC_OK;
+    }
+    p->pending = 1;
+    if (s->fifo_tail != NULL)
+        s->fifo_tail->fifo_next = m;
+    else
+        s->fifo_head = m;
+    s->fifo_tail = m;
+    s->fifo_len++;
     wake(s);
     return NS_SYNC_OK;
 }
@@ -1102,6 +1236,16 @@ static void run_free(sync_run *run)
     free(run->stored);
     free(run->ctx);
     free(run->owners);
+    for (size_t i = 0; i < run->nconfs; i++) {
+        run_conflict *c = &run->confs[i];
+        free(c->entity_type);
+        free(c->record_id);
+        free(c->field);
+        free(c->other);
+        free(c->other_fields);
+    }
+    free(run->confs);
+    json_decref(run->resolved);
     json_decref(run->revisions);
     json_decref(run->conflicts);
     json_decref(run->mutations);
@@ -1368,6 +1512,24 @@ static void queue_reads1(sync_run *run)
     }
     if (ok) {
         sbuf ids = {0};
+        for (size_t i = run->lo; i < run->hi; i++) {
+            if (b->leaders[i]->resolve)
+                sb_item(&ids, b->leaders[i]->conflict_id);
+        }
+        if (ids.len > 0 || ids.failed) {
+            const char *param = sb_array_end(&ids);
+            stmt_ctx *c = ctx_new(run, STMT_CONFLICTS, NULL);
+            if (param == NULL || c == NULL) {
+                run_internal(run, "out of memory");
+                ok = false;
+            } else if (run_query(run, c, sql_conflicts, 1, &param) != 0) {
+                ok = false;
+            }
+        }
+        free(ids.s);
+    }
+    if (ok) {
+        sbuf ids = {0};
         for (size_t i = run->lo; i < run->hi; i++)
             sb_item(&ids, b->leaders[i]->id);
         const char *param = sb_array_end(&ids);
@@ -1606,6 +1768,59 @@ static void read_owners(sync_run *run, const ns_db_result *res)
     qsort(run->owners, run->nowners, sizeof(*run->owners), owner_cmp);
 }
 
+static int conf_cmp(const void *a, const void *b)
+{
+    return strcmp(((const run_conflict *)a)->id, ((const run_conflict *)b)->id);
+}
+
+static char *dup_or_null(const char *s, bool *ok)
+{
+    if (s == NULL)
+        return NULL;
+    char *d = strdup(s);
+    if (d == NULL)
+        *ok = false;
+    return d;
+}
+
+static void read_conflicts(sync_run *run, const ns_db_result *res)
+{
+    int rows = ns_db_result_rows(res);
+    if (rows <= 0)
+        return;
+    run->confs = calloc((size_t)rows, sizeof(*run->confs));
+    if (run->confs == NULL) {
+        run_internal(run, "out of memory");
+        return;
+    }
+    bool ok = true;
+    for (int row = 0; row < rows && ok; row++) {
+        run_conflict *c = &run->confs[run->nconfs];
+        const char *type = ns_db_result_value(res, row, 1);
+        const char *rid = ns_db_result_value(res, row, 2);
+        const char *resolved = ns_db_result_value(res, row, 4);
+        const char *odel = ns_db_result_value(res, row, 5);
+        if (uuid_canon(ns_db_result_value(res, row, 0), c->id) != 0 || type == NULL ||
+            rid == NULL || resolved == NULL || odel == NULL) {
+            run_internal(run, "the database returned a malformed conflict");
+            return;
+        }
+        run->nconfs++;
+        c->resolved = strcmp(resolved, "t") == 0;
+        c->other_deleted = strcmp(odel, "t") == 0;
+        c->entity_type = dup_or_null(type, &ok);
+        c->record_id = dup_or_null(rid, &ok);
+        c->field = dup_or_null(ns_db_result_value(res, row, 3), &ok);
+        c->other = dup_or_null(ns_db_result_value(res, row, 6), &ok);
+        c->other_fields = dup_or_null(ns_db_result_value(res, row, 7), &ok);
+    }
+    if (!ok) {
+        run_internal(run, "out of memory");
+        return;
+    }
+    qsort(run->confs, run->nconfs, sizeof(*run->confs), conf_cmp);
+}
+
 static void compute_and_write(sync_run *run);
 
 /* Flush 2, when needed: the revisions stale mutations merge against, and
@@ -1617,8 +1832,8 @@ static void queue_reads2(sync_run *run)
     for (size_t i = run->lo; i < run->hi; i++) {
         sync_mut *m = b->leaders[i];
         rec_state *r = &run->recs[m->rec];
-        if (run->stored[i - run->lo] || m->op == NS_OP_CREATE || !r->loaded || r->unreadable ||
-            m->base >= r->db_version)
+        if (run->stored[i - run->lo] || m->resolve || m->op == NS_OP_CREATE || !r->loaded ||
+            r->unreadable || m->base >= r->db_version)
             continue;
         if (!r->need_revs || m->base < r->min_base)
             r->min_base = m->base;
@@ -1701,6 +1916,9 @@ static void on_stmt(ns_db_status st, const ns_db_result *res, void *ud)
             break;
         case STMT_OWNERS:
             read_owners(run, res);
+            break;
+        case STMT_CONFLICTS:
+            read_conflicts(run, res);
             break;
         case STMT_WRITE:
             break;
@@ -1966,6 +2184,182 @@ static int apply_merge(sync_run *run, const sync_mut *m, rec_state *r, ns_merge_
     return 0;
 }
 
+/* 0: the principal may change the existing record r; 1: rejected into a. */
+static int check_writer(sync_run *run, const sync_mut *m, const rec_state *r, sync_answer *a)
+{
+    const sync_push *p = m->push;
+    if (m->type->tenant_field != NULL)
+        return check_plan(run, p, r->tenant, a);
+    const ns_value *owner = ns_fieldset_get(&r->fields, OWNER_FIELD);
+    if (owner == NULL || owner->is_null || strcmp(owner->u.s, p->organisation) != 0) {
+        reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED,
+               "%s %s belongs to another organisation", m->type->name, m->record_id);
+        return 1;
+    }
+    return 0;
+}
+
+/* Sets the field a resolution chose into fs, unless the engine's own rules
+ * refuse the value there (1: rejected into a). Returns 0, 1, or -1 when out
+ * of memory. */
+static int resolve_set(const sync_mut *m, const rec_state *r, const char *field, const ns_value *v,
+                       ns_fieldset *fs, sync_answer *a)
+{
+    const ns_entity_type *t = m->type;
+    if (t->tenant_field != NULL && strcmp(field, t->tenant_field) == 0 &&
+        (v->is_null || strcmp(v->u.s, r->tenant) != 0)) {
+        reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
+               "field %s (the record's plan) cannot change", field);
+        return 1;
+    }
+    if (t->tenant_field == NULL && strcmp(field, OWNER_FIELD) == 0 && v->is_null) {
+        reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT, "field %s may not be null",
+               OWNER_FIELD);
+        return 1;
+    }
+    return ns_fieldset_set(fs, field, v) != 0 ? -1 : 0;
+}
+
+/* The record's state a resolution asks for, into fs and *deleted (fs
+ * starts as a copy of the record). Returns 0, 1 (rejected into a), or -1. */
+static int resolve_state(const sync_mut *m, const rec_state *r, const run_conflict *c,
+                         ns_fieldset *fs, bool *deleted, sync_answer *a)
+{
+    const ns_entity_type *t = m->type;
+    char why[REASON_MAX];
+    *deleted = r->deleted;
+    if (m->rkind == NS_RESOLVE_KEEP)
+        return 0;
+    if (c->field == NULL) {
+        if (m->rkind != NS_RESOLVE_OTHER) {
+            reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
+                   "a conflict of the whole record is resolved with KEEP or OTHER");
+            return 1;
+        }
+        if (c->other_deleted) {
+            *deleted = true;
+            return 0;
+        }
+        /* The edit that lost to a delete: the record comes back with it. */
+        ns_fieldset edit;
+        const char *text = c->other_fields != NULL ? c->other_fields : "{}";
+        if (ns_fields_from_json_text(t, text, strlen(text), &edit, why, sizeof(why)) != 0) {
+            if (out_of_memory(why))
+                return -1;
+            reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INTERNAL,
+                   "conflict %s cannot be read: %s", c->id, why);
+            return 1;
+        }
+        int rc = 0;
+        for (size_t i = 0; i < edit.n && rc == 0; i++)
+            rc = resolve_set(m, r, edit.names[i], &edit.values[i], fs, a);
+        ns_fieldset_free(&edit);
+        *deleted = false;
+        return rc;
+    }
+    if (r->deleted) {
+        reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
+               "%s %s is deleted: only KEEP closes a conflict of one of its fields", t->name,
+               m->record_id);
+        return 1;
+    }
+    if (m->rkind == NS_RESOLVE_VALUE) {
+        const ns_value *v = ns_fieldset_get(&m->fields, c->field);
+        if (v == NULL || m->rfield == NULL || strcmp(m->rfield, c->field) != 0) {
+            reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
+                   "the value is not one for field %s", c->field);
+            return 1;
+        }
+        return resolve_set(m, r, c->field, v, fs, a);
+    }
+    const ns_field_def *fd = ns_entity_field(t, c->field);
+    json_error_t jerr;
+    json_t *j = c->other != NULL ? json_loads(c->other, JSON_DECODE_ANY, &jerr) : json_null();
+    ns_value v;
+    if (fd == NULL || j == NULL || ns_value_from_json(j, &fd->type, &v, why, sizeof(why)) != 0) {
+        json_decref(j);
+        reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INTERNAL,
+               "conflict %s: the other value of field %s cannot be read", c->id, c->field);
+        return 1;
+    }
+    json_decref(j);
+    int rc = resolve_set(m, r, c->field, &v, fs, a);
+    ns_value_free(&v);
+    return rc;
+}
+
+/* A conflict's resolution on the record as the batch has left it: a new
+ * version with op "resolve" (KEEP included: every replica then sees the
+ * closing in the feed), and the conflict closed. Returns 0 or -1. */
+static int compute_resolve(sync_run *run, sync_mut *m, sync_answer *a, bool forced)
+{
+    const ns_entity_type *t = m->type;
+    rec_state *r = &run->recs[m->rec];
+    run_conflict key;
+    memcpy(key.id, m->conflict_id, sizeof(key.id));
+    run_conflict *c = run->confs == NULL
+                          ? NULL
+                          : bsearch(&key, run->confs, run->nconfs, sizeof(*run->confs), conf_cmp);
+    if (c == NULL || strcmp(c->entity_type, t->name) != 0 ||
+        strcmp(c->record_id, m->record_id) != 0)
+        return reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND,
+                      "conflict %s does not exist", m->conflict_id);
+    if (c->resolved)
+        return reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
+                      "conflict %s is already resolved", m->conflict_id);
+    if (r->unreadable)
+        return reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INTERNAL, "%s %s cannot be read: %s",
+                      t->name, m->record_id, r->bad);
+    if (!r->exists)
+        return reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND, "%s %s does not exist",
+                      t->name, m->record_id);
+    if (check_writer(run, m, r, a) != 0)
+        return 0;
+    if (forced)
+        return reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT, "%s",
+                      run->b->forced_reason);
+    ns_fieldset fs;
+    bool deleted;
+    if (ns_fieldset_copy(&fs, &r->fields) != 0)
+        return -1;
+    int rc = resolve_state(m, r, c, &fs, &deleted, a);
+    if (rc != 0) {
+        ns_fieldset_free(&fs);
+        return rc < 0 ? -1 : 0;
+    }
+    json_t *before = ns_fields_to_json(&r->fields);
+    if (before == NULL) {
+        ns_fieldset_free(&fs);
+        return -1;
+    }
+    ns_fieldset_free(&r->fields);
+    r->fields = fs;
+    r->deleted = deleted;
+    r->version++;
+    r->dirty = true;
+    memcpy(r->changed_by, m->push->principal, sizeof(r->changed_by));
+    memcpy(r->changed_device, m->push->device, sizeof(r->changed_device));
+    if (hist_add(r, r->version, r->deleted, r->changed_device, NULL, 0, &r->fields) != 0) {
+        json_decref(before);
+        return -1;
+    }
+    if (add_change(run, m, r, "resolve", before) != 0)
+        return -1;
+    bool ok = true;
+    json_t *o = json_object();
+    jset(o, "id", json_string(c->id), &ok);
+    jset(o, "resolved_by", json_string(m->push->principal), &ok);
+    jset(o, "version", json_integer((json_int_t)r->version), &ok);
+    jappend(&run->resolved, o, &ok);
+    if (!ok)
+        return -1;
+    c->resolved = true;
+    answer_clear(a);
+    a->outcome = NAPSYNC__V1__MUTATION_OUTCOME__MUTATION_OUTCOME_APPLIED;
+    a->version = r->version;
+    return 0;
+}
+
 /* One mutation on the records as the batch has left them. Returns 0 (the
  * answer is in a, a rejection included), or -1 when out of memory. */
 static int compute_one(sync_run *run, const sync_mut *m, sync_answer *a, bool forced)
@@ -1995,14 +2389,9 @@ static int compute_one(sync_run *run, const sync_mut *m, sync_answer *a, bool fo
     if (!r->exists)
         return reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND, "%s %s does not exist",
                       t->name, m->record_id);
-    if (own_tenant) {
-        const ns_value *owner = ns_fieldset_get(&r->fields, OWNER_FIELD);
-        if (owner == NULL || owner->is_null || strcmp(owner->u.s, p->organisation) != 0)
-            return reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED,
-                          "%s %s belongs to another organisation", t->name, m->record_id);
-    } else {
-        if (check_plan(run, p, r->tenant, a) != 0)
-            return 0;
+    if (check_writer(run, m, r, a) != 0)
+        return 0;
+    if (!own_tenant) {
         const ns_value *tv = ns_fieldset_get(&m->fields, t->tenant_field);
         if (tv != NULL && (tv->is_null || strcmp(tv->u.s, r->tenant) != 0))
             return reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
@@ -2158,6 +2547,8 @@ static void queue_writes(sync_run *run)
         ok = queue_json(run, sql_insert_revisions, run->revisions, NULL) == 0;
     if (ok && run->conflicts != NULL)
         ok = queue_json(run, sql_insert_conflicts, run->conflicts, NULL) == 0;
+    if (ok && run->resolved != NULL)
+        ok = queue_json(run, sql_resolve_conflicts, run->resolved, NULL) == 0;
     if (ok && run->mutations != NULL)
         ok = queue_json(run, sql_insert_mutations, run->mutations, NULL) == 0;
     if (ok && run->feed != NULL) {
@@ -2177,10 +2568,11 @@ static void compute_and_write(sync_run *run)
         size_t k = i - run->lo;
         if (run->stored[k])
             continue;
-        const sync_mut *m = b->leaders[i];
+        sync_mut *m = b->leaders[i];
         bool forced = b->forced && i == b->lo;
-        if (compute_one(run, m, &run->drafts[k], forced) != 0 ||
-            add_answer_row(run, m, &run->drafts[k]) != 0)
+        int rc = m->resolve ? compute_resolve(run, m, &run->drafts[k], forced)
+                            : compute_one(run, m, &run->drafts[k], forced);
+        if (rc != 0 || add_answer_row(run, m, &run->drafts[k]) != 0)
             run_internal(run, "out of memory");
     }
     if (run->internal) {

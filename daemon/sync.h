@@ -106,6 +106,66 @@ __attribute__((warn_unused_result)) ns_sync_status ns_sync_push(ns_sync *s,
                                                                 const Napsync__V1__Push *push,
                                                                 ns_push_cb cb, void *ud);
 
+/* A conflict's resolution (sync_conflicts; conflicts.h takes it off the
+ * wire and finds the conflict's record). It runs through the same FIFO,
+ * batches and transactions as a Push and is one mutation in every sense:
+ * idempotent by mutation_id (the answer is stored in sync_mutations; a
+ * mutation id already answered, by a Push or a resolution, gets that
+ * answer), authorised like an update of the record (writers only, of
+ * plans their organisation owns). In its transaction, after the record,
+ * the conflict row is locked and, unless it is already resolved or gone,
+ * the record gets a new version whose revision has op "resolve" (KEEP
+ * included, so that the closing is a change every replica receives) and
+ * the conflict gets resolved_at, resolved_by and resolution_version:
+ *   KEEP: the record's fields as they are;
+ *   OTHER: a field conflict's field := the conflict's other value; a
+ *     whole-record conflict: the delete that lost deletes the record, the
+ *     edit that lost undeletes it with its fields (other_fields) set;
+ *   VALUE: the field := value (a field conflict only; value already
+ *     checked against the field's type by the caller).
+ * A field conflict of a deleted record takes KEEP only. Answers (APPLIED
+ * with the new version, or REJECTED): NOT_FOUND (the conflict does not
+ * exist or is not of this record, or the record is gone),
+ * INVALID_ARGUMENT ("already resolved"; VALUE or OTHER where they do not
+ * apply; a value the tenant rules refuse; mutation_id not a UUID),
+ * PERMISSION_DENIED (an observer; a plan of another organisation). */
+typedef enum {
+    NS_RESOLVE_KEEP = 1,
+    NS_RESOLVE_OTHER = 2,
+    NS_RESOLVE_VALUE = 3,
+} ns_resolve_kind;
+
+typedef struct {
+    const char *mutation_id;    /* as sent: checked here, echoed in the answer */
+    const char *conflict_id;    /* a UUID */
+    const ns_entity_type *type; /* the conflict's record, from the registry */
+    const char *record_id;      /* a UUID */
+    const char *field;          /* the conflict's field; NULL: the whole record */
+    ns_resolve_kind kind;
+    const ns_value *value; /* VALUE: canonical for the field's type */
+    /* Not 0: the caller has rejected the request already (its form, or a
+     * conflict it may not see); the engine only answers it so, from the
+     * loop, with the mutation id echoed (type and the ids may be NULL). */
+    Napsync__V1__ErrorCode reject_code;
+    const char *reject_reason;
+} ns_sync_resolution;
+
+/* The answer to one resolution, called exactly once: result (valid during
+ * the call) and code ERROR_CODE_UNSPECIFIED, or result NULL and the whole
+ * request failed with code and message as a Push would (UNAVAILABLE,
+ * SHUTTING_DOWN, INTERNAL). */
+typedef void (*ns_resolve_cb)(const Napsync__V1__MutationResult *result,
+                              Napsync__V1__ErrorCode code, const char *message, void *ud);
+
+/* Takes a resolution from the principal who; everything is copied before
+ * it returns. On NS_SYNC_OK cb is called exactly once, later, from the
+ * loop; otherwise never (NS_SYNC_INVALID: a missing or malformed argument
+ * other than mutation_id). */
+__attribute__((warn_unused_result)) ns_sync_status ns_sync_resolve(ns_sync *s,
+                                                                   const ns_identity_info *who,
+                                                                   const ns_sync_resolution *res,
+                                                                   ns_resolve_cb cb, void *ud);
+
 /* Stops taking pushes. Pushes whose mutations have not reached the database
  * are answered SHUTTING_DOWN, before ns_sync_close returns; running batches
  * finish (their pushes are answered with their results, or with the

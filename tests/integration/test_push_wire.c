@@ -1,9 +1,10 @@
 /* Sync through the real daemon: a device's Push frame reaches the sync
  * engine and its PushResult comes back on the same session, in request
  * order, with the request id echoed; bad pushes get typed answers and leave
- * the session serving; Pull and Subscribe deliver the records. The engine's
- * and the feed's rules are covered in depth in-process by test_push and
- * test_feed. */
+ * the session serving; Pull and Subscribe deliver the records;
+ * ListConflicts and ResolveConflict round-trip. The engine's, the feed's
+ * and the conflicts' rules are covered in depth in-process by test_push,
+ * test_feed and test_conflicts. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -25,6 +26,7 @@ typedef struct {
     nst_env *e;
     nst_device coordinator; /* mogender, owns the plan */
     nst_device observer;    /* parliament: may read, never write */
+    nst_device officer;     /* mogender too: a second writer, for conflicts */
 } fixture;
 NST_FIXTURE_CHECK(fixture);
 
@@ -37,10 +39,12 @@ static int group_setup(void **state)
     f->e = nst_env_new("push_wire", NULL);
     if (f->e == NULL || nst_device_issue(f->e, false, "coordinator-laptop", &f->coordinator) != 0 ||
         nst_device_issue(f->e, false, "caucus-tablet", &f->observer) != 0 ||
+        nst_device_issue(f->e, false, "officer-phone", &f->officer) != 0 ||
         nst_daemon_start(f->e, NULL) != 0 ||
         nst_device_register(f->e, "mogender", "NAP Coordinator", "coordinator", &f->coordinator) !=
             0 ||
-        nst_device_register(f->e, "parliament", "Caucus Clerk", "observer", &f->observer) != 0)
+        nst_device_register(f->e, "parliament", "Caucus Clerk", "observer", &f->observer) != 0 ||
+        nst_device_register(f->e, "mogender", "Gender Officer", "implementer", &f->officer) != 0)
         return -1;
     return 0;
 }
@@ -312,6 +316,123 @@ static void test_pull_and_subscribe(void **state)
     nst_test_passed(e);
 }
 
+#define CONFLICT_PLAN "7a000000-0000-4000-8000-000000000002"
+
+static ns_envelope *list_conflicts(const nst_env *e, nst_raw *r, uint64_t rid,
+                                   Napsync__V1__Scope **scopes)
+{
+    Napsync__V1__ListConflicts lc = NAPSYNC__V1__LIST_CONFLICTS__INIT;
+    lc.n_scopes = 1;
+    lc.scopes = scopes;
+    ns_envelope env = NAPSYNC__V1__ENVELOPE__INIT;
+    env.request_id = rid;
+    env.body_case = BODY(LIST_CONFLICTS);
+    env.list_conflicts = &lc;
+    assert_int_equal(nst_raw_send_env(r, &env), 0);
+    ns_envelope *got = nst_expect_frame(e, r, BODY(CONFLICT_LIST));
+    assert_int_equal(got->request_id, rid);
+    return got;
+}
+
+static ns_envelope *resolve(const nst_env *e, nst_raw *r, uint64_t rid, const char *cid,
+                            const char *mid)
+{
+    Napsync__V1__ResolveConflict rc = NAPSYNC__V1__RESOLVE_CONFLICT__INIT;
+    rc.conflict_id = (char *)cid;
+    rc.mutation_id = (char *)mid;
+    rc.resolution = NAPSYNC__V1__RESOLUTION__RESOLUTION_KEEP;
+    ns_envelope env = NAPSYNC__V1__ENVELOPE__INIT;
+    env.request_id = rid;
+    env.body_case = BODY(RESOLVE_CONFLICT);
+    env.resolve_conflict = &rc;
+    assert_int_equal(nst_raw_send_env(r, &env), 0);
+    ns_envelope *got = nst_expect_frame(e, r, BODY(MUTATION_RESULT));
+    assert_int_equal(got->request_id, rid);
+    assert_string_equal(got->mutation_result->mutation_id, mid);
+    return got;
+}
+
+/* Two devices edit one title: the conflict is listed with names, resolved
+ * with KEEP (a new version), and no longer listed; the resolution is
+ * idempotent and an observer may not resolve. */
+static void test_conflicts_list_and_resolve(void **state)
+{
+    fixture *f = *state;
+    nst_env *e = f->e;
+    nst_raw a, b, o;
+    nst_must_raw_auth(e, &a, &f->coordinator, 1);
+    nst_must_raw_auth(e, &b, &f->officer, 1);
+    nst_must_raw_auth(e, &o, &f->observer, 1);
+
+    one_push p;
+    build_push(&p, 60, "7a000000-0000-4000-8000-0000000000e1", "plan",
+               NAPSYNC__V1__MUTATION_OP__MUTATION_OP_CREATE, 0, "title", "T0");
+    p.m.record_id = CONFLICT_PLAN;
+    assert_int_equal(nst_raw_send_env(&a, &p.env), 0);
+    ns_envelope_free(expect_result(e, &a, 60, OUTCOME(APPLIED)));
+    build_push(&p, 61, "7a000000-0000-4000-8000-0000000000e2", "plan",
+               NAPSYNC__V1__MUTATION_OP__MUTATION_OP_UPDATE, 1, "title", "Title by A");
+    p.m.record_id = CONFLICT_PLAN;
+    assert_int_equal(nst_raw_send_env(&a, &p.env), 0);
+    ns_envelope_free(expect_result(e, &a, 61, OUTCOME(APPLIED)));
+    build_push(&p, 62, "7a000000-0000-4000-8000-0000000000e3", "plan",
+               NAPSYNC__V1__MUTATION_OP__MUTATION_OP_UPDATE, 1, "title", "Title by B");
+    p.m.record_id = CONFLICT_PLAN;
+    assert_int_equal(nst_raw_send_env(&b, &p.env), 0);
+    ns_envelope *got = expect_result(e, &b, 62, OUTCOME(CONFLICT));
+    assert_int_equal(got->push_result->results[0]->n_conflict_ids, 1);
+    char cid[40];
+    snprintf(cid, sizeof(cid), "%s", got->push_result->results[0]->conflict_ids[0]);
+    ns_envelope_free(got);
+
+    Napsync__V1__Scope scope, *scopes[1];
+    build_scope_plan(&scope, scopes);
+    scope.plan_id = CONFLICT_PLAN;
+    got = list_conflicts(e, &b, 63, scopes);
+    assert_int_equal(got->conflict_list->n_conflicts, 1);
+    const Napsync__V1__Conflict *c = got->conflict_list->conflicts[0];
+    assert_string_equal(c->id, cid);
+    assert_string_equal(c->field, "title");
+    assert_string_equal(c->record_id, CONFLICT_PLAN);
+    assert_string_equal(c->kept_value->text_value, "Title by A");
+    assert_string_equal(c->other_value->text_value, "Title by B");
+    assert_string_equal(c->base_value->text_value, "T0");
+    assert_string_equal(c->kept_by, "NAP Coordinator");
+    assert_string_equal(c->kept_device, "coordinator-laptop");
+    assert_string_equal(c->other_by, "Gender Officer");
+    assert_string_equal(c->other_device, "officer-phone");
+    assert_false(c->resolved);
+    ns_envelope_free(got);
+
+    /* An observer: refused, in a MutationResult. */
+    got = resolve(e, &o, 64, cid, "7a000000-0000-4000-8000-0000000000e4");
+    assert_int_equal(got->mutation_result->outcome, OUTCOME(REJECTED));
+    assert_int_equal(got->mutation_result->reject_code, ERR(PERMISSION_DENIED));
+    ns_envelope_free(got);
+
+    /* "Take mine" on A: KEEP, a new version; again: the same answer. */
+    for (uint64_t rid = 65; rid <= 66; rid++) {
+        got = resolve(e, &a, rid, cid, "7a000000-0000-4000-8000-0000000000e5");
+        assert_int_equal(got->mutation_result->outcome, OUTCOME(APPLIED));
+        assert_int_equal(got->mutation_result->version, 3);
+        ns_envelope_free(got);
+    }
+    got = list_conflicts(e, &b, 67, scopes);
+    assert_int_equal(got->conflict_list->n_conflicts, 0);
+    ns_envelope_free(got);
+    char value[64];
+    const char *params[1] = {CONFLICT_PLAN};
+    assert_int_equal(nst_db_exec(e, "SELECT title || ' ' || version FROM plans WHERE id = $1", 1,
+                                 params, value, sizeof(value)),
+                     0);
+    assert_string_equal(value, "Title by A 3");
+    nst_must_raw_ping(e, &a, 68);
+    nst_raw_close(&a);
+    nst_raw_close(&b);
+    nst_raw_close(&o);
+    nst_test_passed(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -319,6 +440,7 @@ int main(void)
         NST_TEST(test_bad_pushes_get_typed_answers),
         NST_TEST(test_observer_may_not_write),
         NST_TEST(test_pull_and_subscribe),
+        NST_TEST(test_conflicts_list_and_resolve),
     };
     return cmocka_run_group_tests_name("integration: push over the wire", tests, group_setup,
                                        group_teardown);
