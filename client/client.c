@@ -24,10 +24,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "client_internal.h"
 #include "conf.h"
 #include "conn.h"
 #include "envelope.h"
 #include "frame.h"
+#include "store.h"
 #include "tls.h"
 #include "version.h"
 
@@ -72,6 +74,16 @@ typedef struct {
     void *ud;
 } pending_ping;
 
+/* A request of sync.c (client_internal.h) awaiting its answer. */
+typedef struct {
+    uint64_t id;
+    uint64_t deadline_ms; /* in uv_now() time; 0: none (a stream past its first answer) */
+    Napsync__V1__Envelope__BodyCase answer;
+    bool stream;
+    nsc_response_cb cb;
+    void *ud;
+} pending_req;
+
 struct ns_client {
     uv_loop_t *loop; /* &own_loop or the application's */
     uv_loop_t own_loop;
@@ -79,7 +91,7 @@ struct ns_client {
     bool running_loop; /* a *_wait or ns_client_free is inside uv_run(own_loop) */
     bool freeing;      /* ns_client_free was called */
     int depth;         /* our callbacks on the stack */
-    int refs;          /* timer + conn + resolves in flight */
+    int refs;          /* timers + conn + resolves in flight */
 
     ns_tls_ctx *tls;
     bool have_cert;
@@ -91,6 +103,11 @@ struct ns_client {
     char client_version[NS_CLIENT_MAX_NAME + 1];
 
     uv_timer_t timer; /* the earliest deadline of the connect or of a request */
+    uv_timer_t wake;  /* sync.c's backoff and keepalive (nsc_wake_after) */
+    nsc_wake_fn wake_fn;
+    void *wake_ud;
+    ns_store *store;
+    nsc_sync *sync;
     client_state state;
     resolve_req *resolve; /* the current resolve, NULL if none or abandoned */
     struct sockaddr_storage addrs[NS_CLIENT_MAX_ADDRS];
@@ -106,6 +123,8 @@ struct ns_client {
     void *connect_ud;
     pending_ping pings[NS_CLIENT_MAX_INFLIGHT];
     size_t npings;
+    pending_req reqs[NS_CLIENT_MAX_INFLIGHT];
+    size_t nreqs;
     bool disconnecting;
     ns_closed_cb closed_cb;
     void *closed_ud;
@@ -141,6 +160,8 @@ __attribute__((format(printf, 4, 5))) static void set_error(ns_error *e, ns_stat
 
 static void release_memory(ns_client *c)
 {
+    nsc_sync_free(c->sync);
+    ns_store_close(c->store);
     ns_tls_ctx_free(c->tls);
     free(c);
 }
@@ -201,6 +222,9 @@ static void rearm(ns_client *c)
     for (size_t i = 0; i < c->npings; i++)
         if (c->pings[i].deadline_ms < next)
             next = c->pings[i].deadline_ms;
+    for (size_t i = 0; i < c->nreqs; i++)
+        if (c->reqs[i].deadline_ms != 0 && c->reqs[i].deadline_ms < next)
+            next = c->reqs[i].deadline_ms;
     if (next == UINT64_MAX) {
         uv_timer_stop(&c->timer);
         return;
@@ -225,10 +249,14 @@ static void fail_all(ns_client *c, const ns_error *e)
     pending_ping pings[NS_CLIENT_MAX_INFLIGHT];
     size_t npings = c->npings;
     memcpy(pings, c->pings, npings * sizeof(pings[0]));
+    pending_req reqs[NS_CLIENT_MAX_INFLIGHT];
+    size_t nreqs = c->nreqs;
+    memcpy(reqs, c->reqs, nreqs * sizeof(reqs[0]));
     ns_closed_cb clcb = c->closed_cb;
     void *clud = c->closed_ud;
     c->connect_cb = NULL;
     c->npings = 0;
+    c->nreqs = 0;
     c->closed_cb = NULL;
     c->disconnecting = false;
 
@@ -236,6 +264,8 @@ static void fail_all(ns_client *c, const ns_error *e)
         ccb(c, e, cud);
     for (size_t i = 0; i < npings; i++)
         pings[i].cb(c, e, 0, pings[i].ud);
+    for (size_t i = 0; i < nreqs; i++)
+        reqs[i].cb(c, e, NULL, reqs[i].ud);
     if (clcb)
         clcb(c, clud);
 }
@@ -243,7 +273,8 @@ static void fail_all(ns_client *c, const ns_error *e)
 /* The attempt or the connection is over; the client is IDLE again. */
 static void connection_ended(ns_client *c, const ns_error *e)
 {
-    bool heard = c->connect_cb || c->npings || c->closed_cb || c->disconnecting || c->freeing;
+    bool heard =
+        c->connect_cb || c->npings || c->nreqs || c->closed_cb || c->disconnecting || c->freeing;
     if (heard)
         memset(&c->unreported, 0, sizeof(c->unreported));
     else
@@ -625,6 +656,46 @@ static pending_ping take_ping(ns_client *c, int i)
     return p;
 }
 
+static int find_req(const ns_client *c, uint64_t id)
+{
+    for (size_t i = 0; i < c->nreqs; i++)
+        if (c->reqs[i].id == id)
+            return (int)i;
+    return -1;
+}
+
+static pending_req take_req(ns_client *c, int i)
+{
+    pending_req p = c->reqs[i];
+    memmove(&c->reqs[i], &c->reqs[i + 1], (c->nreqs - (size_t)i - 1) * sizeof(c->reqs[0]));
+    c->nreqs--;
+    rearm(c);
+    return p;
+}
+
+/* An answer to a request of sync.c: it must be the body that request
+ * expects. A stream stays registered and has no deadline any more. */
+static void on_response(ns_client *c, const ns_envelope *env)
+{
+    int i = c->state == ST_READY ? find_req(c, env->request_id) : -1;
+    if (i < 0 || c->reqs[i].answer != env->body_case) {
+        close_with(c, false, NS_ERR_PROTOCOL, 0,
+                   "the server sent an answer (body %d) that request %llu does not expect",
+                   (int)env->body_case, (unsigned long long)env->request_id);
+        return;
+    }
+    if (c->reqs[i].stream) {
+        c->reqs[i].deadline_ms = 0;
+        nsc_response_cb cb = c->reqs[i].cb;
+        void *ud = c->reqs[i].ud;
+        rearm(c);
+        cb(c, NULL, env, ud);
+        return;
+    }
+    pending_req q = take_req(c, i);
+    q.cb(c, NULL, env, q.ud);
+}
+
 static void ping_payload(uint64_t id, uint8_t out[NS_CLIENT_PING_PAYLOAD])
 {
     for (int i = 0; i < NS_CLIENT_PING_PAYLOAD; i++)
@@ -668,14 +739,20 @@ static void on_server_error(ns_client *c, uint64_t rid, const ns_wire_error *w)
         return;
     }
     int i = c->state == ST_READY ? find_ping(c, rid) : -1;
-    if (i < 0) {
+    int r = c->state == ST_READY && i < 0 ? find_req(c, rid) : -1;
+    if (i < 0 && r < 0) {
         close_with(c, false, NS_ERR_PROTOCOL, 0,
                    "the server answered request %llu, which this client never sent",
                    (unsigned long long)rid);
         return;
     }
-    pending_ping p = take_ping(c, i);
-    p.cb(c, &e, 0, p.ud);
+    if (i >= 0) {
+        pending_ping p = take_ping(c, i);
+        p.cb(c, &e, 0, p.ud);
+    } else {
+        pending_req q = take_req(c, r);
+        q.cb(c, &e, NULL, q.ud);
+    }
     if (w->fatal)
         close_with(c, true, e.status, e.server_code, "%s", e.message);
 }
@@ -747,6 +824,12 @@ static void dispatch(ns_client *c, const ns_envelope *env)
         return;
     case NAPSYNC__V1__ENVELOPE__BODY_HELLO:
         close_with(c, false, NS_ERR_PROTOCOL, 0, "the server sent a Hello");
+        return;
+    case NAPSYNC__V1__ENVELOPE__BODY_PUSH_RESULT:
+    case NAPSYNC__V1__ENVELOPE__BODY_CHANGE_PAGE:
+    case NAPSYNC__V1__ENVELOPE__BODY_CONFLICT_LIST:
+    case NAPSYNC__V1__ENVELOPE__BODY_MUTATION_RESULT:
+        on_response(c, env);
         return;
     case NAPSYNC__V1__ENVELOPE__BODY__NOT_SET:
     default:
@@ -921,6 +1004,9 @@ static bool ping_overdue(const ns_client *c, uint64_t now)
     for (size_t i = 0; i < c->npings; i++)
         if (now >= c->pings[i].deadline_ms)
             return true;
+    for (size_t i = 0; i < c->nreqs; i++)
+        if (c->reqs[i].deadline_ms != 0 && now >= c->reqs[i].deadline_ms)
+            return true;
     return false;
 }
 
@@ -950,11 +1036,23 @@ static void on_timer(uv_timer_t *t)
     } else if (c->state == ST_READY && ping_overdue(c, now)) {
         /* A lost answer leaves the connection in doubt: end it, so that a
          * late answer can never be taken for another request's. */
-        close_with(c, false, NS_ERR_TIMEOUT, 0, "no answer to ping from %s within %u ms", c->server,
-                   c->timeout_ms);
+        close_with(c, false, NS_ERR_TIMEOUT, 0, "no answer to a request from %s within %u ms",
+                   c->server, c->timeout_ms);
     } else {
         rearm(c);
     }
+    leave(c);
+}
+
+static void on_wake(uv_timer_t *t)
+{
+    ns_client *c = t->data;
+    enter(c);
+    nsc_wake_fn fn = c->wake_fn;
+    void *ud = c->wake_ud;
+    c->wake_fn = NULL;
+    if (fn && !c->freeing)
+        fn(c, ud);
     leave(c);
 }
 
@@ -991,6 +1089,9 @@ static int check_file(const char *path, const char *what, ns_error *err)
 
 static int validate_options(const ns_client_options *opt, ns_error *err)
 {
+    bool store = opt->store_path && opt->store_path[0];
+    if ((opt->server == NULL || opt->server[0] == '\0') && store)
+        return NS_OK; /* a store-only client: local edits and reads */
     if (opt->server == NULL || opt->server[0] == '\0') {
         set_error(err, NS_ERR_INVALID_ARGUMENT, 0, "no server address (host:port) given");
         return NS_ERR_INVALID_ARGUMENT;
@@ -1034,17 +1135,18 @@ int ns_client_new(const ns_client_options *opt, uv_loop_t *loop, ns_client **out
     int rc = validate_options(opt, err);
     if (rc != NS_OK)
         return rc;
-    char host[256];
-    uint16_t port;
-    if (ns_conf_hostport(opt->server, host, sizeof(host), &port) != 0) {
+    char host[256] = "";
+    uint16_t port = 0;
+    bool store_only = opt->server == NULL || opt->server[0] == '\0';
+    if (!store_only && ns_conf_hostport(opt->server, host, sizeof(host), &port) != 0) {
         set_error(err, NS_ERR_INVALID_ARGUMENT, 0,
                   "the server address \"%s\" is not host:port (e.g. napsync.example.org:7443 "
                   "or [2001:db8::1]:7443)",
                   opt->server);
         return NS_ERR_INVALID_ARGUMENT;
     }
-    bool have_cert = opt->cert_file && opt->cert_file[0];
-    if ((rc = check_file(opt->ca_file, "CA file", err)) != NS_OK)
+    bool have_cert = !store_only && opt->cert_file && opt->cert_file[0];
+    if (!store_only && (rc = check_file(opt->ca_file, "CA file", err)) != NS_OK)
         return rc;
     if (have_cert && ((rc = check_file(opt->cert_file, "certificate file", err)) != NS_OK ||
                       (rc = check_file(opt->key_file, "key file", err)) != NS_OK))
@@ -1057,7 +1159,8 @@ int ns_client_new(const ns_client_options *opt, uv_loop_t *loop, ns_client **out
     };
     ns_tls_ctx *tls = NULL;
     char tls_err[512] = "";
-    rc = ns_tls_ctx_new(NS_TLS_CLIENT, &tc, &tls, tls_err, sizeof(tls_err));
+    rc =
+        store_only ? NS_TLS_OK : ns_tls_ctx_new(NS_TLS_CLIENT, &tc, &tls, tls_err, sizeof(tls_err));
     if (rc != NS_TLS_OK) {
         if (rc == NS_TLS_ERR_NOMEM) {
             set_error(err, NS_ERR_NOMEM, 0, "out of memory");
@@ -1077,7 +1180,16 @@ int ns_client_new(const ns_client_options *opt, uv_loop_t *loop, ns_client **out
     c->have_cert = have_cert;
     memcpy(c->host, host, sizeof(host));
     c->port = port;
-    snprintf(c->server, sizeof(c->server), "%s", opt->server);
+    snprintf(c->server, sizeof(c->server), "%s", store_only ? "" : opt->server);
+    if (opt->store_path && opt->store_path[0]) {
+        ns_error se;
+        if (ns_store_open(opt->store_path, &c->store, &se) != NS_STORE_OK) {
+            release_memory(c);
+            if (err)
+                *err = se;
+            return se.status;
+        }
+    }
     c->timeout_ms = opt->timeout_ms ? opt->timeout_ms : NS_CLIENT_DEFAULT_TIMEOUT_MS;
     snprintf(c->client_name, sizeof(c->client_name), "%s",
              opt->client_name ? opt->client_name : "libnapsync");
@@ -1097,7 +1209,9 @@ int ns_client_new(const ns_client_options *opt, uv_loop_t *loop, ns_client **out
     }
     uv_timer_init(c->loop, &c->timer); /* cannot fail */
     c->timer.data = c;
-    c->refs = 1;
+    uv_timer_init(c->loop, &c->wake);
+    c->wake.data = c;
+    c->refs = 2;
     set_state(c, ST_IDLE);
     *out = c;
     return NS_OK;
@@ -1120,6 +1234,8 @@ void ns_client_free(ns_client *c)
         ns_conn_close(c->conn, false);
     }
     uv_close((uv_handle_t *)&c->timer, on_timer_closed);
+    c->wake_fn = NULL;
+    uv_close((uv_handle_t *)&c->wake, on_timer_closed);
     if (c->owns_loop && !c->running_loop && c->depth == 0)
         finish_own(c);
     /* Otherwise: the function running the own loop finishes, or (the
@@ -1140,6 +1256,11 @@ int ns_client_connect(ns_client *c, ns_connect_cb cb, void *ud, ns_error *err)
                   : c->state == ST_CLOSING ? "the previous connection is still closing"
                                            : "a connect is already in progress");
         return NS_ERR_STATE;
+    }
+    if (c->tls == NULL) {
+        set_error(err, NS_ERR_INVALID_ARGUMENT, 0,
+                  "no server address (host:port) given: this client only has a store");
+        return NS_ERR_INVALID_ARGUMENT;
     }
     resolve_req *r = calloc(1, sizeof(*r));
     if (r == NULL) {
@@ -1302,6 +1423,101 @@ static void release_frames(ns_client *c)
         ns_conn_resume(c->conn); /* may deliver frames now */
 }
 
+/* ---- for sync.c (client_internal.h) ------------------------------------------ */
+
+void nsc_set_error(ns_error *e, ns_status st, int server_code, const char *fmt, ...)
+{
+    if (e == NULL)
+        return;
+    e->status = st;
+    e->server_code = server_code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof(e->message), fmt, ap);
+    va_end(ap);
+    if (e->message[0] == '\0')
+        snprintf(e->message, sizeof(e->message), "%s", ns_status_name(st));
+}
+
+int nsc_request(ns_client *c, Napsync__V1__Envelope *env, Napsync__V1__Envelope__BodyCase answer,
+                bool stream, nsc_response_cb cb, void *ud, ns_error *err)
+{
+    if (!c->freeing && c->state == ST_IDLE && c->unreported.status != NS_OK) {
+        ns_status st = c->unreported.status;
+        if (err)
+            *err = c->unreported;
+        memset(&c->unreported, 0, sizeof(c->unreported));
+        return st;
+    }
+    if (c->freeing || c->state != ST_READY) {
+        set_error(err, NS_ERR_STATE, 0,
+                  c->freeing ? "the client is being freed"
+                             : "not connected: ns_client_connect must succeed first");
+        return NS_ERR_STATE;
+    }
+    if (c->nreqs >= NS_CLIENT_MAX_INFLIGHT) {
+        set_error(err, NS_ERR_STATE, 0, "too many requests awaiting an answer (at most %d)",
+                  NS_CLIENT_MAX_INFLIGHT);
+        return NS_ERR_STATE;
+    }
+    uint64_t id = next_request_id(c);
+    env->request_id = id;
+    int rc = ns_envelope_send(c->conn, env);
+    if (rc != 0) {
+        set_error(err, rc == UV_ENOMEM ? NS_ERR_NOMEM : NS_ERR_CLOSED, 0,
+                  "cannot send a request to %s: %s", c->server, uv_strerror(rc));
+        return rc == UV_ENOMEM ? NS_ERR_NOMEM : NS_ERR_CLOSED;
+    }
+    uv_update_time(c->loop);
+    pending_req *q = &c->reqs[c->nreqs++];
+    q->id = id;
+    q->deadline_ms = uv_now(c->loop) + c->timeout_ms;
+    q->answer = answer;
+    q->stream = stream;
+    q->cb = cb;
+    q->ud = ud;
+    rearm(c);
+    return NS_OK;
+}
+
+ns_store *nsc_store(ns_client *c)
+{
+    return c->store;
+}
+
+void nsc_wake_after(ns_client *c, uint64_t ms, nsc_wake_fn fn, void *ud)
+{
+    if (c->freeing)
+        return;
+    c->wake_fn = fn;
+    c->wake_ud = ud;
+    uv_timer_start(&c->wake, on_wake, ms, 0);
+}
+
+void nsc_wake_stop(ns_client *c)
+{
+    c->wake_fn = NULL;
+    if (!c->freeing)
+        uv_timer_stop(&c->wake);
+}
+
+ns_conn_state nsc_conn_state(const ns_client *c)
+{
+    if (c->state == ST_READY)
+        return NS_CONN_CONNECTED;
+    return connecting(c) ? NS_CONN_CONNECTING : NS_CONN_DISCONNECTED;
+}
+
+nsc_sync **nsc_sync_slot(ns_client *c)
+{
+    return &c->sync;
+}
+
+uv_loop_t *ns_client_loop(ns_client *c)
+{
+    return c ? c->loop : NULL;
+}
+
 static void wait_connected(ns_client *c, const ns_error *e, void *ud)
 {
     waiter *w = ud;
@@ -1330,6 +1546,11 @@ static void wait_closed(ns_client *c, void *ud)
     w->done = true;
 }
 
+void nsc_hold_frames(ns_client *c)
+{
+    hold_frames(c);
+}
+
 static int can_wait(ns_client *c, ns_error *err)
 {
     if (c == NULL) {
@@ -1355,6 +1576,25 @@ static bool run_until(ns_client *c, waiter *w)
     c->running_loop = true;
     release_frames(c);
     while (!w->done && !c->freeing && uv_loop_alive(&c->own_loop))
+        uv_run(&c->own_loop, UV_RUN_ONCE);
+    c->running_loop = false;
+    if (c->freeing) {
+        finish_own(c);
+        return false;
+    }
+    return true;
+}
+
+int nsc_can_wait(ns_client *c, ns_error *err)
+{
+    return can_wait(c, err);
+}
+
+bool nsc_run_until(ns_client *c, const bool *done)
+{
+    c->running_loop = true;
+    release_frames(c);
+    while (!*done && !c->freeing && uv_loop_alive(&c->own_loop))
         uv_run(&c->own_loop, UV_RUN_ONCE);
     c->running_loop = false;
     if (c->freeing) {

@@ -13,13 +13,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "conf.h"
 #include "napsync.h"
 #include "settings.h"
 
 #define CLI_MAX_OPTS       8
-#define CLI_MAX_ARGS       8
+#define CLI_MAX_ARGS       66 /* put TYPE ID and 64 FIELD=VALUE */
+#define CLI_MAX_PLANS      64
 #define CLI_MAX_PING_COUNT 10000u
 /* Longest argument echoed back in an error message. */
 #define CLI_MAX_SHOWN 200
@@ -45,8 +47,10 @@ typedef struct {
     const char *usage; /* what follows "napsync NAME" */
     const char *description;
     cli_opt opts[CLI_MAX_OPTS]; /* ends at the first entry without a name */
+    int min_args;               /* positional arguments required */
     int max_args;               /* positional arguments accepted */
     bool connects;              /* needs the connection settings */
+    bool store;                 /* needs the device store (NAPSYNC_STORE) */
     int (*run)(cli *x);
 } cli_cmd;
 
@@ -55,6 +59,8 @@ struct cli {
     const char *opt[CLI_MAX_OPTS]; /* value of cmd->opts[i]; "" for a switch given */
     const char *args[CLI_MAX_ARGS];
     int nargs;
+    const char *plans[CLI_MAX_PLANS]; /* --plan, repeatable */
+    size_t nplans;
     bool json;
     bool help;
     bool version;
@@ -67,6 +73,15 @@ struct cli {
 static int cmd_ping(cli *x);
 static int cmd_whoami(cli *x);
 static int cmd_help(cli *x);
+static int cmd_sync(cli *x);
+static int cmd_list(cli *x);
+static int cmd_get(cli *x);
+static int cmd_put(cli *x);
+static int cmd_delete(cli *x);
+static int cmd_conflicts(cli *x);
+static int cmd_resolve(cli *x);
+static int cmd_status(cli *x);
+static int cmd_discard(cli *x);
 
 static const cli_cmd commands[] = {
     {
@@ -93,6 +108,133 @@ static const cli_cmd commands[] = {
         .max_args = 0,
         .connects = true,
         .run = cmd_whoami,
+    },
+    {
+        .name = "sync",
+        .summary = "push local changes, pull the server's, refresh conflicts",
+        .usage = "[--watch] [--plan ID]... [--json]",
+        .description =
+            "Connects, sends the changes waiting in the store's outbox (in order; a change\n"
+            "the server refuses stays in the outbox with its reason, see napsync status,\n"
+            "and holds back nothing), applies every change after the store's cursor, and\n"
+            "refreshes the known conflicts. The scope is every plan of this device's\n"
+            "organisation, or the plans given with --plan. With --watch it stays\n"
+            "connected, applies changes as they happen and reconnects (with backoff)\n"
+            "until interrupted (SIGINT or SIGTERM).",
+        .opts = {{"--watch", NULL, "stay subscribed until interrupted"},
+                 {"--plan", "ID", "sync this plan (repeatable) instead of the organisation"},
+                 {"--json", NULL, "print one JSON object per line"}},
+        .max_args = 0,
+        .connects = true,
+        .store = true,
+        .run = cmd_sync,
+    },
+    {
+        .name = "list",
+        .summary = "list the records of a type in the local store",
+        .usage = "TYPE [--deleted] [--json]",
+        .description = "Lists the records of TYPE (plan, indicator, indicator_report) as this\n"
+                       "device sees them: the last synced state with the local changes not yet\n"
+                       "sent applied. Works offline.",
+        .opts = {{"--deleted", NULL, "include deleted records"},
+                 {"--json", NULL, "print one JSON object per record"}},
+        .min_args = 1,
+        .max_args = 1,
+        .store = true,
+        .run = cmd_list,
+    },
+    {
+        .name = "get",
+        .summary = "show one record from the local store",
+        .usage = "TYPE ID [--json]",
+        .description = "Shows a record as this device sees it (see napsync list). Works offline.",
+        .opts = {{"--json", NULL, "print one JSON object"}},
+        .min_args = 2,
+        .max_args = 2,
+        .store = true,
+        .run = cmd_get,
+    },
+    {
+        .name = "put",
+        .summary = "create or update a record locally",
+        .usage = "TYPE ID|new FIELD=VALUE... [--json]",
+        .description =
+            "Saves a change in the store (durable when the command returns; sent by the\n"
+            "next napsync sync). ID \"new\" creates a record with a fresh id; an id the\n"
+            "store knows is updated (only the fields given); another id is created.\n"
+            "VALUE is parsed as the kind of the field's current value, else as text;\n"
+            "FIELD:KIND=VALUE forces a kind: bool, int, decimal, date (YYYY-MM-DD), set\n"
+            "(comma-separated), ref (UUID), text; FIELD:null= sets null. Prints the\n"
+            "record id and the change's id. Works offline.",
+        .opts = {{"--json", NULL, "print one JSON object"}},
+        .min_args = 3,
+        .max_args = CLI_MAX_ARGS,
+        .store = true,
+        .run = cmd_put,
+    },
+    {
+        .name = "delete",
+        .summary = "delete a record locally",
+        .usage = "TYPE ID [--json]",
+        .description = "Saves the deletion in the store (sent by the next napsync sync).",
+        .opts = {{"--json", NULL, "print one JSON object"}},
+        .min_args = 2,
+        .max_args = 2,
+        .store = true,
+        .run = cmd_delete,
+    },
+    {
+        .name = "conflicts",
+        .summary = "list the conflicts known since the last sync",
+        .usage = "[--all] [--json]",
+        .description = "Lists the open conflicts: the record kept one value of a field edited\n"
+                       "on two sides, the other is kept here. Shows the conflict id, the\n"
+                       "record, the field, both values and who wrote each. Run napsync sync\n"
+                       "first for the latest list.",
+        .opts = {{"--all", NULL, "include resolved conflicts"},
+                 {"--json", NULL, "print one JSON object per conflict"}},
+        .store = true,
+        .run = cmd_conflicts,
+    },
+    {
+        .name = "resolve",
+        .summary = "resolve a conflict on the server, then sync",
+        .usage = "ID (--take mine|theirs | --value V) [--json]",
+        .description =
+            "Resolves conflict ID: --take mine keeps the value this device (else this\n"
+            "principal) wrote, --take theirs the other one, --value V sets V (parsed as\n"
+            "the field's kind). The resolution is a normal change that reaches every\n"
+            "device; this command then syncs this one. Needs the server.",
+        .opts = {{"--take", "mine|theirs", "which side to keep"},
+                 {"--value", "V", "the value to set instead"},
+                 {"--json", NULL, "print one JSON object"}},
+        .min_args = 1,
+        .max_args = 1,
+        .connects = true,
+        .store = true,
+        .run = cmd_resolve,
+    },
+    {
+        .name = "status",
+        .summary = "show the store: outbox, cursor, last sync, refused changes",
+        .usage = "[--json]",
+        .description = "Shows how many changes wait to be sent and how many the server refused\n"
+                       "(each with its reason), the records and open conflicts known, the cursor\n"
+                       "and when the last sync completed. Works offline.",
+        .opts = {{"--json", NULL, "print one JSON object"}},
+        .store = true,
+        .run = cmd_status,
+    },
+    {
+        .name = "discard",
+        .summary = "drop a change the server refused",
+        .usage = "MUTATION_ID",
+        .description = "Removes a refused change (see napsync status) from the outbox.",
+        .opts = {{NULL, NULL, NULL}},
+        .min_args = 1,
+        .max_args = 1,
+        .store = true,
+        .run = cmd_discard,
     },
     {
         .name = "help",
@@ -349,6 +491,14 @@ static const char *opt_value(const cli *x, const char *name)
     return NULL;
 }
 
+static const char **opt_slot(cli *x, const char *name)
+{
+    for (int i = 0; i < CLI_MAX_OPTS && x->cmd->opts[i].name; i++)
+        if (strcmp(x->cmd->opts[i].name, name) == 0)
+            return &x->opt[i];
+    return NULL;
+}
+
 /* Whether arg (maybe "--name=value") names the option name. */
 static bool opt_matches(const char *arg, size_t namelen, const char *name)
 {
@@ -427,14 +577,20 @@ static int parse_args(cli *x, int argc, char **argv)
         } else {
             return usage_error(x, "%s needs a value (%s)", a, metavar);
         }
+        if (x->cmd && slot == opt_slot(x, "--plan")) {
+            if (x->nplans >= CLI_MAX_PLANS)
+                return usage_error(x, "at most %d --plan", CLI_MAX_PLANS);
+            x->plans[x->nplans++] = *slot;
+        }
     }
     return 0;
 }
 
 /* ---- commands --------------------------------------------------------------- */
 
-/* Connects with the settings; returns 0 or an exit code after reporting. */
-static int connect_client(cli *x)
+/* A client with the connection settings (and the store for commands that
+ * use it); returns 0 or an exit code after reporting. */
+static int new_client(cli *x)
 {
     char err[1024];
     if (ns_settings_require(&x->settings, NS_SETTING_SERVER, "no server given", err, sizeof(err)) !=
@@ -451,10 +607,21 @@ static int connect_client(cli *x)
         .timeout_ms = x->settings.timeout_ms,
         .client_name = "napsync-cli",
         .client_version = ns_version(),
+        .store_path = x->cmd->store ? ns_settings_get(&x->settings, NS_SETTING_STORE) : NULL,
     };
     ns_error e;
     if (ns_client_new(&o, NULL, &x->client, &e) != NS_OK)
         return fail(x, e.status, e.message);
+    return 0;
+}
+
+/* Connects with the settings; returns 0 or an exit code after reporting. */
+static int connect_client(cli *x)
+{
+    int rc = new_client(x);
+    if (rc != 0)
+        return rc;
+    ns_error e;
     if (ns_client_connect_wait(x->client, &e) != NS_OK)
         return fail(x, e.status, e.message);
     x->id = *ns_client_identity(x->client);
@@ -604,6 +771,517 @@ static int cmd_whoami(cli *x)
     return 0;
 }
 
+/* ---- the store and sync ----------------------------------------------------- */
+
+static int require_store(cli *x)
+{
+    char err[1024];
+    if (ns_settings_require(&x->settings, NS_SETTING_STORE,
+                            "no device store given (the file that keeps this device's records "
+                            "and unsent changes)",
+                            err, sizeof(err)) != 0)
+        return fail(x, NS_ERR_CONFIG, err);
+    return 0;
+}
+
+/* A client with the store only: local commands never need the server. */
+static int open_store(cli *x)
+{
+    int rc = require_store(x);
+    if (rc != 0)
+        return rc;
+    ns_client_options o = {.store_path = ns_settings_get(&x->settings, NS_SETTING_STORE)};
+    ns_error e;
+    if (ns_client_new(&o, NULL, &x->client, &e) != NS_OK)
+        return fail(x, e.status, e.message);
+    return 0;
+}
+
+static void json_u64_field(bool *first, const char *key, uint64_t v)
+{
+    json_field(first, key);
+    printf("%llu", (unsigned long long)v);
+}
+
+static void json_bool_field(bool *first, const char *key, bool v)
+{
+    json_field(first, key);
+    fputs(v ? "true" : "false", stdout);
+}
+
+static void json_str_or_null(const char *s)
+{
+    if (s)
+        json_str(s);
+    else
+        fputs("null", stdout);
+}
+
+/* A value in JSON by its kind: numbers and booleans as such, sets as
+ * arrays, decimals (exact) and the rest as strings, null as null. */
+static void json_value(const char *kind, const char *value)
+{
+    if (value == NULL) {
+        fputs("null", stdout);
+    } else if (strcmp(kind, "int") == 0 || strcmp(kind, "bool") == 0) {
+        fputs(value, stdout);
+    } else if (strcmp(kind, "set") == 0) {
+        putchar('[');
+        const char *p = value;
+        bool first = true;
+        while (*p) {
+            const char *comma = strchr(p, ',');
+            size_t n = comma ? (size_t)(comma - p) : strlen(p);
+            char item[256];
+            if (n >= sizeof(item))
+                n = sizeof(item) - 1;
+            memcpy(item, p, n);
+            item[n] = '\0';
+            if (!first)
+                putchar(',');
+            first = false;
+            json_str(item);
+            p += comma ? (size_t)(comma - p) + 1 : strlen(p);
+        }
+        putchar(']');
+    } else {
+        json_str(value);
+    }
+}
+
+static void time_text(int64_t unix_ms, char *out, size_t cap)
+{
+    if (unix_ms <= 0) {
+        snprintf(out, cap, "never");
+        return;
+    }
+    time_t t = (time_t)(unix_ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static int print_record(const ns_record_view *r, void *ud)
+{
+    const cli *x = ud;
+    if (x->json) {
+        bool first = true;
+        putchar('{');
+        json_str_field(&first, "type", r->entity_type);
+        json_str_field(&first, "id", r->id);
+        json_u64_field(&first, "version", r->version);
+        json_bool_field(&first, "deleted", r->deleted);
+        json_str_field(&first, "tenant_id", r->tenant_id);
+        json_str_field(&first, "changed_by", r->changed_by);
+        json_str_field(&first, "changed_at", r->changed_at);
+        json_field(&first, "fields");
+        putchar('{');
+        for (size_t i = 0; i < r->nfields; i++) {
+            if (i)
+                putchar(',');
+            json_str(r->fields[i].name);
+            putchar(':');
+            json_value(r->fields[i].kind, r->fields[i].value);
+        }
+        putchar('}');
+        json_bool_field(&first, "pending", r->pending);
+        json_u64_field(&first, "rejected", r->rejected);
+        fputs("}\n", stdout);
+        return 0;
+    }
+    printf("%s %s version %llu%s%s", r->entity_type, r->id, (unsigned long long)r->version,
+           r->deleted ? " (deleted)" : "", r->pending ? " (local changes not yet synced)" : "");
+    if (r->rejected)
+        printf(" (%u refused change%s: see napsync status)", r->rejected,
+               r->rejected == 1 ? "" : "s");
+    printf("\n");
+    if (r->changed_by[0])
+        printf("  last change by %s at %s\n", r->changed_by, r->changed_at);
+    for (size_t i = 0; i < r->nfields; i++)
+        printf("  %s: %s\n", r->fields[i].name, r->fields[i].value ? r->fields[i].value : "null");
+    return 0;
+}
+
+static int cmd_list(cli *x)
+{
+    int rc = open_store(x);
+    if (rc != 0)
+        return rc;
+    ns_error e;
+    if (ns_client_list(x->client, x->args[0], opt_value(x, "--deleted") != NULL, print_record, x,
+                       &e) != NS_OK)
+        return fail(x, e.status, e.message);
+    return 0;
+}
+
+static int cmd_get(cli *x)
+{
+    int rc = open_store(x);
+    if (rc != 0)
+        return rc;
+    ns_error e;
+    if (ns_client_get(x->client, x->args[0], x->args[1], print_record, x, &e) != NS_OK)
+        return fail(x, e.status, e.message);
+    return 0;
+}
+
+static void print_edit(const cli *x, const char *type, const char *op, const ns_edit_result *r)
+{
+    if (x->json) {
+        bool first = true;
+        putchar('{');
+        json_str_field(&first, "type", type);
+        json_str_field(&first, "record_id", r->record_id);
+        json_str_field(&first, "mutation_id", r->mutation_id);
+        json_str_field(&first, "op", op);
+        json_u64_field(&first, "base_version", r->base_version);
+        fputs("}\n", stdout);
+    } else {
+        printf("%s %s %s (change %s, saved; sent by the next napsync sync)\n", op, type,
+               r->record_id, r->mutation_id);
+    }
+}
+
+static int cmd_put(cli *x)
+{
+    int rc = open_store(x);
+    if (rc != 0)
+        return rc;
+    const char *id = strcmp(x->args[1], "new") == 0 ? NULL : x->args[1];
+    ns_edit_result r;
+    ns_error e;
+    if (ns_client_put(x->client, x->args[0], id, x->args + 2, (size_t)(x->nargs - 2), &r, &e) !=
+        NS_OK)
+        return fail(x, e.status, e.message);
+    print_edit(x, x->args[0], r.created ? "create" : "update", &r);
+    return 0;
+}
+
+static int cmd_delete(cli *x)
+{
+    int rc = open_store(x);
+    if (rc != 0)
+        return rc;
+    ns_edit_result r;
+    ns_error e;
+    if (ns_client_delete(x->client, x->args[0], x->args[1], &r, &e) != NS_OK)
+        return fail(x, e.status, e.message);
+    print_edit(x, x->args[0], "delete", &r);
+    return 0;
+}
+
+static int print_conflict(const ns_conflict_view *cf, void *ud)
+{
+    const cli *x = ud;
+    if (x->json) {
+        bool first = true;
+        putchar('{');
+        json_str_field(&first, "id", cf->id);
+        json_str_field(&first, "type", cf->entity_type);
+        json_str_field(&first, "record", cf->record_id);
+        json_str_field(&first, "field", cf->field);
+        json_field(&first, "kept_value");
+        json_str_or_null(cf->kept_value);
+        json_str_field(&first, "kept_by", cf->kept_by);
+        json_str_field(&first, "kept_device", cf->kept_device);
+        json_bool_field(&first, "kept_deleted", cf->kept_deleted);
+        json_field(&first, "other_value");
+        json_str_or_null(cf->other_value);
+        json_str_field(&first, "other_by", cf->other_by);
+        json_str_field(&first, "other_device", cf->other_device);
+        json_bool_field(&first, "other_deleted", cf->other_deleted);
+        json_field(&first, "base_value");
+        json_str_or_null(cf->base_value);
+        json_str_field(&first, "tenant_id", cf->tenant_id);
+        json_str_field(&first, "created_at", cf->created_at);
+        json_bool_field(&first, "resolved", cf->resolved);
+        fputs("}\n", stdout);
+        return 0;
+    }
+    printf("conflict %s%s: %s %s, %s\n", cf->id, cf->resolved ? " (resolved)" : "", cf->entity_type,
+           cf->record_id, cf->field[0] ? cf->field : "the whole record (edit versus delete)");
+    printf("  kept:  %s  (by %s on %s)\n",
+           cf->kept_deleted ? "(deleted)"
+           : cf->kept_value ? cf->kept_value
+                            : "null",
+           cf->kept_by, cf->kept_device);
+    printf("  other: %s  (by %s on %s)\n",
+           cf->other_deleted ? "(deleted)"
+           : cf->other_value ? cf->other_value
+                             : "null",
+           cf->other_by, cf->other_device);
+    return 0;
+}
+
+static int cmd_conflicts(cli *x)
+{
+    int rc = open_store(x);
+    if (rc != 0)
+        return rc;
+    ns_error e;
+    if (ns_client_conflicts(x->client, opt_value(x, "--all") != NULL, print_conflict, x, &e) !=
+        NS_OK)
+        return fail(x, e.status, e.message);
+    return 0;
+}
+
+static int print_outbox(const ns_outbox_view *o, void *ud)
+{
+    bool *first_entry = ud;
+    if (!*first_entry)
+        putchar(',');
+    *first_entry = false;
+    bool first = true;
+    putchar('{');
+    json_str_field(&first, "mutation_id", o->mutation_id);
+    json_str_field(&first, "type", o->entity_type);
+    json_str_field(&first, "record_id", o->record_id);
+    json_str_field(&first, "op", o->op);
+    json_str_field(&first, "state", o->rejected ? "rejected" : "pending");
+    json_str_field(&first, "reject_code", o->reject_code);
+    json_str_field(&first, "reject_reason", o->reject_reason);
+    putchar('}');
+    return 0;
+}
+
+static int print_rejected(const ns_outbox_view *o, void *ud)
+{
+    (void)ud;
+    if (o->rejected)
+        printf("  refused %s of %s %s (change %s): %s: %s\n", o->op, o->entity_type, o->record_id,
+               o->mutation_id, o->reject_code, o->reject_reason);
+    return 0;
+}
+
+static const char *conn_name(ns_conn_state s)
+{
+    return s == NS_CONN_CONNECTED    ? "connected"
+           : s == NS_CONN_CONNECTING ? "connecting"
+                                     : "disconnected";
+}
+
+static int cmd_status(cli *x)
+{
+    int rc = open_store(x);
+    if (rc != 0)
+        return rc;
+    ns_sync_status st;
+    ns_error e;
+    if (ns_client_status(x->client, &st, &e) != NS_OK)
+        return fail(x, e.status, e.message);
+    char last[40];
+    time_text(st.last_sync_ms, last, sizeof(last));
+    if (x->json) {
+        bool first = true;
+        putchar('{');
+        json_u64_field(&first, "pending", st.pending);
+        json_u64_field(&first, "rejected", st.rejected);
+        json_u64_field(&first, "records", st.records);
+        json_u64_field(&first, "open_conflicts", st.open_conflicts);
+        json_str_field(&first, "cursor", st.cursor);
+        json_field(&first, "last_sync");
+        json_str_or_null(st.last_sync_ms > 0 ? last : NULL);
+        json_str_field(&first, "connection", conn_name(st.connection));
+        json_field(&first, "outbox");
+        putchar('[');
+        bool first_entry = true;
+        rc = ns_client_outbox(x->client, print_outbox, &first_entry, &e);
+        putchar(']');
+        fputs("}\n", stdout);
+        if (rc != NS_OK)
+            return fail(x, e.status, e.message);
+        return 0;
+    }
+    printf("outbox:     %llu change%s waiting, %llu refused\n", (unsigned long long)st.pending,
+           st.pending == 1 ? "" : "s", (unsigned long long)st.rejected);
+    if (st.rejected && ns_client_outbox(x->client, print_rejected, NULL, &e) != NS_OK)
+        return fail(x, e.status, e.message);
+    printf("records:    %llu\n", (unsigned long long)st.records);
+    printf("conflicts:  %llu open\n", (unsigned long long)st.open_conflicts);
+    printf("cursor:     %s\n", st.cursor[0] ? st.cursor : "(none: never synced)");
+    printf("last sync:  %s\n", last);
+    printf("connection: %s (this command works from the store only)\n", conn_name(st.connection));
+    return 0;
+}
+
+static int cmd_discard(cli *x)
+{
+    int rc = open_store(x);
+    if (rc != 0)
+        return rc;
+    ns_error e;
+    if (ns_client_discard(x->client, x->args[0], &e) != NS_OK)
+        return fail(x, e.status, e.message);
+    if (!x->json)
+        printf("discarded change %s\n", x->args[0]);
+    return 0;
+}
+
+static void print_event(ns_client *c, const ns_sync_event *ev, void *ud)
+{
+    (void)c;
+    const cli *x = ud;
+    static const char *const names[] = {"",        "connected", "disconnected", "pushed",
+                                        "changes", "conflicts", "cursor_reset", "caught_up"};
+    const char *name = (size_t)ev->kind < sizeof(names) / sizeof(names[0]) ? names[ev->kind] : "";
+    if (x->json) {
+        bool first = true;
+        putchar('{');
+        json_str_field(&first, "event", name);
+        json_u64_field(&first, "count", ev->count);
+        if (ev->kind == NS_SYNC_PUSHED)
+            json_u64_field(&first, "rejected", ev->rejected);
+        if (ev->kind == NS_SYNC_DISCONNECTED) {
+            json_u64_field(&first, "retry_in_ms", ev->retry_in_ms);
+            json_str_field(&first, "message", ev->err ? ev->err->message : "");
+        }
+        fputs("}\n", stdout);
+    } else {
+        switch (ev->kind) {
+        case NS_SYNC_DISCONNECTED:
+            printf("disconnected: %s; retrying in %.1f s\n", ev->err ? ev->err->message : "",
+                   ev->retry_in_ms / 1000.0);
+            break;
+        case NS_SYNC_CHANGES:
+            printf("received %llu change%s\n", (unsigned long long)ev->count,
+                   ev->count == 1 ? "" : "s");
+            break;
+        case NS_SYNC_CURSOR_RESET:
+            printf("the server did not know this store's cursor: fetching everything again "
+                   "(unsent changes are kept)\n");
+            break;
+        case NS_SYNC_CONNECTED:
+            printf("connected\n");
+            break;
+        default:
+            break;
+        }
+    }
+    fflush(stdout);
+}
+
+static void on_stop_signal(uv_signal_t *h, int signum)
+{
+    (void)signum;
+    ns_client_sync_stop(h->data);
+}
+
+static void print_sync_stats(const cli *x, const ns_sync_stats *st)
+{
+    if (x->json) {
+        bool first = true;
+        putchar('{');
+        json_u64_field(&first, "pushed", st->pushed);
+        json_u64_field(&first, "rejected", st->rejected);
+        json_u64_field(&first, "received", st->received);
+        json_u64_field(&first, "open_conflicts", st->open_conflicts);
+        json_u64_field(&first, "cursor_resets", st->cursor_resets);
+        json_bool_field(&first, "conflicts_listed", st->conflicts_listed);
+        fputs("}\n", stdout);
+        return;
+    }
+    printf("synced: %llu change%s sent (%llu refused: see napsync status), %llu received, %llu "
+           "open conflict%s%s\n",
+           (unsigned long long)st->pushed, st->pushed == 1 ? "" : "s",
+           (unsigned long long)st->rejected, (unsigned long long)st->received,
+           (unsigned long long)st->open_conflicts, st->open_conflicts == 1 ? "" : "s",
+           st->conflicts_listed ? "" : " (this server does not list conflicts)");
+}
+
+/* Runs one sync (or a watch) on the connected client. */
+static int run_sync(cli *x, bool watch, bool events)
+{
+    ns_sync_options so = {
+        .plan_ids = x->plans,
+        .nplans = x->nplans,
+        .watch = watch,
+        .on_event = events ? print_event : NULL,
+        .event_ud = x,
+    };
+    uv_signal_t sigs[2];
+    int nsig = 0;
+    if (watch) {
+        const int which[2] = {SIGINT, SIGTERM};
+        for (int i = 0; i < 2; i++) {
+            if (uv_signal_init(ns_client_loop(x->client), &sigs[nsig]) == 0) {
+                sigs[nsig].data = x->client;
+                uv_signal_start(&sigs[nsig], on_stop_signal, which[i]);
+                nsig++;
+            }
+        }
+    }
+    ns_sync_stats st;
+    ns_error e;
+    int rc = ns_client_sync_wait(x->client, &so, &st, &e);
+    for (int i = 0; i < nsig; i++)
+        uv_close((uv_handle_t *)&sigs[i], NULL);
+    if (nsig)
+        uv_run(ns_client_loop(x->client), UV_RUN_NOWAIT);
+    if (rc != NS_OK)
+        return fail(x, e.status, e.message);
+    print_sync_stats(x, &st);
+    return 0;
+}
+
+static int cmd_sync(cli *x)
+{
+    int rc = require_store(x);
+    if (rc != 0)
+        return rc;
+    bool watch = opt_value(x, "--watch") != NULL;
+    if (watch) {
+        /* the sync connects itself, and again after every loss */
+        rc = new_client(x);
+        if (rc != 0)
+            return rc;
+        return run_sync(x, true, true);
+    }
+    rc = connect_client(x);
+    if (rc != 0)
+        return rc;
+    rc = run_sync(x, false, false);
+    disconnect_client(x);
+    return rc;
+}
+
+static int cmd_resolve(cli *x)
+{
+    const char *take = opt_value(x, "--take");
+    const char *value = opt_value(x, "--value");
+    if ((take == NULL) == (value == NULL))
+        return usage_error(x, "give either --take mine|theirs or --value V");
+    ns_take how = NS_TAKE_VALUE;
+    if (take && strcmp(take, "mine") == 0)
+        how = NS_TAKE_MINE;
+    else if (take && strcmp(take, "theirs") == 0)
+        how = NS_TAKE_THEIRS;
+    else if (take)
+        return usage_error(x, "--take: \"%s\" is neither mine nor theirs", shown(take));
+    int rc = require_store(x);
+    if (rc != 0)
+        return rc;
+    rc = connect_client(x);
+    if (rc != 0)
+        return rc;
+    uint64_t version = 0;
+    ns_error e;
+    if (ns_client_resolve_wait(x->client, x->args[0], how, value, &version, &e) != NS_OK)
+        return fail(x, e.status, e.message);
+    if (x->json) {
+        bool first = true;
+        putchar('{');
+        json_str_field(&first, "resolved", x->args[0]);
+        json_u64_field(&first, "version", version);
+        fputs("}\n", stdout);
+    } else {
+        printf("resolved conflict %s: the record is now at version %llu\n", x->args[0],
+               (unsigned long long)version);
+    }
+    rc = run_sync(x, false, false);
+    disconnect_client(x);
+    return rc;
+}
+
 /* ---- main ------------------------------------------------------------------- */
 
 /* --json must shape even the errors found while parsing the rest. */
@@ -645,7 +1323,9 @@ static int run(cli *x, int argc, char **argv)
         }
         return usage_error(x, "no command given (commands: %s)", names);
     }
-    if (x->cmd->connects) {
+    if (x->nargs < x->cmd->min_args)
+        return usage_error(x, "%s needs %s", x->cmd->name, x->cmd->usage);
+    if (x->cmd->connects || x->cmd->store) {
         char err[NS_SETTINGS_MAX_VALUE + 512];
         if (ns_settings_load(&x->settings, &x->flags, err, sizeof(err)) != 0)
             return fail(x, NS_ERR_CONFIG, err);

@@ -65,6 +65,10 @@ typedef struct {
     uint32_t timeout_ms;        /* connect, handshake and each request; 0 = 10000 */
     const char *client_name;    /* for the server's logs; NULL = "libnapsync" */
     const char *client_version; /* NULL = the library's version */
+    /* This device's store (SQLite file): outbox, replica, cursor, known
+     * conflicts. NULL: no store (connection only: connect, ping). Created
+     * if absent; one process at a time (NS_ERR_STATE if another has it). */
+    const char *store_path;
 } ns_client_options;
 
 #define NS_MAX_ROLES 8
@@ -128,6 +132,235 @@ NS_API const ns_identity *ns_client_identity(const ns_client *c);
 NS_API int ns_client_connect_wait(ns_client *c, ns_error *err);
 NS_API int ns_client_ping_wait(ns_client *c, uint64_t *rtt_us, ns_error *err);
 NS_API int ns_client_disconnect_wait(ns_client *c);
+
+/* ---- the device store and sync (need ns_client_options.store_path) --------
+ *
+ * Local edits and reads work offline: they go to the store only. Each call
+ * that changes the store has committed it to disk (fsync) before it returns
+ * NS_OK, so nothing reported as saved is lost in a crash. These calls block
+ * on the disk (an fsync per change, a few milliseconds) and run on the
+ * calling thread, also when the client runs on the application's loop.
+ *
+ * Views passed to callbacks (records, outbox entries, conflicts) are valid
+ * during the callback only; a callback returns non-zero to stop a listing
+ * and must not call back into the store. */
+
+/* A field as text: value is the text form of its kind (as FIELD=VALUE
+ * takes it), NULL for null. kind: "bool", "int", "decimal", "text", "date",
+ * "set", "ref". */
+typedef struct {
+    const char *name;
+    const char *kind;
+    const char *value;
+} ns_field_view;
+
+/* A record in the local view: the replica's row with this device's pending
+ * changes applied in order. */
+typedef struct {
+    const char *entity_type;
+    const char *id;
+    uint64_t version;            /* the replica's; 0 while the server has not got it */
+    int deleted;                 /* a tombstone (or a pending delete) */
+    int pending;                 /* pending local changes are applied in this view */
+    uint32_t rejected;           /* changes of this record the server refused */
+    const char *tenant_id;       /* the plan it belongs to; "" until synced */
+    const char *changed_by;      /* last change the replica knows of; "" if none */
+    const char *changed_at;      /* RFC 3339 UTC; "" if none */
+    const ns_field_view *fields; /* by name */
+    size_t nfields;
+} ns_record_view;
+
+typedef int (*ns_record_fn)(const ns_record_view *r, void *ud);
+
+/* What a local edit saved. */
+typedef struct {
+    char record_id[40];
+    char mutation_id[40];
+    uint64_t base_version; /* 0 for a create */
+    int created;           /* the edit creates the record */
+} ns_edit_result;
+
+/* Creates or updates a record locally (and queues the change for the
+ * server). id NULL: a new record with a fresh id; an id the local view
+ * knows (not deleted): an update of the given fields; another id: a
+ * create with that id. Each assignment is "FIELD=VALUE" or
+ * "FIELD:KIND=VALUE" with KIND one of bool, int, decimal, text, date, set,
+ * ref, null (then VALUE must be empty). Without a KIND the value is parsed
+ * as the kind the field's current value has in the local view, else as
+ * text. The server checks kinds against its schema and refuses a wrong one
+ * naming the field (see ns_client_outbox). */
+NS_API int ns_client_put(ns_client *c, const char *entity_type, const char *id,
+                         const char *const *assignments, size_t n, ns_edit_result *out,
+                         ns_error *err);
+/* Deletes a record locally (queued for the server). */
+NS_API int ns_client_delete(ns_client *c, const char *entity_type, const char *id,
+                            ns_edit_result *out, ns_error *err);
+
+/* One record of the local view (NS_ERR_INVALID_ARGUMENT "not found" when
+ * unknown); fn is called once. */
+NS_API int ns_client_get(ns_client *c, const char *entity_type, const char *id, ns_record_fn fn,
+                         void *ud, ns_error *err);
+/* The records of a type in the local view, by id. */
+NS_API int ns_client_list(ns_client *c, const char *entity_type, int include_deleted,
+                          ns_record_fn fn, void *ud, ns_error *err);
+
+/* A change waiting in the outbox, or refused by the server. */
+typedef struct {
+    int64_t seq;
+    const char *mutation_id;
+    const char *entity_type;
+    const char *record_id;
+    const char *op; /* "create", "update", "delete" */
+    uint64_t base_version;
+    int64_t created_at_ms;
+    int rejected;              /* refused by the server: kept until discarded */
+    const char *reject_code;   /* e.g. "INVALID_ARGUMENT"; "" while pending */
+    const char *reject_reason; /* names the field at fault; "" while pending */
+    const ns_field_view *fields;
+    size_t nfields;
+} ns_outbox_view;
+
+typedef int (*ns_outbox_fn)(const ns_outbox_view *e, void *ud);
+
+NS_API int ns_client_outbox(ns_client *c, ns_outbox_fn fn, void *ud, ns_error *err);
+/* Drops a refused change (the user gives up on it). */
+NS_API int ns_client_discard(ns_client *c, const char *mutation_id, ns_error *err);
+
+/* A conflict the server reported: the record kept one value, the other is
+ * kept here. field "" is a whole-record conflict (edit versus delete). */
+typedef struct {
+    const char *id;
+    const char *entity_type;
+    const char *record_id;
+    const char *tenant_id;
+    const char *field;
+    const char *base_value; /* text forms as in ns_field_view; NULL for null */
+    const char *kept_value;
+    const char *other_value;
+    int kept_deleted;
+    int other_deleted;
+    const char *kept_by; /* principal names and device names */
+    const char *kept_device;
+    const char *other_by;
+    const char *other_device;
+    const char *created_at;
+    int resolved;
+} ns_conflict_view;
+
+typedef int (*ns_conflict_fn)(const ns_conflict_view *cf, void *ud);
+
+/* The conflicts known to the store as of the last sync, oldest first. */
+NS_API int ns_client_conflicts(ns_client *c, int include_resolved, ns_conflict_fn fn, void *ud,
+                               ns_error *err);
+
+typedef enum {
+    NS_CONN_DISCONNECTED = 0,
+    NS_CONN_CONNECTING = 1,
+    NS_CONN_CONNECTED = 2,
+} ns_conn_state;
+
+typedef struct {
+    uint64_t pending;         /* changes not yet acknowledged by the server */
+    uint64_t rejected;        /* changes the server refused (see ns_client_outbox) */
+    uint64_t records;         /* replica rows, tombstones included */
+    uint64_t open_conflicts;  /* known conflicts not resolved */
+    char cursor[128];         /* the pull cursor; "" before the first sync */
+    int64_t last_sync_ms;     /* Unix time of the last completed sync; 0 if never */
+    ns_conn_state connection; /* of this client, now */
+    int syncing;              /* a sync (or watch) is running */
+} ns_sync_status;
+
+NS_API int ns_client_status(ns_client *c, ns_sync_status *out, ns_error *err);
+
+/* ---- sync ------------------------------------------------------------------ */
+
+typedef enum {
+    NS_SYNC_CONNECTED = 1,    /* a connection is up (Welcome received) */
+    NS_SYNC_DISCONNECTED = 2, /* it went down: err says why; retry_in_ms when watching */
+    NS_SYNC_PUSHED = 3,       /* count changes answered (rejected: how many refused) */
+    NS_SYNC_CHANGES = 4,      /* count records from the server applied to the replica */
+    NS_SYNC_CONFLICTS = 5,    /* the conflict list was refreshed: count open ones */
+    NS_SYNC_CURSOR_RESET = 6, /* the server did not know the cursor: the replica is re-fetched */
+    NS_SYNC_CAUGHT_UP = 7,    /* push, pull and conflicts done (once per connection) */
+} ns_sync_event_kind;
+
+typedef struct {
+    ns_sync_event_kind kind;
+    uint64_t count;
+    uint64_t rejected;
+    uint32_t retry_in_ms;
+    const ns_error *err; /* NS_SYNC_DISCONNECTED only */
+} ns_sync_event;
+
+typedef void (*ns_sync_event_cb)(ns_client *c, const ns_sync_event *ev, void *ud);
+
+typedef struct {
+    /* Scopes: plan ids. None: every plan of the organisation the server
+     * says this device belongs to. At most 64. */
+    const char *const *plan_ids;
+    size_t nplans;
+    /* After catching up, stay subscribed: apply changes as they commit,
+     * push local edits as they are made, and reconnect with exponential
+     * backoff and jitter whenever the connection is lost, until
+     * ns_client_sync_stop. */
+    int watch;
+    ns_sync_event_cb on_event; /* may be NULL */
+    void *event_ud;
+} ns_sync_options;
+
+typedef struct {
+    uint64_t pushed;   /* changes the server answered */
+    uint64_t rejected; /* of which refused */
+    uint64_t received; /* records applied to the replica */
+    uint64_t open_conflicts;
+    uint32_t cursor_resets;
+    int conflicts_listed; /* 0 if the server cannot list conflicts */
+} ns_sync_stats;
+
+typedef void (*ns_sync_cb)(ns_client *c, const ns_error *err, const ns_sync_stats *st, void *ud);
+
+/* One sync: connects if not connected, pushes the outbox in order (in
+ * batches; a refused change stays in the outbox with its reason and does
+ * not hold back the others), pulls every page after the cursor (each page
+ * and its cursor applied in one transaction), refreshes the conflicts of
+ * the scopes. A cursor the server does not know drops the replica and the
+ * cursor (never the outbox) and pulls again. Without watch, cb runs once
+ * that is done, and the connection stays open for the caller. With watch,
+ * see ns_sync_options; cb runs after ns_client_sync_stop. One sync at a
+ * time (NS_ERR_STATE). */
+NS_API int ns_client_sync(ns_client *c, const ns_sync_options *o, ns_sync_cb cb, void *ud,
+                          ns_error *err);
+/* Ends a watching sync (or a sync in progress): its cb gets NS_OK if it
+ * was watching, NS_ERR_CLOSED otherwise. Callable from any callback. */
+NS_API int ns_client_sync_stop(ns_client *c);
+
+/* Resolves a conflict on the server (needs a connection): the resolution
+ * is a versioned change like any other, and the next sync brings it into
+ * the replica and closes the conflict there. MINE takes the value this
+ * device (else this principal) wrote, THEIRS the other one; VALUE parses
+ * value as the kind of the conflict's values (text if both are null). */
+typedef enum {
+    NS_TAKE_MINE = 1,
+    NS_TAKE_THEIRS = 2,
+    NS_TAKE_VALUE = 3,
+} ns_take;
+
+typedef void (*ns_resolve_cb)(ns_client *c, const ns_error *err, uint64_t version, void *ud);
+
+NS_API int ns_client_resolve(ns_client *c, const char *conflict_id, ns_take take, const char *value,
+                             ns_resolve_cb cb, void *ud, ns_error *err);
+
+/* Blocking forms (own loop). */
+NS_API int ns_client_sync_wait(ns_client *c, const ns_sync_options *o, ns_sync_stats *st,
+                               ns_error *err);
+NS_API int ns_client_resolve_wait(ns_client *c, const char *conflict_id, ns_take take,
+                                  const char *value, uint64_t *version, ns_error *err);
+
+/* The loop the client runs on (its own, or the application's): e.g. to
+ * watch signals that call ns_client_sync_stop during ns_client_sync_wait.
+ * Handles added to the client's own loop must be closed before
+ * ns_client_free. */
+NS_API uv_loop_t *ns_client_loop(ns_client *c);
 
 /* The library's version, e.g. "0.1.0". */
 NS_API const char *ns_version(void);
