@@ -30,7 +30,7 @@
 
 #include "db.h"
 #include "feed.h"
-#include "migrate.h"
+#include "pgtest.h"
 #include "registry.h"
 
 #define ERR(name) NAPSYNC__V1__ERROR_CODE__ERROR_CODE_##name
@@ -92,106 +92,20 @@ static const char indicators_sql[] =
 typedef enum { APPEND_LOCKED, APPEND_SILENT, APPEND_NAIVE } append_mode;
 
 static struct {
-    char admin[1024];
-    char conninfo[1024]; /* the feed database */
-    char naive[1024];    /* the control's database */
-    char dbname[64];
-    char naivename[64];
-    char sql_dir[1024];
-    PGconn *pg; /* the tests' own SQL on the feed database */
-    PGconn *pgn;
+    nst_pgt_db pgdb;  /* the feed's database; pgdb.pg for the tests' own SQL */
+    nst_pgt_db naive; /* the control's database */
     ns_registry reg;
     bool reg_loaded;
-    bool created, created_naive;
     ns_identity_info alice, bob;
     char epoch[40];
 } G;
 
 /* ---- plain SQL --------------------------------------------------------------------- */
 
-static int conninfo_add(char *out, size_t cap, const char *key, const char *val)
-{
-    size_t o = strlen(out);
-    int n = snprintf(out + o, cap - o, "%s%s='", o ? " " : "", key);
-    if (n < 0 || (size_t)n >= cap - o)
-        return -1;
-    o += (size_t)n;
-    for (const char *p = val; *p; p++) {
-        if (o + 3 >= cap)
-            return -1;
-        if (*p == '\'' || *p == '\\')
-            out[o++] = '\\';
-        out[o++] = *p;
-    }
-    if (o + 2 > cap)
-        return -1;
-    out[o++] = '\'';
-    out[o] = '\0';
-    return 0;
-}
-
-static int make_conninfo(char *out, size_t cap, const char *dbname)
-{
-    const char *host = getenv("NS_TEST_PGHOST");
-    const char *port = getenv("NS_TEST_PGPORT");
-    const char *user = getenv("NS_TEST_PGUSER");
-    if (!host || !*host || !port || !*port || !user || !*user) {
-        fprintf(stderr, "test_feed: NS_TEST_PGHOST, NS_TEST_PGPORT and NS_TEST_PGUSER "
-                        "must name the test cluster (tests/run.sh sets them)\n");
-        return -1;
-    }
-    out[0] = '\0';
-    if (conninfo_add(out, cap, "host", host) || conninfo_add(out, cap, "port", port) ||
-        conninfo_add(out, cap, "user", user) || conninfo_add(out, cap, "dbname", dbname))
-        return -1;
-    return 0;
-}
-
-static void ignore_notice(void *arg, const char *message)
-{
-    (void)arg;
-    (void)message;
-}
-
-static PGconn *connect_db(const char *conninfo)
-{
-    PGconn *c = PQconnectdb(conninfo);
-    if (PQstatus(c) != CONNECTION_OK) {
-        fprintf(stderr, "test_feed: %s", PQerrorMessage(c));
-        PQfinish(c);
-        return NULL;
-    }
-    PQsetNoticeProcessor(c, ignore_notice, NULL);
-    return c;
-}
-
-/* Runs sql with text parameters; returns the result (caller clears) or NULL after printing
- * why. */
-static PGresult *try_exec(PGconn *c, const char *sql, int n, const char *const *v)
-{
-    /* Without parameters, several statements may travel in one string. */
-    PGresult *r = n == 0 ? PQexec(c, sql) : PQexecParams(c, sql, n, NULL, v, NULL, NULL, 0);
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-        fprintf(stderr, "test_feed: %.120s...: %s", sql, PQresultErrorMessage(r));
-        PQclear(r);
-        return NULL;
-    }
-    return r;
-}
-
-static void exec_ok(PGconn *c, const char *sql, int n, const char *const *v)
-{
-    PGresult *r = try_exec(c, sql, n, v);
-    if (r == NULL)
-        fail_msg("SQL failed");
-    PQclear(r);
-}
-
 /* The first value of the first row, as a long long. */
 static long long exec_int(PGconn *c, const char *sql, int n, const char *const *v)
 {
-    PGresult *r = try_exec(c, sql, n, v);
+    PGresult *r = nst_pgt_query(c, sql, n, v);
     if (r == NULL || PQntuples(r) < 1 || PQgetisnull(r, 0, 0)) {
         PQclear(r);
         fail_msg("no value from %.80s", sql);
@@ -201,24 +115,13 @@ static long long exec_int(PGconn *c, const char *sql, int n, const char *const *
     return x;
 }
 
-static int admin_exec(const char *sql)
-{
-    PGconn *c = connect_db(G.admin);
-    if (c == NULL)
-        return -1;
-    PGresult *r = try_exec(c, sql, 0, NULL);
-    PQclear(r);
-    PQfinish(c);
-    return r != NULL ? 0 : -1;
-}
-
 /* JSON of n new indicators of plan by principal (caller frees). */
 static char *indicators(PGconn *c, int n, const char *plan, const char *principal)
 {
     char num[16];
     snprintf(num, sizeof(num), "%d", n);
     const char *v[3] = {plan, principal, num};
-    PGresult *r = try_exec(c, indicators_sql, 3, v);
+    PGresult *r = nst_pgt_query(c, indicators_sql, 3, v);
     assert_non_null(r);
     char *json = strdup(PQgetvalue(r, 0, 0));
     PQclear(r);
@@ -233,32 +136,32 @@ static void begin_changes(PGconn *c, const char *json, int n, append_mode mode)
     char num[16];
     snprintf(num, sizeof(num), "%d", n);
     const char *v[2] = {json, num};
-    exec_ok(c, "BEGIN", 0, NULL);
-    exec_ok(c, revisions_sql, 1, v);
-    exec_ok(c,
-            mode == APPEND_NAIVE    ? append_naive_sql
-            : mode == APPEND_SILENT ? append_silent_sql
-                                    : append_sql,
-            mode == APPEND_NAIVE ? 1 : 2, v);
+    nst_pgt_exec_ok(c, "BEGIN", 0, NULL);
+    nst_pgt_exec_ok(c, revisions_sql, 1, v);
+    nst_pgt_exec_ok(c,
+                    mode == APPEND_NAIVE    ? append_naive_sql
+                    : mode == APPEND_SILENT ? append_silent_sql
+                                            : append_sql,
+                    mode == APPEND_NAIVE ? 1 : 2, v);
 }
 
 static void commit_changes(PGconn *c, const char *json, int n, append_mode mode)
 {
     begin_changes(c, json, n, mode);
-    exec_ok(c, "COMMIT", 0, NULL);
+    nst_pgt_exec_ok(c, "COMMIT", 0, NULL);
 }
 
 /* n new indicators of plan by principal, committed in one transaction. */
 static void add_indicators(int n, const char *plan, const char *principal)
 {
-    char *json = indicators(G.pg, n, plan, principal);
-    commit_changes(G.pg, json, n, APPEND_LOCKED);
+    char *json = indicators(G.pgdb.pg, n, plan, principal);
+    commit_changes(G.pgdb.pg, json, n, APPEND_LOCKED);
     free(json);
 }
 
 static long long head_seq(void)
 {
-    return exec_int(G.pg, "SELECT seq FROM sync_feed_head", 0, NULL);
+    return exec_int(G.pgdb.pg, "SELECT seq FROM sync_feed_head", 0, NULL);
 }
 
 /* "record_id/version" of every change of the given tenants (uuid[] literal), in feed order. */
@@ -286,10 +189,10 @@ static void ids_free(id_list *l)
 static void truth(PGconn *c, const char *tenants, id_list *out)
 {
     const char *v[1] = {tenants};
-    PGresult *r = try_exec(c,
-                           "SELECT record_id, version FROM sync_feed"
-                           " WHERE tenant_id = ANY($1::uuid[]) ORDER BY seq",
-                           1, v);
+    PGresult *r = nst_pgt_query(c,
+                                "SELECT record_id, version FROM sync_feed"
+                                " WHERE tenant_id = ANY($1::uuid[]) ORDER BY seq",
+                                1, v);
     assert_non_null(r);
     for (int i = 0; i < PQntuples(r); i++)
         ids_add(out, PQgetvalue(r, i, 0), strtoull(PQgetvalue(r, i, 1), NULL, 10));
@@ -331,25 +234,6 @@ static const char naive_sql[] =
     "CREATE VIEW sync_feed_head AS SELECT true AS single,"
     "       coalesce((SELECT max(seq) FROM sync_feed), 0) AS seq, epoch FROM naive_epoch;";
 
-static int make_db(const char *name, const char *conninfo, bool *created)
-{
-    char sql[160];
-    snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
-    if (admin_exec(sql) != 0)
-        return -1;
-    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", name);
-    if (admin_exec(sql) != 0)
-        return -1;
-    *created = true;
-    char err[512];
-    int applied = 0;
-    if (ns_migrate_run(conninfo, G.sql_dir, &applied, err, sizeof(err)) != 0) {
-        fprintf(stderr, "test_feed: migrations: %s\n", err);
-        return -1;
-    }
-    return 0;
-}
-
 static void identity(ns_identity_info *who, const char *org, const char *principal,
                      const char *name)
 {
@@ -362,41 +246,24 @@ static void identity(ns_identity_info *who, const char *org, const char *princip
 static int group_setup(void **state)
 {
     (void)state;
-    const char *src = getenv("NS_SOURCE_DIR");
-    if (src == NULL || *src == '\0') {
-        fprintf(stderr, "test_feed: set NS_SOURCE_DIR to the source directory\n");
-        return -1;
-    }
-    snprintf(G.sql_dir, sizeof(G.sql_dir), "%s/sql", src);
-    snprintf(G.dbname, sizeof(G.dbname), "nst_feed_%ld", (long)getpid());
-    snprintf(G.naivename, sizeof(G.naivename), "nst_feed_naive_%ld", (long)getpid());
-    if (make_conninfo(G.admin, sizeof(G.admin), "postgres") != 0 ||
-        make_conninfo(G.conninfo, sizeof(G.conninfo), G.dbname) != 0 ||
-        make_conninfo(G.naive, sizeof(G.naive), G.naivename) != 0)
-        return -1;
-    if (make_db(G.dbname, G.conninfo, &G.created) != 0 ||
-        make_db(G.naivename, G.naive, &G.created_naive) != 0)
-        return -1;
-    G.pg = connect_db(G.conninfo);
-    G.pgn = connect_db(G.naive);
-    if (G.pg == NULL || G.pgn == NULL)
+    if (nst_pgt_create(&G.pgdb, "feed") != 0 || nst_pgt_create(&G.naive, "feed_naive") != 0)
         return -1;
     PGresult *r;
-    if ((r = try_exec(G.pg, seed_sql, 0, NULL)) == NULL)
+    if ((r = nst_pgt_query(G.pgdb.pg, seed_sql, 0, NULL)) == NULL)
         return -1;
     PQclear(r);
-    if ((r = try_exec(G.pgn, seed_sql, 0, NULL)) == NULL)
+    if ((r = nst_pgt_query(G.naive.pg, seed_sql, 0, NULL)) == NULL)
         return -1;
     PQclear(r);
-    if ((r = try_exec(G.pgn, naive_sql, 0, NULL)) == NULL)
+    if ((r = nst_pgt_query(G.naive.pg, naive_sql, 0, NULL)) == NULL)
         return -1;
     PQclear(r);
-    if ((r = try_exec(G.pg, "SELECT epoch FROM sync_feed_head", 0, NULL)) == NULL)
+    if ((r = nst_pgt_query(G.pgdb.pg, "SELECT epoch FROM sync_feed_head", 0, NULL)) == NULL)
         return -1;
     snprintf(G.epoch, sizeof(G.epoch), "%s", PQgetvalue(r, 0, 0));
     PQclear(r);
     char err[512];
-    if (ns_registry_load(G.conninfo, &G.reg, err, sizeof(err)) != 0) {
+    if (ns_registry_load(G.pgdb.conninfo, &G.reg, err, sizeof(err)) != 0) {
         fprintf(stderr, "test_feed: registry: %s\n", err);
         return -1;
     }
@@ -412,19 +279,8 @@ static int group_teardown(void **state)
     int rc = 0;
     if (G.reg_loaded)
         ns_registry_free(&G.reg);
-    PQfinish(G.pg);
-    PQfinish(G.pgn);
-    if (getenv("NST_KEEP") == NULL) {
-        char sql[160];
-        if (G.created) {
-            snprintf(sql, sizeof(sql), "DROP DATABASE %s WITH (FORCE)", G.dbname);
-            rc |= admin_exec(sql);
-        }
-        if (G.created_naive) {
-            snprintf(sql, sizeof(sql), "DROP DATABASE %s WITH (FORCE)", G.naivename);
-            rc |= admin_exec(sql);
-        }
-    }
+    rc |= nst_pgt_drop(&G.pgdb);
+    rc |= nst_pgt_drop(&G.naive);
     return rc;
 }
 
@@ -492,10 +348,10 @@ static void on_db_closed(void *ud)
 
 static void reset_feed(void)
 {
-    exec_ok(G.pg, "TRUNCATE sync_feed, sync_revisions", 0, NULL);
-    exec_ok(G.pg, "UPDATE sync_feed_head SET seq = 0", 0, NULL);
-    exec_ok(G.pgn, "TRUNCATE sync_feed, sync_revisions", 0, NULL);
-    exec_ok(G.pgn, "ALTER SEQUENCE naive_feed_seq RESTART", 0, NULL);
+    nst_pgt_exec_ok(G.pgdb.pg, "TRUNCATE sync_feed, sync_revisions", 0, NULL);
+    nst_pgt_exec_ok(G.pgdb.pg, "UPDATE sync_feed_head SET seq = 0", 0, NULL);
+    nst_pgt_exec_ok(G.naive.pg, "TRUNCATE sync_feed, sync_revisions", 0, NULL);
+    nst_pgt_exec_ok(G.naive.pg, "ALTER SEQUENCE naive_feed_seq RESTART", 0, NULL);
 }
 
 static fx *fx_new(const char *conninfo, const ns_feed_options *opt)
@@ -555,8 +411,8 @@ static int fx_teardown(void **state)
     free(f);
     *state = NULL;
     /* A failed test may have left a transaction open. */
-    PQclear(PQexec(G.pg, "ROLLBACK"));
-    PQclear(PQexec(G.pgn, "ROLLBACK"));
+    PQclear(PQexec(G.pgdb.pg, "ROLLBACK"));
+    PQclear(PQexec(G.naive.pg, "ROLLBACK"));
     return rc;
 }
 
@@ -813,7 +669,7 @@ static bool rfc3339_utc(const char *s)
  * canonical), the version, the tombstone, the tenant, who and when. */
 static void test_pull_records(void **state)
 {
-    fx *f = *state = fx_new(G.conninfo, NULL);
+    fx *f = *state = fx_new(G.pgdb.conninfo, NULL);
     static const char json[] =
         "[{\"entity_type\": \"indicator\", \"record_id\": \"11110000-0000-4000-8000-000000000001\","
         "  \"version\": 1, \"tenant_id\": \"" A_ACTIVE "\", \"principal_id\": \"" ALICE "\","
@@ -827,7 +683,7 @@ static void test_pull_records(void **state)
         "  \"version\": 2, \"tenant_id\": \"" A_ACTIVE "\", \"principal_id\": \"" ALICE "\","
         "  \"deleted\": false, \"after\": {\"title\": \"A active\", \"status\": \"active\","
         "  \"owner_id\": \"" ORG_A "\"}}]";
-    commit_changes(G.pg, json, 3, APPEND_LOCKED);
+    commit_changes(G.pgdb.pg, json, 3, APPEND_LOCKED);
 
     scopes sc = one_scope(true, A_ACTIVE);
     const Napsync__V1__ChangePage *p = pull_ok(f, &G.alice, "", &sc, 0);
@@ -892,7 +748,7 @@ static void test_pull_records(void **state)
  * any query. */
 static void test_cursors_and_requests(void **state)
 {
-    fx *f = *state = fx_new(G.conninfo, NULL);
+    fx *f = *state = fx_new(G.pgdb.conninfo, NULL);
     add_indicators(3, A_ACTIVE, ALICE);
     assert_int_equal(head_seq(), 3);
     scopes sc = one_scope(false, ORG_A);
@@ -980,7 +836,7 @@ static void test_cursors_and_requests(void **state)
  * unknown) plan is refused. */
 static void test_scopes_and_readability(void **state)
 {
-    fx *f = *state = fx_new(G.conninfo, NULL);
+    fx *f = *state = fx_new(G.pgdb.conninfo, NULL);
     add_indicators(1, A_DRAFT, ALICE);  /* seq 1 */
     add_indicators(2, A_ACTIVE, ALICE); /* 2-3 */
     add_indicators(3, B_DRAFT, BOB);    /* 4-6 */
@@ -1014,7 +870,7 @@ static void test_scopes_and_readability(void **state)
             continue;
         }
         id_list want = {0}, seen = {0};
-        truth(G.pg, cases[i].tenants, &want);
+        truth(G.pgdb.pg, cases[i].tenants, &want);
         char cur[80] = "";
         pull_all(f, cases[i].who, cur, sizeof(cur), &sc, 0, NS_FEED_DEFAULT_PAGE_SIZE, &seen);
         assert_same_ids(&seen, &want);
@@ -1030,7 +886,7 @@ static void test_scopes_and_readability(void **state)
     scopes both = one_scope(false, ORG_A);
     scope_add(&both, false, ORG_B);
     id_list want = {0}, seen = {0};
-    truth(G.pg, "{" A_DRAFT "," A_ACTIVE "," B_ACTIVE "}", &want);
+    truth(G.pgdb.pg, "{" A_DRAFT "," A_ACTIVE "," B_ACTIVE "}", &want);
     char cur[80] = "";
     pull_all(f, &G.alice, cur, sizeof(cur), &both, 0, 500, &seen);
     assert_same_ids(&seen, &want);
@@ -1040,12 +896,14 @@ static void test_scopes_and_readability(void **state)
     assert_int_equal(pull(f, &G.alice, "", &both, 0), ERR(PERMISSION_DENIED));
 
     /* Scopes are resolved in every page: a plan published later is in. */
-    exec_ok(G.pg, "UPDATE plans SET status = 'active' WHERE id = '" B_DRAFT "'", 0, NULL);
+    nst_pgt_exec_ok(G.pgdb.pg, "UPDATE plans SET status = 'active' WHERE id = '" B_DRAFT "'", 0,
+                    NULL);
     scopes orgb = one_scope(false, ORG_B);
-    truth(G.pg, "{" B_DRAFT "," B_ACTIVE "}", &want);
+    truth(G.pgdb.pg, "{" B_DRAFT "," B_ACTIVE "}", &want);
     cur[0] = '\0';
     pull_all(f, &G.alice, cur, sizeof(cur), &orgb, 0, 500, &seen);
-    exec_ok(G.pg, "UPDATE plans SET status = 'draft' WHERE id = '" B_DRAFT "'", 0, NULL);
+    nst_pgt_exec_ok(G.pgdb.pg, "UPDATE plans SET status = 'draft' WHERE id = '" B_DRAFT "'", 0,
+                    NULL);
     assert_same_ids(&seen, &want);
     ids_free(&want);
     ids_free(&seen);
@@ -1058,13 +916,13 @@ static void test_paging_backlog(void **state)
 {
     /* Room for 5000 records a page: the record cap is what is tested here. */
     ns_feed_options o = {.max_page_bytes = 16u << 20};
-    fx *f = *state = fx_new(G.conninfo, &o);
+    fx *f = *state = fx_new(G.pgdb.conninfo, &o);
     for (int i = 0; i < 20; i++) {
         add_indicators(1000, A_ACTIVE, ALICE);
         add_indicators(37, B_DRAFT, BOB);
     }
     id_list want = {0}, seen = {0};
-    truth(G.pg, "{" A_DRAFT "," A_ACTIVE "}", &want);
+    truth(G.pgdb.pg, "{" A_DRAFT "," A_ACTIVE "}", &want);
     assert_int_equal(want.n, 20000);
 
     scopes sc = one_scope(false, ORG_A);
@@ -1105,10 +963,10 @@ static void test_paging_backlog(void **state)
 static void test_page_bytes(void **state)
 {
     ns_feed_options o = {.max_page_bytes = 2048};
-    fx *f = *state = fx_new(G.conninfo, &o);
+    fx *f = *state = fx_new(G.pgdb.conninfo, &o);
     add_indicators(60, A_ACTIVE, ALICE);
     id_list want = {0}, seen = {0};
-    truth(G.pg, "{" A_ACTIVE "}", &want);
+    truth(G.pgdb.pg, "{" A_ACTIVE "}", &want);
     scopes sc = one_scope(true, A_ACTIVE);
     char cur[80] = "";
     size_t pages = 0;
@@ -1171,7 +1029,7 @@ static void drain_ok(PGconn *c)
  * number of changes the reader missed. */
 static size_t interleave(fx *f, const char *conninfo, PGconn *own, append_mode mode)
 {
-    PGconn *w1 = connect_db(conninfo), *w2 = connect_db(conninfo);
+    PGconn *w1 = nst_pgt_connect(conninfo), *w2 = nst_pgt_connect(conninfo);
     assert_non_null(w1);
     assert_non_null(w2);
     reader *r = &f->rd;
@@ -1225,7 +1083,7 @@ static size_t interleave(fx *f, const char *conninfo, PGconn *own, append_mode m
     }
     size_t seen_early = r->seen.n;
 
-    exec_ok(w1, "COMMIT", 0, NULL);
+    nst_pgt_exec_ok(w1, "COMMIT", 0, NULL);
     assert_true(query_done_within(w2, 10000));
     drain_ok(w2);
     for (int i = 0; i < 3; i++)
@@ -1262,16 +1120,16 @@ static size_t interleave(fx *f, const char *conninfo, PGconn *own, append_mode m
 
 static void test_gap_interleaved(void **state)
 {
-    fx *f = *state = fx_new(G.conninfo, NULL);
-    assert_int_equal(interleave(f, G.conninfo, G.pg, APPEND_LOCKED), 0);
+    fx *f = *state = fx_new(G.pgdb.conninfo, NULL);
+    assert_int_equal(interleave(f, G.pgdb.conninfo, G.pgdb.pg, APPEND_LOCKED), 0);
 }
 
 /* The control: the same interleaving and the same reader over a plain
  * sequence skip writer 1's change for good. */
 static void test_gap_control_naive_sequence_skips(void **state)
 {
-    fx *f = *state = fx_new(G.naive, NULL);
-    assert_int_equal(interleave(f, G.naive, G.pgn, APPEND_NAIVE), 1);
+    fx *f = *state = fx_new(G.naive.conninfo, NULL);
+    assert_int_equal(interleave(f, G.naive.conninfo, G.naive.pg, APPEND_NAIVE), 1);
 }
 
 #define WRITERS        4
@@ -1289,11 +1147,10 @@ typedef struct {
 static void *writer_main(void *p)
 {
     writer_arg *w = p;
-    PGconn *c = PQconnectdb(G.conninfo);
+    PGconn *c = nst_pgt_connect(G.pgdb.conninfo);
     unsigned seed = 0x5eed0000u + (unsigned)w->id;
-    if (PQstatus(c) != CONNECTION_OK)
+    if (c == NULL)
         w->failed = 1;
-    PQsetNoticeProcessor(c, ignore_notice, NULL);
     for (int t = 0; t < TXNS_PER_WRITE && !w->failed; t++) {
         int n = 1 + (int)(rand_r(&seed) % 3);
         char num[16], sleep_before[32], sleep_after[32];
@@ -1381,7 +1238,7 @@ static bool reader_finished(void *arg)
  * every change once, in feed order. */
 static void test_gap_concurrent_writers(void **state)
 {
-    fx *f = *state = fx_new(G.conninfo, NULL);
+    fx *f = *state = fx_new(G.pgdb.conninfo, NULL);
     atomic_int done = 0;
     reader *r = &f->rd;
     memset(r, 0, sizeof(*r));
@@ -1406,7 +1263,7 @@ static void test_gap_concurrent_writers(void **state)
         assert_int_equal(wa[i].failed, 0);
     assert_int_equal(r->errors, 0);
     id_list want = {0};
-    truth(G.pg, "{" A_ACTIVE "}", &want);
+    truth(G.pgdb.pg, "{" A_ACTIVE "}", &want);
     assert_true(want.n >= WRITERS * TXNS_PER_WRITE);
     assert_same_ids(&r->seen, &want);
     /* The reader did run while the writers did. */
@@ -1430,7 +1287,7 @@ static size_t page_records(const got *g, size_t from)
 static void test_subscribe_catch_up_and_live(void **state)
 {
     ns_feed_options o = {.default_page_size = 100};
-    fx *f = *state = fx_new(G.conninfo, &o);
+    fx *f = *state = fx_new(G.pgdb.conninfo, &o);
     add_indicators(250, A_ACTIVE, ALICE);
     add_indicators(5, B_DRAFT, BOB);
     got *g = &f->subs[0];
@@ -1471,7 +1328,7 @@ static void test_subscribe_catch_up_and_live(void **state)
 
     /* All told: every change of the scope once, in order. */
     id_list want = {0}, seen = {0};
-    truth(G.pg, "{" A_DRAFT "," A_ACTIVE "}", &want);
+    truth(G.pgdb.pg, "{" A_DRAFT "," A_ACTIVE "}", &want);
     for (size_t i = 0; i < g->npages; i++)
         for (size_t k = 0; k < g->pages[i]->n_records; k++)
             ids_add(&seen, g->pages[i]->records[k]->id, g->pages[i]->records[k]->version);
@@ -1514,11 +1371,10 @@ static int burst_commit(PGconn *c)
 static void *burst_main(void *p)
 {
     burst_arg *b = p;
-    PGconn *c = PQconnectdb(G.conninfo);
+    PGconn *c = nst_pgt_connect(G.pgdb.conninfo);
     unsigned seed = 0xb0057u;
-    if (PQstatus(c) != CONNECTION_OK)
+    if (c == NULL)
         b->failed = 1;
-    PQsetNoticeProcessor(c, ignore_notice, NULL);
     for (size_t k = 0; k < PAIRS && !b->failed; k++) {
         if (burst_commit(c) != 0) {
             b->failed = 1;
@@ -1562,7 +1418,7 @@ static bool burst_over(void *arg)
  * flight), and every change arrives once, in order. */
 static void test_subscribe_wakeup_during_query(void **state)
 {
-    fx *f = *state = fx_new(G.conninfo, NULL);
+    fx *f = *state = fx_new(G.pgdb.conninfo, NULL);
     got *g = &f->subs[0];
     scopes sc = one_scope(true, A_ACTIVE);
     subscribe(f, g, &G.alice, "", &sc);
@@ -1581,7 +1437,7 @@ static void test_subscribe_wakeup_during_query(void **state)
     assert_true(ok);
     assert_int_equal(failed, 0);
     id_list want = {0}, seen = {0};
-    truth(G.pg, "{" A_ACTIVE "}", &want);
+    truth(G.pgdb.pg, "{" A_ACTIVE "}", &want);
     assert_int_equal(want.n, 2 * PAIRS);
     for (size_t i = 0; i < g->npages; i++)
         for (size_t k = 0; k < g->pages[i]->n_records; k++)
@@ -1598,7 +1454,7 @@ static void test_subscribe_wakeup_during_query(void **state)
  * acknowledgement with the cursor), then only pages with records. */
 static void test_subscribe_at_head(void **state)
 {
-    fx *f = *state = fx_new(G.conninfo, NULL);
+    fx *f = *state = fx_new(G.pgdb.conninfo, NULL);
     add_indicators(4, A_ACTIVE, ALICE);
     got *g = &f->subs[0];
     scopes sc = one_scope(true, A_ACTIVE);
@@ -1618,7 +1474,7 @@ static void test_subscribe_at_head(void **state)
  * reconnects: its NULL wake-up makes every subscriber look. */
 static void test_subscribe_null_wakeup(void **state)
 {
-    fx *f = *state = fx_new(G.conninfo, NULL);
+    fx *f = *state = fx_new(G.pgdb.conninfo, NULL);
     got *g = &f->subs[0];
     scopes sc = one_scope(false, ORG_A);
     subscribe(f, g, &G.alice, "", &sc);
@@ -1626,14 +1482,14 @@ static void test_subscribe_null_wakeup(void **state)
     fx_idle(f, 200); /* the listener's first NULL wake-up has come and gone */
     size_t before = g->npages;
 
-    char *json = indicators(G.pg, 2, A_ACTIVE, ALICE);
-    commit_changes(G.pg, json, 2, APPEND_SILENT);
+    char *json = indicators(G.pgdb.pg, 2, A_ACTIVE, ALICE);
+    commit_changes(G.pgdb.pg, json, 2, APPEND_SILENT);
     free(json);
     fx_idle(f, 300);
     assert_int_equal(g->npages, before);
 
     /* Cut the LISTEN connection: the pool's own connections stay. */
-    assert_int_equal(exec_int(G.pg,
+    assert_int_equal(exec_int(G.pgdb.pg,
                               "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
                               " WHERE datname = current_database() AND query LIKE 'LISTEN %'",
                               0, NULL),
@@ -1647,7 +1503,7 @@ static void test_subscribe_null_wakeup(void **state)
  * first query in flight, once caught up, and from inside the callback. */
 static void test_unsubscribe(void **state)
 {
-    fx *f = *state = fx_new(G.conninfo, NULL);
+    fx *f = *state = fx_new(G.pgdb.conninfo, NULL);
     add_indicators(3, A_ACTIVE, ALICE);
     scopes sc = one_scope(false, ORG_A);
 
@@ -1684,7 +1540,7 @@ static void test_unsubscribe(void **state)
 static void test_pause_resume(void **state)
 {
     ns_feed_options o = {.default_page_size = 10};
-    fx *f = *state = fx_new(G.conninfo, &o);
+    fx *f = *state = fx_new(G.pgdb.conninfo, &o);
     add_indicators(35, A_ACTIVE, ALICE);
     got *g = &f->subs[0];
     g->pause_in_cb = true; /* pauses during catch-up, at the first page */
@@ -1715,7 +1571,7 @@ static void test_pause_resume(void **state)
 static void test_many_subscribers(void **state)
 {
     ns_feed_options o = {.max_sub_queries = 2};
-    fx *f = *state = fx_new(G.conninfo, &o);
+    fx *f = *state = fx_new(G.pgdb.conninfo, &o);
     size_t n = sizeof(f->subs) / sizeof(f->subs[0]);
     /* Both organisations' plans, as each principal may read them. */
     scopes both = one_scope(false, ORG_A);
@@ -1741,7 +1597,7 @@ static void test_many_subscribers(void **state)
  * a plan that is not readable, a named plan that stops being readable. */
 static void test_subscribe_errors(void **state)
 {
-    fx *f = *state = fx_new(G.conninfo, NULL);
+    fx *f = *state = fx_new(G.pgdb.conninfo, NULL);
     add_indicators(1, A_ACTIVE, ALICE);
     scopes sc = one_scope(true, A_ACTIVE);
     char cur[80];
@@ -1760,14 +1616,16 @@ static void test_subscribe_errors(void **state)
     got *loses = &f->subs[2];
     subscribe(f, loses, &G.bob, "", &sc);
     wait_pages(f, loses, 1);
-    exec_ok(G.pg, "UPDATE plans SET status = 'draft' WHERE id = '" A_ACTIVE "'", 0, NULL);
+    nst_pgt_exec_ok(G.pgdb.pg, "UPDATE plans SET status = 'draft' WHERE id = '" A_ACTIVE "'", 0,
+                    NULL);
     add_indicators(1, A_ACTIVE, ALICE);
     bool ended = false;
     for (int i = 0; i < 1000 && !ended; i++) {
         fx_idle(f, 10);
         ended = loses->code != 0;
     }
-    exec_ok(G.pg, "UPDATE plans SET status = 'active' WHERE id = '" A_ACTIVE "'", 0, NULL);
+    nst_pgt_exec_ok(G.pgdb.pg, "UPDATE plans SET status = 'active' WHERE id = '" A_ACTIVE "'", 0,
+                    NULL);
     assert_true(ended);
     assert_int_equal(loses->code, ERR(PERMISSION_DENIED));
     int calls = loses->calls;
@@ -1795,7 +1653,7 @@ static void test_subscribe_errors(void **state)
 /* A Pull and a subscription still waiting when the pool closes are answered. */
 static void test_close_with_requests_pending(void **state)
 {
-    fx *f = *state = fx_new(G.conninfo, NULL);
+    fx *f = *state = fx_new(G.pgdb.conninfo, NULL);
     scopes sc = one_scope(true, A_ACTIVE);
     char err[256];
     assert_int_equal(pull_start(f, &G.alice, "", &sc, 0, err, sizeof(err)), 0);

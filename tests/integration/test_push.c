@@ -22,7 +22,7 @@
 #include <uv.h>
 
 #include "fields_pb.h"
-#include "migrate.h"
+#include "pgtest.h"
 #include "registry.h"
 #include "sync.h"
 
@@ -42,12 +42,7 @@
 #define REP_1  "2c000000-0000-4000-8000-000000000001"
 
 static struct {
-    char admin[1024];
-    char conninfo[1024];
-    char dbname[64];
-    char sql_dir[1024];
-    PGconn *pg;
-    bool created;
+    nst_pgt_db pgdb; /* the test database; pgdb.pg for the tests' own SQL */
     uv_loop_t loop;
     bool loop_ok;
     ns_db *db;
@@ -60,70 +55,7 @@ static struct {
     char org_a[40], org_b[40];
 } G;
 
-/* ---- connection strings and plain SQL ------------------------------------------------- */
-
-static int conninfo_add(char *out, size_t cap, const char *key, const char *val)
-{
-    size_t o = strlen(out);
-    int n = snprintf(out + o, cap - o, "%s%s='", o ? " " : "", key);
-    if (n < 0 || (size_t)n >= cap - o)
-        return -1;
-    o += (size_t)n;
-    for (const char *p = val; *p; p++) {
-        if (o + 3 >= cap)
-            return -1;
-        if (*p == '\'' || *p == '\\')
-            out[o++] = '\\';
-        out[o++] = *p;
-    }
-    if (o + 2 > cap)
-        return -1;
-    out[o++] = '\'';
-    out[o] = '\0';
-    return 0;
-}
-
-static int make_conninfo(char *out, size_t cap, const char *dbname)
-{
-    const char *host = getenv("NS_TEST_PGHOST");
-    const char *port = getenv("NS_TEST_PGPORT");
-    const char *user = getenv("NS_TEST_PGUSER");
-    if (!host || !*host || !port || !*port || !user || !*user) {
-        fprintf(stderr, "test_push: NS_TEST_PGHOST, NS_TEST_PGPORT and NS_TEST_PGUSER "
-                        "must name the test cluster (tests/run.sh sets them)\n");
-        return -1;
-    }
-    out[0] = '\0';
-    if (conninfo_add(out, cap, "host", host) || conninfo_add(out, cap, "port", port) ||
-        conninfo_add(out, cap, "user", user) || conninfo_add(out, cap, "dbname", dbname))
-        return -1;
-    return 0;
-}
-
-static void ignore_notice(void *arg, const char *message)
-{
-    (void)arg;
-    (void)message;
-}
-
-static int admin_exec(const char *sql)
-{
-    PGconn *pg = PQconnectdb(G.admin);
-    int rc = -1;
-    PQsetNoticeProcessor(pg, ignore_notice, NULL);
-    if (PQstatus(pg) != CONNECTION_OK) {
-        fprintf(stderr, "test_push: %s", PQerrorMessage(pg));
-    } else {
-        PGresult *res = PQexec(pg, sql);
-        if (PQresultStatus(res) == PGRES_COMMAND_OK)
-            rc = 0;
-        else
-            fprintf(stderr, "test_push: %s: %s", sql, PQresultErrorMessage(res));
-        PQclear(res);
-    }
-    PQfinish(pg);
-    return rc;
-}
+/* ---- plain SQL ----------------------------------------------------------------------- */
 
 /* Values of the first row of a query, kept in rotating buffers until a few
  * more queries have run. NULL for SQL NULL or no row. */
@@ -132,7 +64,7 @@ static unsigned qnext;
 
 static const char *qv(const char *sql, int n, const char *const *params)
 {
-    PGresult *res = PQexecParams(G.pg, sql, n, NULL, params, NULL, NULL, 0);
+    PGresult *res = PQexecParams(G.pgdb.pg, sql, n, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         print_error("%s: %s", sql, PQresultErrorMessage(res));
         PQclear(res);
@@ -167,21 +99,14 @@ static long long qn(const char *sql, int n, const char *const *params)
 
 static void exec_ok(const char *sql)
 {
-    PGresult *res = PQexec(G.pg, sql);
-    ExecStatusType st = PQresultStatus(res);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-        print_error("%s: %s", sql, PQresultErrorMessage(res));
-        PQclear(res);
-        fail();
-    }
-    PQclear(res);
+    nst_pgt_exec_ok(G.pgdb.pg, sql, 0, NULL);
 }
 
 /* ---- identities ----------------------------------------------------------------------- */
 
 static int sql_row(const char *sql, int n, const char *const *params, char *out, size_t outlen)
 {
-    PGresult *res = PQexecParams(G.pg, sql, n, NULL, params, NULL, NULL, 0);
+    PGresult *res = PQexecParams(G.pgdb.pg, sql, n, NULL, params, NULL, NULL, 0);
     int rc = -1;
     if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
         snprintf(out, outlen, "%s", PQgetvalue(res, 0, 0));
@@ -568,49 +493,16 @@ static void check_feed(void)
 static int group_setup(void **state)
 {
     (void)state;
-    const char *src = getenv("NS_SOURCE_DIR");
-    if (src == NULL || *src == '\0') {
-        fprintf(stderr, "test_push: set NS_SOURCE_DIR to the source directory\n");
+    if (nst_pgt_create(&G.pgdb, "push") != 0)
         return -1;
-    }
-    snprintf(G.sql_dir, sizeof(G.sql_dir), "%s/sql", src);
-    snprintf(G.dbname, sizeof(G.dbname), "nst_push_%ld", (long)getpid());
-    if (make_conninfo(G.admin, sizeof(G.admin), "postgres") != 0 ||
-        make_conninfo(G.conninfo, sizeof(G.conninfo), G.dbname) != 0)
-        return -1;
-    char sql[128];
-    snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", G.dbname);
-    if (admin_exec(sql) != 0)
-        return -1;
-    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", G.dbname);
-    if (admin_exec(sql) != 0)
-        return -1;
-    G.created = true;
-    char err[512];
-    int applied = 0;
-    if (ns_migrate_run(G.conninfo, G.sql_dir, &applied, err, sizeof(err)) != 0) {
-        fprintf(stderr, "test_push: migrations: %s\n", err);
-        return -1;
-    }
-    G.pg = PQconnectdb(G.conninfo);
-    if (PQstatus(G.pg) != CONNECTION_OK) {
-        fprintf(stderr, "test_push: %s", PQerrorMessage(G.pg));
-        return -1;
-    }
-    PQsetNoticeProcessor(G.pg, ignore_notice, NULL);
 
     /* A type of this test's own whose CHECK constraint the engine cannot
      * know: a mutation of it fails inside the batch's transaction. */
-    PGresult *res = PQexec(G.pg, "CREATE TABLE test_notes (" ENGINE_COLUMNS
-                                 ", plan_id uuid, body text CHECK (body IS DISTINCT FROM "
-                                 "'forbidden'));"
-                                 "INSERT INTO sync_entity_types (name, table_name, tenant_field)"
-                                 " VALUES ('test_note', 'test_notes', 'plan_id')");
-    int rc = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : -1;
-    if (rc != 0)
-        fprintf(stderr, "test_push: test_notes: %s", PQresultErrorMessage(res));
-    PQclear(res);
-    if (rc != 0)
+    if (nst_pgt_exec(G.pgdb.pg, "CREATE TABLE test_notes (" ENGINE_COLUMNS
+                                ", plan_id uuid, body text CHECK (body IS DISTINCT FROM "
+                                "'forbidden'));"
+                                "INSERT INTO sync_entity_types (name, table_name, tenant_field)"
+                                " VALUES ('test_note', 'test_notes', 'plan_id')") != 0)
         return -1;
 
     const char *none[1] = {NULL};
@@ -627,7 +519,8 @@ static int group_setup(void **state)
         make_identity(&G.xavier, G.org_b, "xavier", "coordinator", "dev-x") != 0)
         return -1;
 
-    if (ns_registry_load(G.conninfo, &G.reg, err, sizeof(err)) != 0) {
+    char err[512];
+    if (ns_registry_load(G.pgdb.conninfo, &G.reg, err, sizeof(err)) != 0) {
         fprintf(stderr, "test_push: registry: %s\n", err);
         return -1;
     }
@@ -635,7 +528,7 @@ static int group_setup(void **state)
         return -1;
     G.loop_ok = true;
     ns_db_options o = {
-        .conninfo = G.conninfo,
+        .conninfo = G.pgdb.conninfo,
         .pool_size = 4,
         .queue_limit = 1000,
         .queue_timeout_ms = 10000,
@@ -676,28 +569,16 @@ static int group_teardown(void **state)
             fprintf(stderr, "test_push: handles left open on the loop\n");
     }
     ns_registry_free(&G.reg);
-    PQfinish(G.pg);
-    if (G.created && getenv("NST_KEEP") == NULL) {
-        char sql[128];
-        snprintf(sql, sizeof(sql), "DROP DATABASE %s WITH (FORCE)", G.dbname);
-        if (admin_exec(sql) != 0)
-            return -1;
-    }
-    return 0;
+    return nst_pgt_drop(&G.pgdb);
 }
 
 /* Every test starts from empty tables and feed. */
 static int test_setup(void **state)
 {
     (void)state;
-    PGresult *res = PQexec(G.pg, "TRUNCATE plans, indicators, indicator_reports, test_notes,"
-                                 " sync_revisions, sync_feed, sync_mutations, sync_conflicts;"
-                                 " UPDATE sync_feed_head SET seq = 0");
-    int rc = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : -1;
-    if (rc != 0)
-        fprintf(stderr, "test_push: %s", PQresultErrorMessage(res));
-    PQclear(res);
-    return rc;
+    return nst_pgt_exec(G.pgdb.pg, "TRUNCATE plans, indicators, indicator_reports, test_notes,"
+                                   " sync_revisions, sync_feed, sync_mutations, sync_conflicts;"
+                                   " UPDATE sync_feed_head SET seq = 0");
 }
 
 static int test_teardown(void **state)
@@ -724,9 +605,9 @@ static const char *rev(const char *id, const char *version, const char *expr)
 static void notified(char *out, size_t outlen)
 {
     out[0] = '\0';
-    assert_int_equal(PQconsumeInput(G.pg), 1);
+    assert_int_equal(PQconsumeInput(G.pgdb.pg), 1);
     PGnotify *n;
-    while ((n = PQnotifies(G.pg)) != NULL) {
+    while ((n = PQnotifies(G.pgdb.pg)) != NULL) {
         assert_string_equal(n->relname, "napsync_feed");
         size_t o = strlen(out);
         snprintf(out + o, outlen - o, "%s%s", o ? " " : "", n->extra);
@@ -1049,6 +930,16 @@ static void assert_same_results(const push_out *a, const push_out *b)
     }
 }
 
+/* Pushes b again as who, as a client does when the answer was lost: it
+ * must be answered with first, from what the engine stored. */
+static void expect_replay(pbuild *b, const ns_identity_info *who, const push_out *first)
+{
+    push_out again;
+    run_push(b, who, &again);
+    assert_same_results(&again, first);
+    out_free(&again);
+}
+
 static void test_idempotent(void **state)
 {
     (void)state;
@@ -1059,7 +950,7 @@ static void test_idempotent(void **state)
     pb_add(&b, MID(3), "plan", PLAN_1, OP_UPDATE, 1, F("title=B", "summary=S"));
     pb_add(&b, MID(4), "plan", PLAN_X, OP_UPDATE, 1, F("title=nowhere"));
     pb_add(&b, MID(5), "plan", PLAN_2, OP_CREATE, 0, F("title=P2"));
-    push_out first, again;
+    push_out first;
     run_push(&b, &G.bob, &first);
     results_ok(&first, 4);
     expect(&first, 0, OUT_APPLIED, 2);
@@ -1068,13 +959,9 @@ static void test_idempotent(void **state)
     expect(&first, 3, OUT_APPLIED, 1);
 
     /* The answer was lost: the same push again. */
-    run_push(&b, &G.bob, &again);
-    assert_same_results(&again, &first);
-    out_free(&again);
+    expect_replay(&b, &G.bob, &first);
     /* And again from another device: the mutation ids decide. */
-    run_push(&b, &G.alice, &again);
-    assert_same_results(&again, &first);
-    out_free(&again);
+    expect_replay(&b, &G.alice, &first);
     out_free(&first);
     pb_free(&b);
     assert_int_equal(QN0("SELECT count(*) FROM sync_revisions"), 4);
@@ -1087,12 +974,38 @@ static void test_idempotent(void **state)
     run_push(&b, &G.alice, &first);
     results_ok(&first, 1);
     expect(&first, 0, OUT_CONFLICT, 3);
-    run_push(&b, &G.alice, &again);
-    assert_same_results(&again, &first);
-    out_free(&again);
+    expect_replay(&b, &G.alice, &first);
     out_free(&first);
     pb_free(&b);
     assert_int_equal(QN0("SELECT count(*) FROM sync_conflicts"), 1);
+}
+
+/* Two pushes by alice of the same one-mutation update or create, the
+ * second submitted in the same turn of the loop as the first (one batch),
+ * or, staggered, once the first's batch has started: both get the first's
+ * answer, outcome APPLIED at version. */
+static void push_twice(const char *mid, const char *rid, int op, uint64_t base, const char *spec,
+                       bool staggered, uint64_t version)
+{
+    pbuild x, y;
+    pb_init(&x);
+    pb_init(&y);
+    pb_add(&x, mid, "plan", rid, op, base, F(spec));
+    pb_add(&y, mid, "plan", rid, op, base, F(spec));
+    push_out ox, oy;
+    submit(G.sync, &x, &G.alice, &ox);
+    if (staggered)
+        uv_run(&G.loop, UV_RUN_NOWAIT); /* the first batch starts */
+    submit(G.sync, &y, &G.alice, &oy);
+    run_until(&ox.done);
+    run_until(&oy.done);
+    results_ok(&ox, 1);
+    expect(&ox, 0, OUT_APPLIED, version);
+    assert_same_results(&oy, &ox);
+    out_free(&ox);
+    out_free(&oy);
+    pb_free(&x);
+    pb_free(&y);
 }
 
 /* A mutation id repeated within a push, within a batch, and while its
@@ -1116,42 +1029,10 @@ static void test_repeats(void **state)
     assert_int_equal(QN("SELECT count(*) FROM sync_revisions WHERE record_id = $1", PLAN_1), 2);
 
     /* Two pushes in one turn of the loop (one batch). */
-    pbuild x, y;
-    pb_init(&x);
-    pb_init(&y);
-    pb_add(&x, MID(3), "plan", PLAN_2, OP_CREATE, 0, F("title=P2"));
-    pb_add(&y, MID(3), "plan", PLAN_2, OP_CREATE, 0, F("title=P2"));
-    push_out ox, oy;
-    submit(G.sync, &x, &G.alice, &ox);
-    submit(G.sync, &y, &G.alice, &oy);
-    run_until(&ox.done);
-    run_until(&oy.done);
-    results_ok(&ox, 1);
-    expect(&ox, 0, OUT_APPLIED, 1);
-    assert_same_results(&oy, &ox);
-    out_free(&ox);
-    out_free(&oy);
-
+    push_twice(MID(3), PLAN_2, OP_CREATE, 0, "title=P2", false, 1);
     /* The second arrives while the first's batch runs: it waits for it,
      * then is answered from what the first stored. */
-    pb_free(&x);
-    pb_free(&y);
-    pb_init(&x);
-    pb_init(&y);
-    pb_add(&x, MID(4), "plan", PLAN_2, OP_UPDATE, 1, F("summary=S"));
-    pb_add(&y, MID(4), "plan", PLAN_2, OP_UPDATE, 1, F("summary=S"));
-    submit(G.sync, &x, &G.alice, &ox);
-    uv_run(&G.loop, UV_RUN_NOWAIT); /* the first batch starts */
-    submit(G.sync, &y, &G.alice, &oy);
-    run_until(&ox.done);
-    run_until(&oy.done);
-    results_ok(&ox, 1);
-    expect(&ox, 0, OUT_APPLIED, 2);
-    assert_same_results(&oy, &ox);
-    out_free(&ox);
-    out_free(&oy);
-    pb_free(&x);
-    pb_free(&y);
+    push_twice(MID(4), PLAN_2, OP_UPDATE, 1, "summary=S", true, 2);
     assert_int_equal(QN("SELECT count(*) FROM sync_revisions WHERE record_id = $1", PLAN_2), 2);
 }
 
@@ -1540,7 +1421,7 @@ static void test_connection_lost(void **state)
     apply1(&G.alice, MID(1), "plan", PLAN_1, OP_CREATE, 0, F("title=T0"), OUT_APPLIED, 1);
     /* Hold the record's lock, so that the batch waits inside its
      * transaction. */
-    PGconn *locker = PQconnectdb(G.conninfo);
+    PGconn *locker = PQconnectdb(G.pgdb.conninfo);
     assert_int_equal(PQstatus(locker), CONNECTION_OK);
     const char *id[1] = {PLAN_1};
     PGresult *res = PQexec(locker, "BEGIN");

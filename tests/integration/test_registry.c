@@ -12,104 +12,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 #include <libpq-fe.h>
 
 #include "fields_json.h"
 #include "migrate.h"
+#include "pgtest.h"
 #include "registry.h"
 
 static struct {
-    char admin[1024];    /* the cluster's postgres database */
-    char conninfo[1024]; /* the test database */
-    char dbname[64];
-    char sql_dir[1024];
+    nst_pgt_db pgdb;    /* the test database; pgdb.pg for the tests' own SQL */
     char principal[40]; /* a principal the records are changed by */
-    PGconn *pg;         /* on the test database, for the tests' own SQL */
-    bool created;
 } G;
 
-/* ---- connection strings and plain SQL ------------------------------------------- */
-
-/* Appends key='value' with the quoting libpq expects. Returns -1 if it does not fit. */
-static int conninfo_add(char *out, size_t cap, const char *key, const char *val)
-{
-    size_t o = strlen(out);
-    int n = snprintf(out + o, cap - o, "%s%s='", o ? " " : "", key);
-    if (n < 0 || (size_t)n >= cap - o)
-        return -1;
-    o += (size_t)n;
-    for (const char *p = val; *p; p++) {
-        if (o + 3 >= cap)
-            return -1;
-        if (*p == '\'' || *p == '\\')
-            out[o++] = '\\';
-        out[o++] = *p;
-    }
-    if (o + 2 > cap)
-        return -1;
-    out[o++] = '\'';
-    out[o] = '\0';
-    return 0;
-}
-
-static int make_conninfo(char *out, size_t cap, const char *dbname)
-{
-    const char *host = getenv("NS_TEST_PGHOST");
-    const char *port = getenv("NS_TEST_PGPORT");
-    const char *user = getenv("NS_TEST_PGUSER");
-    if (!host || !*host || !port || !*port || !user || !*user) {
-        fprintf(stderr, "test_registry: NS_TEST_PGHOST, NS_TEST_PGPORT and NS_TEST_PGUSER "
-                        "must name the test cluster (tests/run.sh sets them)\n");
-        return -1;
-    }
-    out[0] = '\0';
-    if (conninfo_add(out, cap, "host", host) || conninfo_add(out, cap, "port", port) ||
-        conninfo_add(out, cap, "user", user) || conninfo_add(out, cap, "dbname", dbname))
-        return -1;
-    return 0;
-}
-
-/* NOTICEs ("... does not exist, skipping") would only clutter the output. */
-static void ignore_notice(void *arg, const char *message)
-{
-    (void)arg;
-    (void)message;
-}
-
-/* One statement on a short connection to the postgres database. */
-static int admin_exec(const char *sql)
-{
-    PGconn *pg = PQconnectdb(G.admin);
-    int rc = -1;
-    PQsetNoticeProcessor(pg, ignore_notice, NULL);
-    if (PQstatus(pg) != CONNECTION_OK) {
-        fprintf(stderr, "test_registry: %s", PQerrorMessage(pg));
-    } else {
-        PGresult *res = PQexec(pg, sql);
-        if (PQresultStatus(res) == PGRES_COMMAND_OK)
-            rc = 0;
-        else
-            fprintf(stderr, "test_registry: %s: %s", sql, PQresultErrorMessage(res));
-        PQclear(res);
-    }
-    PQfinish(pg);
-    return rc;
-}
+/* ---- plain SQL ----------------------------------------------------------------------- */
 
 /* Runs sql (no parameters) on the test database; it must succeed. */
 static void exec_ok(const char *sql)
 {
-    PGresult *res = PQexec(G.pg, sql);
-    ExecStatusType st = PQresultStatus(res);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-        print_error("%s: %s", sql, PQresultErrorMessage(res));
-        PQclear(res);
-        fail();
-    }
-    PQclear(res);
+    nst_pgt_exec_ok(G.pgdb.pg, sql, 0, NULL);
 }
 
 /* ---- fixture ------------------------------------------------------------------------ */
@@ -117,45 +39,17 @@ static void exec_ok(const char *sql)
 static int group_setup(void **state)
 {
     (void)state;
-    const char *src = getenv("NS_SOURCE_DIR");
-    if (src == NULL || *src == '\0') {
-        fprintf(stderr, "test_registry: set NS_SOURCE_DIR to the source directory\n");
+    if (nst_pgt_create(&G.pgdb, "registry") != 0)
+        return -1;
+    if (G.pgdb.migrations < 2) {
+        fprintf(stderr, "test_registry: expected at least 2 migrations, applied %d\n",
+                G.pgdb.migrations);
         return -1;
     }
-    snprintf(G.sql_dir, sizeof(G.sql_dir), "%s/sql", src);
-    snprintf(G.dbname, sizeof(G.dbname), "nst_registry_%ld", (long)getpid());
-    if (make_conninfo(G.admin, sizeof(G.admin), "postgres") != 0 ||
-        make_conninfo(G.conninfo, sizeof(G.conninfo), G.dbname) != 0)
-        return -1;
-    char sql[128];
-    snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", G.dbname);
-    if (admin_exec(sql) != 0)
-        return -1;
-    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", G.dbname);
-    if (admin_exec(sql) != 0)
-        return -1;
-    G.created = true;
-
-    char err[512];
-    int applied = 0;
-    if (ns_migrate_run(G.conninfo, G.sql_dir, &applied, err, sizeof(err)) != 0) {
-        fprintf(stderr, "test_registry: migrations: %s\n", err);
-        return -1;
-    }
-    if (applied < 2) {
-        fprintf(stderr, "test_registry: expected at least 2 migrations, applied %d\n", applied);
-        return -1;
-    }
-    G.pg = PQconnectdb(G.conninfo);
-    if (PQstatus(G.pg) != CONNECTION_OK) {
-        fprintf(stderr, "test_registry: %s", PQerrorMessage(G.pg));
-        return -1;
-    }
-    PQsetNoticeProcessor(G.pg, ignore_notice, NULL);
-    PGresult *res = PQexec(G.pg, "WITH o AS (INSERT INTO organisations (code, name, kind) "
-                                 "VALUES ('mogec', 'Ministry', 'ministry') RETURNING id) "
-                                 "INSERT INTO principals (organisation_id, name) "
-                                 "SELECT id, 'registry test' FROM o RETURNING id");
+    PGresult *res = PQexec(G.pgdb.pg, "WITH o AS (INSERT INTO organisations (code, name, kind) "
+                                      "VALUES ('mogec', 'Ministry', 'ministry') RETURNING id) "
+                                      "INSERT INTO principals (organisation_id, name) "
+                                      "SELECT id, 'registry test' FROM o RETURNING id");
     int rc = -1;
     if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
         snprintf(G.principal, sizeof(G.principal), "%s", PQgetvalue(res, 0, 0));
@@ -170,15 +64,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    PQfinish(G.pg);
-    G.pg = NULL;
-    if (G.created && getenv("NST_KEEP") == NULL) {
-        char sql[128];
-        snprintf(sql, sizeof(sql), "DROP DATABASE %s WITH (FORCE)", G.dbname);
-        if (admin_exec(sql) != 0)
-            return -1;
-    }
-    return 0;
+    return nst_pgt_drop(&G.pgdb);
 }
 
 /* Whatever a test did, the next starts from the migrated schema: a failed
@@ -189,31 +75,19 @@ static const char *const test_tables[] = {
     "bad_arrays", "bad_names", "partial_things", "odd_things",
 };
 
-/* Runs sql on the test database for a fixture: returns 0, or -1 after
- * printing why. */
-static int fixture_exec(const char *sql)
-{
-    PGresult *res = PQexec(G.pg, sql);
-    int rc = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : -1;
-    if (rc != 0)
-        fprintf(stderr, "test_registry: %s: %s", sql, PQresultErrorMessage(res));
-    PQclear(res);
-    return rc;
-}
-
 static int test_teardown(void **state)
 {
     (void)state;
     int rc = 0;
-    if (PQtransactionStatus(G.pg) != PQTRANS_IDLE)
-        rc |= fixture_exec("ROLLBACK");
-    rc |= fixture_exec("RESET ALL");
-    rc |= fixture_exec("DELETE FROM sync_entity_types"
-                       " WHERE name NOT IN ('plan', 'indicator', 'indicator_report')");
+    if (PQtransactionStatus(G.pgdb.pg) != PQTRANS_IDLE)
+        rc |= nst_pgt_exec(G.pgdb.pg, "ROLLBACK");
+    rc |= nst_pgt_exec(G.pgdb.pg, "RESET ALL");
+    rc |= nst_pgt_exec(G.pgdb.pg, "DELETE FROM sync_entity_types"
+                                  " WHERE name NOT IN ('plan', 'indicator', 'indicator_report')");
     for (size_t i = 0; i < sizeof(test_tables) / sizeof(test_tables[0]); i++) {
         char sql[128];
         snprintf(sql, sizeof(sql), "DROP TABLE IF EXISTS %s", test_tables[i]);
-        rc |= fixture_exec(sql);
+        rc |= nst_pgt_exec(G.pgdb.pg, sql);
     }
     return rc;
 }
@@ -223,7 +97,7 @@ static int test_teardown(void **state)
 static void load_ok(ns_registry *r)
 {
     char err[512] = "";
-    if (ns_registry_load(G.conninfo, r, err, sizeof(err)) != 0)
+    if (ns_registry_load(G.pgdb.conninfo, r, err, sizeof(err)) != 0)
         fail_msg("ns_registry_load: %s", err);
 }
 
@@ -231,7 +105,7 @@ static void load_fails(const char *needle)
 {
     ns_registry r;
     char err[512] = "";
-    if (ns_registry_load(G.conninfo, &r, err, sizeof(err)) == 0) {
+    if (ns_registry_load(G.pgdb.conninfo, &r, err, sizeof(err)) == 0) {
         ns_registry_free(&r);
         fail_msg("ns_registry_load succeeded; expected an error with \"%s\"", needle);
     }
@@ -330,7 +204,7 @@ static void upsert(const ns_entity_type *t, const record *recs, size_t n)
 {
     char *json = records_json(recs, n);
     const char *params[1] = {json};
-    PGresult *res = PQexecParams(G.pg, t->sql_upsert, 1, NULL, params, NULL, NULL, 0);
+    PGresult *res = PQexecParams(G.pgdb.pg, t->sql_upsert, 1, NULL, params, NULL, NULL, 0);
     bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
     if (!ok)
         print_error("%s\n$1 = %s\n%s", t->sql_upsert, json, PQresultErrorMessage(res));
@@ -358,7 +232,8 @@ static void select_records(const ns_entity_type *t, const char *const *ids, size
 
     exec_ok("BEGIN");
     const char *params[1] = {arr};
-    PGresult *res = PQexecParams(G.pg, t->sql_select_for_update, 1, NULL, params, NULL, NULL, 0);
+    PGresult *res =
+        PQexecParams(G.pgdb.pg, t->sql_select_for_update, 1, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         print_error("%s\n$1 = %s\n%s", t->sql_select_for_update, arr, PQresultErrorMessage(res));
         PQclear(res);
@@ -595,7 +470,8 @@ static void test_round_trip_shipped_types(void **state)
     snprintf(arr, sizeof(arr), "{%s,%s,%s}", ids[0], ids[1], ids[2]);
     const char *params[1] = {arr};
     exec_ok("BEGIN");
-    PGresult *res = PQexecParams(G.pg, plan->sql_select_for_update, 1, NULL, params, NULL, NULL, 0);
+    PGresult *res =
+        PQexecParams(G.pgdb.pg, plan->sql_select_for_update, 1, NULL, params, NULL, NULL, 0);
     assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
     assert_int_equal(PQntuples(res), 2);
     assert_string_equal(PQgetvalue(res, 0, 0), PLAN_A);
@@ -603,7 +479,7 @@ static void test_round_trip_shipped_types(void **state)
     PQclear(res);
 
     /* The rows are locked until the transaction ends. */
-    PGconn *other = PQconnectdb(G.conninfo);
+    PGconn *other = PQconnectdb(G.pgdb.conninfo);
     assert_int_equal(PQstatus(other), CONNECTION_OK);
     const char *one[1] = {PLAN_A};
     res = PQexecParams(other, "SELECT id FROM plans WHERE id = $1 FOR UPDATE NOWAIT", 1, NULL, one,
@@ -847,19 +723,19 @@ static void test_bad_tenant_and_freeze(void **state)
 static void test_cannot_connect(void **state)
 {
     (void)state;
-    char ci[1100];
-    snprintf(ci, sizeof(ci), "%s connect_timeout=5", G.admin);
     /* The same cluster, a database that does not exist. */
-    char *db = strstr(ci, "dbname='postgres'");
-    assert_non_null(db);
-    memcpy(db, "dbname='nst_none'", 17);
+    char none[1024], ci[1100];
+    assert_int_equal(nst_pgt_conninfo(none, sizeof(none), "nst_none"), 0);
+    snprintf(ci, sizeof(ci), "%s connect_timeout=5", none);
     ns_registry r;
     char err[512] = "";
     assert_int_equal(ns_registry_load(ci, &r, err, sizeof(err)), -1);
     assert_null(r.types);
     assert_non_null(strstr(err, "cannot connect to the database"));
     /* A database without the migrations. */
-    assert_int_equal(ns_registry_load(G.admin, &r, err, sizeof(err)), -1);
+    char admin[1024];
+    assert_int_equal(nst_pgt_conninfo(admin, sizeof(admin), "postgres"), 0);
+    assert_int_equal(ns_registry_load(admin, &r, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "cannot read the entity types"));
 }
 

@@ -4,7 +4,7 @@
  * of bad input (each refused with a message naming the field where there is
  * one, and nothing left in the output), and allocation failure at every
  * allocation of both directions, jansson's own included: the allocator is
- * wrapped at link time (tests/CMakeLists.txt) and jansson is pointed at the
+ * wrapped at link time (alloc_fail.h) and jansson is pointed at the
  * wrapped functions, so a leak on any path shows as a nonzero balance. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,77 +17,8 @@
 
 #include <cmocka.h>
 
+#include "alloc_fail.h"
 #include "fields_json.h"
-
-/* ---- allocator wrapped at link time ------------------------------------------ */
-
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t n, size_t m);
-void *__real_realloc(void *p, size_t n);
-void __real_free(void *p);
-void *__wrap_malloc(size_t n);
-void *__wrap_calloc(size_t n, size_t m);
-void *__wrap_realloc(void *p, size_t n);
-void __wrap_free(void *p);
-
-static long alloc_fail_at = -1; /* the index of the allocation to fail; -1: none */
-static long alloc_count;        /* allocations attempted since arming */
-static long alloc_live;         /* blocks allocated and not yet freed */
-
-static bool alloc_should_fail(void)
-{
-    if (alloc_fail_at < 0)
-        return false;
-    return alloc_count++ == alloc_fail_at;
-}
-
-void *__wrap_malloc(size_t n)
-{
-    if (alloc_should_fail())
-        return NULL;
-    void *p = __real_malloc(n);
-    if (p != NULL)
-        alloc_live++;
-    return p;
-}
-
-void *__wrap_calloc(size_t n, size_t m)
-{
-    if (alloc_should_fail())
-        return NULL;
-    void *p = __real_calloc(n, m);
-    if (p != NULL)
-        alloc_live++;
-    return p;
-}
-
-void *__wrap_realloc(void *p, size_t n)
-{
-    if (alloc_should_fail())
-        return NULL;
-    void *q = __real_realloc(p, n);
-    if (p == NULL && q != NULL)
-        alloc_live++;
-    return q;
-}
-
-void __wrap_free(void *p)
-{
-    if (p != NULL)
-        alloc_live--;
-    __real_free(p);
-}
-
-static void alloc_arm(long at)
-{
-    alloc_count = 0;
-    alloc_fail_at = at;
-}
-
-static void alloc_disarm(void)
-{
-    alloc_fail_at = -1;
-}
 
 /* ---- the entity type ----------------------------------------------------------- */
 
@@ -184,7 +115,7 @@ static void refused_n(const char *text, size_t len, const char *needle)
     static char *junk[1];
     ns_fieldset out;
     char err[256] = "";
-    long live = alloc_live;
+    long live = ns_af_live();
     /* A fieldset that is not empty on entry: it is overwritten, not read. */
     out.n = 7;
     out.names = junk;
@@ -195,7 +126,7 @@ static void refused_n(const char *text, size_t len, const char *needle)
     assert_int_equal(out.n, 0);
     assert_null(out.names);
     assert_null(out.values);
-    assert_int_equal(alloc_live, live);
+    assert_int_equal(ns_af_live(), live);
     if (strstr(err, needle) == NULL)
         fail_msg("%.*s: message \"%s\" lacks \"%s\"", (int)(len < 200 ? len : 200), text, err,
                  needle);
@@ -614,11 +545,11 @@ static void test_to_json_malformed(void **state)
     ns_fieldset_init(&fs);
     put(&fs, "count", "1");
     put(&fs, "notes", "x");
-    long live = alloc_live;
+    long live = ns_af_live();
     char *saved = fs.values[1].u.s;
     fs.values[1].u.s = NULL;
     assert_null(ns_fields_to_json(&fs));
-    assert_int_equal(alloc_live, live);
+    assert_int_equal(ns_af_live(), live);
     fs.values[1].u.s = saved;
     ns_fieldset_free(&fs);
 }
@@ -638,19 +569,18 @@ static void test_allocation_failure_from_json(void **state)
     assert_int_equal(want.n, NDEFS);
     long failures = 0;
     for (long at = 0;; at++) {
-        long live = alloc_live;
+        long live = ns_af_live();
         ns_fieldset fs;
         char err[256] = "";
-        alloc_arm(at);
+        ns_af_arm(at);
         int rc =
             ns_fields_from_json_text(&thing, full_text, strlen(full_text), &fs, err, sizeof(err));
-        bool hit = alloc_count > at;
-        alloc_disarm();
+        bool hit = ns_af_disarm();
         if (rc == 0) {
             assert_false(hit);
             assert_fieldsets_equal(&want, &fs);
             ns_fieldset_free(&fs);
-            assert_int_equal(alloc_live, live);
+            assert_int_equal(ns_af_live(), live);
             break;
         }
         assert_true(hit);
@@ -663,7 +593,7 @@ static void test_allocation_failure_from_json(void **state)
          * a message at all is required. */
         if (err[0] == '\0')
             fail_msg("allocation %ld failed without a message", at);
-        assert_int_equal(alloc_live, live);
+        assert_int_equal(ns_af_live(), live);
     }
     assert_true(failures > (long)NDEFS); /* jansson's and ours were all reached */
     ns_fieldset_free(&want);
@@ -676,14 +606,13 @@ static void test_allocation_failure_to_json(void **state)
     parse_ok(full_text, &fs);
     char *want = dump(&fs);
     for (long at = 0;; at++) {
-        long live = alloc_live;
-        alloc_arm(at);
+        long live = ns_af_live();
+        ns_af_arm(at);
         json_t *j = ns_fields_to_json(&fs);
-        bool hit = alloc_count > at;
-        alloc_disarm();
+        bool hit = ns_af_disarm();
         if (j == NULL) {
             assert_true(hit);
-            assert_int_equal(alloc_live, live);
+            assert_int_equal(ns_af_live(), live);
             continue;
         }
         assert_false(hit);
@@ -691,7 +620,7 @@ static void test_allocation_failure_to_json(void **state)
         assert_string_equal(s, want);
         free(s);
         json_decref(j);
-        assert_int_equal(alloc_live, live);
+        assert_int_equal(ns_af_live(), live);
         break;
     }
     free(want);

@@ -5,7 +5,7 @@
  * message naming the field and nothing left in the output, output that
  * borrows the value's strings, and allocation failure at every allocation
  * of both directions: the allocator is wrapped at link time
- * (tests/CMakeLists.txt), so a leak on any path shows as a nonzero
+ * (alloc_fail.h), so a leak on any path shows as a nonzero
  * balance. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,77 +18,8 @@
 
 #include <cmocka.h>
 
+#include "alloc_fail.h"
 #include "fields_pb.h"
-
-/* ---- allocator wrapped at link time --------------------------------------------------- */
-
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t n, size_t m);
-void *__real_realloc(void *p, size_t n);
-void __real_free(void *p);
-void *__wrap_malloc(size_t n);
-void *__wrap_calloc(size_t n, size_t m);
-void *__wrap_realloc(void *p, size_t n);
-void __wrap_free(void *p);
-
-static long alloc_fail_at = -1; /* the index of the allocation to fail; -1: none */
-static long alloc_count;        /* allocations attempted since arming */
-static long alloc_live;         /* blocks allocated and not yet freed */
-
-static bool alloc_should_fail(void)
-{
-    if (alloc_fail_at < 0)
-        return false;
-    return alloc_count++ == alloc_fail_at;
-}
-
-void *__wrap_malloc(size_t n)
-{
-    if (alloc_should_fail())
-        return NULL;
-    void *p = __real_malloc(n);
-    if (p != NULL)
-        alloc_live++;
-    return p;
-}
-
-void *__wrap_calloc(size_t n, size_t m)
-{
-    if (alloc_should_fail())
-        return NULL;
-    void *p = __real_calloc(n, m);
-    if (p != NULL)
-        alloc_live++;
-    return p;
-}
-
-void *__wrap_realloc(void *p, size_t n)
-{
-    if (alloc_should_fail())
-        return NULL;
-    void *q = __real_realloc(p, n);
-    if (p == NULL && q != NULL)
-        alloc_live++;
-    return q;
-}
-
-void __wrap_free(void *p)
-{
-    if (p != NULL)
-        alloc_live--;
-    __real_free(p);
-}
-
-static void alloc_arm(long at)
-{
-    alloc_count = 0;
-    alloc_fail_at = at;
-}
-
-static void alloc_disarm(void)
-{
-    alloc_fail_at = -1;
-}
 
 /* ---- the fields of the test records --------------------------------------------------- */
 
@@ -221,7 +152,7 @@ static void refused(const wire *w, ns_value_status st, const char *needle)
 {
     ns_fieldset out;
     char err[256] = "";
-    long before = alloc_live;
+    long before = ns_af_live();
     ns_value_status got =
         ns_fieldset_from_pb(&w->set, type_of, &type_calls, &out, err, sizeof(err));
     if (got != st)
@@ -230,7 +161,7 @@ static void refused(const wire *w, ns_value_status st, const char *needle)
     assert_null(out.names);
     assert_null(out.values);
     assert_contains(err, needle);
-    assert_int_equal(alloc_live, before);
+    assert_int_equal(ns_af_live(), before);
 }
 
 /* ---- round trips ---------------------------------------------------------------------- */
@@ -263,7 +194,7 @@ static void round_trip(const ns_fieldset *fs)
 static void test_round_trip_every_kind(void **state)
 {
     (void)state;
-    long before = alloc_live;
+    long before = ns_af_live();
     ns_fieldset fs;
     ns_fieldset_init(&fs);
     put(&fs, "active", "true");
@@ -287,13 +218,13 @@ static void test_round_trip_every_kind(void **state)
 
     /* An empty field set. */
     round_trip(&fs);
-    assert_int_equal(alloc_live, before);
+    assert_int_equal(ns_af_live(), before);
 }
 
 static void test_round_trip_nulls(void **state)
 {
     (void)state;
-    long before = alloc_live;
+    long before = ns_af_live();
     ns_fieldset fs;
     ns_fieldset_init(&fs);
     for (size_t i = 0; i < NDEFS; i++) {
@@ -308,7 +239,7 @@ static void test_round_trip_nulls(void **state)
     ns_fieldset_pb_clear(&pb);
     round_trip(&fs);
     ns_fieldset_free(&fs);
-    assert_int_equal(alloc_live, before);
+    assert_int_equal(ns_af_live(), before);
 }
 
 /* The output points into the value: nothing is copied but the structs. */
@@ -380,7 +311,7 @@ static void test_to_pb_borrows(void **state)
 static void test_to_pb_malformed(void **state)
 {
     (void)state;
-    long before = alloc_live;
+    long before = ns_af_live();
     ns_fieldset fs;
     ns_fieldset_init(&fs);
     put(&fs, "tags", "a");
@@ -403,7 +334,7 @@ static void test_to_pb_malformed(void **state)
     Napsync__V1__Value v;
     assert_int_equal(ns_value_to_pb(&bad, &v), -1);
     ns_fieldset_free(&fs);
-    assert_int_equal(alloc_live, before);
+    assert_int_equal(ns_af_live(), before);
 }
 
 /* ---- reading: canonical forms --------------------------------------------------------- */
@@ -800,27 +731,29 @@ static void test_allocation_failure_from_pb(void **state)
 
     long failures = 0;
     for (long at = 0;; at++) {
-        long before = alloc_live;
+        long before = ns_af_live();
         ns_fieldset out;
         char err[256] = "";
-        alloc_arm(at);
+        ns_af_arm(at);
         ns_value_status st =
             ns_fieldset_from_pb(&w.set, type_of, &type_calls, &out, err, sizeof(err));
-        alloc_disarm();
+        bool hit = ns_af_disarm();
         if (st == NS_VALUE_OK) {
+            assert_false(hit);
             assert_int_equal(out.n, 4);
             assert_string_equal(ns_fieldset_get(&out, "amount")->u.s, "1.5");
             ns_fieldset_free(&out);
-            assert_int_equal(alloc_live, before);
+            assert_int_equal(ns_af_live(), before);
             break;
         }
+        assert_true(hit);
         failures++;
         assert_int_equal(st, NS_VALUE_NOMEM);
         assert_contains(err, "out of memory");
         assert_int_equal(out.n, 0);
         assert_null(out.names);
         assert_null(out.values);
-        assert_int_equal(alloc_live, before);
+        assert_int_equal(ns_af_live(), before);
     }
     /* sorted, names, values, and per field a copy (plus the set's array
      * and items): every one of them was failed once. */
@@ -838,28 +771,30 @@ static void test_allocation_failure_to_pb(void **state)
     put(&fs, "count", NULL);
     long failures = 0;
     for (long at = 0;; at++) {
-        long before = alloc_live;
+        long before = ns_af_live();
         Napsync__V1__FieldSet pb;
-        alloc_arm(at);
+        ns_af_arm(at);
         int rc = ns_fieldset_to_pb(&fs, &pb);
-        alloc_disarm();
+        bool hit = ns_af_disarm();
         if (rc == 0) {
+            assert_false(hit);
             assert_int_equal(pb.n_fields, 4);
             ns_fieldset_pb_clear(&pb);
-            assert_int_equal(alloc_live, before);
+            assert_int_equal(ns_af_live(), before);
             break;
         }
+        assert_true(hit);
         failures++;
         assert_int_equal(pb.n_fields, 0);
         assert_null(pb.fields);
-        assert_int_equal(alloc_live, before);
+        assert_int_equal(ns_af_live(), before);
     }
     assert_int_equal(failures, 2); /* the block and the TextSet */
 
     Napsync__V1__Value v;
-    alloc_arm(0);
+    ns_af_arm(0);
     assert_int_equal(ns_value_to_pb(ns_fieldset_get(&fs, "tags"), &v), -1);
-    alloc_disarm();
+    assert_true(ns_af_disarm());
     ns_fieldset_free(&fs);
 }
 

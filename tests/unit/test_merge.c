@@ -3,7 +3,7 @@
  * mutations (every field merged, or conflicted keeping the first committed
  * value; the result deterministic), and allocation failure at every
  * allocation of a merge: the allocator is wrapped at link time
- * (-Wl,--wrap=malloc,calloc,realloc,free; tests/CMakeLists.txt). */
+ * (alloc_fail.h). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -15,77 +15,8 @@
 
 #include <cmocka.h>
 
+#include "alloc_fail.h"
 #include "merge.h"
-
-/* ---- allocator wrapped at link time ------------------------------------------ */
-
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t n, size_t m);
-void *__real_realloc(void *p, size_t n);
-void __real_free(void *p);
-void *__wrap_malloc(size_t n);
-void *__wrap_calloc(size_t n, size_t m);
-void *__wrap_realloc(void *p, size_t n);
-void __wrap_free(void *p);
-
-static long alloc_fail_at = -1; /* the index of the allocation to fail; -1: none */
-static long alloc_count;        /* allocations attempted since arming */
-static long alloc_live;         /* blocks allocated and not yet freed */
-
-static bool alloc_should_fail(void)
-{
-    if (alloc_fail_at < 0)
-        return false;
-    return alloc_count++ == alloc_fail_at;
-}
-
-void *__wrap_malloc(size_t n)
-{
-    if (alloc_should_fail())
-        return NULL;
-    void *p = __real_malloc(n);
-    if (p != NULL)
-        alloc_live++;
-    return p;
-}
-
-void *__wrap_calloc(size_t n, size_t m)
-{
-    if (alloc_should_fail())
-        return NULL;
-    void *p = __real_calloc(n, m);
-    if (p != NULL)
-        alloc_live++;
-    return p;
-}
-
-void *__wrap_realloc(void *p, size_t n)
-{
-    if (alloc_should_fail())
-        return NULL;
-    void *q = __real_realloc(p, n);
-    if (p == NULL && q != NULL)
-        alloc_live++;
-    return q;
-}
-
-void __wrap_free(void *p)
-{
-    if (p != NULL)
-        alloc_live--;
-    __real_free(p);
-}
-
-static void alloc_arm(long at)
-{
-    alloc_count = 0;
-    alloc_fail_at = at;
-}
-
-static void alloc_disarm(void)
-{
-    alloc_fail_at = -1;
-}
 
 /* ---- schema of the test records ----------------------------------------------------- */
 
@@ -1215,12 +1146,11 @@ static void merge_under_failures(const ns_merge_input *in)
 
     long failures = 0;
     for (long at = 0;; at++) {
-        long live = alloc_live;
+        long live = ns_af_live();
         ns_merge_result r;
-        alloc_arm(at);
+        ns_af_arm(at);
         int rc = ns_merge(in, &r);
-        bool hit = alloc_count > at;
-        alloc_disarm();
+        bool hit = ns_af_disarm();
         if (rc != 0) {
             assert_int_equal(rc, -1);
             assert_true(hit);
@@ -1229,7 +1159,7 @@ static void merge_under_failures(const ns_merge_input *in)
             assert_null(r.fields.values);
             assert_null(r.conflicts);
             assert_int_equal(r.nconflicts, 0);
-            assert_int_equal(alloc_live, live);
+            assert_int_equal(ns_af_live(), live);
             ns_merge_result_free(&r);
             failures++;
             continue;
@@ -1238,7 +1168,7 @@ static void merge_under_failures(const ns_merge_input *in)
         assert_string_equal(got, want);
         free(got);
         ns_merge_result_free(&r);
-        assert_int_equal(alloc_live, live);
+        assert_int_equal(ns_af_live(), live);
         if (!hit)
             break;
     }
@@ -1294,14 +1224,13 @@ static void test_allocation_failure_fieldset(void **state)
         for (long at = 0;; at++) {
             ns_fieldset work;
             assert_int_equal(ns_fieldset_copy(&work, &fs), 0);
-            long live = alloc_live;
-            alloc_arm(at);
+            long live = ns_af_live();
+            ns_af_arm(at);
             int rc = ns_fieldset_set(&work, names[k], &v);
-            bool hit = alloc_count > at;
-            alloc_disarm();
+            bool hit = ns_af_disarm();
             if (rc != 0) {
                 assert_int_equal(rc, -1);
-                assert_int_equal(alloc_live, live);
+                assert_int_equal(ns_af_live(), live);
                 char *after = dump_fields(&work);
                 assert_string_equal(after, before);
                 free(after);
@@ -1321,21 +1250,20 @@ static void test_allocation_failure_fieldset(void **state)
     long failures = 0;
     for (long at = 0;; at++) {
         ns_fieldset copy;
-        long live = alloc_live;
-        alloc_arm(at);
+        long live = ns_af_live();
+        ns_af_arm(at);
         int rc = ns_fieldset_copy(&copy, &fs);
-        bool hit = alloc_count > at;
-        alloc_disarm();
+        bool hit = ns_af_disarm();
         if (rc != 0) {
             assert_int_equal(copy.n, 0);
             assert_null(copy.names);
-            assert_int_equal(alloc_live, live);
+            assert_int_equal(ns_af_live(), live);
             failures++;
             continue;
         }
         assert_fields_equal(&copy, &fs);
         ns_fieldset_free(&copy);
-        assert_int_equal(alloc_live, live);
+        assert_int_equal(ns_af_live(), live);
         if (!hit)
             break;
     }
@@ -1367,21 +1295,20 @@ static void test_allocation_failure_value(void **state)
         for (long at = 0;; at++) {
             ns_value v;
             char err[64] = "";
-            long live = alloc_live;
-            alloc_arm(at);
+            long live = ns_af_live();
+            ns_af_arm(at);
             ns_value_status st = ns_value_parse(&t, cases[i].text, &v, err, sizeof(err));
-            bool hit = alloc_count > at;
-            alloc_disarm();
+            bool hit = ns_af_disarm();
             if (st != NS_VALUE_OK) {
                 assert_int_equal(st, NS_VALUE_NOMEM);
                 assert_true(v.is_null);
                 assert_string_equal(err, "out of memory");
-                assert_int_equal(alloc_live, live);
+                assert_int_equal(ns_af_live(), live);
                 failures++;
                 continue;
             }
             ns_value_free(&v);
-            assert_int_equal(alloc_live, live);
+            assert_int_equal(ns_af_live(), live);
             if (!hit)
                 break;
         }
@@ -1392,12 +1319,11 @@ static void test_allocation_failure_value(void **state)
         assert_int_equal(ns_value_parse(&t, cases[i].text, &v, NULL, 0), NS_VALUE_OK);
         for (long at = 0;; at++) {
             ns_value c;
-            long live = alloc_live;
-            alloc_arm(at);
+            long live = ns_af_live();
+            ns_af_arm(at);
             ns_value_status st = ns_value_copy(&c, &v);
             char *s = ns_value_format(&v);
-            bool hit = alloc_count > at;
-            alloc_disarm();
+            bool hit = ns_af_disarm();
             if (st == NS_VALUE_OK)
                 assert_true(ns_value_equal(&c, &v));
             else
@@ -1405,7 +1331,7 @@ static void test_allocation_failure_value(void **state)
             assert_true(st != NS_VALUE_OK || !c.is_null);
             ns_value_free(&c);
             free(s);
-            assert_int_equal(alloc_live, live);
+            assert_int_equal(ns_af_live(), live);
             if (!hit)
                 break;
         }
