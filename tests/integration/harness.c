@@ -742,6 +742,32 @@ nst_env *nst_env_new(const char *name, const nst_pg *pg)
     return e;
 }
 
+nst_env *nst_env_peer(const nst_env *e, const char *name)
+{
+    if (!e->demo_loaded) {
+        fprintf(stderr, "nst: start the first napsyncd of %s before a peer\n", e->name);
+        return NULL;
+    }
+    nst_env *p = malloc(sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    *p = *e;
+    p->peer = true;
+    p->db_created = false;
+    p->port = 0;
+    p->pid = 0;
+    p->exit_status = -1;
+    p->test_passed = false;
+    char log_name[64];
+    snprintf(p->name, sizeof(p->name), "%s", name);
+    snprintf(log_name, sizeof(log_name), "napsyncd-%s.log", p->name);
+    if (nst_path_join(p->log_path, e->dir, log_name) != 0) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
 void nst_env_free(nst_env *e)
 {
     if (e == NULL)
@@ -755,9 +781,10 @@ void nst_env_free(nst_env *e)
     }
     if (e->db_created)
         (void)pg_admin(&e->pg, "DROP DATABASE IF EXISTS ", e->dbname, " WITH (FORCE)");
-    if (getenv("NST_KEEP"))
+    /* A peer's directory is the first environment's, removed with it. */
+    if (!e->peer && getenv("NST_KEEP"))
         fprintf(stderr, "nst: keeping %s (NST_KEEP is set)\n", e->dir);
-    else
+    else if (!e->peer)
         nst_rmtree(e->dir);
     free(e);
 }
@@ -814,10 +841,13 @@ static bool port_accepts(uint16_t port)
     return true;
 }
 
-static bool log_contains(const nst_env *e, const char *needle)
+/* Whether the log holds needle after byte from: a restarted daemon may get
+ * the port an earlier one of this log had. */
+static bool log_contains(const nst_env *e, size_t from, const char *needle)
 {
-    char *log = read_file(e->log_path, NULL);
-    bool found = log && strstr(log, needle) != NULL;
+    size_t len = 0;
+    char *log = read_file(e->log_path, &len);
+    bool found = log && len > from && strstr(log + from, needle) != NULL;
     free(log);
     return found;
 }
@@ -877,9 +907,10 @@ static int daemon_try_start(nst_env *e, const char *const *extra)
         }
         /* Both: the connect proves the socket is up, the log line that it is
          * ours and not another program's that took the port meanwhile. */
-        if (port_accepts(e->port) && log_contains(e, ready))
+        if (log_contains(e, log_start, ready) && port_accepts(e->port))
             return 0;
-        nst_sleep_ms(50);
+        /* Short: tests that restart the daemon in a loop wait here each time. */
+        nst_sleep_ms(5);
     }
     fprintf(stderr, "nst: napsyncd did not listen on %s within %d ms\n", listen, NST_START_WAIT_MS);
     nst_log_tail(e, NST_LOG_TAIL_LINES);

@@ -110,6 +110,7 @@ typedef struct {
     pid_t pid;        /* the daemon, 0 when none is running */
     int exit_status;  /* of the last daemon that exited, or -1 */
     bool test_passed; /* see nst_test_begin/nst_test_passed */
+    bool peer;        /* made by nst_env_peer: owns neither directory nor database */
 } nst_env;
 
 /* Creates the directory, both CAs, the server certificate and the database
@@ -118,6 +119,14 @@ nst_env *nst_env_new(const char *name, const nst_pg *pg);
 /* Kills a daemon still running, drops the database, removes the directory
  * (kept when NST_KEEP is set in the environment). */
 void nst_env_free(nst_env *e);
+/* Another napsyncd on the same files and database as e, for tests of several
+ * instances: a new environment that shares e's directory, CAs, certificates
+ * and database, with its own port, process and log (napsyncd-NAME.log in
+ * e's directory). Devices issued and registered through e are valid on it.
+ * e's daemon must have started once (the demo data is loaded). Freeing the
+ * peer (nst_env_free, nst_env_close) stops only its own daemon; free it
+ * before e. Returns NULL after printing why. */
+nst_env *nst_env_peer(const nst_env *e, const char *name);
 /* For a group teardown: a daemon still running is stopped with SIGTERM and
  * must exit 0 within NST_STOP_MS; then nst_env_free. Returns 0, or -1 when
  * the daemon did not stop cleanly. e may be NULL. */

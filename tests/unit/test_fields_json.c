@@ -19,6 +19,7 @@
 
 #include "alloc_fail.h"
 #include "fields_json.h"
+#include "fieldtest.h"
 
 /* ---- the entity type ----------------------------------------------------------- */
 
@@ -44,36 +45,13 @@ static const ns_entity_type thing = {
 
 /* ---- helpers ------------------------------------------------------------------- */
 
-/* Sets one field from its text form (ns_value_parse by the field's kind);
- * text NULL is null. */
+/* Sets one field of thing from its text form; text NULL is null. */
 static void put(ns_fieldset *fs, const char *name, const char *text)
 {
     const ns_field_def *f = ns_entity_field(&thing, name);
     if (f == NULL)
         fail_msg("no field %s", name);
-    ns_value v;
-    char err[128];
-    if (ns_value_parse(&f->type, text, &v, err, sizeof(err)) != NS_VALUE_OK)
-        fail_msg("%s=%s: %s", name, text ? text : "NULL", err);
-    assert_int_equal(ns_fieldset_set(fs, name, &v), 0);
-    ns_value_free(&v);
-}
-
-static void assert_fieldsets_equal(const ns_fieldset *a, const ns_fieldset *b)
-{
-    assert_int_equal(a->n, b->n);
-    for (size_t i = 0; i < a->n; i++) {
-        assert_string_equal(a->names[i], b->names[i]);
-        assert_int_equal(a->values[i].kind, b->values[i].kind);
-        if (!ns_value_equal(&a->values[i], &b->values[i])) {
-            char *x = ns_value_format(&a->values[i]);
-            char *y = ns_value_format(&b->values[i]);
-            print_error("field %s: %s != %s\n", a->names[i], x ? x : "?", y ? y : "?");
-            free(x);
-            free(y);
-            fail();
-        }
-    }
+    nst_ft_put(fs, name, &f->type, text);
 }
 
 /* Compact JSON text of fs, as the engine sends it to PostgreSQL (caller frees). */
@@ -96,7 +74,7 @@ static void round_trip(const ns_fieldset *fs)
     int rc = ns_fields_from_json_text(&thing, s, strlen(s), &back, err, sizeof(err));
     if (rc != 0)
         fail_msg("%s: %s", s, err);
-    assert_fieldsets_equal(fs, &back);
+    nst_ft_assert_equal(fs, &back);
     ns_fieldset_free(&back);
     free(s);
 }
@@ -578,7 +556,7 @@ static void test_allocation_failure_from_json(void **state)
         bool hit = ns_af_disarm();
         if (rc == 0) {
             assert_false(hit);
-            assert_fieldsets_equal(&want, &fs);
+            nst_ft_assert_equal(&want, &fs);
             ns_fieldset_free(&fs);
             assert_int_equal(ns_af_live(), live);
             break;

@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "alloc_fail.h"
+#include "fieldtest.h"
 #include "fields_pb.h"
 
 /* ---- the fields of the test records --------------------------------------------------- */
@@ -64,30 +65,7 @@ static const ns_field_type *def_type(const char *name)
 /* Sets one field from its text form; text NULL is null. */
 static void put(ns_fieldset *fs, const char *name, const char *text)
 {
-    ns_value v;
-    char err[128];
-    if (ns_value_parse(def_type(name), text, &v, err, sizeof(err)) != NS_VALUE_OK)
-        fail_msg("%s=%s: %s", name, text ? text : "NULL", err);
-    assert_int_equal(ns_fieldset_set(fs, name, &v), 0);
-    ns_value_free(&v);
-}
-
-static void assert_fieldsets_equal(const ns_fieldset *a, const ns_fieldset *b)
-{
-    assert_int_equal(a->n, b->n);
-    for (size_t i = 0; i < a->n; i++) {
-        assert_string_equal(a->names[i], b->names[i]);
-        assert_int_equal(a->values[i].kind, b->values[i].kind);
-        assert_int_equal(a->values[i].is_null, b->values[i].is_null);
-        if (!ns_value_equal(&a->values[i], &b->values[i])) {
-            char *x = ns_value_format(&a->values[i]);
-            char *y = ns_value_format(&b->values[i]);
-            print_error("field %s: %s != %s\n", a->names[i], x ? x : "?", y ? y : "?");
-            free(x);
-            free(y);
-            fail();
-        }
-    }
+    nst_ft_put(fs, name, def_type(name), text);
 }
 
 static void assert_contains(const char *haystack, const char *needle)
@@ -187,7 +165,7 @@ static void round_trip(const ns_fieldset *fs)
     if (ns_fieldset_from_pb(back, type_of, &type_calls, &got, err, sizeof(err)) != NS_VALUE_OK)
         fail_msg("from_pb: %s", err);
     napsync__v1__field_set__free_unpacked(back, NULL);
-    assert_fieldsets_equal(fs, &got);
+    nst_ft_assert_equal(fs, &got);
     ns_fieldset_free(&got);
 }
 
@@ -379,7 +357,7 @@ static void test_canonicalised_on_read(void **state)
     put(&want, "count", "-5");
     put(&want, "active", "true");
     put(&want, "code", "c");
-    assert_fieldsets_equal(&want, &out);
+    nst_ft_assert_equal(&want, &out);
     assert_string_equal(ns_fieldset_get(&out, "amount")->u.s, "12.5");
     ns_fieldset_free(&want);
     ns_fieldset_free(&out);
