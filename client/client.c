@@ -136,6 +136,15 @@ struct ns_client {
     /* A blocking call got its answer: later frames wait for the next one. */
     bool frames_held;
 
+    /* TLS resumption: `session` is what the next connect offers (from the
+     * store at first, then from the server); `fresh` is the latest session
+     * of a connection not welcomed yet, adopted only once Welcome says the
+     * device got in. Both owned here; secret (tls.h). */
+    uint8_t *session;
+    size_t session_len;
+    uint8_t *fresh;
+    size_t fresh_len;
+
     ns_identity id;
 };
 
@@ -158,8 +167,19 @@ __attribute__((format(printf, 4, 5))) static void set_error(ns_error *e, ns_stat
 
 /* ---- lifetime ---------------------------------------------------------- */
 
+static void drop_blob(uint8_t **p, size_t *len)
+{
+    if (*p)
+        explicit_bzero(*p, *len); /* a session is a credential */
+    free(*p);
+    *p = NULL;
+    *len = 0;
+}
+
 static void release_memory(ns_client *c)
 {
+    drop_blob(&c->session, &c->session_len);
+    drop_blob(&c->fresh, &c->fresh_len);
     nsc_sync_free(c->sync);
     ns_store_close(c->store);
     ns_tls_ctx_free(c->tls);
@@ -303,6 +323,61 @@ close_with(ns_client *c, bool graceful, ns_status st, int server_code, const cha
     va_end(ap);
     set_state(c, ST_CLOSING);
     ns_conn_close(c->conn, graceful);
+}
+
+/* ---- TLS session resumption ---------------------------------------------- */
+
+static int copy_blob(uint8_t **p, size_t *plen, const uint8_t *src, size_t len)
+{
+    uint8_t *b = malloc(len);
+    if (b == NULL)
+        return -1;
+    memcpy(b, src, len);
+    drop_blob(p, plen);
+    *p = b;
+    *plen = len;
+    return 0;
+}
+
+/* The session to offer next, in memory and (so that the next process
+ * resumes too) in the store. Failing to save it costs a full handshake
+ * later, never this connection. */
+static void adopt_session(ns_client *c, const uint8_t *session, size_t len)
+{
+    if (copy_blob(&c->session, &c->session_len, session, len) != 0)
+        return;
+    if (c->store && len <= NS_STORE_TLS_SESSION_MAX) {
+        ns_store_rc rc = ns_store_tls_session_set(c->store, session, len, NULL);
+        (void)rc; /* unsaved: the next process makes a full handshake */
+    }
+}
+
+/* The server refused this device or the handshake failed: offer nothing
+ * next time, so the next attempt is a full handshake that says why anew. */
+static void forget_session(ns_client *c)
+{
+    drop_blob(&c->fresh, &c->fresh_len);
+    if (c->session == NULL)
+        return;
+    drop_blob(&c->session, &c->session_len);
+    if (c->store) {
+        ns_store_rc rc = ns_store_tls_session_set(c->store, NULL, 0, NULL);
+        (void)rc; /* kept: the next process offers it and falls back to a full handshake */
+    }
+}
+
+static void load_session(ns_client *c)
+{
+    uint8_t *buf = malloc(NS_STORE_TLS_SESSION_MAX);
+    size_t len = 0;
+    if (buf == NULL)
+        return;
+    if (ns_store_tls_session_get(c->store, buf, NS_STORE_TLS_SESSION_MAX, &len, NULL) ==
+            NS_STORE_OK &&
+        len > 0)
+        (void)copy_blob(&c->session, &c->session_len, buf, len);
+    explicit_bzero(buf, NS_STORE_TLS_SESSION_MAX);
+    free(buf);
 }
 
 /* ---- mapping failures to ns_status --------------------------------------- */
@@ -629,6 +704,11 @@ static void on_welcome(ns_client *c, const ns_welcome *w)
     id.protocol_version = w->version;
     id.max_frame_size = w->max_frame_size;
     id.idle_timeout_ms = w->idle_timeout_ms;
+    id.tls_resumed = ns_conn_tls_resumed(c->conn) ? 1 : 0;
+    if (c->fresh) {
+        adopt_session(c, c->fresh, c->fresh_len);
+        drop_blob(&c->fresh, &c->fresh_len);
+    }
     c->id = id;
     set_state(c, ST_READY);
     rearm(c);
@@ -829,6 +909,7 @@ static void dispatch(ns_client *c, const ns_envelope *env)
     case NAPSYNC__V1__ENVELOPE__BODY_CHANGE_PAGE:
     case NAPSYNC__V1__ENVELOPE__BODY_CONFLICT_LIST:
     case NAPSYNC__V1__ENVELOPE__BODY_MUTATION_RESULT:
+    case NAPSYNC__V1__ENVELOPE__BODY_HISTORY_PAGE:
         on_response(c, env);
         return;
     case NAPSYNC__V1__ENVELOPE__BODY__NOT_SET:
@@ -879,6 +960,34 @@ static void on_frame_too_large(ns_conn *conn, void *ud)
     leave(c);
 }
 
+static void on_tls_session(ns_conn *conn, const uint8_t *session, size_t len, void *ud)
+{
+    (void)conn;
+    ns_client *c = ud;
+    enter(c);
+    if (c->state == ST_READY)
+        adopt_session(c, session, len);
+    else if (c->state == ST_CONNECTING || c->state == ST_HELLO)
+        (void)copy_blob(&c->fresh, &c->fresh_len, session, len);
+    leave(c);
+}
+
+/* Failures that a stale session could explain, or that make it useless. */
+static bool refused(ns_status st)
+{
+    switch (st) {
+    case NS_ERR_TLS:
+    case NS_ERR_SERVER_CERT:
+    case NS_ERR_CERT_REFUSED:
+    case NS_ERR_UNKNOWN_DEVICE:
+    case NS_ERR_DEVICE_REVOKED:
+    case NS_ERR_PROTOCOL:
+        return true;
+    default:
+        return false;
+    }
+}
+
 static void try_next_addr(ns_client *c);
 
 static void on_conn_close(ns_conn *conn, ns_conn_close_reason reason, const char *msg, void *ud)
@@ -904,6 +1013,9 @@ static void on_conn_close(ns_conn *conn, ns_conn_close_reason reason, const char
     } else {
         map_close(c, reason, msg, &e);
     }
+    drop_blob(&c->fresh, &c->fresh_len);
+    if (refused(e.status))
+        forget_session(c);
     connection_ended(c, &e);
     leave(c);
 }
@@ -914,6 +1026,7 @@ static const ns_conn_callbacks conn_callbacks = {
     .on_frame_too_large = on_frame_too_large,
     .on_idle = NULL,
     .on_close = on_conn_close,
+    .on_tls_session = on_tls_session,
 };
 
 /* ---- connecting ----------------------------------------------------------- */
@@ -925,6 +1038,8 @@ static void try_next_addr(ns_client *c)
         .handshake_timeout_ms = 0, /* our own deadline covers the whole connect */
         .idle_timeout_ms = 0,
         .write_queue_limit = NS_CLIENT_WRITE_LIMIT,
+        .tls_session = c->session,
+        .tls_session_len = c->session_len,
     };
     int rc = 0;
     while (c->next_addr < c->naddrs) {
@@ -1189,6 +1304,8 @@ int ns_client_new(const ns_client_options *opt, uv_loop_t *loop, ns_client **out
                 *err = se;
             return se.status;
         }
+        if (c->tls)
+            load_session(c);
     }
     c->timeout_ms = opt->timeout_ms ? opt->timeout_ms : NS_CLIENT_DEFAULT_TIMEOUT_MS;
     snprintf(c->client_name, sizeof(c->client_name), "%s",

@@ -801,6 +801,62 @@ ns_store_rc ns_store_meta_set(ns_store *s, ns_store_meta key, const char *value,
     return leave(s, meta_write(s, name, value, err));
 }
 
+/* The one meta value that is a blob (TEXT affinity keeps blobs as they are);
+ * only these two functions read or write it. */
+#define META_TLS_SESSION "tls_session"
+
+ns_store_rc ns_store_tls_session_get(ns_store *s, uint8_t *out, size_t cap, size_t *len,
+                                     ns_error *err)
+{
+    if (out == NULL || len == NULL)
+        return fail(err, NS_STORE_INVALID, "no buffer for the TLS session");
+    *len = 0;
+    ns_store_rc rc = enter(s, err);
+    if (rc != NS_STORE_OK)
+        return rc;
+    sqlite3_stmt *st = s->q[Q_META_GET];
+    int sr = bind_text(st, 1, META_TLS_SESSION);
+    if (sr == SQLITE_OK)
+        sr = sqlite3_step(st);
+    if (sr == SQLITE_ROW) {
+        const void *p = sqlite3_column_blob(st, 0);
+        int n = sqlite3_column_bytes(st, 0);
+        bool ok = sqlite3_column_type(st, 0) == SQLITE_BLOB && p != NULL && n > 0 &&
+                  (size_t)n <= cap && (size_t)n <= NS_STORE_TLS_SESSION_MAX;
+        if (ok) {
+            memcpy(out, p, (size_t)n);
+            *len = (size_t)n;
+        }
+        done(st);
+        if (!ok)
+            return leave(s,
+                         fail(err, NS_STORE_CORRUPT,
+                              "the store %s is damaged: its TLS session is unreadable", s->path));
+        return leave(s, NS_STORE_OK);
+    }
+    done(st);
+    return leave(s, sr == SQLITE_DONE ? NS_STORE_OK : fail_sql(s, sr, err, "reading"));
+}
+
+ns_store_rc ns_store_tls_session_set(ns_store *s, const uint8_t *session, size_t len, ns_error *err)
+{
+    if (len > NS_STORE_TLS_SESSION_MAX || (len > 0 && session == NULL))
+        return fail(err, NS_STORE_INVALID, "a TLS session must be at most %d bytes",
+                    NS_STORE_TLS_SESSION_MAX);
+    ns_store_rc rc = enter(s, err);
+    if (rc != NS_STORE_OK)
+        return rc;
+    /* One statement commits on its own (autocommit), durably. */
+    sqlite3_stmt *st = s->q[len ? Q_META_SET : Q_META_DEL];
+    int sr = bind_text(st, 1, META_TLS_SESSION);
+    if (sr == SQLITE_OK && len)
+        sr = bind_blob(st, 2, session, len);
+    if (sr == SQLITE_OK)
+        sr = sqlite3_step(st);
+    done(st);
+    return leave(s, sr == SQLITE_DONE ? NS_STORE_OK : fail_sql(s, sr, err, "saving"));
+}
+
 ns_store_rc ns_store_cursor(ns_store *s, char out[NS_STORE_CURSOR_SIZE], ns_error *err)
 {
     if (out == NULL)

@@ -275,6 +275,19 @@ ns_store_meta_get(ns_store *s, ns_store_meta key, char out[NS_STORE_META_SIZE], 
 __attribute__((warn_unused_result)) ns_store_rc ns_store_meta_set(ns_store *s, ns_store_meta key,
                                                                   const char *value, ns_error *err);
 
+/* The TLS session this device may resume on its next connect (tls.h), kept
+ * in meta as a blob so that the next process resumes too. It is secret: it
+ * lets whoever holds it resume as this device until the server's ticket
+ * expires (the store file is 0600, like the key beside it). At most
+ * NS_STORE_TLS_SESSION_MAX bytes. */
+#define NS_STORE_TLS_SESSION_MAX 16384
+/* *len = 0 when none is kept. out holds cap bytes. */
+__attribute__((warn_unused_result)) ns_store_rc
+ns_store_tls_session_get(ns_store *s, uint8_t *out, size_t cap, size_t *len, ns_error *err);
+/* Replaces the kept session; len 0 forgets it. Committed before it returns. */
+__attribute__((warn_unused_result)) ns_store_rc
+ns_store_tls_session_set(ns_store *s, const uint8_t *session, size_t len, ns_error *err);
+
 typedef struct {
     uint64_t pending;                  /* outbox mutations waiting to be sent */
     uint64_t rejected;                 /* outbox mutations the server refused */

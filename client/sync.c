@@ -1710,3 +1710,259 @@ int ns_client_resolve_wait(ns_client *c, const char *conflict_id, ns_take take, 
         *version = w.version;
     return rc;
 }
+
+/* ---- history
+ * ---------------------------------------------------------------------------------------- */
+
+/* Longest op, name, time or id accepted from the server in a history page. */
+#define HISTORY_MAX_TEXT 1024
+/* Longest field name accepted from the server. */
+#define HISTORY_MAX_FIELD 64
+
+/* The views of a page and the text forms they point to. */
+typedef struct {
+    ns_revision_view *revs;
+    ns_field_change_view *changes; /* every revision's, one after the other */
+    char **text;                   /* 2 per change: before, after */
+    size_t ntext;
+} history_views;
+
+static void history_views_free(history_views *h)
+{
+    for (size_t i = 0; i < h->ntext; i++)
+        free(h->text[i]);
+    free(h->text);
+    free(h->changes);
+    free(h->revs);
+    memset(h, 0, sizeof(*h));
+}
+
+static bool wire_text_ok(const char *s, size_t max)
+{
+    return s != NULL && ns_text_ok(s, max);
+}
+
+/* A wire value as text (*out NULL for null), checked as its kind.
+ * Returns 0, -1 when it is malformed, -2 when memory ran out. */
+static int value_text(const Napsync__V1__Value *pb, char **out)
+{
+    *out = NULL;
+    if (is_null_pb(pb))
+        return 0;
+    ns_field_type ft = {.kind = kind_of_case(pb->kind_case), .nullable = true};
+    ns_value v;
+    char why[128];
+    ns_value_status vs = ns_value_from_pb(pb, &ft, &v, why, sizeof(why));
+    if (vs != NS_VALUE_OK)
+        return vs == NS_VALUE_NOMEM ? -2 : -1;
+    *out = ns_value_format(&v);
+    ns_value_free(&v);
+    return *out ? 0 : -2;
+}
+
+/* One change's values as text (into text[0] and text[1], which the caller
+ * frees either way) and their kind. Returns as value_text. */
+static int change_make(const Napsync__V1__FieldChange *fc, ns_field_change_view *v, char **text)
+{
+    if (fc == NULL || !wire_text_ok(fc->name, HISTORY_MAX_FIELD) || fc->name[0] == '\0')
+        return -1;
+    bool bn = is_null_pb(fc->before), an = is_null_pb(fc->after);
+    if (!bn && !an && fc->before->kind_case != fc->after->kind_case)
+        return -1;
+    int rc = value_text(fc->before, &text[0]);
+    if (rc == 0)
+        rc = value_text(fc->after, &text[1]);
+    if (rc != 0)
+        return rc;
+    v->name = fc->name;
+    v->kind = bn && an ? "null"
+                       : kind_word(kind_of_case(bn ? fc->after->kind_case : fc->before->kind_case));
+    v->before = text[0];
+    v->after = text[1];
+    return 0;
+}
+
+/* Views of a page, checked: texts bounded, versions newest first and
+ * below before_version (if not 0). Returns NS_OK or an error. */
+static int history_views_make(const Napsync__V1__HistoryPage *p, uint64_t before_version,
+                              history_views *h, ns_error *err)
+{
+    memset(h, 0, sizeof(*h));
+    size_t total = 0;
+    for (size_t i = 0; i < p->n_revisions; i++)
+        total += p->revisions[i] != NULL ? p->revisions[i]->n_changed_fields : 0;
+    h->revs = calloc(p->n_revisions ? p->n_revisions : 1, sizeof(*h->revs));
+    h->changes = calloc(total ? total : 1, sizeof(*h->changes));
+    h->text = calloc(total ? 2 * total : 1, sizeof(*h->text));
+    if (h->revs == NULL || h->changes == NULL || h->text == NULL) {
+        history_views_free(h);
+        nsc_set_error(err, NS_ERR_NOMEM, 0, "out of memory");
+        return NS_ERR_NOMEM;
+    }
+    uint64_t below = before_version;
+    size_t k = 0;
+    for (size_t i = 0; i < p->n_revisions; i++) {
+        const Napsync__V1__Revision *r = p->revisions[i];
+        bool ok = r != NULL && r->version > 0 && (below == 0 || r->version < below) &&
+                  wire_text_ok(r->op, HISTORY_MAX_TEXT) &&
+                  wire_text_ok(r->changed_by, HISTORY_MAX_TEXT) &&
+                  wire_text_ok(r->device, HISTORY_MAX_TEXT) &&
+                  wire_text_ok(r->at, HISTORY_MAX_TEXT) &&
+                  wire_text_ok(r->mutation_id, HISTORY_MAX_TEXT);
+        ns_revision_view *v = &h->revs[i];
+        if (ok) {
+            below = r->version;
+            *v = (ns_revision_view){
+                .version = r->version,
+                .op = r->op,
+                .changed_by = r->changed_by,
+                .device = r->device,
+                .at = r->at,
+                .mutation_id = r->mutation_id,
+                .deleted = r->deleted,
+                .changes = &h->changes[k],
+                .nchanges = r->n_changed_fields,
+            };
+        }
+        for (size_t j = 0; ok && j < r->n_changed_fields; j++, k++) {
+            h->ntext = 2 * k + 2;
+            int rc = change_make(r->changed_fields[j], &h->changes[k], &h->text[2 * k]);
+            if (rc == -2) {
+                history_views_free(h);
+                nsc_set_error(err, NS_ERR_NOMEM, 0, "out of memory");
+                return NS_ERR_NOMEM;
+            }
+            ok = rc == 0;
+        }
+        if (!ok) {
+            history_views_free(h);
+            nsc_set_error(err, NS_ERR_PROTOCOL, 0,
+                          "the server sent a malformed history page (revision %zu)", i + 1);
+            return NS_ERR_PROTOCOL;
+        }
+    }
+    return NS_OK;
+}
+
+typedef struct {
+    ns_history_cb cb;
+    void *ud;
+    uint64_t before_version;
+} history_req;
+
+static void on_history(ns_client *c, const ns_error *e, const Napsync__V1__Envelope *resp, void *ud)
+{
+    history_req *r = ud;
+    history_req q = *r;
+    free(r);
+    if (e) {
+        q.cb(c, e, NULL, q.ud);
+        return;
+    }
+    const Napsync__V1__HistoryPage *p = resp->history_page;
+    ns_error he;
+    history_views h;
+    if (p == NULL) {
+        nsc_set_error(&he, NS_ERR_PROTOCOL, 0, "the server sent an empty history answer");
+        q.cb(c, &he, NULL, q.ud);
+        return;
+    }
+    if (history_views_make(p, q.before_version, &h, &he) != NS_OK) {
+        q.cb(c, &he, NULL, q.ud);
+        return;
+    }
+    ns_history_page page = {.revisions = h.revs, .n = p->n_revisions, .more = p->more};
+    q.cb(c, NULL, &page, q.ud);
+    history_views_free(&h);
+}
+
+int ns_client_history(ns_client *c, const char *entity_type, const char *record_id,
+                      uint64_t before_version, uint32_t limit, ns_history_cb cb, void *ud,
+                      ns_error *err)
+{
+    if (c == NULL || entity_type == NULL || record_id == NULL || cb == NULL) {
+        nsc_set_error(err, NS_ERR_INVALID_ARGUMENT, 0,
+                      "ns_client_history needs a client, a type, a record id and a callback");
+        return NS_ERR_INVALID_ARGUMENT;
+    }
+    if (!uuid_shape(record_id)) {
+        nsc_set_error(err, NS_ERR_INVALID_ARGUMENT, 0, "record id: not a UUID");
+        return NS_ERR_INVALID_ARGUMENT;
+    }
+    if (!field_name_ok(entity_type, strlen(entity_type))) {
+        nsc_set_error(err, NS_ERR_INVALID_ARGUMENT, 0,
+                      "type: not a type name (plan, indicator, indicator_report, ...)");
+        return NS_ERR_INVALID_ARGUMENT;
+    }
+    if (ns_client_identity(c) == NULL) {
+        nsc_set_error(err, NS_ERR_STATE, 0, "the history needs a connection to the server");
+        return NS_ERR_STATE;
+    }
+    history_req *r = malloc(sizeof(*r));
+    if (r == NULL) {
+        nsc_set_error(err, NS_ERR_NOMEM, 0, "out of memory");
+        return NS_ERR_NOMEM;
+    }
+    *r = (history_req){.cb = cb, .ud = ud, .before_version = before_version};
+    Napsync__V1__History hm = NAPSYNC__V1__HISTORY__INIT;
+    hm.entity_type = (char *)entity_type;
+    hm.record_id = (char *)record_id;
+    hm.before_version = before_version;
+    hm.limit = limit;
+    Napsync__V1__Envelope env = NAPSYNC__V1__ENVELOPE__INIT;
+    env.body_case = NAPSYNC__V1__ENVELOPE__BODY_HISTORY;
+    env.history = &hm;
+    int rc =
+        nsc_request(c, &env, NAPSYNC__V1__ENVELOPE__BODY_HISTORY_PAGE, false, on_history, r, err);
+    if (rc != NS_OK)
+        free(r);
+    return rc;
+}
+
+typedef struct {
+    bool done;
+    ns_error err;
+    ns_revision_fn fn;
+    void *ud;
+    int more;
+} history_waiter;
+
+static void wait_history(ns_client *c, const ns_error *e, const ns_history_page *page, void *ud)
+{
+    history_waiter *w = ud;
+    w->done = true;
+    if (e) {
+        w->err = *e;
+        return;
+    }
+    nsc_hold_frames(c);
+    w->more = page->more;
+    for (size_t i = 0; i < page->n; i++)
+        if (w->fn != NULL && w->fn(&page->revisions[i], w->ud) != 0)
+            break;
+}
+
+int ns_client_history_wait(ns_client *c, const char *entity_type, const char *record_id,
+                           uint64_t before_version, uint32_t limit, ns_revision_fn fn, void *ud,
+                           int *more, ns_error *err)
+{
+    int rc = nsc_can_wait(c, err);
+    if (rc != NS_OK)
+        return rc;
+    history_waiter w;
+    memset(&w, 0, sizeof(w));
+    w.fn = fn;
+    w.ud = ud;
+    rc = ns_client_history(c, entity_type, record_id, before_version, limit, wait_history, &w, err);
+    if (rc != NS_OK)
+        return rc;
+    bool alive = nsc_run_until(c, &w.done);
+    if (!w.done)
+        nsc_set_error(&w.err, NS_ERR_CLOSED, 0,
+                      alive ? "the operation did not complete" : "the client was freed");
+    if (err)
+        *err = w.err;
+    if (w.err.status == NS_OK && more)
+        *more = w.more;
+    return w.err.status;
+}

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "history.h"
 #include "log.h"
 #include "version.h"
 
@@ -401,6 +402,46 @@ static void handle_resolve_conflict(ns_session *s, uint64_t request_id,
     hold_for_answer(s);
 }
 
+static void on_history_done(int code, const char *message, const Napsync__V1__HistoryPage *page,
+                            void *ud)
+{
+    request_op op = *(request_op *)ud;
+    free(ud);
+    ns_session *s = op.session;
+    if (answerable(s)) {
+        if (page) {
+            ns_envelope env = NAPSYNC__V1__ENVELOPE__INIT;
+            env.request_id = op.request_id;
+            env.body_case = NAPSYNC__V1__ENVELOPE__BODY_HISTORY_PAGE;
+            env.history_page = (Napsync__V1__HistoryPage *)page;
+            ns_session_send(s, &env);
+        } else {
+            ns_session_send_error(s, op.request_id, code, false,
+                                  code == ERR(UNAVAILABLE) ? 1000 : 0, "%s", message);
+        }
+    }
+    end_request(s);
+}
+
+static void handle_history(ns_session *s, uint64_t request_id, const Napsync__V1__History *req)
+{
+    request_op *op = begin_request(s, request_id);
+    if (op == NULL) {
+        ns_session_send_error(s, request_id, ERR(INTERNAL), false, 1000, "out of memory");
+        return;
+    }
+    char err[512];
+    int code = ns_history_query(s->server->db, s->server->registry, &s->identity, req,
+                                on_history_done, op, err, sizeof(err));
+    if (code != 0) {
+        free(op);
+        ns_session_send_error(s, request_id, code, code == ERR(SHUTTING_DOWN),
+                              code == ERR(UNAVAILABLE) ? 1000 : 0, "%s", err);
+        return;
+    }
+    hold_for_answer(s);
+}
+
 /* Pages of a subscription arrive whenever the feed has them; the session
  * unsubscribes when it closes, after which this is never called. */
 static void on_subscription_page(int code, const char *message, const Napsync__V1__ChangePage *page,
@@ -467,6 +508,9 @@ static void dispatch(ns_session *s, const ns_envelope *env)
     case NAPSYNC__V1__ENVELOPE__BODY_RESOLVE_CONFLICT:
         handle_resolve_conflict(s, rid, env->resolve_conflict);
         return;
+    case NAPSYNC__V1__ENVELOPE__BODY_HISTORY:
+        handle_history(s, rid, env->history);
+        return;
     case NAPSYNC__V1__ENVELOPE__BODY_GOODBYE:
         ns_log(NS_LOG_DEBUG, s->id, ns_session_principal(s), "client said goodbye");
         ns_session_close(s, true);
@@ -486,6 +530,7 @@ static void dispatch(ns_session *s, const ns_envelope *env)
     case NAPSYNC__V1__ENVELOPE__BODY_CHANGE_PAGE:
     case NAPSYNC__V1__ENVELOPE__BODY_CONFLICT_LIST:
     case NAPSYNC__V1__ENVELOPE__BODY_MUTATION_RESULT:
+    case NAPSYNC__V1__ENVELOPE__BODY_HISTORY_PAGE:
         ns_session_send_error(s, rid, ERR(UNEXPECTED_MESSAGE), true, 0,
                               "a client may not send server responses");
         return;

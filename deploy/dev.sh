@@ -17,6 +17,7 @@ CONF=$VAR/napsyncd.conf
 PID_FILE=$VAR/napsyncd.pid
 PORT_FILE=$VAR/napsyncd.port
 LOG=$VAR/napsyncd.log
+STORE_DIR=$VAR/store
 PG_SH=$ROOT/tests/lib/pg.sh
 CA_SH=$ROOT/deploy/ca.sh
 DEPS_SH=$ROOT/tests/lib/deps.sh
@@ -26,6 +27,10 @@ SERVER_CERT=napsyncd
 DEMO_ORG=mogender
 DEMO_PRINCIPAL="Demo Coordinator"
 DEMO_DEVICE=demo-coordinator
+DEMO_STORE=$STORE_DIR/$DEMO_DEVICE.db
+# The demo plan and its indicators have fixed ids, so that `up` can tell
+# whether it loaded them already, whatever was edited since.
+DEMO_PLAN=d0000000-0000-4000-8000-000000000001
 # Seconds to wait for napsyncd to listen, and to drain on SIGTERM.
 START_TIMEOUT=30
 STOP_TIMEOUT=40
@@ -59,14 +64,18 @@ The napsync development environment under $VAR.
 Commands:
   up                      install missing packages, build, start PostgreSQL, create the
                           dev CA and the demo coordinator's device, migrate, load the
-                          demo organisations, start napsyncd; safe to run again
-  env                     print export lines for PATH and NAPSYNC_*; use it as
-                            eval "\$($me env)"; napsync ping
+                          demo organisations, start napsyncd, and load the demo plan
+                          (through the demo coordinator's device store); safe to run
+                          again
+  env                     print export lines for PATH and NAPSYNC_* (the demo
+                          coordinator's device and store); use it as
+                            eval "\$($me env)"; napsync sync; napsync list plan
   cert ORG DEVICE [--role ROLE] [--principal NAME]
                           issue a certificate for DEVICE and register it for the
                           principal NAME (default: the device name) of organisation ORG,
                           creating the principal with ROLE (default: the organisation's
                           usual role); prints export lines for NAPSYNC_CERT/NAPSYNC_KEY
+                          and NAPSYNC_STORE (var/store/DEVICE.db)
   revoke DEVICE [--reason TEXT]
                           revoke a device: napsyncd refuses its certificate from then on
   status                  PostgreSQL, napsyncd and a ping through the demo device
@@ -247,6 +256,43 @@ demo_cli() {
         "$BUILD/napsync" "$@"
 }
 
+# The demo National Action Plan of mogender and a few indicators, made the
+# way a user makes them: `napsync put` into the demo coordinator's device
+# store, then `napsync sync`. Only when the plan is not in the database yet
+# (a store left from an earlier attempt holds the same ids: the puts then
+# update its unsent changes, and the sync sends them).
+load_demo_plan() {
+    local -a ind
+    local i id code title unit baseline baseline_date target target_date
+    [ -z "$(sql -v id="$DEMO_PLAN" <<<"SELECT 1 FROM plans WHERE id = :'id'")" ] || return 0
+    demo_cli --store "$DEMO_STORE" put plan "$DEMO_PLAN" \
+        "title=National Action Plan on Women, Peace and Security 2025-2029" \
+        "summary=The second-generation NAP of country ZZ on UNSCR 1325: participation, protection, prevention, relief and recovery." \
+        kind=NAP status=adopted period_start:date=2025-01-01 period_end:date=2029-12-31 \
+        "tags:set=participation,protection,prevention,relief-recovery" >/dev/null ||
+        die "could not save the demo plan in $DEMO_STORE"
+    ind=(
+        "d0000000-0000-4000-8000-000000000101|P1.1|Share of women among members of parliament|percent|23.5|2024-01-01|35|2029-12-31"
+        "d0000000-0000-4000-8000-000000000102|P1.2|Share of women in peace negotiation and mediation teams|percent|12|2024-01-01|30|2029-12-31"
+        "d0000000-0000-4000-8000-000000000103|PR2.1|Police stations with a functioning gender desk|stations|18|2024-06-30|60|2029-06-30"
+    )
+    for i in "${ind[@]}"; do
+        IFS='|' read -r id code title unit baseline baseline_date target target_date <<<"$i"
+        demo_cli --store "$DEMO_STORE" put indicator "$id" "plan_id:ref=$DEMO_PLAN" \
+            "code=$code" "title=$title" "unit=$unit" \
+            "baseline:decimal=$baseline" "baseline_date:date=$baseline_date" \
+            "target:decimal=$target" "target_date:date=$target_date" >/dev/null ||
+            die "could not save demo indicator $code in $DEMO_STORE"
+    done
+    demo_cli --store "$DEMO_STORE" sync >/dev/null || {
+        tail -n 20 "$LOG" >&2
+        die "napsync sync of the demo plan failed (log above, in $LOG)"
+    }
+    [ -n "$(sql -v id="$DEMO_PLAN" <<<"SELECT 1 FROM plans WHERE id = :'id'")" ] ||
+        die "the demo plan did not reach the server (see $(self) logs)"
+    note "loaded the demo plan $DEMO_PLAN and ${#ind[@]} indicators through $DEMO_STORE"
+}
+
 start_daemon() {
     local pid port
     if pid=$(daemon_pid); then
@@ -299,7 +345,7 @@ cmd_up() {
     local fp rc=0 pid
     [ $# -eq 0 ] || die "usage: $(self) up"
     "$DEPS_SH" --build
-    mkdir -p "$VAR"
+    mkdir -p "$VAR" "$STORE_DIR"
 
     if [ ! -f "$BUILD/CMakeCache.txt" ]; then
         cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null ||
@@ -331,6 +377,7 @@ cmd_up() {
             tail -n 20 "$LOG" >&2
             die "napsyncd runs but 'napsync ping' as $DEMO_DEVICE fails (log above, in $LOG)"
         }
+        load_demo_plan
     fi
 
     cat <<EOF
@@ -339,11 +386,14 @@ napsync dev environment is up.
   napsyncd     $(server_addr), pid $pid, log $LOG
   PostgreSQL   psql -h $PGH -p $PGP -U $PGU $DB_NAME
   dev CA       $CA_DIR (device: $DEMO_DEVICE of $DEMO_ORG, "$DEMO_PRINCIPAL")
+  demo plan    $DEMO_PLAN (store $DEMO_STORE)
 
 Use it:
   eval "\$($(self) env)"
   napsync ping
-  napsync whoami
+  napsync sync; napsync list plan
+  napsync history plan $DEMO_PLAN
+  $(self) cert $DEMO_ORG second-laptop  # another device of $DEMO_ORG (prints its own NAPSYNC_STORE)
   $(self) cert mofa mofa-desk-1        # a device for another organisation
   $(self) status | logs | down
 EOF
@@ -363,6 +413,7 @@ cmd_env() {
     printf 'export NAPSYNC_CA=%q\n' "$CA_DIR/ca.crt"
     printf 'export NAPSYNC_CERT=%q\n' "$CA_DIR/$DEMO_DEVICE.crt"
     printf 'export NAPSYNC_KEY=%q\n' "$CA_DIR/$DEMO_DEVICE.key"
+    printf 'export NAPSYNC_STORE=%q\n' "$DEMO_STORE"
 }
 
 cmd_cert() {
@@ -404,7 +455,9 @@ cmd_cert() {
     } <<<"$out"
     register_device "$org" "$principal" "$role" "$device" "$fp" || rc=$?
     [ "$rc" = 0 ] || die "device $device has been revoked; issue a certificate under a new device name"
+    mkdir -p "$STORE_DIR"
     printf 'export NAPSYNC_CERT=%q NAPSYNC_KEY=%q\n' "$crt" "$key"
+    printf 'export NAPSYNC_STORE=%q\n' "$STORE_DIR/$device.db"
 }
 
 cmd_revoke() {

@@ -421,6 +421,14 @@ static void on_abandoned_closed(uv_handle_t *h)
     free(c);
 }
 
+/* A session from the engine, for the owner. */
+static void on_engine_session(void *ud, const uint8_t *session, size_t len)
+{
+    ns_conn *c = ud;
+    if (c->state != CONN_CLOSED && c->cb.on_tls_session)
+        c->cb.on_tls_session(c, session, len, c->ud);
+}
+
 static int conn_new(uv_loop_t *loop, ns_tls_ctx *tls, const char *peer_name,
                     const ns_conn_options *opt, const ns_conn_callbacks *cb, void *ud,
                     ns_conn **out)
@@ -429,6 +437,8 @@ static int conn_new(uv_loop_t *loop, ns_tls_ctx *tls, const char *peer_name,
     if (c == NULL)
         return UV_ENOMEM;
     c->opt = *opt;
+    c->opt.tls_session = NULL; /* borrowed for this call only */
+    c->opt.tls_session_len = 0;
     c->cb = *cb;
     c->ud = ud;
     snprintf(c->peer, sizeof(c->peer), "?");
@@ -539,6 +549,15 @@ int ns_conn_connect(uv_loop_t *loop, const struct sockaddr *addr, const char *pe
     int rc = conn_new(loop, tls, peer_name, opt, cb, ud, &c);
     if (rc != 0)
         return rc;
+    if (cb->on_tls_session)
+        ns_tls_on_session(c->tls, on_engine_session, c);
+    /* A session that does not fit (NS_TLS_SESSION_IGNORED) only costs a
+     * full handshake. */
+    if (opt->tls_session &&
+        ns_tls_set_session(c->tls, opt->tls_session, opt->tls_session_len) == NS_TLS_ERR_NOMEM) {
+        abandon(c);
+        return UV_ENOMEM;
+    }
     c->state = CONN_CONNECTING;
     c->connect_req.data = c;
     rc = uv_tcp_connect(&c->connect_req, &c->tcp, addr, on_connected);
@@ -635,4 +654,9 @@ const char *ns_conn_peer_address(const ns_conn *c)
 const char *ns_conn_tls_version(const ns_conn *c)
 {
     return ns_tls_version(c->tls);
+}
+
+bool ns_conn_tls_resumed(const ns_conn *c)
+{
+    return ns_tls_resumed(c->tls);
 }

@@ -6,7 +6,8 @@
  * owned by the conn itself until on_close has returned, after which it is
  * freed. The owner calls ns_conn_close() (any number of times) to end it and
  * must not touch the conn after on_close. Callbacks never run inside a call
- * the owner makes, except on_frame inside ns_conn_resume(). */
+ * the owner makes, except on_frame and on_tls_session inside
+ * ns_conn_resume(). */
 #ifndef NS_CONN_H
 #define NS_CONN_H
 
@@ -44,6 +45,10 @@ typedef struct {
     void (*on_first_frame_timeout)(ns_conn *c, void *ud);
     /* Exactly once; the conn is freed when it returns. msg is never NULL. */
     void (*on_close)(ns_conn *c, ns_conn_close_reason reason, const char *msg, void *ud);
+    /* Client, may be NULL: the server sent a session this client may offer
+     * on a later connect (ns_conn_options.tls_session). session is valid
+     * during the call only and is secret (see tls.h). */
+    void (*on_tls_session)(ns_conn *c, const uint8_t *session, size_t len, void *ud);
 } ns_conn_callbacks;
 
 typedef struct {
@@ -54,6 +59,11 @@ typedef struct {
      * meanwhile; 0 = none. */
     uint32_t first_frame_timeout_ms;
     size_t write_queue_limit; /* stop reading while more than this waits to be written */
+    /* ns_conn_connect only, may be NULL: a session from on_tls_session of
+     * an earlier connection, to resume (read during the call, not kept). One
+     * that does not fit this server is dropped and the handshake is full. */
+    const uint8_t *tls_session;
+    size_t tls_session_len;
 } ns_conn_options;
 
 /* Accepts one pending connection from a listening stream. On error nothing
@@ -93,5 +103,7 @@ int ns_conn_peer_fingerprint(const ns_conn *c, uint8_t out[32]);
 /* "address:port" of the peer, or "?" */
 const char *ns_conn_peer_address(const ns_conn *c);
 const char *ns_conn_tls_version(const ns_conn *c);
+/* Whether the TLS handshake resumed a session (valid from on_ready). */
+bool ns_conn_tls_resumed(const ns_conn *c);
 
 #endif

@@ -2,11 +2,13 @@
 
 #include <arpa/inet.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* TLS 1.2 suites: forward secret AEAD only (TLS 1.3 suites are all modern). */
 #define NS_TLS12_CIPHERS                                                                           \
@@ -14,9 +16,29 @@
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                                   \
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
+/* How long a server's session tickets may be used to resume: a device that
+ * syncs once a day still resumes. What a resumed session skips is the
+ * certificate exchange only: napsyncd looks the device up by its
+ * fingerprint on every session (a revoked device is refused), a ticket
+ * whose certificate has expired meanwhile is not honoured (ticket_decrypted),
+ * and a certificate reload (new context, new ticket keys) voids every
+ * ticket issued before it. */
+#define NS_TLS_TICKET_LIFETIME_S (24 * 60 * 60)
+/* Tickets a server issues after a full handshake (one after a resumption):
+ * two, so that a client that loses one connection still has a fresh one. */
+#define NS_TLS_TICKETS 2
+/* Header of an exported session: magic, context binding, peer name. */
+#define NS_TLS_SESSION_MAGIC "NSS1"
+#define NS_TLS_MAGIC_LEN     4
+#define NS_TLS_BINDING_LEN   32
+#define NS_TLS_PEER_MAX      255
+
 struct ns_tls_ctx {
     SSL_CTX *ssl_ctx; /* one reference; each SSL holds its own */
     ns_tls_role role;
+    /* Client: SHA-256 over our certificate and the CA certificates, so that
+     * a session is only resumed under the trust it was made with. */
+    uint8_t binding[NS_TLS_BINDING_LEN];
 };
 
 struct ns_tls {
@@ -28,7 +50,11 @@ struct ns_tls {
     void *send_ud;
     bool established;
     bool shutdown_sent;
-    char alert[96]; /* last fatal alert received from the peer */
+    ns_tls_session_fn on_session; /* client: where new sessions go (may be NULL) */
+    void *session_ud;
+    uint8_t binding[NS_TLS_BINDING_LEN]; /* the context's, copied: it may be freed first */
+    char peer_name[NS_TLS_PEER_MAX + 1]; /* client: "" when none was given */
+    char alert[96];                      /* last fatal alert received from the peer */
     char error[256];
 };
 
@@ -73,6 +99,103 @@ static int no_passphrase(char *buf, int size, int rwflag, void *asked)
     if (asked)
         *(bool *)asked = true;
     return 0;
+}
+
+/* Server: a ticket decrypted fine, but OpenSSL would resume it without
+ * looking at the client certificate inside again. One that has expired
+ * since (or is not valid yet, or is missing) makes a full handshake, where
+ * the certificate is verified and refused with the proper alert. */
+static SSL_TICKET_RETURN ticket_decrypted(SSL *ssl, SSL_SESSION *sess, const unsigned char *keyname,
+                                          size_t keyname_len, SSL_TICKET_STATUS status, void *arg)
+{
+    (void)ssl;
+    (void)keyname;
+    (void)keyname_len;
+    (void)arg;
+    switch (status) {
+    case SSL_TICKET_SUCCESS:
+    case SSL_TICKET_SUCCESS_RENEW: {
+        X509 *peer = sess ? SSL_SESSION_get0_peer(sess) : NULL;
+        if (peer == NULL || X509_cmp_current_time(X509_get0_notAfter(peer)) <= 0 ||
+            X509_cmp_current_time(X509_get0_notBefore(peer)) >= 0)
+            return SSL_TICKET_RETURN_IGNORE_RENEW;
+        return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
+    }
+    case SSL_TICKET_EMPTY:
+    case SSL_TICKET_NO_DECRYPT:
+        /* Another context's ticket (a reload, a restart, another instance). */
+        return SSL_TICKET_RETURN_IGNORE_RENEW;
+    default:
+        return SSL_TICKET_RETURN_ABORT;
+    }
+}
+
+static int digest_cert(EVP_MD_CTX *md, X509 *cert)
+{
+    unsigned char fp[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    if (X509_digest(cert, EVP_sha256(), fp, &n) != 1)
+        return -1;
+    return EVP_DigestUpdate(md, fp, n) == 1 ? 0 : -1;
+}
+
+/* Client: what a session is bound to besides the peer name: our own
+ * certificate (none is a value too) and every CA certificate we trust. */
+static int context_binding(SSL_CTX *c, uint8_t out[NS_TLS_BINDING_LEN])
+{
+    static const char label[] = "napsync TLS session binding v1";
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int rc = -1;
+    if (md == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
+        EVP_DigestUpdate(md, label, sizeof(label)) != 1)
+        goto out;
+    X509 *own = SSL_CTX_get0_certificate(c);
+    unsigned char has_own = own != NULL;
+    if (EVP_DigestUpdate(md, &has_own, 1) != 1 || (own && digest_cert(md, own) != 0))
+        goto out;
+    STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(SSL_CTX_get_cert_store(c));
+    for (int i = 0; objs && i < sk_X509_OBJECT_num(objs); i++) {
+        X509 *ca = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
+        if (ca && digest_cert(md, ca) != 0)
+            goto out;
+    }
+    unsigned int n = 0;
+    unsigned char full[EVP_MAX_MD_SIZE];
+    if (EVP_DigestFinal_ex(md, full, &n) != 1 || n != NS_TLS_BINDING_LEN)
+        goto out;
+    memcpy(out, full, NS_TLS_BINDING_LEN);
+    rc = 0;
+out:
+    EVP_MD_CTX_free(md);
+    return rc;
+}
+
+/* Client: OpenSSL made a session from the server's NewSessionTicket. It
+ * goes to the owner with its header (see tls.h); we keep no reference. */
+static int new_session(SSL *ssl, SSL_SESSION *sess)
+{
+    ns_tls *t = SSL_get_app_data(ssl);
+    if (t == NULL || t->on_session == NULL ||
+        SSL_SESSION_get_protocol_version(sess) != TLS1_3_VERSION || !SSL_SESSION_is_resumable(sess))
+        return 0;
+    int der_len = i2d_SSL_SESSION(sess, NULL);
+    size_t name_len = strlen(t->peer_name);
+    size_t head = NS_TLS_MAGIC_LEN + NS_TLS_BINDING_LEN + 1 + name_len;
+    if (der_len <= 0 || (size_t)der_len > NS_TLS_SESSION_MAX - head)
+        return 0;
+    uint8_t *buf = malloc(head + (size_t)der_len);
+    if (buf == NULL)
+        return 0; /* no session to keep: the next connect is a full handshake */
+    memcpy(buf, NS_TLS_SESSION_MAGIC, NS_TLS_MAGIC_LEN);
+    memcpy(buf + NS_TLS_MAGIC_LEN, t->binding, NS_TLS_BINDING_LEN);
+    buf[NS_TLS_MAGIC_LEN + NS_TLS_BINDING_LEN] = (uint8_t)name_len;
+    memcpy(buf + NS_TLS_MAGIC_LEN + NS_TLS_BINDING_LEN + 1, t->peer_name, name_len);
+    unsigned char *p = buf + head;
+    if (i2d_SSL_SESSION(sess, &p) == der_len)
+        t->on_session(t->session_ud, buf, head + (size_t)der_len);
+    OPENSSL_cleanse(buf, head + (size_t)der_len);
+    free(buf);
+    return 0; /* OpenSSL keeps its reference and frees it */
 }
 
 int ns_tls_ctx_new(ns_tls_role role, const ns_tls_config *cfg, ns_tls_ctx **out, char *err,
@@ -145,8 +268,20 @@ int ns_tls_ctx_new(ns_tls_role role, const ns_tls_config *cfg, ns_tls_ctx **out,
         SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
         static const unsigned char sid_ctx[] = "napsyncd";
         SSL_CTX_set_session_id_context(c, sid_ctx, sizeof(sid_ctx) - 1);
+        /* TLS 1.3 stateless tickets, encrypted with keys this context made
+         * at random: they die with it (restart or SIGHUP reload). */
+        SSL_CTX_set_timeout(c, NS_TLS_TICKET_LIFETIME_S);
+        if (SSL_CTX_set_num_tickets(c, NS_TLS_TICKETS) != 1 ||
+            SSL_CTX_set_session_ticket_cb(c, NULL, ticket_decrypted, NULL) != 1) {
+            set_err(err, errlen, "cannot set up session tickets", "");
+            goto fail;
+        }
     } else {
         SSL_CTX_set_verify(c, SSL_VERIFY_PEER, NULL);
+        /* Sessions go to the owner (ns_tls_on_session), never to a cache
+         * inside OpenSSL: the owner decides which one to offer, and to whom. */
+        SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+        SSL_CTX_sess_set_new_cb(c, new_session);
     }
 
     /* The context outlives passphrase_asked; the callback stays. */
@@ -159,6 +294,12 @@ int ns_tls_ctx_new(ns_tls_role role, const ns_tls_config *cfg, ns_tls_ctx **out,
     }
     ctx->ssl_ctx = c;
     ctx->role = role;
+    if (role == NS_TLS_CLIENT && context_binding(c, ctx->binding) != 0) {
+        snprintf(err, errlen, "cannot fingerprint the TLS files");
+        ns_tls_ctx_free(ctx);
+        ERR_clear_error();
+        return NS_TLS_ERR_NOMEM;
+    }
     *out = ctx;
     return NS_TLS_OK;
 fail:
@@ -217,6 +358,14 @@ int ns_tls_new(ns_tls_ctx *ctx, const char *peer_name, ns_tls_send_fn send, void
     t->role = ctx->role;
     t->send = send;
     t->send_ud = send_ud;
+    memcpy(t->binding, ctx->binding, sizeof(t->binding));
+    if (ctx->role == NS_TLS_CLIENT && peer_name) {
+        if (strlen(peer_name) > NS_TLS_PEER_MAX) {
+            free(t);
+            return NS_TLS_ERR_CONFIG; /* no certificate could match it anyway */
+        }
+        snprintf(t->peer_name, sizeof(t->peer_name), "%s", peer_name);
+    }
     t->ssl = SSL_new(ctx->ssl_ctx);
     t->rbio = BIO_new(BIO_s_mem());
     t->wbio = BIO_new(BIO_s_mem());
@@ -393,4 +542,58 @@ int ns_tls_peer_fingerprint(const ns_tls *t, uint8_t out[32])
 const char *ns_tls_version(const ns_tls *t)
 {
     return t->established ? SSL_get_version(t->ssl) : "";
+}
+
+void ns_tls_on_session(ns_tls *t, ns_tls_session_fn fn, void *ud)
+{
+    if (t->role != NS_TLS_CLIENT)
+        return;
+    t->on_session = fn;
+    t->session_ud = ud;
+}
+
+/* Whether a decoded session may be offered now. OpenSSL itself skips a
+ * ticket past its lifetime, but only after sending the rest of the hello;
+ * deciding here keeps ns_tls_set_session's answer true. */
+static bool session_usable(const SSL_SESSION *sess)
+{
+    if (SSL_SESSION_get_protocol_version(sess) != TLS1_3_VERSION || !SSL_SESSION_is_resumable(sess))
+        return false;
+    long made = (long)SSL_SESSION_get_time(sess);
+    long life = (long)SSL_SESSION_get_timeout(sess);
+    long now = (long)time(NULL);
+    return made > 0 && life > 0 && made <= now + 60 && now - made < life;
+}
+
+int ns_tls_set_session(ns_tls *t, const uint8_t *session, size_t len)
+{
+    if (t->role != NS_TLS_CLIENT || t->established || !SSL_in_before(t->ssl))
+        return NS_TLS_ERR_STATE;
+    size_t fixed = NS_TLS_MAGIC_LEN + NS_TLS_BINDING_LEN + 1;
+    if (session == NULL || len <= fixed || len > NS_TLS_SESSION_MAX ||
+        memcmp(session, NS_TLS_SESSION_MAGIC, NS_TLS_MAGIC_LEN) != 0)
+        return NS_TLS_SESSION_IGNORED;
+    /* Both comparisons are of values we made ourselves: no secret leaks
+     * through their timing. */
+    if (memcmp(session + NS_TLS_MAGIC_LEN, t->binding, NS_TLS_BINDING_LEN) != 0)
+        return NS_TLS_SESSION_IGNORED;
+    size_t name_len = session[NS_TLS_MAGIC_LEN + NS_TLS_BINDING_LEN];
+    if (len <= fixed + name_len || name_len != strlen(t->peer_name) ||
+        memcmp(session + fixed, t->peer_name, name_len) != 0)
+        return NS_TLS_SESSION_IGNORED;
+    const unsigned char *p = session + fixed + name_len;
+    long der_len = (long)(len - fixed - name_len);
+    ERR_clear_error();
+    SSL_SESSION *sess = d2i_SSL_SESSION(NULL, &p, der_len);
+    int rc = NS_TLS_SESSION_IGNORED;
+    if (sess != NULL && p == session + len && session_usable(sess))
+        rc = SSL_set_session(t->ssl, sess) == 1 ? NS_TLS_OK : NS_TLS_ERR_NOMEM;
+    SSL_SESSION_free(sess); /* the SSL holds its own reference */
+    ERR_clear_error();
+    return rc;
+}
+
+bool ns_tls_resumed(const ns_tls *t)
+{
+    return t->established && SSL_session_reused(t->ssl) == 1;
 }

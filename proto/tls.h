@@ -19,11 +19,12 @@ typedef enum { NS_TLS_SERVER, NS_TLS_CLIENT } ns_tls_role;
 
 typedef enum {
     NS_TLS_OK = 0,
-    NS_TLS_WANT_READ = 1,      /* needs more ciphertext from the peer */
-    NS_TLS_CLOSED = 2,         /* the peer sent close_notify */
-    NS_TLS_ERR_CONFIG = -1,    /* certificate, key or CA unusable */
-    NS_TLS_ERR_HANDSHAKE = -2, /* handshake refused or failed; see ns_tls_error() */
-    NS_TLS_ERR_PROTOCOL = -3,  /* failure after the handshake */
+    NS_TLS_WANT_READ = 1,       /* needs more ciphertext from the peer */
+    NS_TLS_CLOSED = 2,          /* the peer sent close_notify */
+    NS_TLS_SESSION_IGNORED = 3, /* ns_tls_set_session: not usable here; a full handshake follows */
+    NS_TLS_ERR_CONFIG = -1,     /* certificate, key or CA unusable */
+    NS_TLS_ERR_HANDSHAKE = -2,  /* handshake refused or failed; see ns_tls_error() */
+    NS_TLS_ERR_PROTOCOL = -3,   /* failure after the handshake */
     NS_TLS_ERR_NOMEM = -4,
     NS_TLS_ERR_SEND = -5,  /* the send callback failed */
     NS_TLS_ERR_STATE = -6, /* call not valid in this state */
@@ -83,5 +84,44 @@ const char *ns_tls_error(const ns_tls *t);
 int ns_tls_peer_fingerprint(const ns_tls *t, uint8_t out[32]);
 /* "TLSv1.3" etc., or "" before the handshake. */
 const char *ns_tls_version(const ns_tls *t);
+
+/* ---- session resumption (client) ------------------------------------------
+ *
+ * A client that kept a session from an earlier connection offers it on the
+ * next one and skips the certificate exchange (TLS 1.3 PSK with a fresh
+ * ECDHE, so it keeps forward secrecy). Sessions travel as opaque bytes: the
+ * DER form of the OpenSSL session behind a header that binds it to the
+ * peer name and to this context's trust (our certificate and the CA), so
+ * that a session is never offered to another server name, after the CA or
+ * the device certificate changed, or by another device. Only TLS 1.3
+ * sessions are handed out: a TLS 1.2 session holds the master secret of the
+ * connection it came from, which would decrypt a recording of it.
+ *
+ * The bytes are secret (whoever holds them may resume as this device until
+ * the server's ticket expires, though the server still checks the device on
+ * every session): keep them as carefully as the private key. */
+#define NS_TLS_SESSION_MAX 16384
+
+/* A new session from the server (TLS 1.3 NewSessionTicket), valid during
+ * the call only: the callee copies. Called from inside ns_tls_read (and
+ * ns_tls_handshake), which must not be re-entered from it; the engine must
+ * not be freed from it either. */
+typedef void (*ns_tls_session_fn)(void *ud, const uint8_t *session, size_t len);
+/* Client only, before the handshake; fn NULL turns it off. */
+void ns_tls_on_session(ns_tls *t, ns_tls_session_fn fn, void *ud);
+
+/* Offers a session kept from an earlier connection (bytes from the callback
+ * above). Client only, before the first ns_tls_handshake. NS_TLS_OK: it
+ * will be offered; NS_TLS_SESSION_IGNORED: it is for another peer name,
+ * another certificate or CA, expired, or not a session at all, and the
+ * handshake will be a full one; NS_TLS_ERR_STATE or NS_TLS_ERR_NOMEM. A
+ * server that cannot or will not resume it (restarted, reloaded, another
+ * instance) answers with a full handshake too. */
+__attribute__((warn_unused_result)) int ns_tls_set_session(ns_tls *t, const uint8_t *session,
+                                                           size_t len);
+
+/* Whether the established connection resumed a session (no certificate was
+ * exchanged: the peer's identity is the one the session was made with). */
+bool ns_tls_resumed(const ns_tls *t);
 
 #endif

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "conf.h"
 #include "napsync.h"
@@ -23,6 +24,11 @@
 #define CLI_MAX_ARGS       66 /* put TYPE ID and 64 FIELD=VALUE */
 #define CLI_MAX_PLANS      64
 #define CLI_MAX_PING_COUNT 10000u
+#define CLI_MAX_HISTORY    100000u
+/* Versions asked for per request: the server sends at most 500. */
+#define CLI_HISTORY_PAGE 500u
+/* Bytes of a text value shown by napsync history (the rest is elided). */
+#define CLI_HISTORY_SHOWN 60
 /* Longest argument echoed back in an error message. */
 #define CLI_MAX_SHOWN 200
 
@@ -82,6 +88,7 @@ static int cmd_conflicts(cli *x);
 static int cmd_resolve(cli *x);
 static int cmd_status(cli *x);
 static int cmd_discard(cli *x);
+static int cmd_history(cli *x);
 
 static const cli_cmd commands[] = {
     {
@@ -235,6 +242,23 @@ static const cli_cmd commands[] = {
         .max_args = 1,
         .store = true,
         .run = cmd_discard,
+    },
+    {
+        .name = "history",
+        .summary = "show who changed a record, what and when",
+        .usage = "TYPE ID [--limit N] [--json]",
+        .description =
+            "Asks the server for the versions of record ID of TYPE, newest first: the\n"
+            "version, when (UTC), who (principal and device), the operation, and the\n"
+            "fields that changed with their values before and after (a create lists the\n"
+            "fields it set). Shows the latest 50 versions, or N with --limit. Needs the\n"
+            "server; a record this principal may not read is \"not found\".",
+        .opts = {{"--limit", "N", "versions to show, 1 to 100000 (default 50)"},
+                 {"--json", NULL, "print one JSON object per version"}},
+        .min_args = 2,
+        .max_args = 2,
+        .connects = true,
+        .run = cmd_history,
     },
     {
         .name = "help",
@@ -610,6 +634,16 @@ static int new_client(cli *x)
         .store_path = x->cmd->store ? ns_settings_get(&x->settings, NS_SETTING_STORE) : NULL,
     };
     ns_error e;
+    const char *store = ns_settings_get(&x->settings, NS_SETTING_STORE);
+    if (!x->cmd->store && store && store[0] && access(store, F_OK) == 0) {
+        /* ping and whoami need no store, but an existing one keeps the TLS
+         * session that lets this run, and the next, resume; one another
+         * process holds (sync --watch) is left alone. */
+        o.store_path = store;
+        if (ns_client_new(&o, NULL, &x->client, &e) == NS_OK)
+            return 0;
+        o.store_path = NULL;
+    }
     if (ns_client_new(&o, NULL, &x->client, &e) != NS_OK)
         return fail(x, e.status, e.message);
     return 0;
@@ -669,6 +703,8 @@ static int cmd_ping(cli *x)
             json_str_field(&first, "organisation", id->organisation_name);
             json_str_field(&first, "principal", id->principal_name);
             json_str_field(&first, "device", id->device_name);
+            json_field(&first, "tls_resumed");
+            fputs(id->tls_resumed ? "true" : "false", stdout);
             fputs("}\n", stdout);
         } else {
             printf("pong from %s %s at %s: %.2f ms (organisation: %s, principal: %s, device: "
@@ -735,6 +771,8 @@ static void whoami_json(const ns_identity *id, const char *address)
         json_str_field(&f2, "address", address);
         putchar('}');
     }
+    json_field(&first, "tls_resumed");
+    fputs(id->tls_resumed ? "true" : "false", stdout);
     fputs("}\n", stdout);
 }
 
@@ -754,6 +792,7 @@ static void whoami_text(const ns_identity *id, const char *address)
     printf("session:      %s\n", id->session_id);
     printf("protocol:     %u\n", (unsigned)id->protocol_version);
     printf("server:       %s %s at %s\n", id->server_name, id->server_version, address);
+    printf("tls:          %s\n", id->tls_resumed ? "resumed session" : "full handshake");
 }
 
 static int cmd_whoami(cli *x)
@@ -1280,6 +1319,150 @@ static int cmd_resolve(cli *x)
     rc = run_sync(x, false, false);
     disconnect_client(x);
     return rc;
+}
+
+/* ---- history ------------------------------------------------------------------ */
+
+/* A value of a change for the text output: null bare, numbers, booleans
+ * and dates bare, the rest quoted, escaped and cut after CLI_HISTORY_SHOWN
+ * bytes (at a character boundary). */
+static void print_change_value(const char *kind, const char *value)
+{
+    if (value == NULL) {
+        fputs("null", stdout);
+        return;
+    }
+    if (strcmp(kind, "text") != 0 && strcmp(kind, "set") != 0) {
+        fputs(value, stdout);
+        return;
+    }
+    putchar('"');
+    const unsigned char *p = (const unsigned char *)value;
+    size_t shown_bytes = 0;
+    while (*p) {
+        size_t n = *p < 0x20 || *p == '"' || *p == '\\' ? 1 : utf8_len(p);
+        if (n == 0)
+            n = 1;
+        if (shown_bytes + n > CLI_HISTORY_SHOWN) {
+            fputs("…", stdout);
+            break;
+        }
+        if (*p == '\n')
+            fputs("\\n", stdout);
+        else if (*p == '\t')
+            fputs("\\t", stdout);
+        else if (*p == '"' || *p == '\\')
+            printf("\\%c", *p);
+        else if (*p < 0x20 || *p == 0x7f)
+            printf("\\x%02x", *p);
+        else
+            fwrite(p, 1, n, stdout);
+        shown_bytes += n;
+        p += n;
+    }
+    putchar('"');
+}
+
+/* "2026-11-24T10:00:00.123456Z" to the second: "2026-11-24T10:00:00Z". */
+static void short_time(const char *at, char *out, size_t cap)
+{
+    const char *dot = strchr(at, '.');
+    if (dot != NULL && dot[strcspn(dot, "Z")] == 'Z')
+        snprintf(out, cap, "%.*sZ", (int)(dot - at), at);
+    else
+        snprintf(out, cap, "%s", at);
+}
+
+typedef struct {
+    const cli *x;
+    uint64_t shown;
+    uint64_t last_version;
+} history_walk;
+
+static int print_revision(const ns_revision_view *r, void *ud)
+{
+    history_walk *w = ud;
+    const cli *x = w->x;
+    w->shown++;
+    w->last_version = r->version;
+    if (x->json) {
+        bool first = true;
+        putchar('{');
+        json_u64_field(&first, "version", r->version);
+        json_str_field(&first, "at", r->at);
+        json_str_field(&first, "changed_by", r->changed_by);
+        json_str_field(&first, "device", r->device);
+        json_str_field(&first, "op", r->op);
+        json_str_field(&first, "mutation_id", r->mutation_id);
+        json_bool_field(&first, "deleted", r->deleted);
+        json_field(&first, "changes");
+        putchar('[');
+        for (size_t i = 0; i < r->nchanges; i++) {
+            const ns_field_change_view *c = &r->changes[i];
+            bool f2 = true;
+            printf("%s{", i ? "," : "");
+            json_str_field(&f2, "field", c->name);
+            json_str_field(&f2, "kind", c->kind);
+            json_field(&f2, "before");
+            json_value(c->kind, c->before);
+            json_field(&f2, "after");
+            json_value(c->kind, c->after);
+            putchar('}');
+        }
+        fputs("]}\n", stdout);
+        return 0;
+    }
+    char when[64];
+    short_time(r->at, when, sizeof(when));
+    printf("v%llu  %s  %s", (unsigned long long)r->version, when, r->changed_by);
+    if (r->device[0])
+        printf(" (%s)", r->device);
+    printf("  %s", r->op);
+    bool create = strcmp(r->op, "create") == 0;
+    for (size_t i = 0; i < r->nchanges; i++) {
+        const ns_field_change_view *c = &r->changes[i];
+        printf("%s%s: ", i ? "; " : "  ", c->name);
+        if (!create) {
+            print_change_value(c->kind, c->before);
+            fputs(" → ", stdout);
+        }
+        print_change_value(c->kind, c->after);
+    }
+    if (r->deleted && strcmp(r->op, "delete") != 0)
+        fputs("  (deleted)", stdout);
+    putchar('\n');
+    return 0;
+}
+
+static int cmd_history(cli *x)
+{
+    uint64_t limit = 50;
+    const char *lv = opt_value(x, "--limit");
+    if (lv && ns_conf_uint(lv, 1, CLI_MAX_HISTORY, &limit) != 0)
+        return usage_error(x, "--limit: \"%s\" is not a number from 1 to %u", shown(lv),
+                           CLI_MAX_HISTORY);
+    int rc = connect_client(x);
+    if (rc != 0)
+        return rc;
+    history_walk w = {.x = x};
+    int more = 1;
+    while (more && w.shown < limit) {
+        uint64_t want = limit - w.shown;
+        uint64_t before = w.last_version;
+        ns_error e;
+        if (ns_client_history_wait(x->client, x->args[0], x->args[1], before,
+                                   (uint32_t)(want < CLI_HISTORY_PAGE ? want : CLI_HISTORY_PAGE),
+                                   print_revision, &w, &more, &e) != NS_OK)
+            return fail(x, e.status, e.message);
+        if (w.last_version == before)
+            break; /* an empty page: nothing older */
+    }
+    if (more && !x->json)
+        printf("(older versions remain: napsync history %s %s --limit %llu)\n", x->args[0],
+               x->args[1],
+               (unsigned long long)(limit < CLI_MAX_HISTORY / 2 ? limit * 2 : CLI_MAX_HISTORY));
+    disconnect_client(x);
+    return 0;
 }
 
 /* ---- main ------------------------------------------------------------------- */

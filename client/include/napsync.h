@@ -96,6 +96,10 @@ typedef struct {
     /* The server closes a session silent for this long (0: never): an
      * application that stays connected pings more often than this. */
     uint32_t idle_timeout_ms;
+    /* 1: this connection resumed an earlier TLS session (kept in memory
+     * between connects of one client, and in the store when there is one)
+     * instead of a full handshake; the server still checked the device. */
+    int tls_resumed;
 } ns_identity;
 
 typedef struct ns_client ns_client;
@@ -355,6 +359,64 @@ NS_API int ns_client_sync_wait(ns_client *c, const ns_sync_options *o, ns_sync_s
                                ns_error *err);
 NS_API int ns_client_resolve_wait(ns_client *c, const char *conflict_id, ns_take take,
                                   const char *value, uint64_t *version, ns_error *err);
+
+/* ---- history (needs a connection; no store) -------------------------------- */
+
+/* A field that differs from the version before: text forms as in
+ * ns_field_view, NULL for null (a create lists its fields that are not
+ * null). kind is the values' ("text", "decimal", ...; "null" when both are
+ * null). */
+typedef struct {
+    const char *name;
+    const char *kind;
+    const char *before;
+    const char *after;
+} ns_field_change_view;
+
+/* One version of a record, as the server keeps it. */
+typedef struct {
+    uint64_t version;
+    const char *op;                      /* "create", "update", "delete" or "resolve" */
+    const char *changed_by;              /* principal name */
+    const char *device;                  /* device name; "" when none */
+    const char *at;                      /* RFC 3339 UTC, with microseconds */
+    const char *mutation_id;             /* the change's id; "" when none */
+    int deleted;                         /* the record is a tombstone as of this version */
+    const ns_field_change_view *changes; /* in field-name order */
+    size_t nchanges;
+} ns_revision_view;
+
+typedef struct {
+    const ns_revision_view *revisions; /* newest first */
+    size_t n;
+    /* Older versions remain: ask again with before_version = the version of
+     * the last revision. */
+    int more;
+} ns_history_page;
+
+/* page is NULL unless err is NULL; valid during the call only. */
+typedef void (*ns_history_cb)(ns_client *c, const ns_error *err, const ns_history_page *page,
+                              void *ud);
+
+/* Who changed a record, what and when: one page of its versions, newest
+ * first, from the server. before_version 0 starts at the latest version;
+ * limit 0 asks for the server's default (50; it sends at most 500, fewer
+ * when they would not fit a frame). A record that does not exist, or whose
+ * plan this principal may not read, is NS_ERR_SERVER with server_code
+ * NOT_FOUND; an unknown type UNKNOWN_ENTITY. */
+NS_API int ns_client_history(ns_client *c, const char *entity_type, const char *record_id,
+                             uint64_t before_version, uint32_t limit, ns_history_cb cb, void *ud,
+                             ns_error *err);
+
+/* fn gets each revision of a page; non-zero stops the walk. */
+typedef int (*ns_revision_fn)(const ns_revision_view *r, void *ud);
+
+/* Blocking form (own loop): fn is called for each revision of the page,
+ * newest first, before this returns; *more (may be NULL) as in
+ * ns_history_page. fn must not call into the client. */
+NS_API int ns_client_history_wait(ns_client *c, const char *entity_type, const char *record_id,
+                                  uint64_t before_version, uint32_t limit, ns_revision_fn fn,
+                                  void *ud, int *more, ns_error *err);
 
 /* The loop the client runs on (its own, or the application's): e.g. to
  * watch signals that call ns_client_sync_stop during ns_client_sync_wait.
