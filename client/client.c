@@ -512,10 +512,13 @@ static void closed_after_handshake(ns_client *c, const char *msg, ns_error *e)
         no_certificate(e, "");
         return;
     }
-    set_error(e, NS_ERR_CERT_REFUSED, 0,
-              "the server at %s closed the connection right after the TLS handshake, before "
-              "answering Hello (%s): it most likely refused this device's certificate; "
-              "NAPSYNC_CERT must be a device certificate issued by this deployment's CA",
+    /* napsyncd refuses a certificate with a TLS alert, which arrives before
+     * the end of the stream and is reported as such; a silent close here is
+     * a lost connection (a cut link, a restarting server), worth a retry. */
+    set_error(e, NS_ERR_CLOSED, 0,
+              "the connection to %s ended right after the TLS handshake, before the server "
+              "answered Hello (%s); if this keeps happening, check that NAPSYNC_CERT is a "
+              "device certificate issued by this deployment's CA",
               c->server, msg);
 }
 

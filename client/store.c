@@ -94,6 +94,15 @@ static const struct {
         "CREATE INDEX conflicts_id ON conflicts (id);\n"
         "CREATE INDEX conflicts_tenant ON conflicts (tenant_id);\n"
         "PRAGMA application_id = 1313887065;\n"},
+    /* The tenants the device has synced (synced = 1) or must backfill
+     * (0). A store of format 1 knows its tenants from its records only:
+     * they count as synced, so the first page purges those no longer
+     * readable. */
+    {2, "CREATE TABLE tenants (\n"
+        "    id     TEXT PRIMARY KEY,\n"
+        "    synced INTEGER NOT NULL CHECK (synced IN (0, 1))\n"
+        ") WITHOUT ROWID;\n"
+        "INSERT INTO tenants (id, synced) SELECT DISTINCT tenant_id, 1 FROM records;\n"},
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -124,6 +133,12 @@ typedef enum {
     Q_COUNT_OUTBOX,
     Q_COUNT_RECORDS,
     Q_COUNT_CONFLICTS,
+    Q_TENANTS_ALL,
+    Q_TENANT_ADD,
+    Q_TENANT_DEL,
+    Q_TENANT_SYNCED,
+    Q_TENANTS_PENDING,
+    Q_TENANTS_RESET,
     Q_COUNT
 } query_id;
 
@@ -177,6 +192,12 @@ static const char *const query_sql[Q_COUNT] = {
     [Q_COUNT_RECORDS] = "SELECT count(*) FROM records",
     [Q_COUNT_CONFLICTS] =
         "SELECT count(*) FROM conflicts c WHERE " LATEST_CONFLICT " AND c.resolved = 0",
+    [Q_TENANTS_ALL] = "SELECT id FROM tenants ORDER BY id",
+    [Q_TENANT_ADD] = "INSERT INTO tenants (id, synced) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
+    [Q_TENANT_DEL] = "DELETE FROM tenants WHERE id = ?1",
+    [Q_TENANT_SYNCED] = "UPDATE tenants SET synced = 1 WHERE id = ?1",
+    [Q_TENANTS_PENDING] = "SELECT id FROM tenants WHERE synced = 0 ORDER BY id LIMIT ?1",
+    [Q_TENANTS_RESET] = "DELETE FROM tenants",
 };
 
 struct ns_store {
@@ -415,18 +436,22 @@ int ns_store_schema_version(void)
 /* protobuf-c answers NULL both for bytes that do not decode and for a
  * failed allocation; telling them apart keeps an out-of-memory from being
  * reported as a damaged store (which a user might delete, outbox and all).
- * It allocates with malloc and free, as protobuf-c's default allocator
- * does, so what it unpacks may be freed with a NULL allocator. */
-typedef struct {
-    ProtobufCAllocator a;
-    bool oom;
-} unpack_alloc;
+ * So every message this file unpacks is allocated by unpack_alloc, which
+ * notes a failure in unpack_oom (cleared before each unpack), and freed by
+ * it too, as protobuf-c requires, also where a caller frees one
+ * (ns_store_conflict_free): NULL would reach libprotobuf-c's own free(),
+ * not necessarily the one this file's malloc() pairs with. The flag lives
+ * per thread rather than in allocator_data so that this one allocator
+ * outlives every message it made while stores on other threads keep their
+ * own flag. */
+static _Thread_local bool unpack_oom;
 
 static void *unpack_alloc_fn(void *ud, size_t n)
 {
+    (void)ud;
     void *p = malloc(n);
     if (p == NULL)
-        ((unpack_alloc *)ud)->oom = true;
+        unpack_oom = true;
     return p;
 }
 
@@ -436,13 +461,11 @@ static void unpack_free_fn(void *ud, void *p)
     free(p);
 }
 
-static void unpack_alloc_init(unpack_alloc *ua)
-{
-    ua->a.alloc = unpack_alloc_fn;
-    ua->a.free = unpack_free_fn;
-    ua->a.allocator_data = ua;
-    ua->oom = false;
-}
+static ProtobufCAllocator unpack_alloc = {
+    .alloc = unpack_alloc_fn,
+    .free = unpack_free_fn,
+    .allocator_data = NULL,
+};
 
 /* Kinds come from the value's own oneof case; a null has no kind of its
  * own (a null equals any null). */
@@ -572,16 +595,16 @@ static ns_store_rc fields_from_blob(const void *blob, size_t len, ns_fieldset *o
 {
     static const uint8_t empty[1];
     ns_fieldset_init(out);
-    unpack_alloc ua;
-    unpack_alloc_init(&ua);
+    unpack_oom = false;
     Napsync__V1__FieldSet *pb =
-        napsync__v1__field_set__unpack(&ua.a, len, blob != NULL ? blob : empty);
+        napsync__v1__field_set__unpack(&unpack_alloc, len, blob != NULL ? blob : empty);
     if (pb == NULL) {
-        snprintf(why, whylen, "%s", ua.oom ? "out of memory" : "a field set that does not decode");
-        return ua.oom ? NS_STORE_NOMEM : NS_STORE_CORRUPT;
+        snprintf(why, whylen, "%s",
+                 unpack_oom ? "out of memory" : "a field set that does not decode");
+        return unpack_oom ? NS_STORE_NOMEM : NS_STORE_CORRUPT;
     }
     ns_store_rc rc = fields_from_wire(pb, out, why, whylen);
-    napsync__v1__field_set__free_unpacked(pb, NULL);
+    napsync__v1__field_set__free_unpacked(pb, &unpack_alloc);
     return rc == NS_STORE_INVALID ? NS_STORE_CORRUPT : rc;
 }
 
@@ -1470,7 +1493,7 @@ static void batch_item_free(Napsync__V1__Mutation *m)
     if (m == NULL)
         return;
     if (m->fields != NULL)
-        napsync__v1__field_set__free_unpacked(m->fields, NULL);
+        napsync__v1__field_set__free_unpacked(m->fields, &unpack_alloc);
     free((batch_item *)(void *)m);
 }
 
@@ -1509,10 +1532,10 @@ static ns_store_rc batch_item_read(ns_store *s, sqlite3_stmt *st, Napsync__V1__M
     it->m.op = (Napsync__V1__MutationOp)op;
     size_t len = (size_t)sqlite3_column_bytes(st, 5);
     if (len > 0) {
-        unpack_alloc ua;
-        unpack_alloc_init(&ua);
-        it->m.fields = napsync__v1__field_set__unpack(&ua.a, len, sqlite3_column_blob(st, 5));
-        if (it->m.fields == NULL && ua.oom) {
+        unpack_oom = false;
+        it->m.fields =
+            napsync__v1__field_set__unpack(&unpack_alloc, len, sqlite3_column_blob(st, 5));
+        if (it->m.fields == NULL && unpack_oom) {
             free(it);
             return fail(err, NS_STORE_NOMEM, "out of memory");
         }
@@ -1782,6 +1805,125 @@ ns_store_rc ns_store_outbox_list(ns_store *s, ns_store_outbox_fn fn, void *ud, n
 
 /* ---- pages from the feed ----------------------------------------------------------------- */
 
+/* Runs a statement whose only parameter is one tenant id. */
+static ns_store_rc tenant_stmt(ns_store *s, query_id q, const char *tenant, int synced,
+                               ns_error *err, const char *doing)
+{
+    sqlite3_stmt *st = s->q[q];
+    int src = bind_text(st, 1, tenant);
+    if (src == SQLITE_OK && q == Q_TENANT_ADD)
+        src = sqlite3_bind_int(st, 2, synced);
+    if (src == SQLITE_OK)
+        src = sqlite3_step(st);
+    done(st);
+    return src == SQLITE_DONE ? NS_STORE_OK : fail_sql(s, src, err, doing);
+}
+
+/* Removes a tenant's records, conflicts and membership of the synced set,
+ * inside the caller's transaction. */
+static ns_store_rc purge_one(ns_store *s, const char *tenant, ns_error *err)
+{
+    static const char doing[] = "removing records";
+    const query_id qs[] = {Q_RECORDS_PURGE, Q_CONFLICTS_PURGE, Q_TENANT_DEL};
+    ns_store_rc rc = NS_STORE_OK;
+    for (size_t i = 0; i < sizeof(qs) / sizeof(qs[0]) && rc == NS_STORE_OK; i++)
+        rc = tenant_stmt(s, qs[i], tenant, 0, err, doing);
+    return rc;
+}
+
+static int tenant_cmp(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+/* The page's tenant set, checked and canonical, sorted; *out owned by the
+ * caller (free), NULL when the set is empty. */
+static ns_store_rc page_tenants(const Napsync__V1__ChangePage *page,
+                                char (**out)[NS_STORE_UUID_SIZE], ns_error *err)
+{
+    *out = NULL;
+    if (page->n_tenant_ids == 0)
+        return NS_STORE_OK;
+    if (page->n_tenant_ids > NS_STORE_MAX_PAGE_TENANTS || page->tenant_ids == NULL)
+        return fail_server(err, "a page with %zu tenants (at most %d)", page->n_tenant_ids,
+                           NS_STORE_MAX_PAGE_TENANTS);
+    char(*t)[NS_STORE_UUID_SIZE] = calloc(page->n_tenant_ids, sizeof(*t));
+    if (t == NULL)
+        return fail(err, NS_STORE_NOMEM, "out of memory");
+    for (size_t i = 0; i < page->n_tenant_ids; i++) {
+        char q[QUOTE_MAX + 4];
+        if (!uuid_canon(page->tenant_ids[i], t[i])) {
+            ns_store_rc rc = fail_server(err, "tenant %zu of the page is not a UUID (\"%s\")", i,
+                                         quoted(page->tenant_ids[i], q, sizeof(q)));
+            free(t);
+            return rc;
+        }
+    }
+    qsort(t, page->n_tenant_ids, sizeof(*t), tenant_cmp);
+    *out = t;
+    return NS_STORE_OK;
+}
+
+/* Brings the synced tenant set in line with the page's: tenants that left
+ * it are purged, new ones added, as synced when the page was pulled from
+ * the empty cursor (that pull brings all of their records) and as due for
+ * a backfill otherwise. *npurged and *nnew count them. */
+static ns_store_rc tenants_reconcile(ns_store *s, const Napsync__V1__ChangePage *page,
+                                     char (*set)[NS_STORE_UUID_SIZE], size_t *npurged, size_t *nnew,
+                                     ns_error *err)
+{
+    static const char doing[] = "updating the synced tenants";
+    char cursor[NS_STORE_CURSOR_SIZE];
+    ns_store_rc rc = meta_read(s, "cursor", cursor, sizeof(cursor), err);
+    if (rc != NS_STORE_OK)
+        return rc;
+    size_t n = page->n_tenant_ids;
+    /* The stored set first (a listing cannot run while rows are deleted),
+     * then the purges. */
+    size_t have_n = 0, have_cap = 0;
+    char(*have)[NS_STORE_UUID_SIZE] = NULL;
+    sqlite3_stmt *st = s->q[Q_TENANTS_ALL];
+    int src;
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        if (have_n == have_cap) {
+            size_t cap = have_cap ? have_cap * 2 : 16;
+            void *p = realloc(have, cap * sizeof(*have));
+            if (p == NULL) {
+                done(st);
+                free(have);
+                return fail(err, NS_STORE_NOMEM, "out of memory");
+            }
+            have = p;
+            have_cap = cap;
+        }
+        if (!column_text(st, 0, have[have_n], NS_STORE_UUID_SIZE)) {
+            done(st);
+            free(have);
+            return fail(err, NS_STORE_CORRUPT, "the store %s is damaged: a tenant is unreadable",
+                        s->path);
+        }
+        have_n++;
+    }
+    done(st);
+    if (src != SQLITE_DONE) {
+        free(have);
+        return fail_sql(s, src, err, doing);
+    }
+    for (size_t i = 0; i < have_n && rc == NS_STORE_OK; i++) {
+        if (n > 0 && bsearch(have[i], set, n, sizeof(*set), tenant_cmp) != NULL)
+            continue;
+        rc = purge_one(s, have[i], err);
+        (*npurged)++;
+    }
+    free(have);
+    for (size_t i = 0; i < n && rc == NS_STORE_OK; i++) {
+        rc = tenant_stmt(s, Q_TENANT_ADD, set[i], cursor[0] == '\0' ? 1 : 0, err, doing);
+        if (rc == NS_STORE_OK && cursor[0] != '\0')
+            *nnew += (size_t)sqlite3_changes(s->db);
+    }
+    return rc;
+}
+
 /* Checks one record from the server and writes it unless the replica has
  * the same or a newer version. */
 static ns_store_rc put_record(ns_store *s, const Napsync__V1__Record *r, size_t i, size_t *napplied,
@@ -1844,15 +1986,19 @@ static ns_store_rc put_record(ns_store *s, const Napsync__V1__Record *r, size_t 
     return NS_STORE_OK;
 }
 
-static ns_store_rc apply_tx(ns_store *s, const Napsync__V1__ChangePage *page, size_t *napplied,
+static ns_store_rc apply_tx(ns_store *s, const Napsync__V1__ChangePage *page,
+                            char (*set)[NS_STORE_UUID_SIZE], ns_store_page_outcome *out,
                             ns_error *err)
 {
     static const char doing[] = "applying changes from the server";
     ns_store_rc rc = begin_write(s, err, doing);
     if (rc != NS_STORE_OK)
         return rc;
+    /* Purges first: a record of the page is never of a purged tenant. */
+    if (!page->tenant_ids_truncated)
+        rc = tenants_reconcile(s, page, set, &out->purged, &out->new_tenants, err);
     for (size_t i = 0; i < page->n_records && rc == NS_STORE_OK; i++)
-        rc = put_record(s, page->records[i], i, napplied, err);
+        rc = put_record(s, page->records[i], i, &out->applied, err);
     if (rc == NS_STORE_OK)
         rc = meta_write(s, "cursor", page->next_cursor, err);
     if (rc != NS_STORE_OK)
@@ -1860,13 +2006,9 @@ static ns_store_rc apply_tx(ns_store *s, const Napsync__V1__ChangePage *page, si
     return commit(s, err, doing);
 }
 
-ns_store_rc ns_store_apply_page(ns_store *s, const Napsync__V1__ChangePage *page, size_t *napplied,
-                                ns_error *err)
+/* Checks what every page must be: records and cursor. */
+static ns_store_rc page_check(const Napsync__V1__ChangePage *page, ns_error *err)
 {
-    size_t none = 0;
-    if (napplied == NULL)
-        napplied = &none;
-    *napplied = 0;
     if (page == NULL)
         return fail(err, NS_STORE_INVALID, "no page");
     if (page->n_records > NS_STORE_MAX_PAGE_RECORDS)
@@ -1878,13 +2020,118 @@ ns_store_rc ns_store_apply_page(ns_store *s, const Napsync__V1__ChangePage *page
     if (!token_ok(page->next_cursor, NS_STORE_CURSOR_SIZE))
         return fail_server(err, "a page with no valid next cursor (\"%s\")",
                            quoted(page->next_cursor, q, sizeof(q)));
-    ns_store_rc rc = enter(s, err);
+    return NS_STORE_OK;
+}
+
+ns_store_rc ns_store_apply_page_tenants(ns_store *s, const Napsync__V1__ChangePage *page,
+                                        ns_store_page_outcome *out, ns_error *err)
+{
+    ns_store_page_outcome none;
+    if (out == NULL)
+        out = &none;
+    memset(out, 0, sizeof(*out));
+    ns_store_rc rc = page_check(page, err);
     if (rc != NS_STORE_OK)
         return rc;
-    rc = apply_tx(s, page, napplied, err);
+    char(*set)[NS_STORE_UUID_SIZE] = NULL;
+    rc = page_tenants(page, &set, err);
+    if (rc != NS_STORE_OK)
+        return rc;
+    rc = enter(s, err);
+    if (rc == NS_STORE_OK) {
+        rc = apply_tx(s, page, set, out, err);
+        if (rc != NS_STORE_OK)
+            memset(out, 0, sizeof(*out));
+        rc = leave(s, rc);
+    }
+    free(set);
+    return rc;
+}
+
+static ns_store_rc backfill_tx(ns_store *s, const char *tenant, const Napsync__V1__ChangePage *page,
+                               size_t *napplied, ns_error *err)
+{
+    static const char doing[] = "applying a backfill from the server";
+    ns_store_rc rc = begin_write(s, err, doing);
+    if (rc != NS_STORE_OK)
+        return rc;
+    for (size_t i = 0; i < page->n_records && rc == NS_STORE_OK; i++) {
+        char t[NS_STORE_UUID_SIZE];
+        const Napsync__V1__Record *r = page->records[i];
+        if (r != NULL && (!uuid_canon(r->tenant_id, t) || strcmp(t, tenant) != 0))
+            rc = fail_server(err, "the backfill of tenant %s holds a record of another tenant",
+                             tenant);
+        else
+            rc = put_record(s, r, i, napplied, err);
+    }
+    if (rc == NS_STORE_OK && !page->more)
+        rc = tenant_stmt(s, Q_TENANT_SYNCED, tenant, 0, err, doing);
+    if (rc != NS_STORE_OK)
+        return finish(s, rc);
+    return commit(s, err, doing);
+}
+
+ns_store_rc ns_store_apply_backfill(ns_store *s, const char *tenant_id,
+                                    const Napsync__V1__ChangePage *page, size_t *napplied,
+                                    ns_error *err)
+{
+    size_t none = 0;
+    if (napplied == NULL)
+        napplied = &none;
+    *napplied = 0;
+    char tenant[NS_STORE_UUID_SIZE], q[QUOTE_MAX + 4];
+    if (!uuid_canon(tenant_id, tenant))
+        return fail(err, NS_STORE_INVALID, "\"%s\" is not a tenant id (a UUID)",
+                    quoted(tenant_id, q, sizeof(q)));
+    ns_store_rc rc = page_check(page, err);
+    if (rc != NS_STORE_OK)
+        return rc;
+    rc = enter(s, err);
+    if (rc != NS_STORE_OK)
+        return rc;
+    rc = backfill_tx(s, tenant, page, napplied, err);
     if (rc != NS_STORE_OK)
         *napplied = 0;
     return leave(s, rc);
+}
+
+ns_store_rc ns_store_tenants_pending(ns_store *s, char (*out)[NS_STORE_UUID_SIZE], size_t cap,
+                                     size_t *n, ns_error *err)
+{
+    *n = 0;
+    ns_store_rc rc = enter(s, err);
+    if (rc != NS_STORE_OK)
+        return rc;
+    sqlite3_stmt *st = s->q[Q_TENANTS_PENDING];
+    int src = sqlite3_bind_int64(st, 1, (sqlite3_int64)cap);
+    while (src == SQLITE_OK || src == SQLITE_ROW) {
+        src = sqlite3_step(st);
+        if (src != SQLITE_ROW)
+            break;
+        if (*n >= cap || !column_text(st, 0, out[*n], NS_STORE_UUID_SIZE)) {
+            done(st);
+            *n = 0;
+            return leave(s, fail(err, NS_STORE_CORRUPT,
+                                 "the store %s is damaged: a tenant is unreadable", s->path));
+        }
+        (*n)++;
+    }
+    done(st);
+    if (src != SQLITE_DONE) {
+        *n = 0;
+        rc = fail_sql(s, src, err, "reading");
+    }
+    return leave(s, rc);
+}
+
+ns_store_rc ns_store_apply_page(ns_store *s, const Napsync__V1__ChangePage *page, size_t *napplied,
+                                ns_error *err)
+{
+    ns_store_page_outcome o;
+    ns_store_rc rc = ns_store_apply_page_tenants(s, page, &o, err);
+    if (napplied != NULL)
+        *napplied = o.applied;
+    return rc;
 }
 
 static ns_store_rc purge_tx(ns_store *s, const char *tenant, ns_error *err)
@@ -1893,16 +2140,9 @@ static ns_store_rc purge_tx(ns_store *s, const char *tenant, ns_error *err)
     ns_store_rc rc = begin_write(s, err, doing);
     if (rc != NS_STORE_OK)
         return rc;
-    const query_id qs[] = {Q_RECORDS_PURGE, Q_CONFLICTS_PURGE};
-    for (size_t i = 0; i < sizeof(qs) / sizeof(qs[0]); i++) {
-        sqlite3_stmt *st = s->q[qs[i]];
-        int src = bind_text(st, 1, tenant);
-        if (src == SQLITE_OK)
-            src = sqlite3_step(st);
-        done(st);
-        if (src != SQLITE_DONE)
-            return finish(s, fail_sql(s, src, err, doing));
-    }
+    rc = purge_one(s, tenant, err);
+    if (rc != NS_STORE_OK)
+        return finish(s, rc);
     return commit(s, err, doing);
 }
 
@@ -1927,6 +2167,13 @@ static ns_store_rc reset_tx(ns_store *s, ns_error *err)
     sqlite3_stmt *st = s->q[Q_RECORDS_RESET];
     int src = sqlite3_step(st);
     done(st);
+    if (src == SQLITE_DONE) {
+        /* The next page comes from the empty cursor: every tenant in it
+         * is synced by that pull. */
+        st = s->q[Q_TENANTS_RESET];
+        src = sqlite3_step(st);
+        done(st);
+    }
     if (src == SQLITE_DONE) {
         st = s->q[Q_META_DEL];
         src = bind_text(st, 1, "cursor");
@@ -2121,15 +2368,20 @@ static ns_store_rc conflict_unpack(ns_store *s, sqlite3_stmt *st, Napsync__V1__C
     static const uint8_t empty[1];
     const void *blob = sqlite3_column_blob(st, 0);
     size_t len = (size_t)sqlite3_column_bytes(st, 0);
-    unpack_alloc ua;
-    unpack_alloc_init(&ua);
-    *out = napsync__v1__conflict__unpack(&ua.a, len, blob != NULL ? blob : empty);
-    if (*out == NULL && ua.oom)
+    unpack_oom = false;
+    *out = napsync__v1__conflict__unpack(&unpack_alloc, len, blob != NULL ? blob : empty);
+    if (*out == NULL && unpack_oom)
         return fail(err, NS_STORE_NOMEM, "out of memory");
     if (*out == NULL)
         return fail(err, NS_STORE_CORRUPT, "the store %s is damaged: a conflict cannot be read",
                     s->path);
     return NS_STORE_OK;
+}
+
+void ns_store_conflict_free(Napsync__V1__Conflict *c)
+{
+    if (c != NULL)
+        napsync__v1__conflict__free_unpacked(c, &unpack_alloc);
 }
 
 ns_store_rc ns_store_list_conflicts(ns_store *s, bool include_resolved, ns_store_conflict_fn fn,
@@ -2155,7 +2407,7 @@ ns_store_rc ns_store_list_conflicts(ns_store *s, bool include_resolved, ns_store
         if (rc != NS_STORE_OK)
             break;
         stop = fn(c, ud) != 0;
-        napsync__v1__conflict__free_unpacked(c, NULL);
+        ns_store_conflict_free(c);
     }
     done(st);
     if (rc == NS_STORE_OK && !stop && src != SQLITE_DONE)

@@ -172,7 +172,8 @@ ns_store_outbox_list(ns_store *s, ns_store_outbox_fn fn, void *ud, ns_error *err
 
 /* ---- the replica and the local view ------------------------------------------ */
 
-/* Applies one page of the feed and its next_cursor in one transaction: all
+/* Applies one page of the feed and its next_cursor in one transaction
+ * (and reconciles the tenant set, as ns_store_apply_page_tenants): all
  * of it or, on any error (a record that fails its checks included), none
  * of it. A record whose version is not newer than the stored one is
  * ignored; a deleted record is kept as a tombstone, so an older change
@@ -182,13 +183,52 @@ __attribute__((warn_unused_result)) ns_store_rc
 ns_store_apply_page(ns_store *s, const Napsync__V1__ChangePage *page, size_t *napplied,
                     ns_error *err);
 
+/* Tenants one page may list (ChangePage.tenant_ids). */
+#define NS_STORE_MAX_PAGE_TENANTS 10000
+
+/* What applying a page did. */
+typedef struct {
+    size_t applied;     /* records that changed the replica */
+    size_t purged;      /* tenants that left the readable set: their records removed */
+    size_t new_tenants; /* tenants that joined it and wait for a backfill */
+} ns_store_page_outcome;
+
+/* ns_store_apply_page, and in the same transaction the store's set of
+ * synced tenants is brought in line with page->tenant_ids (unless
+ * tenant_ids_truncated: then the set is left as it is): a tenant that left
+ * the set is purged as ns_store_purge_tenant does; a tenant that joined it
+ * is added, as synced when the store's cursor was empty before the page
+ * (this pull brings all of its records) and otherwise as pending a
+ * backfill (ns_store_tenants_pending). *out may be NULL. */
+__attribute__((warn_unused_result)) ns_store_rc
+ns_store_apply_page_tenants(ns_store *s, const Napsync__V1__ChangePage *page,
+                            ns_store_page_outcome *out, ns_error *err);
+
+/* Up to cap tenants pending a backfill, in id order, into out; *n their
+ * number. */
+__attribute__((warn_unused_result)) ns_store_rc
+ns_store_tenants_pending(ns_store *s, char (*out)[NS_STORE_UUID_SIZE], size_t cap, size_t *n,
+                         ns_error *err);
+
+/* Applies one page of a backfill of tenant_id (a Pull with that plan as
+ * the only scope, from the empty cursor), without touching the cursor or
+ * the tenant set: every record must be of that tenant; versions not newer
+ * than the stored one are ignored. The last page (more false) marks the
+ * tenant synced, in the same transaction. */
+__attribute__((warn_unused_result)) ns_store_rc
+ns_store_apply_backfill(ns_store *s, const char *tenant_id, const Napsync__V1__ChangePage *page,
+                        size_t *napplied, ns_error *err);
+
 /* Removes every record and conflict of a tenant (a scope the principal may
- * no longer read). The outbox is kept: the server answers for it. */
+ * no longer read) and drops it from the synced tenants, so that it is
+ * backfilled when it is readable again. The outbox is kept: the server
+ * answers for it (a pending change of a tenant no longer readable is
+ * rejected, and kept as rejected for the user). */
 __attribute__((warn_unused_result)) ns_store_rc
 ns_store_purge_tenant(ns_store *s, const char *tenant_id, ns_error *err);
 
-/* Forgets the replica and the cursor (the server does not know the cursor:
- * re-fetch everything) and keeps the outbox and the known conflicts. */
+/* Forgets the replica, the synced tenants and the cursor (the server does
+ * not know the cursor: re-fetch everything) and keeps the outbox and the known conflicts. */
 __attribute__((warn_unused_result)) ns_store_rc ns_store_reset_replica(ns_store *s, ns_error *err);
 
 /* A record as the user sees it: the replica row with the pending outbox
@@ -247,9 +287,13 @@ __attribute__((warn_unused_result)) ns_store_rc ns_store_list_conflicts(ns_store
                                                                         void *ud, ns_error *err);
 
 /* One known conflict; *out is owned by the caller: free it with
- * napsync__v1__conflict__free_unpacked(*out, NULL). */
+ * ns_store_conflict_free (not napsync__v1__conflict__free_unpacked(*out,
+ * NULL): protobuf-c frees with the allocator that unpacked, the store's). */
 __attribute__((warn_unused_result)) ns_store_rc
 ns_store_get_conflict(ns_store *s, const char *id, Napsync__V1__Conflict **out, ns_error *err);
+
+/* Frees a conflict from ns_store_get_conflict; NULL is ignored. */
+void ns_store_conflict_free(Napsync__V1__Conflict *c);
 
 /* ---- cursor, meta and status ----------------------------------------------------- */
 

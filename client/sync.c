@@ -75,6 +75,14 @@ struct nsc_sync {
     bool pull_inflight;
     bool conflicts_inflight;
     bool conflicts_again;
+    /* A backfill: a Pull of one newly readable tenant from the empty
+     * cursor, paged with its own cursor (kept in memory only: an
+     * interrupted backfill starts over, as the tenant stays pending). */
+    bool bf_inflight;
+    char bf_tenant[NS_STORE_UUID_SIZE];
+    char bf_cursor[NS_STORE_CURSOR_SIZE];
+    Napsync__V1__Scope bf_scope;
+    Napsync__V1__Scope *bf_scopes[1];
     bool sub_active;
     bool reset_done; /* one cursor reset per connection: a second is a server bug */
     uint32_t attempt;
@@ -682,7 +690,8 @@ static void emit(ns_client *c, nsc_sync *s, ns_sync_event_kind kind, uint64_t co
 
 static bool busy(const nsc_sync *s)
 {
-    return s->push_inflight || s->pull_inflight || s->conflicts_inflight || s->sub_active;
+    return s->push_inflight || s->pull_inflight || s->conflicts_inflight || s->sub_active ||
+           s->bf_inflight;
 }
 
 /* The run is over: cb hears it once. The connection stays as it is. */
@@ -1107,23 +1116,143 @@ static bool reset_cursor(ns_client *c, nsc_sync *s, const ns_error *why)
 static bool apply_page(ns_client *c, nsc_sync *s, const Napsync__V1__ChangePage *page)
 {
     ns_error e;
-    size_t n = 0;
     if (page == NULL) {
         nsc_set_error(&e, NS_ERR_PROTOCOL, 0, "the server sent an empty ChangePage");
         fail_run(c, s, &e);
         return false;
     }
-    if (ns_store_apply_page(nsc_store(c), page, &n, &e) != NS_STORE_OK) {
+    ns_store_page_outcome o;
+    if (ns_store_apply_page_tenants(nsc_store(c), page, &o, &e) != NS_STORE_OK) {
         if (e.status == NS_ERR_PROTOCOL)
             fail_run(c, s, &e);
         else
             store_failed(c, s, &e);
         return false;
     }
+    size_t n = o.applied;
     s->st.received += n;
     if (n > 0)
         emit(c, s, NS_SYNC_CHANGES, n, 0, 0, NULL);
     return true;
+}
+
+static bool permission_denied(const ns_error *e)
+{
+    return e->server_code == NAPSYNC__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED;
+}
+
+/* The server refuses a plan scope it does not let us read (it does not say
+ * which, so that drafts stay hidden): purge every named plan, as none may
+ * linger on the device. Those still readable are backfilled by the next
+ * sync that names them. */
+static bool purge_named_plans(ns_client *c, nsc_sync *s)
+{
+    for (size_t i = 0; i < s->nplans; i++) {
+        ns_error e;
+        if (ns_store_purge_tenant(nsc_store(c), s->plans[i], &e) != NS_STORE_OK) {
+            store_failed(c, s, &e);
+            return false;
+        }
+    }
+    return true;
+}
+
+static void backfill_next(ns_client *c, nsc_sync *s);
+
+/* Backfills are done: what follows them in the run. */
+static void backfill_done(ns_client *c, nsc_sync *s)
+{
+    conflicts_next(c, s);
+}
+
+static void on_backfill(ns_client *c, const ns_error *e, const Napsync__V1__Envelope *resp,
+                        void *ud)
+{
+    nsc_sync *s = ud;
+    s->bf_inflight = false;
+    if (!s->active || s->stopping || s->lost) {
+        if (s->active && s->stopping && !busy(s) && nsc_conn_state(c) == NS_CONN_DISCONNECTED)
+            finish(c, s);
+        return;
+    }
+    ns_error se;
+    if (e) {
+        if (!permission_denied(e)) {
+            request_failed(c, s, e);
+            return;
+        }
+        /* Unreadable again since the page that listed it. */
+        if (ns_store_purge_tenant(nsc_store(c), s->bf_tenant, &se) != NS_STORE_OK) {
+            store_failed(c, s, &se);
+            return;
+        }
+        s->bf_cursor[0] = '\0';
+        backfill_next(c, s);
+        return;
+    }
+    const Napsync__V1__ChangePage *page = resp->change_page;
+    size_t n = 0;
+    if (page == NULL) {
+        nsc_set_error(&se, NS_ERR_PROTOCOL, 0, "the server sent an empty ChangePage");
+        fail_run(c, s, &se);
+        return;
+    }
+    if (ns_store_apply_backfill(nsc_store(c), s->bf_tenant, page, &n, &se) != NS_STORE_OK) {
+        if (se.status == NS_ERR_PROTOCOL)
+            fail_run(c, s, &se);
+        else
+            store_failed(c, s, &se);
+        return;
+    }
+    s->st.received += n;
+    if (n > 0)
+        emit(c, s, NS_SYNC_CHANGES, n, 0, 0, NULL);
+    if (page->more)
+        snprintf(s->bf_cursor, sizeof(s->bf_cursor), "%s", page->next_cursor);
+    else
+        s->bf_cursor[0] = '\0';
+    backfill_next(c, s);
+}
+
+/* Pulls the next page of the first tenant pending a backfill, or goes on
+ * with the run when none is left. */
+static void backfill_next(ns_client *c, nsc_sync *s)
+{
+    if (s->bf_inflight)
+        return;
+    ns_error e;
+    char pending[1][NS_STORE_UUID_SIZE];
+    size_t n = 0;
+    if (ns_store_tenants_pending(nsc_store(c), pending, 1, &n, &e) != NS_STORE_OK) {
+        store_failed(c, s, &e);
+        return;
+    }
+    if (n == 0) {
+        s->bf_cursor[0] = '\0';
+        backfill_done(c, s);
+        return;
+    }
+    if (strcmp(pending[0], s->bf_tenant) != 0) {
+        memcpy(s->bf_tenant, pending[0], sizeof(s->bf_tenant));
+        s->bf_cursor[0] = '\0';
+    }
+    Napsync__V1__Envelope env = NAPSYNC__V1__ENVELOPE__INIT;
+    Napsync__V1__Pull pull = NAPSYNC__V1__PULL__INIT;
+    napsync__v1__scope__init(&s->bf_scope);
+    s->bf_scope.kind_case = NAPSYNC__V1__SCOPE__KIND_PLAN_ID;
+    s->bf_scope.plan_id = s->bf_tenant;
+    s->bf_scopes[0] = &s->bf_scope;
+    pull.cursor = s->bf_cursor;
+    pull.scopes = s->bf_scopes;
+    pull.n_scopes = 1;
+    env.body_case = NAPSYNC__V1__ENVELOPE__BODY_PULL;
+    env.pull = &pull;
+    if (nsc_request(c, &env, NAPSYNC__V1__ENVELOPE__BODY_CHANGE_PAGE, false, on_backfill, s, &e) !=
+        NS_OK) {
+        request_failed(c, s, &e);
+        return;
+    }
+    s->bf_inflight = true;
 }
 
 static void on_page(ns_client *c, const ns_error *e, const Napsync__V1__Envelope *resp, void *ud)
@@ -1141,6 +1270,8 @@ static void on_page(ns_client *c, const ns_error *e, const Napsync__V1__Envelope
                 pull_next(c, s);
             return;
         }
+        if (permission_denied(e) && !purge_named_plans(c, s))
+            return;
         request_failed(c, s, e);
         return;
     }
@@ -1149,7 +1280,7 @@ static void on_page(ns_client *c, const ns_error *e, const Napsync__V1__Envelope
     if (resp->change_page->more)
         pull_next(c, s);
     else
-        conflicts_next(c, s);
+        backfill_next(c, s);
 }
 
 static void pull_next(ns_client *c, nsc_sync *s)
@@ -1313,6 +1444,8 @@ static void on_sub_page(ns_client *c, const ns_error *e, const Napsync__V1__Enve
         }
         /* Any end of the subscription (PERMISSION_DENIED on a scope lost
          * included) makes the next connection start over from the cursor. */
+        if (permission_denied(e) && !purge_named_plans(c, s))
+            return;
         ns_error le = *e;
         if (!is_loss(&le))
             le.status = NS_ERR_UNAVAILABLE;
@@ -1332,7 +1465,16 @@ static void on_sub_page(ns_client *c, const ns_error *e, const Napsync__V1__Enve
         store_failed(c, s, &se);
         return;
     }
-    if (resp->change_page->n_records > 0)
+    ns_error te;
+    char pending[1][NS_STORE_UUID_SIZE];
+    size_t npending = 0;
+    if (ns_store_tenants_pending(nsc_store(c), pending, 1, &npending, &te) != NS_STORE_OK) {
+        store_failed(c, s, &te);
+        return;
+    }
+    if (npending > 0)
+        backfill_next(c, s); /* lists the conflicts when done */
+    else if (resp->change_page->n_records > 0)
         conflicts_next(c, s);
 }
 
@@ -1630,7 +1772,7 @@ int ns_client_resolve(ns_client *c, const char *conflict_id, ns_take take, const
         ns_value_pb_clear(&pbv);
         ns_value_free(&v);
     }
-    napsync__v1__conflict__free_unpacked(cf, NULL);
+    ns_store_conflict_free(cf);
     return rc;
 }
 

@@ -17,10 +17,15 @@
 /* The packed ChangePage around its records: next_cursor (tag, length,
  * NS_FEED_CURSOR_MAX bytes) and more (tag, value). */
 #define PAGE_OVERHEAD 64
+/* Readable tenants a page lists (ChangePage.tenant_ids); one more is read
+ * to tell a complete set from a cut one. Packed, each takes 38 bytes. */
+#define TENANTS_MAX       10000
+#define TENANTS_LIMIT_SQL "10001"
+#define TENANT_PACKED     (2 + UUID_LEN)
 
-/* One page: the head, the epoch and the first named plan that is not
- * readable, then at most $6 feed rows after $1 in the readable tenants
- * (LEFT JOIN: the first three columns come back even for an empty page).
+/* One page: the head, the epoch, the first named plan that is not
+ * readable and the readable tenants (sorted, comma-separated), then at most $6 feed rows after $1
+ * in the readable tenants (LEFT JOIN: the first three columns come back even for an empty page).
  * Everything is read in one snapshot, which is what makes "the head" a
  * safe next cursor for an empty page: every change numbered up to it has
  * committed (seq is taken under sync_feed_head's row lock until COMMIT).
@@ -46,7 +51,11 @@ static const char page_sql[] =
               "                                   AND h.seq >= $1::bigint)"
               "   ORDER BY f.seq"
               "   LIMIT $6::int)"
-              " SELECT h.seq, h.epoch, (SELECT id FROM denied), page.*"
+              " SELECT h.seq, h.epoch, (SELECT id FROM denied),"
+              "        (SELECT string_agg(t.id::text, ',' ORDER BY t.id::text) FROM"
+              "          (SELECT id FROM readable ORDER BY id::text"
+              "            LIMIT " TENANTS_LIMIT_SQL ") t),"
+              "        page.*"
               "   FROM h LEFT JOIN page ON true"
               "  ORDER BY page.seq";
 
@@ -54,6 +63,7 @@ enum {
     COL_HEAD,
     COL_EPOCH,
     COL_DENIED,
+    COL_TENANTS,
     COL_SEQ,
     COL_TYPE,
     COL_ID,
@@ -91,10 +101,11 @@ struct ns_feed_sub {
     feed_query q;
     ns_feed_page_cb cb;
     void *ud;
-    bool delivered; /* the first page went out */
-    bool again;     /* a query is due (more pages, or a wake-up) */
-    bool inflight;  /* its query is running: f->running counts it */
-    bool queued;    /* waiting in f->ready for a query slot */
+    bool delivered;        /* the first page went out */
+    uint64_t tenants_hash; /* of the tenant set last delivered */
+    bool again;            /* a query is due (more pages, or a wake-up) */
+    bool inflight;         /* its query is running: f->running counts it */
+    bool queued;           /* waiting in f->ready for a query slot */
     bool paused;
     bool retry; /* its last query could not run: the retry timer wakes it */
     bool ended; /* an error was delivered: no more queries */
@@ -125,6 +136,9 @@ typedef struct {
     int64_t next;
     char epoch[UUID_LEN + 1];
     char cursor[NS_FEED_CURSOR_MAX + 1];
+    char *tenant_buf;   /* a copy of COL_TENANTS, NUL-separated; owned */
+    char **tenant_ptrs; /* into tenant_buf; owned */
+    size_t ntenants;
 } page_build;
 
 /* ---- small parsers ------------------------------------------------------------ */
@@ -365,6 +379,8 @@ static void page_free(page_build *pb)
     free(pb->ptrs);
     free(pb->pbfs);
     free(pb->fs);
+    free(pb->tenant_buf);
+    free(pb->tenant_ptrs);
     memset(pb, 0, sizeof(*pb));
 }
 
@@ -446,6 +462,39 @@ static int record_build(ns_feed *f, const ns_db_result *res, int row, page_build
     return 0;
 }
 
+/* Splits the page query's tenant list ("id,id,...", NULL for none) into
+ * pb's tenant_ids: at most TENANTS_MAX, *cut when there were more. */
+static int tenants_build(const char *list, page_build *pb, bool *cut, char *msg, size_t msglen)
+{
+    *cut = false;
+    if (list == NULL || list[0] == '\0')
+        return 0;
+    size_t len = strlen(list);
+    size_t n = 1;
+    for (size_t i = 0; i < len; i++)
+        n += list[i] == ',';
+    if (n > TENANTS_MAX + 1 || len != n * (UUID_LEN + 1) - 1)
+        return internal(msg, msglen, "page query: malformed tenant list");
+    pb->tenant_buf = malloc(len + 1);
+    pb->tenant_ptrs = calloc(n, sizeof(*pb->tenant_ptrs));
+    if (pb->tenant_buf == NULL || pb->tenant_ptrs == NULL) {
+        page_free(pb);
+        return internal(msg, msglen, "out of memory building a page");
+    }
+    memcpy(pb->tenant_buf, list, len + 1);
+    if (n > TENANTS_MAX) {
+        n = TENANTS_MAX;
+        *cut = true;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char *t = pb->tenant_buf + i * (UUID_LEN + 1);
+        t[UUID_LEN] = '\0';
+        pb->tenant_ptrs[i] = t;
+    }
+    pb->ntenants = n;
+    return 0;
+}
+
 /* Turns a page query's answer into a page for q, or an error code with a
  * message for the client. On success pb must be released with page_free. */
 static int page_build_from(ns_feed *f, const feed_query *q, ns_db_status st,
@@ -478,9 +527,15 @@ static int page_build_from(ns_feed *f, const feed_query *q, ns_db_status st,
                  denied);
         return ERR(PERMISSION_DENIED);
     }
+    bool cut = false;
+    int tcode = tenants_build(ns_db_result_value(res, 0, COL_TENANTS), pb, &cut, msg, msglen);
+    if (tcode != 0)
+        return tcode;
     size_t found = ns_db_result_value(res, 0, COL_SEQ) == NULL ? 0 : (size_t)rows;
-    if (found > (size_t)q->page_size + 1)
+    if (found > (size_t)q->page_size + 1) {
+        page_free(pb);
         return internal(msg, msglen, "page query returned %zu rows", found);
+    }
     size_t take = found > q->page_size ? q->page_size : found;
     bool more = found > take;
     if (take > 0) {
@@ -493,7 +548,10 @@ static int page_build_from(ns_feed *f, const feed_query *q, ns_db_status st,
             return internal(msg, msglen, "out of memory building a page");
         }
     }
-    size_t budget = f->opt.max_page_bytes - PAGE_OVERHEAD, used = 0;
+    /* The tenants share the page's bytes (at most TENANTS_MAX * 38); a
+     * page still carries at least one record. */
+    size_t fixed = PAGE_OVERHEAD + pb->ntenants * TENANT_PACKED;
+    size_t budget = f->opt.max_page_bytes > fixed ? f->opt.max_page_bytes - fixed : 0, used = 0;
     int64_t last = q->seq;
     for (size_t i = 0; i < take; i++) {
         int64_t seq;
@@ -534,6 +592,9 @@ static int page_build_from(ns_feed *f, const feed_query *q, ns_db_status st,
     pb->page.records = pb->ptrs;
     pb->page.next_cursor = pb->cursor;
     pb->page.more = more;
+    pb->page.n_tenant_ids = pb->ntenants;
+    pb->page.tenant_ids = pb->tenant_ptrs;
+    pb->page.tenant_ids_truncated = cut;
     return 0;
 }
 
@@ -683,6 +744,16 @@ static void sub_call(ns_feed_sub *s, int code, const char *msg, const Napsync__V
     s->in_cb = false;
 }
 
+/* FNV-1a over the page's tenant set: equal sets, equal hashes. */
+static uint64_t tenants_hash(const Napsync__V1__ChangePage *p)
+{
+    uint64_t h = 14695981039346656037ull;
+    for (size_t i = 0; i < p->n_tenant_ids; i++)
+        for (const char *c = p->tenant_ids[i]; *c != '\0'; c++)
+            h = (h ^ (uint8_t)*c) * 1099511628211ull;
+    return (h ^ (p->tenant_ids_truncated ? 1u : 0u)) * 1099511628211ull + p->n_tenant_ids;
+}
+
 static void on_sub_result(ns_db_status st, const ns_db_result *res, void *ud)
 {
     ns_feed_sub *s = ud;
@@ -713,8 +784,12 @@ static void on_sub_result(ns_db_status st, const ns_db_result *res, void *ud)
         memcpy(s->q.epoch, pb.epoch, sizeof(s->q.epoch));
         if (pb.page.more)
             s->again = true;
-        if (pb.n > 0 || !s->delivered) {
+        uint64_t th = tenants_hash(&pb.page);
+        /* A changed tenant set is news too: the client purges or
+         * backfills by it. */
+        if (pb.n > 0 || !s->delivered || th != s->tenants_hash) {
             s->delivered = true;
+            s->tenants_hash = th;
             sub_call(s, 0, NULL, &pb.page);
         }
         page_free(&pb);

@@ -17,6 +17,11 @@
  * are resolved again in every page query, in the page's own snapshot, so a
  * plan created (or published) later is part of the next page.
  *
+ * Tenants: every page lists in tenant_ids the readable plans its scopes
+ * resolved to in its snapshot, sorted, at most 10,000 (then
+ * tenant_ids_truncated): the client purges the records of a tenant that
+ * left the set and backfills one that joined it.
+ *
  * Every page is one statement: the head, the epoch, the readable tenants and
  * at most page_size + 1 feed rows joined with their revisions, all in one
  * snapshot. seq is assigned under sync_feed_head's row lock, held until
@@ -38,14 +43,13 @@
  * subscribers whose cursor is below it, and a NULL payload (the listener
  * (re)connected, so something may have been missed) wakes all of them. A
  * woken subscriber runs one page query; a page is delivered only when it
- * holds records. At most one query per subscriber is in flight; wake-ups
- * meanwhile coalesce into one more query after it. At most max_sub_queries
- * subscription queries run at once over the whole feed; the others wait
- * their turn in FIFO order (a subscriber with more pages to send goes to
- * the back after each page), so subscribers never crowd the pool's queue.
- * Cost: every change wakes every subscriber that is behind, including
- * those whose scopes it does not touch; for them it is one page query
- * that returns no record (an index range scan of the new feed rows).
+ * holds records or its tenant set differs from the last one delivered. At most one query per
+ * subscriber is in flight; wake-ups meanwhile coalesce into one more query after it. At most
+ * max_sub_queries subscription queries run at once over the whole feed; the others wait their turn
+ * in FIFO order (a subscriber with more pages to send goes to the back after each page), so
+ * subscribers never crowd the pool's queue. Cost: every change wakes every subscriber that is
+ * behind, including those whose scopes it does not touch; for them it is one page query that
+ * returns no record (an index range scan of the new feed rows).
  *
  * Threading: everything runs on the loop's thread. Callbacks are never
  * called from inside the call that registered them. */

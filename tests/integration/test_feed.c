@@ -665,6 +665,26 @@ static bool rfc3339_utc(const char *s)
     return true;
 }
 
+/* The page's tenant_ids as "{a,b}", the form the cases write the
+ * readable plans in, to compare with them. */
+static void assert_tenants(const Napsync__V1__ChangePage *p, const char *want)
+{
+    char have[512] = "{";
+    size_t len = 1;
+    assert_false(p->tenant_ids_truncated);
+    for (size_t i = 0; i < p->n_tenant_ids; i++) {
+        if (i > 0 && strcmp(p->tenant_ids[i - 1], p->tenant_ids[i]) >= 0)
+            fail_msg("tenant_ids not sorted: %s before %s", p->tenant_ids[i - 1], p->tenant_ids[i]);
+        int w =
+            snprintf(have + len, sizeof(have) - len, "%s%s", i > 0 ? "," : "", p->tenant_ids[i]);
+        assert_true(w > 0 && (size_t)w < sizeof(have) - len);
+        len += (size_t)w;
+    }
+    assert_true(len + 1 < sizeof(have));
+    memcpy(have + len, "}", 2);
+    assert_string_equal(have, want);
+}
+
 /* Records carry every field of their type (from the revision's after,
  * canonical), the version, the tombstone, the tenant, who and when. */
 static void test_pull_records(void **state)
@@ -874,6 +894,8 @@ static void test_scopes_and_readability(void **state)
         char cur[80] = "";
         pull_all(f, cases[i].who, cur, sizeof(cur), &sc, 0, NS_FEED_DEFAULT_PAGE_SIZE, &seen);
         assert_same_ids(&seen, &want);
+        /* The last page lists the readable plans in scope, sorted. */
+        assert_tenants(f->pull.pages[0], cases[i].tenants);
         /* The cursor moved to the head, past changes outside the scope. */
         char head[80];
         head_cursor(head, sizeof(head), 12);
@@ -890,6 +912,7 @@ static void test_scopes_and_readability(void **state)
     char cur[80] = "";
     pull_all(f, &G.alice, cur, sizeof(cur), &both, 0, 500, &seen);
     assert_same_ids(&seen, &want);
+    assert_tenants(f->pull.pages[0], "{" A_DRAFT "," A_ACTIVE "," B_ACTIVE "}");
     ids_free(&want);
     ids_free(&seen);
     scope_add(&both, true, B_DRAFT);
@@ -902,9 +925,13 @@ static void test_scopes_and_readability(void **state)
     truth(G.pgdb.pg, "{" B_DRAFT "," B_ACTIVE "}", &want);
     cur[0] = '\0';
     pull_all(f, &G.alice, cur, sizeof(cur), &orgb, 0, 500, &seen);
+    assert_tenants(f->pull.pages[0], "{" B_DRAFT "," B_ACTIVE "}");
     nst_pgt_exec_ok(G.pgdb.pg, "UPDATE plans SET status = 'draft' WHERE id = '" B_DRAFT "'", 0,
                     NULL);
     assert_same_ids(&seen, &want);
+    /* A draft again: gone from the next page's set (its records were
+     * pulled above: the client purges them by this set). */
+    assert_tenants(pull_ok(f, &G.alice, cur, &orgb, 0), "{" B_ACTIVE "}");
     ids_free(&want);
     ids_free(&seen);
 }
@@ -1499,6 +1526,47 @@ static void test_subscribe_null_wakeup(void **state)
     assert_int_equal(g->code, 0);
 }
 
+/* A subscriber whose tenant set changes gets a page for it, with no
+ * records: a plan published, then a draft again (the statuses change
+ * without a feed row of the scope; a change elsewhere wakes the
+ * subscriber). A wake-up that changes nothing delivers nothing. */
+static void test_subscribe_tenant_set(void **state)
+{
+    fx *f = *state = fx_new(G.pgdb.conninfo, NULL);
+    add_indicators(2, B_ACTIVE, BOB);
+    got *g = &f->subs[0];
+    scopes sc = one_scope(false, ORG_B);
+    subscribe(f, g, &G.alice, "", &sc);
+    wait_pages(f, g, 1);
+    assert_int_equal(g->pages[0]->n_records, 2);
+    assert_tenants(g->pages[0], "{" B_ACTIVE "}");
+
+    add_indicators(1, A_ACTIVE, ALICE); /* out of scope, same set */
+    fx_idle(f, 300);
+    assert_int_equal(g->npages, 1);
+
+    nst_pgt_exec_ok(G.pgdb.pg, "UPDATE plans SET status = 'active' WHERE id = '" B_DRAFT "'", 0,
+                    NULL);
+    add_indicators(1, A_ACTIVE, ALICE);
+    wait_pages(f, g, 2);
+    nst_pgt_exec_ok(G.pgdb.pg, "UPDATE plans SET status = 'draft' WHERE id = '" B_DRAFT "'", 0,
+                    NULL);
+    assert_int_equal(g->pages[1]->n_records, 0);
+    assert_false(g->pages[1]->more);
+    assert_tenants(g->pages[1], "{" B_DRAFT "," B_ACTIVE "}");
+    char head[80];
+    head_cursor(head, sizeof(head), 4);
+    assert_string_equal(g->pages[1]->next_cursor, head);
+
+    add_indicators(1, A_ACTIVE, ALICE);
+    wait_pages(f, g, 3);
+    assert_int_equal(g->pages[2]->n_records, 0);
+    assert_tenants(g->pages[2], "{" B_ACTIVE "}");
+    fx_idle(f, 200);
+    assert_int_equal(g->npages, 3);
+    assert_int_equal(g->code, 0);
+}
+
 /* After ns_feed_unsubscribe the callback is never called again: with its
  * first query in flight, once caught up, and from inside the callback. */
 static void test_unsubscribe(void **state)
@@ -1696,6 +1764,7 @@ int main(void)
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_subscribe_at_head, test_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_subscribe_null_wakeup, test_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_subscribe_tenant_set, test_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_unsubscribe, test_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_pause_resume, test_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_many_subscribers, test_setup, fx_teardown),
