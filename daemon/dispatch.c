@@ -200,11 +200,14 @@ typedef struct {
     uint64_t request_id;
 } request_op;
 
+/* NULL (after answering INTERNAL) when memory is short. */
 static request_op *begin_request(ns_session *s, uint64_t request_id)
 {
     request_op *op = malloc(sizeof(*op));
-    if (op == NULL)
+    if (op == NULL) {
+        ns_session_send_error(s, request_id, ERR(INTERNAL), false, 1000, "out of memory");
         return NULL;
+    }
     op->session = s;
     op->request_id = request_id;
     return op;
@@ -233,34 +236,49 @@ static void end_request(ns_session *s)
     ns_session_unref(s);
 }
 
-static void on_push_done(const Napsync__V1__PushResult *result, Napsync__V1__ErrorCode code,
-                         const char *message, void *ud)
+/* Answers an asynchronous request and lets its session go on: with env
+ * (its body set; the request id is filled in here) or, when env is NULL,
+ * with Error{code, message}, not fatal. ud is the request's request_op. */
+static void answer_request(void *ud, ns_envelope *env, int code, const char *message)
 {
     request_op op = *(request_op *)ud;
     free(ud);
     ns_session *s = op.session;
     if (answerable(s)) {
-        if (result) {
-            ns_envelope env = NAPSYNC__V1__ENVELOPE__INIT;
-            env.request_id = op.request_id;
-            env.body_case = NAPSYNC__V1__ENVELOPE__BODY_PUSH_RESULT;
-            env.push_result = (Napsync__V1__PushResult *)result;
-            ns_session_send(s, &env);
+        if (env) {
+            env->request_id = op.request_id;
+            ns_session_send(s, env);
         } else {
-            ns_session_send_error(s, op.request_id, (int)code, false,
+            ns_session_send_error(s, op.request_id, code, false,
                                   code == ERR(UNAVAILABLE) ? 1000 : 0, "%s", message);
         }
     }
     end_request(s);
 }
 
+/* A module refused the request at once (its callback will never come). */
+static void refuse_request(ns_session *s, request_op *op, uint64_t request_id, int code,
+                           const char *err)
+{
+    free(op);
+    ns_session_send_error(s, request_id, code, code == ERR(SHUTTING_DOWN),
+                          code == ERR(UNAVAILABLE) ? 1000 : 0, "%s", err);
+}
+
+static void on_push_done(const Napsync__V1__PushResult *result, Napsync__V1__ErrorCode code,
+                         const char *message, void *ud)
+{
+    ns_envelope env = NAPSYNC__V1__ENVELOPE__INIT;
+    env.body_case = NAPSYNC__V1__ENVELOPE__BODY_PUSH_RESULT;
+    env.push_result = (Napsync__V1__PushResult *)result;
+    answer_request(ud, result ? &env : NULL, (int)code, message);
+}
+
 static void handle_push(ns_session *s, uint64_t request_id, const Napsync__V1__Push *push)
 {
     request_op *op = begin_request(s, request_id);
-    if (op == NULL) {
-        ns_session_send_error(s, request_id, ERR(INTERNAL), false, 1000, "out of memory");
+    if (op == NULL)
         return;
-    }
     ns_sync_status st = ns_sync_push(s->server->sync, &s->identity, push, on_push_done, op);
     if (st != NS_SYNC_OK) {
         free(op);
@@ -288,33 +306,22 @@ static void send_page(ns_session *s, uint64_t request_id, const Napsync__V1__Cha
 static void on_pull_done(int code, const char *message, const Napsync__V1__ChangePage *page,
                          void *ud)
 {
-    request_op op = *(request_op *)ud;
-    free(ud);
-    ns_session *s = op.session;
-    if (answerable(s)) {
-        if (page)
-            send_page(s, op.request_id, page);
-        else
-            ns_session_send_error(s, op.request_id, code, false,
-                                  code == ERR(UNAVAILABLE) ? 1000 : 0, "%s", message);
-    }
-    end_request(s);
+    ns_envelope env = NAPSYNC__V1__ENVELOPE__INIT;
+    env.body_case = NAPSYNC__V1__ENVELOPE__BODY_CHANGE_PAGE;
+    env.change_page = (Napsync__V1__ChangePage *)page;
+    answer_request(ud, page ? &env : NULL, code, message);
 }
 
 static void handle_pull(ns_session *s, uint64_t request_id, const Napsync__V1__Pull *pull)
 {
     request_op *op = begin_request(s, request_id);
-    if (op == NULL) {
-        ns_session_send_error(s, request_id, ERR(INTERNAL), false, 1000, "out of memory");
+    if (op == NULL)
         return;
-    }
     char err[512];
     int code =
         ns_feed_pull(s->server->feed, &s->identity, pull, on_pull_done, op, err, sizeof(err));
     if (code != 0) {
-        free(op);
-        ns_session_send_error(s, request_id, code, code == ERR(SHUTTING_DOWN),
-                              code == ERR(UNAVAILABLE) ? 1000 : 0, "%s", err);
+        refuse_request(s, op, request_id, code, err);
         return;
     }
     hold_for_answer(s);
@@ -323,39 +330,23 @@ static void handle_pull(ns_session *s, uint64_t request_id, const Napsync__V1__P
 static void on_conflicts_listed(int code, const char *message,
                                 const Napsync__V1__ConflictList *list, void *ud)
 {
-    request_op op = *(request_op *)ud;
-    free(ud);
-    ns_session *s = op.session;
-    if (answerable(s)) {
-        if (list) {
-            ns_envelope env = NAPSYNC__V1__ENVELOPE__INIT;
-            env.request_id = op.request_id;
-            env.body_case = NAPSYNC__V1__ENVELOPE__BODY_CONFLICT_LIST;
-            env.conflict_list = (Napsync__V1__ConflictList *)list;
-            ns_session_send(s, &env);
-        } else {
-            ns_session_send_error(s, op.request_id, code, false,
-                                  code == ERR(UNAVAILABLE) ? 1000 : 0, "%s", message);
-        }
-    }
-    end_request(s);
+    ns_envelope env = NAPSYNC__V1__ENVELOPE__INIT;
+    env.body_case = NAPSYNC__V1__ENVELOPE__BODY_CONFLICT_LIST;
+    env.conflict_list = (Napsync__V1__ConflictList *)list;
+    answer_request(ud, list ? &env : NULL, code, message);
 }
 
 static void handle_list_conflicts(ns_session *s, uint64_t request_id,
                                   const Napsync__V1__ListConflicts *req)
 {
     request_op *op = begin_request(s, request_id);
-    if (op == NULL) {
-        ns_session_send_error(s, request_id, ERR(INTERNAL), false, 1000, "out of memory");
+    if (op == NULL)
         return;
-    }
     char err[512];
     int code = ns_conflicts_list(s->server->conflicts, &s->identity, req, on_conflicts_listed, op,
                                  err, sizeof(err));
     if (code != 0) {
-        free(op);
-        ns_session_send_error(s, request_id, code, code == ERR(SHUTTING_DOWN),
-                              code == ERR(UNAVAILABLE) ? 1000 : 0, "%s", err);
+        refuse_request(s, op, request_id, code, err);
         return;
     }
     hold_for_answer(s);
@@ -364,39 +355,23 @@ static void handle_list_conflicts(ns_session *s, uint64_t request_id,
 static void on_resolved(const Napsync__V1__MutationResult *result, Napsync__V1__ErrorCode code,
                         const char *message, void *ud)
 {
-    request_op op = *(request_op *)ud;
-    free(ud);
-    ns_session *s = op.session;
-    if (answerable(s)) {
-        if (result) {
-            ns_envelope env = NAPSYNC__V1__ENVELOPE__INIT;
-            env.request_id = op.request_id;
-            env.body_case = NAPSYNC__V1__ENVELOPE__BODY_MUTATION_RESULT;
-            env.mutation_result = (Napsync__V1__MutationResult *)result;
-            ns_session_send(s, &env);
-        } else {
-            ns_session_send_error(s, op.request_id, (int)code, false,
-                                  code == ERR(UNAVAILABLE) ? 1000 : 0, "%s", message);
-        }
-    }
-    end_request(s);
+    ns_envelope env = NAPSYNC__V1__ENVELOPE__INIT;
+    env.body_case = NAPSYNC__V1__ENVELOPE__BODY_MUTATION_RESULT;
+    env.mutation_result = (Napsync__V1__MutationResult *)result;
+    answer_request(ud, result ? &env : NULL, (int)code, message);
 }
 
 static void handle_resolve_conflict(ns_session *s, uint64_t request_id,
                                     const Napsync__V1__ResolveConflict *req)
 {
     request_op *op = begin_request(s, request_id);
-    if (op == NULL) {
-        ns_session_send_error(s, request_id, ERR(INTERNAL), false, 1000, "out of memory");
+    if (op == NULL)
         return;
-    }
     char err[512];
     int code = ns_conflicts_resolve(s->server->conflicts, &s->identity, req, on_resolved, op, err,
                                     sizeof(err));
     if (code != 0) {
-        free(op);
-        ns_session_send_error(s, request_id, code, code == ERR(SHUTTING_DOWN),
-                              code == ERR(UNAVAILABLE) ? 1000 : 0, "%s", err);
+        refuse_request(s, op, request_id, code, err);
         return;
     }
     hold_for_answer(s);
@@ -405,38 +380,22 @@ static void handle_resolve_conflict(ns_session *s, uint64_t request_id,
 static void on_history_done(int code, const char *message, const Napsync__V1__HistoryPage *page,
                             void *ud)
 {
-    request_op op = *(request_op *)ud;
-    free(ud);
-    ns_session *s = op.session;
-    if (answerable(s)) {
-        if (page) {
-            ns_envelope env = NAPSYNC__V1__ENVELOPE__INIT;
-            env.request_id = op.request_id;
-            env.body_case = NAPSYNC__V1__ENVELOPE__BODY_HISTORY_PAGE;
-            env.history_page = (Napsync__V1__HistoryPage *)page;
-            ns_session_send(s, &env);
-        } else {
-            ns_session_send_error(s, op.request_id, code, false,
-                                  code == ERR(UNAVAILABLE) ? 1000 : 0, "%s", message);
-        }
-    }
-    end_request(s);
+    ns_envelope env = NAPSYNC__V1__ENVELOPE__INIT;
+    env.body_case = NAPSYNC__V1__ENVELOPE__BODY_HISTORY_PAGE;
+    env.history_page = (Napsync__V1__HistoryPage *)page;
+    answer_request(ud, page ? &env : NULL, code, message);
 }
 
 static void handle_history(ns_session *s, uint64_t request_id, const Napsync__V1__History *req)
 {
     request_op *op = begin_request(s, request_id);
-    if (op == NULL) {
-        ns_session_send_error(s, request_id, ERR(INTERNAL), false, 1000, "out of memory");
+    if (op == NULL)
         return;
-    }
     char err[512];
     int code = ns_history_query(s->server->db, s->server->registry, &s->identity, req,
                                 on_history_done, op, err, sizeof(err));
     if (code != 0) {
-        free(op);
-        ns_session_send_error(s, request_id, code, code == ERR(SHUTTING_DOWN),
-                              code == ERR(UNAVAILABLE) ? 1000 : 0, "%s", err);
+        refuse_request(s, op, request_id, code, err);
         return;
     }
     hold_for_answer(s);
