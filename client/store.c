@@ -354,6 +354,18 @@ static bool uuid_canon(const char *in, char out[NS_STORE_UUID_SIZE])
     return true;
 }
 
+/* in as a canonical UUID in out, or INVALID with a message naming what the
+ * id should have been ("record", "tenant"...). */
+static ns_store_rc want_uuid(const char *in, char out[NS_STORE_UUID_SIZE], const char *what,
+                             ns_error *err)
+{
+    if (uuid_canon(in, out))
+        return NS_STORE_OK;
+    char q[QUOTE_MAX + 4];
+    return fail(err, NS_STORE_INVALID, "\"%s\" is not a %s id (a UUID)", quoted(in, q, sizeof(q)),
+                what);
+}
+
 /* Printable ASCII without spaces, 1 to size-1 bytes: cursors and times. */
 static bool token_ok(const char *s, size_t size)
 {
@@ -1275,9 +1287,8 @@ static ns_store_rc check_type_id(const char *type, const char *id, char canon[NS
     if (!plain_identifier(type))
         return fail(err, NS_STORE_INVALID, "\"%s\" is not an entity type",
                     quoted(type, q, sizeof(q)));
-    if (!uuid_canon(id, canon))
-        return fail(err, NS_STORE_INVALID, "\"%s\" is not a record id (a UUID)",
-                    quoted(id, q, sizeof(q)));
+    if (want_uuid(id, canon, "record", err) != NS_STORE_OK)
+        return NS_STORE_INVALID;
     return NS_STORE_OK;
 }
 
@@ -1458,9 +1469,8 @@ ns_store_rc ns_store_enqueue(ns_store *s, ns_store_op op, const char *entity_typ
         rc = ns_store_new_uuid(e.record_id, err);
         if (rc != NS_STORE_OK)
             return rc;
-    } else if (!uuid_canon(record_id, e.record_id)) {
-        return fail(err, NS_STORE_INVALID, "\"%s\" is not a record id (a UUID)",
-                    quoted(record_id, q, sizeof(q)));
+    } else if (want_uuid(record_id, e.record_id, "record", err) != NS_STORE_OK) {
+        return NS_STORE_INVALID;
     }
     rc = ns_store_new_uuid(e.mutation_id, err);
     if (rc != NS_STORE_OK)
@@ -1734,10 +1744,9 @@ static ns_store_rc discard_tx(ns_store *s, const char *id, ns_error *err)
 
 ns_store_rc ns_store_discard(ns_store *s, const char *mutation_id, ns_error *err)
 {
-    char id[NS_STORE_UUID_SIZE], q[QUOTE_MAX + 4];
-    if (!uuid_canon(mutation_id, id))
-        return fail(err, NS_STORE_INVALID, "\"%s\" is not a change id (a UUID)",
-                    quoted(mutation_id, q, sizeof(q)));
+    char id[NS_STORE_UUID_SIZE];
+    if (want_uuid(mutation_id, id, "change", err) != NS_STORE_OK)
+        return NS_STORE_INVALID;
     ns_store_rc rc = enter(s, err);
     if (rc != NS_STORE_OK)
         return rc;
@@ -2079,10 +2088,9 @@ ns_store_rc ns_store_apply_backfill(ns_store *s, const char *tenant_id,
     if (napplied == NULL)
         napplied = &none;
     *napplied = 0;
-    char tenant[NS_STORE_UUID_SIZE], q[QUOTE_MAX + 4];
-    if (!uuid_canon(tenant_id, tenant))
-        return fail(err, NS_STORE_INVALID, "\"%s\" is not a tenant id (a UUID)",
-                    quoted(tenant_id, q, sizeof(q)));
+    char tenant[NS_STORE_UUID_SIZE];
+    if (want_uuid(tenant_id, tenant, "tenant", err) != NS_STORE_OK)
+        return NS_STORE_INVALID;
     ns_store_rc rc = page_check(page, err);
     if (rc != NS_STORE_OK)
         return rc;
@@ -2148,10 +2156,9 @@ static ns_store_rc purge_tx(ns_store *s, const char *tenant, ns_error *err)
 
 ns_store_rc ns_store_purge_tenant(ns_store *s, const char *tenant_id, ns_error *err)
 {
-    char tenant[NS_STORE_UUID_SIZE], q[QUOTE_MAX + 4];
-    if (!uuid_canon(tenant_id, tenant))
-        return fail(err, NS_STORE_INVALID, "\"%s\" is not a tenant id (a UUID)",
-                    quoted(tenant_id, q, sizeof(q)));
+    char tenant[NS_STORE_UUID_SIZE];
+    if (want_uuid(tenant_id, tenant, "tenant", err) != NS_STORE_OK)
+        return NS_STORE_INVALID;
     ns_store_rc rc = enter(s, err);
     if (rc != NS_STORE_OK)
         return rc;
@@ -2418,13 +2425,12 @@ ns_store_rc ns_store_list_conflicts(ns_store *s, bool include_resolved, ns_store
 ns_store_rc ns_store_get_conflict(ns_store *s, const char *conflict_id, Napsync__V1__Conflict **out,
                                   ns_error *err)
 {
-    char id[NS_STORE_UUID_SIZE], q[QUOTE_MAX + 4];
+    char id[NS_STORE_UUID_SIZE];
     if (out == NULL)
         return fail(err, NS_STORE_INVALID, "nowhere to put the conflict");
     *out = NULL;
-    if (!uuid_canon(conflict_id, id))
-        return fail(err, NS_STORE_INVALID, "\"%s\" is not a conflict id (a UUID)",
-                    quoted(conflict_id, q, sizeof(q)));
+    if (want_uuid(conflict_id, id, "conflict", err) != NS_STORE_OK)
+        return NS_STORE_INVALID;
     ns_store_rc rc = enter(s, err);
     if (rc != NS_STORE_OK)
         return rc;
