@@ -673,7 +673,8 @@ static int env_init(nst_env *e, const nst_pg *pg)
     const char *src = getenv("NS_SOURCE_DIR");
     const char *build = getenv("NS_BUILD_DIR");
     if (copy_str(e->source_dir, sizeof(e->source_dir), src, "NS_SOURCE_DIR") != 0 ||
-        build == NULL || nst_path_join(e->napsyncd, build, "napsyncd") != 0)
+        build == NULL || nst_path_join(e->napsyncd, build, "napsyncd") != 0 ||
+        nst_path_join(e->napsync, build, "napsync") != 0)
         return -1;
     if (access(e->napsyncd, X_OK) != 0) {
         fprintf(stderr, "nst: %s is not an executable (build napsyncd first)\n", e->napsyncd);
@@ -1834,4 +1835,69 @@ void nst_must_raw_ping(const nst_env *e, nst_raw *r, uint64_t rid)
     if (nst_raw_send_ping(r, rid, payload, (size_t)plen) != 0)
         nst_fail(e, "sending Ping %llu failed: %s", (unsigned long long)rid, r->error);
     nst_expect_pong(e, r, rid, payload, (size_t)plen);
+}
+
+/* ---- the napsync CLI ---------------------------------------------------------------- */
+
+/* The fixed arguments before the caller's, and the argv slots for both. */
+#define NST_CLI_FIXED 11
+#define NST_CLI_MAX   48
+
+int nst_cli_v(const nst_env *e, const nst_device *d, const char *store, char *out, size_t cap,
+              const char *first, va_list ap)
+{
+    if (out == NULL || cap == 0)
+        return -1;
+    out[0] = '\0';
+    char server[64];
+    snprintf(server, sizeof(server), "127.0.0.1:%u", (unsigned)e->port);
+    const char *argv[NST_CLI_MAX + 1] = {e->napsync, "--server", server,  "--ca",
+                                         e->ca_cert, "--cert",   d->cert, "--key",
+                                         d->key,     "--store",  store};
+    _Static_assert(NST_CLI_FIXED < NST_CLI_MAX, "room for the caller's arguments");
+    int n = NST_CLI_FIXED;
+    for (const char *a = first; a != NULL; a = va_arg(ap, const char *)) {
+        /* Too many is a mistake in the test; running a shortened command
+         * line would test something else. */
+        if (n == NST_CLI_MAX) {
+            fprintf(stderr, "nst: more than %d arguments for napsync\n", NST_CLI_MAX);
+            return -1;
+        }
+        argv[n++] = a;
+    }
+    argv[n] = NULL;
+    return nst_run((char *const *)argv, out, cap);
+}
+
+int nst_cli(const nst_env *e, const nst_device *d, const char *store, char *out, size_t cap,
+            const char *first, ...)
+{
+    va_list ap;
+    va_start(ap, first);
+    int rc = nst_cli_v(e, d, store, out, cap, first, ap);
+    va_end(ap);
+    return rc;
+}
+
+void nst_json_get(const char *json, const char *key, char *val, size_t cap)
+{
+    char pat[64];
+    assert_true((size_t)snprintf(pat, sizeof(pat), "\"%s\":\"", key) < sizeof(pat));
+    const char *p = strstr(json, pat);
+    if (p == NULL)
+        fail_msg("no \"%s\" string in: %s", key, json);
+    p += strlen(pat);
+    const char *end = strchr(p, '"');
+    assert_non_null(end);
+    assert_true((size_t)(end - p) < cap);
+    memcpy(val, p, (size_t)(end - p));
+    val[end - p] = '\0';
+}
+
+int nst_count_lines(const char *s)
+{
+    int n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
 }

@@ -101,6 +101,7 @@ typedef struct {
     char server_key[NST_PATH];
     char log_path[NST_PATH]; /* daemon stdout and stderr */
     char napsyncd[NST_PATH];
+    char napsync[NST_PATH]; /* the CLI, for nst_cli */
     char source_dir[NST_PATH];
     nst_pg pg;
     char dbname[64];
@@ -213,6 +214,26 @@ ns_client *nst_must_connect(const nst_env *e, const nst_device *d);
 /* One ping; fails the test if it does not succeed. */
 void nst_must_ping(const nst_env *e, ns_client *c);
 void nst_client_close(ns_client *c);
+
+/* ---- the napsync CLI ---------------------------------------------------------------- */
+
+/* Runs `napsync --server (e's daemon) --ca (e's CA) --cert --key (of d)
+ * --store STORE FIRST ARGS...` (the arguments after first are in ap, NULL
+ * terminated; at most 48 in all) and waits for it. Its stdout goes to out
+ * (NUL terminated, truncated to cap; stderr is inherited). Returns the exit
+ * status (0-255), or -1 when it could not be run or took too many arguments. */
+int nst_cli_v(const nst_env *e, const nst_device *d, const char *store, char *out, size_t cap,
+              const char *first, va_list ap);
+/* nst_cli_v with the arguments after first given directly, ending in NULL. */
+int nst_cli(const nst_env *e, const nst_device *d, const char *store, char *out, size_t cap,
+            const char *first, ...) __attribute__((sentinel));
+
+/* The value of "key":"..." in a JSON text (the value holds no escapes): the
+ * first such pair, into val. Fails the test when there is none or it does
+ * not fit in cap bytes with its NUL. */
+void nst_json_get(const char *json, const char *key, char *val, size_t cap);
+/* Newlines in s. */
+int nst_count_lines(const char *s);
 
 /* ---- raw TLS client, for hostile and low-level tests ---------------------------------- */
 

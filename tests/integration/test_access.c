@@ -23,62 +23,22 @@
 typedef struct {
     nst_env *e;
     nst_device a, m; /* a: mogender coordinator; m: mofa */
-    char napsync[NST_PATH];
     char store_a[NST_PATH], store_m[NST_PATH];
 } fixture;
 NST_FIXTURE_CHECK(fixture);
 
 static char out[OUT_CAP];
 
-/* Runs `napsync ARGS...` as device d with its store; stdout in `out`. */
+/* Runs `napsync ARGS...` as device d with its store; stdout in `out`.
+ * Returns the exit status. */
 static int cli(fixture *f, const nst_device *d, const char *first, ...)
 {
     const char *store = d == &f->a ? f->store_a : f->store_m;
-    char server[64];
-    snprintf(server, sizeof(server), "127.0.0.1:%u", (unsigned)f->e->port);
-    const char *argv[64];
-    int n = 0;
-    argv[n++] = f->napsync;
-    argv[n++] = "--server";
-    argv[n++] = server;
-    argv[n++] = "--ca";
-    argv[n++] = f->e->ca_cert;
-    argv[n++] = "--cert";
-    argv[n++] = d->cert;
-    argv[n++] = "--key";
-    argv[n++] = d->key;
-    argv[n++] = "--store";
-    argv[n++] = store;
     va_list ap;
     va_start(ap, first);
-    for (const char *x = first; x != NULL && n < 63; x = va_arg(ap, const char *))
-        argv[n++] = x;
+    int rc = nst_cli_v(f->e, d, store, out, sizeof(out), first, ap);
     va_end(ap);
-    argv[n] = NULL;
-    out[0] = '\0';
-    return nst_run((char *const *)argv, out, sizeof(out));
-}
-
-static void json_get(const char *json, const char *key, char *val, size_t cap)
-{
-    char pat[64];
-    snprintf(pat, sizeof(pat), "\"%s\":\"", key);
-    const char *p = strstr(json, pat);
-    assert_non_null(p);
-    p += strlen(pat);
-    const char *end = strchr(p, '"');
-    assert_non_null(end);
-    assert_true((size_t)(end - p) < cap);
-    memcpy(val, p, (size_t)(end - p));
-    val[end - p] = '\0';
-}
-
-static int count_lines(const char *s)
-{
-    int n = 0;
-    for (; *s; s++)
-        n += *s == '\n';
-    return n;
+    return rc;
 }
 
 static void must(fixture *f, int rc, const char *what)
@@ -100,9 +60,7 @@ static int group_setup(void **state)
         nst_device_register(f->e, "mogender", "Amina Coordinator", "coordinator", &f->a) != 0 ||
         nst_device_register(f->e, "mofa", "Desk Officer", "implementer", &f->m) != 0)
         return -1;
-    const char *build = getenv("NS_BUILD_DIR");
-    if (build == NULL || nst_path_join(f->napsync, build, "napsync") != 0 ||
-        nst_path_join(f->store_a, f->e->dir, "a.store") != 0 ||
+    if (nst_path_join(f->store_a, f->e->dir, "a.store") != 0 ||
         nst_path_join(f->store_m, f->e->dir, "m.store") != 0)
         return -1;
     return 0;
@@ -124,29 +82,29 @@ static void test_lose_and_regain(void **state)
          cli(f, &f->a, "put", "plan", "new", "title=Shared plan", "status=published", "--json",
              NULL),
          "put plan");
-    json_get(out, "record_id", p, sizeof(p));
+    nst_json_get(out, "record_id", p, sizeof(p));
     snprintf(plan_arg, sizeof(plan_arg), "plan_id:ref=%s", p);
     must(f,
          cli(f, &f->a, "put", "indicator", "new", plan_arg, "title=Women in delegations", "--json",
              NULL),
          "put indicator");
-    json_get(out, "record_id", ind, sizeof(ind));
+    nst_json_get(out, "record_id", ind, sizeof(ind));
     must(f, cli(f, &f->a, "sync", "--json", NULL), "sync a");
 
     /* Readable: mofa gets the plan and its indicator. */
     must(f, cli(f, &f->m, "sync", "--plan", p, "--json", NULL), "sync m (published)");
     must(f, cli(f, &f->m, "list", "plan", "--json", NULL), "list plan");
-    assert_int_equal(count_lines(out), 1);
+    assert_int_equal(nst_count_lines(out), 1);
     assert_non_null(strstr(out, p));
     must(f, cli(f, &f->m, "list", "indicator", "--json", NULL), "list indicator");
-    assert_int_equal(count_lines(out), 1);
+    assert_int_equal(nst_count_lines(out), 1);
     assert_non_null(strstr(out, ind));
 
     /* A change elsewhere moves mofa's cursor past the indicator's last
      * change: only a backfill can bring the indicator back later. */
     char other[40];
     must(f, cli(f, &f->a, "put", "plan", "new", "title=Other", "--json", NULL), "put other");
-    json_get(out, "record_id", other, sizeof(other));
+    nst_json_get(out, "record_id", other, sizeof(other));
     must(f, cli(f, &f->a, "sync", "--json", NULL), "sync a");
     must(f, cli(f, &f->m, "sync", "--plan", p, "--json", NULL), "sync m (cursor moves)");
 
@@ -155,9 +113,9 @@ static void test_lose_and_regain(void **state)
     must(f, cli(f, &f->a, "sync", "--json", NULL), "sync a");
     assert_int_not_equal(cli(f, &f->m, "sync", "--plan", p, "--json", NULL), 0);
     must(f, cli(f, &f->m, "list", "plan", "--json", NULL), "list plan");
-    assert_int_equal(count_lines(out), 0);
+    assert_int_equal(nst_count_lines(out), 0);
     must(f, cli(f, &f->m, "list", "indicator", "--json", NULL), "list indicator");
-    assert_int_equal(count_lines(out), 0);
+    assert_int_equal(nst_count_lines(out), 0);
 
     /* Published again and edited while mofa could not see it: the next
      * sync brings every record of P back, the edit included. */
@@ -166,10 +124,10 @@ static void test_lose_and_regain(void **state)
     must(f, cli(f, &f->a, "sync", "--json", NULL), "sync a");
     must(f, cli(f, &f->m, "sync", "--plan", p, "--json", NULL), "sync m (backfill)");
     must(f, cli(f, &f->m, "list", "plan", "--json", NULL), "list plan");
-    assert_int_equal(count_lines(out), 1);
+    assert_int_equal(nst_count_lines(out), 1);
     assert_non_null(strstr(out, "Shared plan v2"));
     must(f, cli(f, &f->m, "list", "indicator", "--json", NULL), "list indicator");
-    assert_int_equal(count_lines(out), 1);
+    assert_int_equal(nst_count_lines(out), 1);
     assert_non_null(strstr(out, ind));
     assert_non_null(strstr(out, "Women in delegations"));
 }

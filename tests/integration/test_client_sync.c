@@ -25,56 +25,22 @@
 typedef struct {
     nst_env *e;
     nst_device a, b;
-    char napsync[NST_PATH];
     char store_a[NST_PATH], store_b[NST_PATH];
 } fixture;
 NST_FIXTURE_CHECK(fixture);
 
 static char out[OUT_CAP];
 
-/* Runs `napsync ARGS... ` as device d with its store; stdout in `out`.
+/* Runs `napsync ARGS...` as device d with its store; stdout in `out`.
  * Returns the exit status. */
 static int cli(fixture *f, const nst_device *d, const char *first, ...)
 {
     const char *store = d == &f->a ? f->store_a : f->store_b;
-    char server[64];
-    snprintf(server, sizeof(server), "127.0.0.1:%u", (unsigned)f->e->port);
-    const char *argv[64];
-    int n = 0;
-    argv[n++] = f->napsync;
-    argv[n++] = "--server";
-    argv[n++] = server;
-    argv[n++] = "--ca";
-    argv[n++] = f->e->ca_cert;
-    argv[n++] = "--cert";
-    argv[n++] = d->cert;
-    argv[n++] = "--key";
-    argv[n++] = d->key;
-    argv[n++] = "--store";
-    argv[n++] = store;
     va_list ap;
     va_start(ap, first);
-    for (const char *a = first; a != NULL && n < 63; a = va_arg(ap, const char *))
-        argv[n++] = a;
+    int rc = nst_cli_v(f->e, d, store, out, sizeof(out), first, ap);
     va_end(ap);
-    argv[n] = NULL;
-    out[0] = '\0';
-    return nst_run((char *const *)argv, out, sizeof(out));
-}
-
-/* The value of "key":"..." in a JSON line (no escapes in what we read). */
-static void json_get(const char *json, const char *key, char *val, size_t cap)
-{
-    char pat[64];
-    snprintf(pat, sizeof(pat), "\"%s\":\"", key);
-    const char *p = strstr(json, pat);
-    assert_non_null(p);
-    p += strlen(pat);
-    const char *end = strchr(p, '"');
-    assert_non_null(end);
-    assert_true((size_t)(end - p) < cap);
-    memcpy(val, p, (size_t)(end - p));
-    val[end - p] = '\0';
+    return rc;
 }
 
 static long json_num(const char *json, const char *key)
@@ -84,14 +50,6 @@ static long json_num(const char *json, const char *key)
     const char *p = strstr(json, pat);
     assert_non_null(p);
     return strtol(p + strlen(pat), NULL, 10);
-}
-
-static int count_lines(const char *s)
-{
-    int n = 0;
-    for (; *s; s++)
-        n += *s == '\n';
-    return n;
 }
 
 static void must_sync(fixture *f, const nst_device *d)
@@ -107,7 +65,7 @@ static void must_create(fixture *f, const nst_device *d, const char *title, char
     char t[200];
     snprintf(t, sizeof(t), "title=%s", title);
     assert_int_equal(cli(f, d, "put", "plan", "new", t, "--json", NULL), 0);
-    json_get(out, "record_id", id, 40);
+    nst_json_get(out, "record_id", id, 40);
 }
 
 /* `napsync get plan ID --json` without the fields that only describe this
@@ -136,9 +94,7 @@ static int group_setup(void **state)
         nst_device_register(f->e, "mogender", "Amina Coordinator", "coordinator", &f->a) != 0 ||
         nst_device_register(f->e, "mogender", "Bakari Coordinator", "coordinator", &f->b) != 0)
         return -1;
-    const char *build = getenv("NS_BUILD_DIR");
-    if (build == NULL || nst_path_join(f->napsync, build, "napsync") != 0 ||
-        nst_path_join(f->store_a, f->e->dir, "a.store") != 0 ||
+    if (nst_path_join(f->store_a, f->e->dir, "a.store") != 0 ||
         nst_path_join(f->store_b, f->e->dir, "b.store") != 0)
         return -1;
     return 0;
@@ -178,16 +134,16 @@ static void test_done_when(void **state)
 
     char cid_a[40], cid_b[40];
     assert_int_equal(cli(f, &f->a, "conflicts", "--json", NULL), 0);
-    assert_int_equal(count_lines(out), 1);
-    json_get(out, "id", cid_a, sizeof(cid_a));
+    assert_int_equal(nst_count_lines(out), 1);
+    nst_json_get(out, "id", cid_a, sizeof(cid_a));
     assert_non_null(strstr(out, "\"field\":\"title\""));
     assert_non_null(strstr(out, "\"kept_value\":\"NAP 1325 (A)\""));
     assert_non_null(strstr(out, "\"other_value\":\"NAP 1325 (B)\""));
     assert_non_null(strstr(out, "\"kept_by\":\"Amina Coordinator\""));
     assert_non_null(strstr(out, "\"other_by\":\"Bakari Coordinator\""));
     assert_int_equal(cli(f, &f->b, "conflicts", "--json", NULL), 0);
-    assert_int_equal(count_lines(out), 1);
-    json_get(out, "id", cid_b, sizeof(cid_b));
+    assert_int_equal(nst_count_lines(out), 1);
+    nst_json_get(out, "id", cid_b, sizeof(cid_b));
     assert_string_equal(cid_a, cid_b);
 
     /* merged already: both show B's summary and the kept title */
@@ -246,7 +202,7 @@ static void test_rejected_does_not_block(void **state)
     assert_int_equal(cli(f, &f->a, "put", "plan", "new", "title=Wrong kind",
                          "period_start=2025-01-01", "--json", NULL),
                      0);
-    json_get(out, "record_id", bad, sizeof(bad));
+    nst_json_get(out, "record_id", bad, sizeof(bad));
     must_create(f, &f->a, "Right behind it", good);
     must_sync(f, &f->a);
     assert_int_equal(json_num(out, "pushed"), 2);
@@ -268,7 +224,7 @@ static void test_rejected_does_not_block(void **state)
     assert_int_equal(cli(f, &f->a, "put", "plan", "new", "title=Right kind",
                          "period_start:date=2025-01-01", "--json", NULL),
                      0);
-    json_get(out, "record_id", ok, sizeof(ok));
+    nst_json_get(out, "record_id", ok, sizeof(ok));
     must_sync(f, &f->a);
     assert_int_equal(json_num(out, "rejected"), 0);
     assert_int_equal(cli(f, &f->a, "get", "plan", ok, "--json", NULL), 0);
@@ -287,7 +243,7 @@ static void test_cursor_unknown(void **state)
     long records = json_num(out, "records");
     long rejected = json_num(out, "rejected");
     char cursor[128];
-    json_get(out, "cursor", cursor, sizeof(cursor));
+    nst_json_get(out, "cursor", cursor, sizeof(cursor));
     assert_true(records > 0);
     assert_true(rejected > 0); /* left by the previous test: must survive */
     assert_int_equal(
@@ -302,7 +258,7 @@ static void test_cursor_unknown(void **state)
     assert_int_equal(json_num(out, "rejected"), rejected);
     assert_int_equal(json_num(out, "pending"), 0);
     char cursor2[128];
-    json_get(out, "cursor", cursor2, sizeof(cursor2));
+    nst_json_get(out, "cursor", cursor2, sizeof(cursor2));
     assert_string_not_equal(cursor, cursor2);
     assert_int_equal(cli(f, &f->a, "get", "plan", id, "--json", NULL), 0);
     assert_non_null(strstr(out, "\"version\":1"));
@@ -332,9 +288,9 @@ static void test_watch(void **state)
     char log[NST_PATH], server[64];
     assert_int_equal(nst_path_join(log, f->e->dir, "watch.log"), 0);
     snprintf(server, sizeof(server), "127.0.0.1:%u", (unsigned)f->e->port);
-    char *const argv[] = {f->napsync, "--server", server,    "--ca",   f->e->ca_cert,
-                          "--cert",   f->b.cert,  "--key",   f->b.key, "--store",
-                          f->store_b, "sync",     "--watch", "--json", NULL};
+    char *const argv[] = {f->e->napsync, "--server", server,    "--ca",   f->e->ca_cert,
+                          "--cert",      f->b.cert,  "--key",   f->b.key, "--store",
+                          f->store_b,    "sync",     "--watch", "--json", NULL};
     pid_t pid = nst_spawn(argv, log);
     assert_true(pid > 0);
     uint64_t deadline = nst_now_ms() + NST_WAIT_MS;

@@ -24,7 +24,6 @@
 typedef struct {
     nst_env *e;
     nst_device a, b, m; /* a, b: mogender coordinators; m: mofa */
-    char napsync[NST_PATH];
     char store_a[NST_PATH], store_b[NST_PATH], store_m[NST_PATH];
 } fixture;
 NST_FIXTURE_CHECK(fixture);
@@ -36,50 +35,17 @@ static char out[OUT_CAP];
 static int cli(fixture *f, const nst_device *d, const char *first, ...)
 {
     const char *store = d == &f->a ? f->store_a : d == &f->b ? f->store_b : f->store_m;
-    char server[64];
-    snprintf(server, sizeof(server), "127.0.0.1:%u", (unsigned)f->e->port);
-    const char *argv[64];
-    int n = 0;
-    argv[n++] = f->napsync;
-    argv[n++] = "--server";
-    argv[n++] = server;
-    argv[n++] = "--ca";
-    argv[n++] = f->e->ca_cert;
-    argv[n++] = "--cert";
-    argv[n++] = d->cert;
-    argv[n++] = "--key";
-    argv[n++] = d->key;
-    argv[n++] = "--store";
-    argv[n++] = store;
     va_list ap;
     va_start(ap, first);
-    for (const char *a = first; a != NULL && n < 63; a = va_arg(ap, const char *))
-        argv[n++] = a;
+    int rc = nst_cli_v(f->e, d, store, out, sizeof(out), first, ap);
     va_end(ap);
-    argv[n] = NULL;
-    out[0] = '\0';
-    return nst_run((char *const *)argv, out, sizeof(out));
+    return rc;
 }
 
 static void must(fixture *f, int rc, const char *what)
 {
     if (rc != 0)
         nst_fail(f->e, "napsync %s exited %d: %s", what, rc, out);
-}
-
-/* The value of "key":"..." in a JSON line (no escapes in what we read). */
-static void json_get(const char *json, const char *key, char *val, size_t cap)
-{
-    char pat[64];
-    snprintf(pat, sizeof(pat), "\"%s\":\"", key);
-    const char *p = strstr(json, pat);
-    assert_non_null(p);
-    p += strlen(pat);
-    const char *end = strchr(p, '"');
-    assert_non_null(end);
-    assert_true((size_t)(end - p) < cap);
-    memcpy(val, p, (size_t)(end - p));
-    val[end - p] = '\0';
 }
 
 /* Line i (from 0) of s, without its newline. */
@@ -94,14 +60,6 @@ static void line_of(const char *s, int i, char *buf, size_t cap)
     assert_true(n < cap);
     memcpy(buf, s, n);
     buf[n] = '\0';
-}
-
-static int count_lines(const char *s)
-{
-    int n = 0;
-    for (; *s; s++)
-        n += *s == '\n';
-    return n;
 }
 
 /* The line must hold every needle (NULL terminated). */
@@ -129,9 +87,7 @@ static int group_setup(void **state)
         nst_device_register(f->e, "mogender", "Bakari Coordinator", "coordinator", &f->b) != 0 ||
         nst_device_register(f->e, "mofa", "Desk Officer", "implementer", &f->m) != 0)
         return -1;
-    const char *build = getenv("NS_BUILD_DIR");
-    if (build == NULL || nst_path_join(f->napsync, build, "napsync") != 0 ||
-        nst_path_join(f->store_a, f->e->dir, "a.store") != 0 ||
+    if (nst_path_join(f->store_a, f->e->dir, "a.store") != 0 ||
         nst_path_join(f->store_b, f->e->dir, "b.store") != 0 ||
         nst_path_join(f->store_m, f->e->dir, "m.store") != 0)
         return -1;
@@ -157,7 +113,7 @@ static void test_cli_history(void **state)
          cli(f, &f->a, "put", "plan", "new", "title=National Action Plan 2025", "summary=S0",
              "kind=NAP", "--json", NULL),
          "put");
-    json_get(out, "record_id", id, sizeof(id));
+    nst_json_get(out, "record_id", id, sizeof(id));
     must(f, cli(f, &f->a, "sync", "--json", NULL), "sync");
     must(f, cli(f, &f->b, "sync", "--json", NULL), "sync");
     must(f, cli(f, &f->a, "put", "plan", id, "title=NAP 1325 (A)", NULL), "put");
@@ -170,12 +126,12 @@ static void test_cli_history(void **state)
     must(f, cli(f, &f->a, "sync", "--json", NULL), "sync");
     char cid[40];
     must(f, cli(f, &f->a, "conflicts", "--json", NULL), "conflicts");
-    json_get(out, "id", cid, sizeof(cid));
+    nst_json_get(out, "id", cid, sizeof(cid));
     must(f, cli(f, &f->a, "resolve", cid, "--take", "mine", "--json", NULL), "resolve");
 
     /* Either device sees the same history, newest first. */
     must(f, cli(f, &f->b, "history", "plan", id, "--json", NULL), "history");
-    assert_int_equal(count_lines(out), 4);
+    assert_int_equal(nst_count_lines(out), 4);
     line_of(out, 0, line, sizeof(line));
     HAS(line, "\"version\":4", "\"op\":\"resolve\"", "\"changed_by\":\"Amina Coordinator\"",
         "\"device\":\"field-office-a\"", "\"deleted\":false", "\"changes\":[]");
@@ -195,16 +151,16 @@ static void test_cli_history(void **state)
         "Plan 2025\"}",
         "{\"field\":\"owner_id\",\"kind\":\"ref\",\"before\":null,\"after\":\"");
     char mid[40], at[64];
-    json_get(line, "mutation_id", mid, sizeof(mid));
+    nst_json_get(line, "mutation_id", mid, sizeof(mid));
     assert_int_equal(strlen(mid), 36);
-    json_get(line, "at", at, sizeof(at));
+    nst_json_get(line, "at", at, sizeof(at));
     assert_int_equal(strlen(at), strlen("2026-11-24T10:00:00.000000Z"));
     assert_int_equal(at[strlen(at) - 1], 'Z');
 
     /* Text: one line per version; --limit shows the newest and says that
      * older ones remain. */
     must(f, cli(f, &f->a, "history", "plan", id, "--limit", "2", NULL), "history");
-    assert_int_equal(count_lines(out), 3);
+    assert_int_equal(nst_count_lines(out), 3);
     line_of(out, 0, line, sizeof(line));
     assert_true(strncmp(line, "v4  ", 4) == 0);
     HAS(line, "Z  Amina Coordinator (field-office-a)  resolve");
@@ -215,7 +171,7 @@ static void test_cli_history(void **state)
     line_of(out, 2, line, sizeof(line));
     HAS(line, "older versions remain");
     must(f, cli(f, &f->a, "history", "plan", id, NULL), "history");
-    assert_int_equal(count_lines(out), 4);
+    assert_int_equal(nst_count_lines(out), 4);
     line_of(out, 2, line, sizeof(line));
     HAS(line, "update  title: \"National Action Plan 2025\" → \"NAP 1325 (A)\"");
     line_of(out, 3, line, sizeof(line));
@@ -270,7 +226,7 @@ static void test_api_history(void **state)
     fixture *f = *state;
     char id[40], draft[40];
     must(f, cli(f, &f->a, "put", "plan", "new", "title=One", "--json", NULL), "put");
-    json_get(out, "record_id", id, sizeof(id));
+    nst_json_get(out, "record_id", id, sizeof(id));
     must(f, cli(f, &f->a, "sync", "--json", NULL), "sync");
     must(f, cli(f, &f->a, "put", "plan", id, "title=Two", NULL), "put");
     must(f, cli(f, &f->a, "sync", "--json", NULL), "sync");
@@ -281,7 +237,7 @@ static void test_api_history(void **state)
         f,
         cli(f, &f->a, "put", "plan", "new", "title=Not yet public", "status=draft", "--json", NULL),
         "put");
-    json_get(out, "record_id", draft, sizeof(draft));
+    nst_json_get(out, "record_id", draft, sizeof(draft));
     must(f, cli(f, &f->a, "sync", "--json", NULL), "sync");
 
     ns_client *c = nst_must_connect(f->e, &f->b);

@@ -34,7 +34,6 @@ typedef struct {
     nst_device a;       /* registered */
     nst_device b;       /* registered, another device of the same principal */
     nst_device revoked; /* registered; revoked by its test */
-    char napsync[NST_PATH];
 } fixture;
 NST_FIXTURE_CHECK(fixture);
 
@@ -48,9 +47,7 @@ static int group_setup(void **state)
     if (f->e == NULL)
         return -1;
     nst_env *e = f->e;
-    const char *build = getenv("NS_BUILD_DIR");
-    if (build == NULL || nst_path_join(f->napsync, build, "napsync") != 0 ||
-        nst_device_issue(e, false, "resume-laptop", &f->a) != 0 ||
+    if (nst_device_issue(e, false, "resume-laptop", &f->a) != 0 ||
         nst_device_issue(e, false, "resume-phone", &f->b) != 0 ||
         nst_device_issue(e, false, "resume-lost-tablet", &f->revoked) != 0 ||
         nst_daemon_start(e, NULL) != 0 ||
@@ -160,16 +157,10 @@ static void test_reconnect_resumes(void **state)
 
 /* ---- across processes, through the store ---------------------------------------- */
 
+/* `napsync CMD --json` as device d on store; stdout in out (OUT_CAP bytes). */
 static int cli(fixture *f, const nst_device *d, const char *store, const char *cmd, char *out)
 {
-    char server[64];
-    snprintf(server, sizeof(server), "127.0.0.1:%u", (unsigned)f->e->port);
-    char *argv[] = {f->napsync,     "--server", server,          "--ca",
-                    f->e->ca_cert,  "--cert",   (char *)d->cert, "--key",
-                    (char *)d->key, "--store",  (char *)store,   (char *)cmd,
-                    "--json",       NULL};
-    out[0] = '\0';
-    return nst_run(argv, out, OUT_CAP);
+    return nst_cli(f->e, d, store, out, OUT_CAP, cmd, "--json", NULL);
 }
 
 /* Two clients one after the other on one store, as two runs of the CLI:
