@@ -10,6 +10,7 @@
 #include "fields_json.h"
 #include "fields_pb.h"
 #include "log.h"
+#include "reader.h"
 
 #define ERR(name) NAPSYNC__V1__ERROR_CODE__ERROR_CODE_##name
 #define UUID_LEN  36
@@ -342,7 +343,7 @@ int ns_conflicts_list(ns_conflicts *c, const ns_identity_info *who,
     char limit[16];
     snprintf(limit, sizeof(limit), "%d", NS_CONFLICTS_MAX_LIST);
     const char *v[5] = {sc.plans, sc.orgs, sc.org, req->include_resolved ? "true" : "false", limit};
-    ns_db_status st = ns_db_query(c->db, list_sql, 5, v, on_list, op);
+    ns_db_status st = ns_reader_query(c->db, who->principal_id, list_sql, 5, v, on_list, op);
     ns_feed_scopes_free(&sc);
     if (st != NS_DB_OK) {
         free(op);
@@ -548,7 +549,7 @@ int ns_conflicts_resolve(ns_conflicts *c, const ns_identity_info *who,
         napsync__v1__value__pack(req->value, op->value);
     }
     const char *v[2] = {op->conflict_id, op->who.organisation_id};
-    ns_db_status st = ns_db_query(c->db, lookup_sql, 2, v, on_lookup, op);
+    ns_db_status st = ns_reader_query(c->db, op->who.principal_id, lookup_sql, 2, v, on_lookup, op);
     if (st != NS_DB_OK) {
         resolve_op_free(op);
         return queue_error(st, err, errlen);

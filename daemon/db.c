@@ -1989,6 +1989,14 @@ const char *ns_db_result_message(const ns_db_result *r)
     return s != NULL ? s : PQresultErrorMessage(r->pg);
 }
 
+const char *ns_db_result_column(const ns_db_result *r)
+{
+    if (r == NULL || r->pg == NULL)
+        return "";
+    const char *s = PQresultErrorField(r->pg, PG_DIAG_COLUMN_NAME);
+    return s != NULL ? s : "";
+}
+
 const char *ns_db_status_str(ns_db_status st)
 {
     switch (st) {

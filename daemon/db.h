@@ -103,6 +103,9 @@ const char *ns_db_result_value(const ns_db_result *r, int row, int col);
 /* Five-character SQLSTATE and the server's message, for NS_DB_QUERY_FAILED. */
 const char *ns_db_result_sqlstate(const ns_db_result *r);
 const char *ns_db_result_message(const ns_db_result *r);
+/* The column a refused statement names (PG_DIAG_COLUMN_NAME: a NOT NULL or
+ * CHECK violation, or a trigger's RAISE ... COLUMN), "" when none. */
+const char *ns_db_result_column(const ns_db_result *r);
 
 const char *ns_db_status_str(ns_db_status st);
 

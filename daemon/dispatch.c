@@ -490,6 +490,7 @@ static void dispatch(ns_session *s, const ns_envelope *env)
     case NAPSYNC__V1__ENVELOPE__BODY_CONFLICT_LIST:
     case NAPSYNC__V1__ENVELOPE__BODY_MUTATION_RESULT:
     case NAPSYNC__V1__ENVELOPE__BODY_HISTORY_PAGE:
+    case NAPSYNC__V1__ENVELOPE__BODY_REPORT_RESULT:
         ns_session_send_error(s, rid, ERR(UNEXPECTED_MESSAGE), true, 0,
                               "a client may not send server responses");
         return;

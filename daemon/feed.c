@@ -10,6 +10,8 @@
 #include "fields_pb.h"
 #include "frame.h"
 #include "log.h"
+#include "policy.h"
+#include "reader.h"
 
 #define ERR(name) NAPSYNC__V1__ERROR_CODE__ERROR_CODE_##name
 
@@ -32,7 +34,8 @@
  * No row is read when the cursor is of another epoch or above the head, or
  * when a named plan is not readable. Parameters: $1 cursor seq, $2 cursor
  * epoch (NULL: any), $3 plan ids, $4 organisation ids (uuid[] literals),
- * $5 the principal's organisation, $6 the row limit. */
+ * $5 the principal's organisation, $6 the row limit, $7 whether the
+ * principal reads only (policy.h). */
 static const char page_sql[] =
     "WITH h AS (SELECT seq, epoch FROM sync_feed_head)," NS_FEED_SCOPE_CTES(
         "$3", "$4",
@@ -46,18 +49,22 @@ static const char page_sql[] =
               "    JOIN principals pr ON pr.id = r.principal_id"
               "   WHERE f.seq > $1::bigint"
               "     AND f.tenant_id IN (SELECT id FROM readable)"
-              "     AND (SELECT id FROM denied) IS NULL"
-              "     AND EXISTS (SELECT 1 FROM h WHERE ($2::uuid IS NULL OR h.epoch = $2::uuid)"
-              "                                   AND h.seq >= $1::bigint)"
-              "   ORDER BY f.seq"
-              "   LIMIT $6::int)"
-              " SELECT h.seq, h.epoch, (SELECT id FROM denied),"
-              "        (SELECT string_agg(t.id::text, ',' ORDER BY t.id::text) FROM"
-              "          (SELECT id FROM readable ORDER BY id::text"
-              "            LIMIT " TENANTS_LIMIT_SQL ") t),"
-              "        page.*"
-              "   FROM h LEFT JOIN page ON true"
-              "  ORDER BY page.seq";
+              "     AND " NS_POLICY_RECORD_READABLE(
+                  "r.entity_type", "r.after",
+                  "$7::boolean") "     AND (SELECT id FROM denied) IS NULL"
+                                 "     AND EXISTS (SELECT 1 FROM h WHERE ($2::uuid IS NULL OR "
+                                 "h.epoch = $2::uuid)"
+                                 "                                   AND h.seq >= $1::bigint)"
+                                 "   ORDER BY f.seq"
+                                 "   LIMIT $6::int)"
+                                 " SELECT h.seq, h.epoch, (SELECT id FROM denied),"
+                                 "        (SELECT string_agg(t.id::text, ',' ORDER BY t.id::text) "
+                                 "FROM"
+                                 "          (SELECT id FROM readable ORDER BY id::text"
+                                 "            LIMIT " TENANTS_LIMIT_SQL ") t),"
+                                 "        page.*"
+                                 "   FROM h LEFT JOIN page ON true"
+                                 "  ORDER BY page.seq";
 
 enum {
     COL_HEAD,
@@ -82,6 +89,8 @@ typedef struct {
     int64_t seq;
     char epoch[UUID_LEN + 1]; /* "": not known yet (empty cursor), any epoch */
     char org[UUID_LEN + 1];   /* the principal's organisation */
+    char principal[sizeof(((ns_identity_info *)0)->principal_id)];
+    bool reads_only; /* policy.h */
     uint32_t page_size;
     char *plans; /* uuid[] literals; one allocation, plans first, owned */
     char *orgs;
@@ -334,6 +343,8 @@ static int query_init(const ns_feed *f, const ns_identity_info *who, const char 
     if (code != 0)
         return code;
     memcpy(q->org, sc.org, sizeof(q->org));
+    q->reads_only = ns_policy_reads_only(ns_policy_roles(who));
+    snprintf(q->principal, sizeof(q->principal), "%s", who->principal_id);
     q->plans = sc.plans;
     q->orgs = sc.orgs;
     q->page_size = page_size == 0 ? f->opt.default_page_size : page_size;
@@ -348,9 +359,9 @@ static ns_db_status query_run(ns_feed *f, const feed_query *q, ns_db_cb cb, void
     snprintf(seq, sizeof(seq), "%lld", (long long)q->seq);
     /* One row more than the page: its presence is what "more" means. */
     snprintf(limit, sizeof(limit), "%u", q->page_size + 1);
-    const char *v[6] = {seq,  q->epoch[0] != '\0' ? q->epoch : NULL, q->plans, q->orgs, q->org,
-                        limit};
-    return ns_db_query(f->db, page_sql, 6, v, cb, ud);
+    const char *v[7] = {seq,   q->epoch[0] != '\0' ? q->epoch : NULL, q->plans, q->orgs, q->org,
+                        limit, q->reads_only ? "true" : "false"};
+    return ns_reader_query(f->db, q->principal, page_sql, 7, v, cb, ud);
 }
 
 /* An error code for a query that could not be queued. */

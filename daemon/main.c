@@ -209,6 +209,10 @@ int main(int argc, char **argv)
         ns_config_free(&cfg);
         return EXIT_FAILURE;
     }
+    if (registry.rls_bypassed)
+        ns_log_warn("the database role is a superuser or has BYPASSRLS: PostgreSQL's own "
+                    "authorisation checks (row-level security) do not apply; connect as an "
+                    "ordinary role that owns the database (docs/deploy.md)");
     uv_loop_t loop;
     if (uv_loop_init(&loop) != 0) {
         ns_log_error("cannot create the event loop");

@@ -364,6 +364,13 @@ int ns_registry_load(const char *conninfo, ns_registry *out, char *err, size_t e
         rc = build(res, out, err, errlen);
     }
     PQclear(res);
+    if (rc == 0) {
+        res = PQexec(pg,
+                     "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user");
+        out->rls_bypassed = PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 ||
+                            strcmp(PQgetvalue(res, 0, 0), "f") != 0;
+        PQclear(res);
+    }
     PQfinish(pg);
     return rc;
 }

@@ -8,6 +8,7 @@
 #ifndef NS_REGISTRY_H
 #define NS_REGISTRY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "value.h"
@@ -36,6 +37,9 @@ typedef struct {
 typedef struct {
     ns_entity_type *types; /* sorted by name */
     size_t ntypes;
+    /* The connection's role is a superuser or has BYPASSRLS: row-level
+     * security (sql/005) does not apply to what the daemon does. */
+    bool rls_bypassed;
 } ns_registry;
 
 /* Blocking: runs before the event loop. Returns 0, or -1 with a message. */

@@ -31,14 +31,20 @@
 #include "fields_pb.h"
 #include "log.h"
 #include "merge.h"
+#include "policy.h"
+#include "reader.h"
 #include "value.h"
 
 #define UUID_LEN        36
 #define REASON_MAX      256
+#define FIELD_MAX       64
 #define RETRY_MAX       3      /* deadlocks and serialization failures re-run as is */
 #define BISECT_STACK    40     /* ranges waiting: at most one per halving (log2 of a batch) */
 #define MAX_QUEUED      100000 /* mutations waiting in the FIFO before pushes are refused */
 #define OWNER_FIELD     "owner_id"
+#define KIND_FIELD      "kind"
+#define STATUS_FIELD    "status"
+#define PLAN_WORD_MAX   32 /* plans.kind and plans.status values the policy knows */
 #define FEED_CHANNEL    "napsync_feed"
 #define HASH_SEED       1469598103934665603ull
 #define HASH_PRIME      1099511628211ull
@@ -55,6 +61,7 @@ typedef struct {
     size_t nconflicts;
     Napsync__V1__ErrorCode reject_code;
     char reason[REASON_MAX];
+    char field[FIELD_MAX]; /* the field at fault, "" when none */
 } sync_answer;
 
 typedef struct sync_push sync_push;
@@ -70,7 +77,10 @@ struct sync_mut {
     sync_mut *leader;
     sync_mut *followers, *next_follower;
     uint32_t rec;
-    bool done;               /* answered, or failed with its push */
+    bool done; /* answered, or failed with its push */
+    /* A dry run's answer that later runs of the batch keep (a rejection
+     * the database forced): they replay the others, not this one. */
+    bool settled;
     char echo[UUID_LEN + 1]; /* mutation_id as sent (for the answer) */
     uuid_str id;             /* canonical, lowercase */
     const ns_entity_type *type;
@@ -92,7 +102,9 @@ struct sync_push {
     ns_push_cb cb;
     ns_resolve_cb rcb; /* a resolution: answered with its one MutationResult */
     void *ud;
+    Napsync__V1__PushMode mode;
     uuid_str principal, organisation;
+    unsigned roles;  /* policy.h */
     uuid_str device; /* "" when the session has no device */
     sync_mut *muts;
     size_t n;
@@ -135,7 +147,12 @@ struct sync_batch {
     /* The single leader lo is rejected with this database message, unless
      * the database-free checks reject it first. */
     bool forced;
+    Napsync__V1__ErrorCode forced_code;
     char forced_reason[REASON_MAX];
+    char forced_field[FIELD_MAX];
+    /* The batch is one push in PUSH_MODE_DRY_RUN or PUSH_MODE_ATOMIC (such
+     * a push is always a batch of its own), else PUSH_MODE_APPLY. */
+    Napsync__V1__PushMode mode;
 };
 
 typedef struct {
@@ -164,9 +181,20 @@ typedef struct {
     char bad[REASON_MAX];
 } rec_state;
 
+/* A plan as committed (the owners query). */
 typedef struct {
     uuid_str plan, owner; /* owner "" when the plan has none */
+    char kind[PLAN_WORD_MAX], status[PLAN_WORD_MAX];
 } plan_owner;
+
+/* A record's delegation field (policy.h) as committed: the facts query. */
+typedef struct {
+    const ns_entity_type *type;
+    uuid_str id;
+    bool queried, answered;
+    bool found;   /* the record exists */
+    uuid_str ref; /* its org_field or via_field, "" when null */
+} deleg_fact;
 
 /* A conflict a resolution of the run names, as locked in the run. */
 typedef struct {
@@ -183,19 +211,21 @@ typedef enum {
     STMT_REVISIONS,
     STMT_OWNERS,
     STMT_CONFLICTS,
+    STMT_FACTS,
     STMT_WRITE,
 } stmt_kind;
 
 typedef struct {
     sync_run *run;
     stmt_kind kind;
-    const ns_entity_type *type; /* STMT_SELECT */
+    const ns_entity_type *type; /* STMT_SELECT, STMT_FACTS */
 } stmt_ctx;
 
 typedef enum {
     RUN_BEGIN,
     RUN_READ1,
     RUN_READ2,
+    RUN_FACTS,
     RUN_WRITE,
     RUN_ENDING,
 } run_phase;
@@ -215,6 +245,9 @@ struct sync_run {
     size_t nctx;
     plan_owner *owners; /* sorted by plan */
     size_t nowners;
+    deleg_fact *facts; /* unsorted; searched linearly (a handful per run) */
+    size_t nfacts, factcap;
+    int fact_rounds;
     run_conflict *confs; /* sorted by id */
     size_t nconfs;
     /* What went wrong, if anything; the first of each kind is kept. */
@@ -222,6 +255,10 @@ struct sync_run {
     bool failed;            /* the database refused a statement */
     char sqlstate[6];
     char message[REASON_MAX];
+    char column[FIELD_MAX]; /* the column the refusal names, if any */
+    /* ATOMIC: a mutation was rejected before anything was written, so the
+     * run ends with ROLLBACK and the others are answered ABORTED. */
+    bool refused;
     bool internal;
     char internal_msg[REASON_MAX];
     json_t *revisions, *conflicts, *mutations, *feed;
@@ -234,6 +271,9 @@ struct ns_sync {
     const ns_registry *reg;
     const ns_entity_type *tenant_type;
     char *sql_owners;
+    /* Per registry type (same index): the facts query of a type with a
+     * delegation (policy.h), else NULL. */
+    char **sql_facts;
     uv_idle_t idle;
     sync_mut *fifo_head, *fifo_tail;
     size_t fifo_len;
@@ -258,7 +298,8 @@ static void wake(ns_sync *s);
 
 static const char sql_stored[] =
     "SELECT mutation_id::text, outcome, version, array_to_string(conflict_ids, ','),"
-    " reject_code, reject_reason FROM sync_mutations WHERE mutation_id = ANY($1::uuid[])";
+    " reject_code, reject_reason, reject_field FROM sync_mutations"
+    " WHERE mutation_id = ANY($1::uuid[])";
 
 static const char sql_revisions[] =
     "SELECT r.entity_type, r.record_id::text, r.version, r.deleted, r.device_id::text,"
@@ -305,12 +346,12 @@ static const char sql_resolve_conflicts[] =
 
 static const char sql_insert_mutations[] =
     "INSERT INTO sync_mutations (mutation_id, device_id, entity_type, record_id, outcome,"
-    " version, conflict_ids, reject_code, reject_reason)"
+    " version, conflict_ids, reject_code, reject_reason, reject_field)"
     " SELECT mutation_id, device_id, entity_type, record_id, outcome, version, conflict_ids,"
-    " reject_code, reject_reason"
+    " reject_code, reject_reason, reject_field"
     " FROM jsonb_to_recordset($1::jsonb) AS x(mutation_id uuid, device_id uuid,"
     " entity_type text, record_id uuid, outcome text, version bigint, conflict_ids uuid[],"
-    " reject_code integer, reject_reason text)";
+    " reject_code integer, reject_reason text, reject_field text)";
 
 /* Numbers the changes under sync_feed_head's row lock, held until COMMIT,
  * and notifies in the same statement (design §4): seqs are contiguous and
@@ -485,6 +526,14 @@ __attribute__((format(printf, 3, 4))) static int reject(sync_answer *a, Napsync_
     return 0;
 }
 
+/* The database refused this mutation alone (run_done). */
+static int reject_forced(const sync_batch *b, sync_answer *a)
+{
+    reject(a, b->forced_code, "%s", b->forced_reason);
+    memcpy(a->field, b->forced_field, sizeof(a->field));
+    return 0;
+}
+
 static int answer_copy(sync_answer *dst, const sync_answer *src)
 {
     *dst = *src;
@@ -614,6 +663,7 @@ static void push_answer(sync_push *p)
         r->version = m->answer.version;
         r->reject_code = m->answer.reject_code;
         r->reject_reason = m->answer.reason;
+        r->reject_field = m->answer.field;
         r->n_conflict_ids = m->answer.nconflicts;
         r->conflict_ids = m->answer.nconflicts ? &ids[k] : NULL;
         for (size_t c = 0; c < m->answer.nconflicts; c++)
@@ -650,23 +700,19 @@ static void flush_ready(ns_sync *s)
 
 /* ---- validation ----------------------------------------------------------------------- */
 
-static bool can_write(const ns_identity_info *who)
+#define READS_ONLY_MSG                                                                             \
+    "observers and administrators read plans and comment on them; they do not change them"
+
+/* Comments are the one type every reader writes (policy.h). */
+static bool reader_writable(const ns_entity_type *t)
 {
-    static const char *const writers[] = {"admin", "coordinator", "implementer", "regional"};
-    for (int i = 0; i < who->nroles && i < NS_AUTH_MAX_ROLES; i++) {
-        for (size_t w = 0; w < sizeof(writers) / sizeof(writers[0]); w++) {
-            if (strncmp(who->roles[i], writers[w], sizeof(who->roles[i])) == 0)
-                return true;
-        }
-    }
-    return false;
+    return strcmp(t->name, "comment") == 0;
 }
 
 /* Checks one mutation against the registry and the request alone, and
  * fills m. Returns 1 when it goes on to the FIFO, 0 when it is rejected
  * (the rejection is its answer), -1 when out of memory. */
-static int validate(ns_sync *s, sync_push *p, bool writer, const Napsync__V1__Mutation *pb,
-                    sync_mut *m)
+static int validate(ns_sync *s, sync_push *p, const Napsync__V1__Mutation *pb, sync_mut *m)
 {
     sync_answer *a = &m->answer;
     char q[80];
@@ -742,9 +788,9 @@ static int validate(ns_sync *s, sync_push *p, bool writer, const Napsync__V1__Mu
             return reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
                           "field %s (the record's plan) is required on create", t->tenant_field);
     }
-    if (!writer)
-        return reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED,
-                      "the principal's roles do not allow writing (observers read only)");
+    /* The cheap part of the policy, before anything is queued. */
+    if (ns_policy_reads_only(p->roles) && !reader_writable(t))
+        return reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED, READS_ONLY_MSG);
     if (t == s->tenant_type) {
         const ns_value *owner = ns_fieldset_get(&m->fields, OWNER_FIELD);
         if (m->op == NS_OP_CREATE) {
@@ -789,8 +835,17 @@ ns_sync_status ns_sync_push(ns_sync *s, const ns_identity_info *who, const Napsy
         return NS_SYNC_INVALID;
     }
     copy_uuid_or_empty(p->device, who->device_id);
+    p->mode = push->mode;
 
     size_t n = push->n_mutations;
+    if (p->mode != NAPSYNC__V1__PUSH_MODE__PUSH_MODE_APPLY &&
+        p->mode != NAPSYNC__V1__PUSH_MODE__PUSH_MODE_DRY_RUN &&
+        p->mode != NAPSYNC__V1__PUSH_MODE__PUSH_MODE_ATOMIC) {
+        push_fail(p, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
+                  "unknown push mode %d: nothing was applied", (int)p->mode);
+        push_ready(p);
+        return NS_SYNC_OK;
+    }
     if (n > NS_SYNC_MAX_BATCH || s->fifo_len + n > MAX_QUEUED) {
         if (n > NS_SYNC_MAX_BATCH)
             push_fail(p, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
@@ -812,13 +867,13 @@ ns_sync_status ns_sync_push(ns_sync *s, const ns_identity_info *who, const Napsy
         return NS_SYNC_NOMEM;
     }
     p->n = n;
-    bool writer = can_write(who);
+    p->roles = ns_policy_roles(who);
     sync_mut *head = NULL, *tail = NULL;
     size_t valid = 0;
     for (size_t i = 0; i < n; i++) {
         sync_mut *m = &p->muts[i];
         m->push = p;
-        int rc = validate(s, p, writer, push->mutations[i], m);
+        int rc = validate(s, p, push->mutations[i], m);
         if (rc < 0) {
             push_free(p);
             return NS_SYNC_NOMEM;
@@ -833,6 +888,15 @@ ns_sync_status ns_sync_push(ns_sync *s, const ns_identity_info *who, const Napsy
             head = m;
         tail = m;
         valid++;
+    }
+    if (p->mode == NAPSYNC__V1__PUSH_MODE__PUSH_MODE_ATOMIC && valid < n) {
+        /* All or nothing, and something is refused already. */
+        for (sync_mut *m = head; m != NULL; m = m->fifo_next) {
+            reject(&m->answer, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_ABORTED,
+                   "not applied: another mutation of the atomic push was refused");
+            m->done = true;
+        }
+        valid = 0;
     }
     p->pending = valid;
     if (valid == 0) {
@@ -890,6 +954,7 @@ ns_sync_status ns_sync_resolve(ns_sync *s, const ns_identity_info *who,
         return NS_SYNC_INVALID;
     }
     copy_uuid_or_empty(p->device, who->device_id);
+    p->roles = ns_policy_roles(who);
     if (!rejected && res->field != NULL && (m->rfield = strdup(res->field)) == NULL) {
         push_free(p);
         return NS_SYNC_NOMEM;
@@ -914,9 +979,8 @@ ns_sync_status ns_sync_resolve(ns_sync *s, const ns_identity_info *who,
         reject(&m->answer, res->reject_code, "%s",
                res->reject_reason != NULL ? res->reject_reason : "rejected");
     if (m->answer.outcome == NAPSYNC__V1__MUTATION_OUTCOME__MUTATION_OUTCOME_UNSPECIFIED &&
-        !can_write(who))
-        reject(&m->answer, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED,
-               "the principal's roles do not allow writing (observers read only)");
+        ns_policy_reads_only(ns_policy_roles(who)))
+        reject(&m->answer, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED, READS_ONLY_MSG);
     if (m->answer.outcome != NAPSYNC__V1__MUTATION_OUTCOME__MUTATION_OUTCOME_UNSPECIFIED) {
         m->done = true;
         push_ready(p);
@@ -1013,8 +1077,17 @@ static sync_batch *batch_form(ns_sync *s, bool *nomem)
 {
     size_t cap = s->fifo_len < NS_SYNC_MAX_BATCH ? s->fifo_len : NS_SYNC_MAX_BATCH;
     *nomem = false;
-    if (busy_elsewhere(s, s->fifo_head))
-        return NULL;
+    /* A dry run or an atomic push is a batch of its own, whole (its
+     * mutations are consecutive in the FIFO and at most a batch). */
+    const sync_push *own = s->fifo_head->push;
+    bool alone = own->mode != NAPSYNC__V1__PUSH_MODE__PUSH_MODE_APPLY;
+    for (const sync_mut *m = s->fifo_head; m != NULL && (m == s->fifo_head || alone);
+         m = m->fifo_next) {
+        if (alone && m->push != own)
+            break;
+        if (busy_elsewhere(s, m))
+            return NULL;
+    }
     sync_batch *b = calloc(1, sizeof(*b));
     if (b == NULL || (b->muts = calloc(cap, sizeof(*b->muts))) == NULL ||
         (b->leaders = calloc(cap, sizeof(*b->leaders))) == NULL ||
@@ -1026,9 +1099,12 @@ static sync_batch *batch_form(ns_sync *s, bool *nomem)
         return NULL;
     }
     b->s = s;
+    b->mode = own->mode;
     while (s->fifo_head != NULL && b->nmuts < cap) {
         sync_mut *m = s->fifo_head;
-        if (busy_elsewhere(s, m))
+        if (alone ? m->push != own
+                  : (m->push->mode != NAPSYNC__V1__PUSH_MODE__PUSH_MODE_APPLY ||
+                     busy_elsewhere(s, m)))
             break;
         uint32_t *is = id_slot(b, m->id);
         if (*is != 0) {
@@ -1236,6 +1312,7 @@ static void run_free(sync_run *run)
     free(run->stored);
     free(run->ctx);
     free(run->owners);
+    free(run->facts);
     for (size_t i = 0; i < run->nconfs; i++) {
         run_conflict *c = &run->confs[i];
         free(c->entity_type);
@@ -1266,22 +1343,71 @@ __attribute__((format(printf, 2, 3))) static void run_internal(sync_run *run, co
 
 /* ---- runs: the end -------------------------------------------------------------------- */
 
-/* The run committed: drafts become answers. */
-static void run_succeeded(sync_run *run)
+static void run_succeeded(sync_run *run, bool was_forced);
+
+/* Answers a leader and its repeats with a. */
+static void answer_leader(sync_mut *m, const sync_answer *a)
+{
+    answer_clear(&m->answer);
+    if (answer_copy(&m->answer, a) != 0)
+        push_fail(m->push, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INTERNAL, "out of memory");
+    for (sync_mut *f = m->followers; f != NULL; f = f->next_follower) {
+        answer_clear(&f->answer);
+        if (answer_copy(&f->answer, a) != 0)
+            push_fail(f->push, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INTERNAL, "out of memory");
+        mut_done(f);
+    }
+    mut_done(m);
+}
+
+/* ATOMIC, the database refused the transaction: every mutation not yet
+ * answered is rejected, none applied. */
+static void atomic_abort_all(sync_batch *b, const char *msg, const char *column)
+{
+    sync_answer a = {0};
+    reject(&a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_ABORTED,
+           "nothing of the atomic push was applied: %s", msg);
+    snprintf(a.field, sizeof(a.field), "%s", column);
+    for (size_t i = 0; i < b->nleaders; i++) {
+        if (!b->leaders[i]->done)
+            answer_leader(b->leaders[i], &a);
+    }
+}
+
+/* ATOMIC, some mutation was rejected before anything was written (the run
+ * rolled back): the rejected keep their answers, the others are ABORTED. */
+static void atomic_refused(sync_run *run)
+{
+    for (size_t k = 0; k < run->hi - run->lo; k++) {
+        sync_answer *d = &run->drafts[k];
+        if (!run->stored[k] &&
+            d->outcome != NAPSYNC__V1__MUTATION_OUTCOME__MUTATION_OUTCOME_REJECTED)
+            reject(d, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_ABORTED,
+                   "not applied: another mutation of the atomic push was refused");
+    }
+    run_succeeded(run, false);
+}
+
+/* The run committed (a dry run: would have): drafts become answers. */
+static void run_succeeded(sync_run *run, bool was_forced)
 {
     sync_batch *b = run->b;
+    bool dry = b->mode == NAPSYNC__V1__PUSH_MODE__PUSH_MODE_DRY_RUN;
+    if (dry && was_forced)
+        b->leaders[b->lo]->settled = true;
     for (size_t i = run->lo; i < run->hi; i++) {
         sync_mut *m = b->leaders[i];
-        answer_clear(&m->answer);
-        m->answer = run->drafts[i - run->lo];
-        memset(&run->drafts[i - run->lo], 0, sizeof(run->drafts[0]));
-        for (sync_mut *f = m->followers; f != NULL; f = f->next_follower) {
-            answer_clear(&f->answer);
-            if (answer_copy(&f->answer, &m->answer) != 0)
-                push_fail(f->push, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INTERNAL, "out of memory");
-            mut_done(f);
+        if (m->settled && !(dry && was_forced && i == b->lo))
+            continue;
+        sync_answer *d = &run->drafts[i - run->lo];
+        if (dry) {
+            /* Nothing was stored: no conflict id names a record. */
+            free(d->conflict_ids);
+            d->conflict_ids = NULL;
+            d->nconflicts = 0;
         }
-        mut_done(m);
+        answer_leader(m, d);
+        answer_clear(d);
     }
 }
 
@@ -1322,7 +1448,10 @@ static void run_done(sync_run *run)
         return;
     }
     if (!run->failed) {
-        run_succeeded(run);
+        if (run->refused)
+            atomic_refused(run);
+        else
+            run_succeeded(run, was_forced);
         run_free(run);
         b->retries = 0;
         batch_next(b);
@@ -1331,9 +1460,13 @@ static void run_done(sync_run *run)
 
     /* The database refused something. */
     char state[6], msg[REASON_MAX - 64]; /* room for the prefix of forced_reason */
+    char column[FIELD_MAX];
     memcpy(state, run->sqlstate, sizeof(state));
+    memcpy(column, run->column, sizeof(column));
     quote(msg, sizeof(msg), run->message, sizeof(msg) - 4);
-    size_t lo = run->lo, hi = run->hi;
+    /* The range under test (a dry run's run also replays the leaders
+     * before it). */
+    size_t lo = b->lo, hi = b->hi;
     run_free(run);
     if (sqlstate_class(state, "40") && b->retries < RETRY_MAX) {
         /* A deadlock or serialization failure: nobody's data is at fault. */
@@ -1343,8 +1476,8 @@ static void run_done(sync_run *run)
         return;
     }
     b->retries = 0;
-    bool data =
-        sqlstate_class(state, "22") || sqlstate_class(state, "23") || sqlstate_class(state, "P0");
+    bool data = sqlstate_class(state, "22") || sqlstate_class(state, "23") ||
+                sqlstate_class(state, "P0") || strcmp(state, "42501") == 0;
     if (!data || s->closing || was_forced) {
         bool transient = sqlstate_class(state, "40") || sqlstate_class(state, "53") ||
                          sqlstate_class(state, "55") || sqlstate_class(state, "57") ||
@@ -1354,6 +1487,13 @@ static void run_done(sync_run *run)
                         transient ? NAPSYNC__V1__ERROR_CODE__ERROR_CODE_UNAVAILABLE
                                   : NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INTERNAL,
                         transient ? "the database is busy; send the push again" : "internal error");
+        batch_end(b);
+        return;
+    }
+    if (b->mode == NAPSYNC__V1__PUSH_MODE__PUSH_MODE_ATOMIC) {
+        /* All or nothing: nothing was applied. Which mutation's data it
+         * was is not searched for (a dry run does that). */
+        atomic_abort_all(b, msg, column);
         batch_end(b);
         return;
     }
@@ -1370,9 +1510,19 @@ static void run_done(sync_run *run)
         return;
     }
     /* Alone and still refused: rejected with the database's reason, and
-     * that answer is stored like any other. */
+     * that answer is stored like any other. A check_violation is the
+     * model's validation (sql/003), whose message already reads
+     * "<type>.<field>: <what is wrong>". */
     b->forced = true;
-    snprintf(b->forced_reason, sizeof(b->forced_reason), "refused by the database: %s", msg);
+    /* insufficient_privilege: row-level security refused the row. */
+    b->forced_code = strcmp(state, "42501") == 0
+                         ? NAPSYNC__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED
+                         : NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT;
+    if (strcmp(state, "23514") == 0 && column[0] != '\0')
+        snprintf(b->forced_reason, sizeof(b->forced_reason), "%s", msg);
+    else
+        snprintf(b->forced_reason, sizeof(b->forced_reason), "refused by the database: %s", msg);
+    memcpy(b->forced_field, column, sizeof(b->forced_field));
     run_start(b);
 }
 
@@ -1393,6 +1543,7 @@ static void on_end(ns_db_status st, const ns_db_result *res, void *ud)
             run->failed = true;
             snprintf(run->sqlstate, sizeof(run->sqlstate), "%s", ns_db_result_sqlstate(res));
             snprintf(run->message, sizeof(run->message), "%s", ns_db_result_message(res));
+            snprintf(run->column, sizeof(run->column), "%s", ns_db_result_column(res));
             break;
         case NS_DB_UNAVAILABLE:
         case NS_DB_SHUTDOWN:
@@ -1410,7 +1561,9 @@ static void on_end(ns_db_status st, const ns_db_result *res, void *ud)
 static void run_end(sync_run *run)
 {
     run->phase = RUN_ENDING;
-    run->committing = !run->failed && !run->internal && run->transport == NS_DB_OK;
+    run->committing = !run->failed && !run->internal && !run->refused &&
+                      run->transport == NS_DB_OK &&
+                      run->b->mode != NAPSYNC__V1__PUSH_MODE__PUSH_MODE_DRY_RUN;
     ns_db_status st = run->committing ? ns_db_txn_commit(run->txn, on_end, run)
                                       : ns_db_txn_rollback(run->txn, on_end, run);
     if (st == NS_DB_NOMEM) {
@@ -1491,6 +1644,16 @@ static void queue_reads1(sync_run *run)
     sync_batch *b = run->b;
     const ns_registry *reg = b->s->reg;
     bool ok = true;
+    /* The engine reads every record it merges (row-level security,
+     * sql/005); what it writes is checked row by row regardless. */
+    const char *engine = NS_READER_ENGINE;
+    stmt_ctx *rc = ctx_new(run, STMT_WRITE, NULL);
+    if (rc == NULL) {
+        run_internal(run, "out of memory");
+        ok = false;
+    } else if (run_query(run, rc, NS_READER_SET_SQL, 1, &engine) != 0) {
+        ok = false;
+    }
     for (size_t t = 0; ok && t < reg->ntypes; t++) {
         const ns_entity_type *type = &reg->types[t];
         sbuf ids = {0};
@@ -1562,10 +1725,14 @@ static void run_start(sync_batch *b)
 {
     ns_sync *s = b->s;
     sync_run *run = calloc(1, sizeof(*run));
-    size_t n = b->hi - b->lo;
+    /* A dry run keeps nothing, so each run replays the leaders before its
+     * range (their answers do not change) to test the range on the state
+     * they leave. */
+    size_t lo = b->mode == NAPSYNC__V1__PUSH_MODE__PUSH_MODE_DRY_RUN ? 0 : b->lo;
+    size_t n = b->hi - lo;
     if (run != NULL) {
         run->b = b;
-        run->lo = b->lo;
+        run->lo = lo;
         run->hi = b->hi;
         run->recs = calloc(b->nrecs ? b->nrecs : 1, sizeof(*run->recs));
         run->drafts = calloc(n ? n : 1, sizeof(*run->drafts));
@@ -1676,6 +1843,8 @@ static void read_stored(sync_run *run, const ns_db_result *res)
         a->reject_code = (Napsync__V1__ErrorCode)code;
         snprintf(a->reason, sizeof(a->reason), "%s",
                  ns_db_result_value(res, row, 5) ? ns_db_result_value(res, row, 5) : "");
+        snprintf(a->field, sizeof(a->field), "%s",
+                 ns_db_result_value(res, row, 6) ? ns_db_result_value(res, row, 6) : "");
         size_t n = *ids ? 1 : 0;
         for (const char *c = ids; *c; c++)
             n += *c == ',';
@@ -1763,6 +1932,10 @@ static void read_owners(sync_run *run, const ns_db_result *res)
         if (uuid_canon(ns_db_result_value(res, row, 0), o->plan) != 0)
             continue;
         copy_uuid_or_empty(o->owner, ns_db_result_value(res, row, 1));
+        const char *kind = ns_db_result_value(res, row, 2);
+        const char *status = ns_db_result_value(res, row, 3);
+        snprintf(o->kind, sizeof(o->kind), "%s", kind != NULL ? kind : "");
+        snprintf(o->status, sizeof(o->status), "%s", status != NULL ? status : "");
         run->nowners++;
     }
     qsort(run->owners, run->nowners, sizeof(*run->owners), owner_cmp);
@@ -1822,6 +1995,8 @@ static void read_conflicts(sync_run *run, const ns_db_result *res)
 }
 
 static void compute_and_write(sync_run *run);
+static void facts_next(sync_run *run);
+static void read_facts(sync_run *run, const ns_entity_type *t, const ns_db_result *res);
 
 /* Flush 2, when needed: the revisions stale mutations merge against, and
  * the owners of the plans whose records the range writes. */
@@ -1891,7 +2066,7 @@ static void queue_reads2(sync_run *run)
     free(bases.s);
     free(plans.s);
     if (!need_revs && !need_owners && !run->internal) {
-        compute_and_write(run);
+        facts_next(run);
         return;
     }
     run->phase = RUN_READ2;
@@ -1920,6 +2095,9 @@ static void on_stmt(ns_db_status st, const ns_db_result *res, void *ud)
         case STMT_CONFLICTS:
             read_conflicts(run, res);
             break;
+        case STMT_FACTS:
+            read_facts(run, c->type, res);
+            break;
         case STMT_WRITE:
             break;
         }
@@ -1928,6 +2106,7 @@ static void on_stmt(ns_db_status st, const ns_db_result *res, void *ud)
             run->failed = true;
             snprintf(run->sqlstate, sizeof(run->sqlstate), "%s", ns_db_result_sqlstate(res));
             snprintf(run->message, sizeof(run->message), "%s", ns_db_result_message(res));
+            snprintf(run->column, sizeof(run->column), "%s", ns_db_result_column(res));
         }
     } else if (st == NS_DB_ABORTED) {
         run->failed = true; /* the failed statement before it says why */
@@ -1946,7 +2125,92 @@ static void on_stmt(ns_db_status st, const ns_db_result *res, void *ud)
     if (run->phase == RUN_READ1)
         queue_reads2(run);
     else
+        facts_next(run);
+}
+
+/* ---- runs: delegation facts ----------------------------------------------------------- */
+
+static const char *resp_of(sync_run *run, const ns_entity_type *t, const ns_fieldset *change,
+                           const ns_fieldset *current, int hops, bool *missing);
+static deleg_fact *fact_find(sync_run *run, const ns_entity_type *t, const char *id);
+
+static void read_facts(sync_run *run, const ns_entity_type *t, const ns_db_result *res)
+{
+    int rows = ns_db_result_rows(res);
+    for (int row = 0; row < rows; row++) {
+        uuid_str id;
+        if (uuid_canon(ns_db_result_value(res, row, 0), id) != 0)
+            continue;
+        deleg_fact *f = fact_find(run, t, id);
+        if (f == NULL)
+            continue;
+        f->found = true;
+        copy_uuid_or_empty(f->ref, ns_db_result_value(res, row, 1));
+    }
+    for (size_t i = 0; i < run->nfacts; i++) {
+        if (run->facts[i].type == t && run->facts[i].queried)
+            run->facts[i].answered = true;
+    }
+}
+
+/* Before the merge: the committed records the policy's delegation chains
+ * pass through (policy.h), read round by round (a chain's next record is
+ * known once the one before it is read), at most NS_POLICY_MAX_HOPS + 1
+ * rounds. Then compute_and_write. */
+static void facts_next(sync_run *run)
+{
+    sync_batch *b = run->b;
+    ns_sync *s = b->s;
+    if (run->fact_rounds <= NS_POLICY_MAX_HOPS) {
+        for (size_t i = run->lo; i < run->hi; i++) {
+            sync_mut *m = b->leaders[i];
+            if (run->stored[i - run->lo] || m->settled || m->resolve)
+                continue;
+            const rec_state *r = &run->recs[m->rec];
+            const ns_fieldset *current = r->exists ? &r->fields : NULL;
+            bool missing = false;
+            (void)resp_of(run, m->type, &m->fields, current, 0, &missing);
+            if (current != NULL)
+                (void)resp_of(run, m->type, NULL, current, 0, &missing);
+        }
+    }
+    bool ok = !run->internal, queued = false;
+    for (size_t t = 0; ok && t < s->reg->ntypes && run->fact_rounds <= NS_POLICY_MAX_HOPS; t++) {
+        const ns_entity_type *type = &s->reg->types[t];
+        sbuf ids = {0};
+        for (size_t i = 0; i < run->nfacts; i++) {
+            deleg_fact *f = &run->facts[i];
+            if (f->type != type || f->queried)
+                continue;
+            f->queried = true;
+            if (s->sql_facts[t] == NULL)
+                f->answered = true; /* no delegation field: nothing to read */
+            else
+                sb_item(&ids, f->id);
+        }
+        if (ids.len == 0 && !ids.failed) {
+            free(ids.s);
+            continue;
+        }
+        const char *param = sb_array_end(&ids);
+        stmt_ctx *c = ctx_new(run, STMT_FACTS, type);
+        if (param == NULL || c == NULL) {
+            run_internal(run, "out of memory");
+            ok = false;
+        } else if (run_query(run, c, s->sql_facts[t], 1, &param) != 0) {
+            ok = false;
+        } else {
+            queued = true;
+        }
+        free(ids.s);
+    }
+    run->fact_rounds++;
+    if (!queued && ok) {
         compute_and_write(run);
+        return;
+    }
+    run->phase = RUN_FACTS;
+    run_flush(run, ok);
 }
 
 /* ---- runs: the merge ------------------------------------------------------------------ */
@@ -1980,18 +2244,33 @@ static void jappend(json_t **arr, json_t *v, bool *ok)
     }
 }
 
-/* The owner of a plan as this run sees it: the plan as the batch has left
- * it, if the range holds it, else as committed. Returns false when there is
- * no such plan; *owner is then NULL, and it is NULL too for a plan nobody
- * owns. */
-static bool tenant_owner(sync_run *run, const char *plan, const char **owner)
+/* The text of a field, NULL when null or absent. */
+static const char *field_text(const ns_fieldset *fs, const char *name)
+{
+    const ns_value *v = fs != NULL ? ns_fieldset_get(fs, name) : NULL;
+    return v != NULL && !v->is_null && (v->kind == NS_KIND_TEXT || v->kind == NS_KIND_REF) ? v->u.s
+                                                                                           : NULL;
+}
+
+static const char *empty_null(const char *s)
+{
+    return s != NULL && s[0] != '\0' ? s : NULL;
+}
+
+/* A plan as this run sees it: as the batch has left it, if the range holds
+ * it, else as committed. Returns false when there is no such plan. The
+ * strings point into the run. */
+static bool tenant_plan(sync_run *run, const char *plan, ns_policy_plan *out)
 {
     sync_batch *b = run->b;
-    *owner = NULL;
+    memset(out, 0, sizeof(*out));
+    out->id = plan;
     uint32_t at = *rec_slot(b, b->s->tenant_type, plan);
     if (at != 0 && run->recs[at - 1].in_run && run->recs[at - 1].exists) {
-        const ns_value *v = ns_fieldset_get(&run->recs[at - 1].fields, OWNER_FIELD);
-        *owner = v != NULL && !v->is_null ? v->u.s : NULL;
+        const ns_fieldset *fs = &run->recs[at - 1].fields;
+        out->owner = field_text(fs, OWNER_FIELD);
+        out->kind = field_text(fs, KIND_FIELD);
+        out->status = field_text(fs, STATUS_FIELD);
         return true;
     }
     plan_owner key;
@@ -2001,24 +2280,142 @@ static bool tenant_owner(sync_run *run, const char *plan, const char **owner)
                                                         sizeof(*run->owners), owner_cmp);
     if (o == NULL)
         return false;
-    *owner = o->owner[0] ? o->owner : NULL;
+    out->owner = empty_null(o->owner);
+    out->kind = empty_null(o->kind);
+    out->status = empty_null(o->status);
     return true;
 }
 
-/* 0: the principal's organisation owns the plan; 1: rejected into a. */
-static int check_plan(sync_run *run, const sync_push *p, const char *plan, sync_answer *a)
+/* ---- the policy: delegation facts and the decision --------------------------------------- */
+
+/* The value a write leaves in a field: the change's, else the record's. */
+static const char *after_text(const ns_fieldset *change, const ns_fieldset *current,
+                              const char *name)
 {
-    const char *owner;
-    if (!tenant_owner(run, plan, &owner)) {
-        reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND, "plan %s does not exist", plan);
-        return 1;
+    if (change != NULL && ns_fieldset_get(change, name) != NULL)
+        return field_text(change, name);
+    return field_text(current, name);
+}
+
+static deleg_fact *fact_find(sync_run *run, const ns_entity_type *t, const char *id)
+{
+    for (size_t i = 0; i < run->nfacts; i++) {
+        if (run->facts[i].type == t && strcmp(run->facts[i].id, id) == 0)
+            return &run->facts[i];
     }
-    if (owner == NULL || strcmp(owner, p->organisation) != 0) {
-        reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED,
-               "plan %s belongs to another organisation", plan);
-        return 1;
+    return NULL;
+}
+
+/* Asks for the committed delegation field of record id of t (queried in
+ * the next round of facts_next). */
+static void fact_need(sync_run *run, const ns_entity_type *t, const char *id)
+{
+    if (fact_find(run, t, id) != NULL)
+        return;
+    if (run->nfacts == run->factcap) {
+        size_t ncap = run->factcap ? run->factcap * 2 : 16;
+        deleg_fact *f = realloc(run->facts, ncap * sizeof(*f));
+        if (f == NULL) {
+            run_internal(run, "out of memory");
+            return;
+        }
+        run->facts = f;
+        run->factcap = ncap;
     }
-    return 0;
+    deleg_fact *f = &run->facts[run->nfacts++];
+    memset(f, 0, sizeof(*f));
+    f->type = t;
+    memcpy(f->id, id, sizeof(f->id));
+}
+
+static const char *resp_of_id(sync_run *run, const ns_entity_type *t, const char *id, int hops,
+                              bool *missing);
+
+/* The organisation a record's delegated rights follow (policy.h), its
+ * fields being change over current; NULL when none. A committed record on
+ * the way whose fact has not been read sets *missing (and is asked for). */
+static const char *resp_of(sync_run *run, const ns_entity_type *t, const ns_fieldset *change,
+                           const ns_fieldset *current, int hops, bool *missing)
+{
+    const ns_policy_delegation *d = ns_policy_delegation_of(t->name);
+    if (d == NULL || hops > NS_POLICY_MAX_HOPS)
+        return NULL;
+    if (d->org_field != NULL)
+        return after_text(change, current, d->org_field);
+    const char *ref = after_text(change, current, d->via_field);
+    const ns_entity_type *vt = ns_registry_find(run->b->s->reg, d->via_type);
+    if (ref == NULL || vt == NULL)
+        return NULL;
+    return resp_of_id(run, vt, ref, hops + 1, missing);
+}
+
+static const char *resp_of_id(sync_run *run, const ns_entity_type *t, const char *id, int hops,
+                              bool *missing)
+{
+    uuid_str canon;
+    if (uuid_canon(id, canon) != 0)
+        return NULL;
+    uint32_t at = *rec_slot(run->b, t, canon);
+    if (at != 0 && run->recs[at - 1].in_run && run->recs[at - 1].exists)
+        return resp_of(run, t, NULL, &run->recs[at - 1].fields, hops, missing);
+    deleg_fact *f = fact_find(run, t, canon);
+    if (f == NULL || !f->answered) {
+        fact_need(run, t, canon);
+        *missing = true;
+        return NULL;
+    }
+    if (!f->found || f->ref[0] == '\0')
+        return NULL;
+    const ns_policy_delegation *d = ns_policy_delegation_of(t->name);
+    if (d == NULL)
+        return NULL;
+    if (d->org_field != NULL)
+        return f->ref;
+    const ns_entity_type *vt = ns_registry_find(run->b->s->reg, d->via_type);
+    return vt != NULL && hops < NS_POLICY_MAX_HOPS ? resp_of_id(run, vt, f->ref, hops + 1, missing)
+                                                   : NULL;
+}
+
+/* 0: the policy lets the principal make m on r (whose plan is tenant, or
+ * which is a plan); 1: rejected into a, and logged. */
+static int authorise(sync_run *run, const sync_mut *m, const rec_state *r, const char *tenant,
+                     sync_answer *a)
+{
+    const sync_push *p = m->push;
+    const ns_policy_actor actor = {p->principal, p->organisation, p->roles};
+    const ns_fieldset *current = r->exists ? &r->fields : NULL;
+    ns_policy_plan plan = {0};
+    bool have_plan;
+    if (m->type == run->b->s->tenant_type) {
+        have_plan = current != NULL;
+        plan.id = m->record_id;
+        plan.owner = field_text(current, OWNER_FIELD);
+        plan.kind = field_text(current, KIND_FIELD);
+        plan.status = field_text(current, STATUS_FIELD);
+    } else {
+        have_plan = tenant_plan(run, tenant, &plan);
+    }
+    bool missing = false;
+    ns_policy_write w = {
+        .type = m->type->name,
+        .op = m->op,
+        .current = current,
+        .change = &m->fields,
+        .plan = have_plan ? &plan : NULL,
+    };
+    w.responsible = resp_of(run, m->type, &m->fields, current, 0, &missing);
+    w.responsible_now = current != NULL ? resp_of(run, m->type, NULL, current, 0, &missing) : NULL;
+    ns_policy_refusal why;
+    if (ns_policy_check_write(&actor, &w, &why) == 0)
+        return 0;
+    reject(a, why.code, "%s", why.reason);
+    snprintf(a->field, sizeof(a->field), "%s", why.field);
+    ns_log(NS_LOG_INFO, NULL, p->principal, "refused: %s of %s %s: %s",
+           m->op == NS_OP_CREATE   ? "create"
+           : m->op == NS_OP_DELETE ? "delete"
+                                   : "update",
+           m->type->name, m->record_id, why.reason);
+    return 1;
 }
 
 static int is_frozen(const ns_entity_type *t, const ns_fieldset *fs, bool *frozen)
@@ -2184,19 +2581,29 @@ static int apply_merge(sync_run *run, const sync_mut *m, rec_state *r, ns_merge_
     return 0;
 }
 
-/* 0: the principal may change the existing record r; 1: rejected into a. */
-static int check_writer(sync_run *run, const sync_mut *m, const rec_state *r, sync_answer *a)
+/* 0: the principal may resolve conflicts of r; 1: rejected into a. */
+static int authorise_resolve(sync_run *run, const sync_mut *m, const rec_state *r, sync_answer *a)
 {
     const sync_push *p = m->push;
-    if (m->type->tenant_field != NULL)
-        return check_plan(run, p, r->tenant, a);
-    const ns_value *owner = ns_fieldset_get(&r->fields, OWNER_FIELD);
-    if (owner == NULL || owner->is_null || strcmp(owner->u.s, p->organisation) != 0) {
-        reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED,
-               "%s %s belongs to another organisation", m->type->name, m->record_id);
-        return 1;
+    const ns_policy_actor actor = {p->principal, p->organisation, p->roles};
+    ns_policy_plan plan = {0};
+    bool have_plan;
+    if (m->type == run->b->s->tenant_type) {
+        have_plan = true;
+        plan.id = m->record_id;
+        plan.owner = field_text(&r->fields, OWNER_FIELD);
+        plan.kind = field_text(&r->fields, KIND_FIELD);
+        plan.status = field_text(&r->fields, STATUS_FIELD);
+    } else {
+        have_plan = tenant_plan(run, r->tenant, &plan);
     }
-    return 0;
+    ns_policy_refusal why;
+    if (ns_policy_check_resolve(&actor, have_plan ? &plan : NULL, &why) == 0)
+        return 0;
+    reject(a, why.code, "%s", why.reason);
+    ns_log(NS_LOG_INFO, NULL, p->principal, "refused: resolution of conflict %s: %s",
+           m->conflict_id, why.reason);
+    return 1;
 }
 
 /* Sets the field a resolution chose into fs, unless the engine's own rules
@@ -2313,11 +2720,10 @@ static int compute_resolve(sync_run *run, sync_mut *m, sync_answer *a, bool forc
     if (!r->exists)
         return reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND, "%s %s does not exist",
                       t->name, m->record_id);
-    if (check_writer(run, m, r, a) != 0)
+    if (authorise_resolve(run, m, r, a) != 0)
         return 0;
     if (forced)
-        return reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT, "%s",
-                      run->b->forced_reason);
+        return reject_forced(run->b, a);
     ns_fieldset fs;
     bool deleted;
     if (ns_fieldset_copy(&fs, &r->fields) != 0)
@@ -2378,18 +2784,21 @@ static int compute_one(sync_run *run, const sync_mut *m, sync_answer *a, bool fo
                           "%s %s already exists", t->name, m->record_id);
         const char *tenant =
             own_tenant ? m->record_id : ns_fieldset_get(&m->fields, t->tenant_field)->u.s;
-        if (!own_tenant && check_plan(run, p, tenant, a) != 0)
+        ns_policy_plan plan;
+        if (!own_tenant && !tenant_plan(run, tenant, &plan))
+            return reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND,
+                          "plan %s does not exist", tenant);
+        if (authorise(run, m, r, tenant, a) != 0)
             return 0;
         if (forced)
-            return reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT, "%s",
-                          run->b->forced_reason);
+            return reject_forced(run->b, a);
         return apply_create(run, m, r, tenant, a);
     }
 
     if (!r->exists)
         return reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND, "%s %s does not exist",
                       t->name, m->record_id);
-    if (check_writer(run, m, r, a) != 0)
+    if (authorise(run, m, r, r->tenant, a) != 0)
         return 0;
     if (!own_tenant) {
         const ns_value *tv = ns_fieldset_get(&m->fields, t->tenant_field);
@@ -2442,8 +2851,7 @@ static int compute_one(sync_run *run, const sync_mut *m, sync_answer *a, bool fo
         base_deleted = e->deleted;
     }
     if (forced)
-        return reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT, "%s",
-                      run->b->forced_reason);
+        return reject_forced(run->b, a);
     bool frozen;
     if (is_frozen(t, &r->fields, &frozen) != 0)
         return -1;
@@ -2487,6 +2895,7 @@ static int add_answer_row(sync_run *run, const sync_mut *m, const sync_answer *a
     jset(o, "conflict_ids", ids, &ok);
     jset(o, "reject_code", json_integer((json_int_t)a->reject_code), &ok);
     jset(o, "reject_reason", json_string(a->reason), &ok);
+    jset(o, "reject_field", json_string(a->field), &ok);
     jappend(&run->mutations, o, &ok);
     return ok ? 0 : -1;
 }
@@ -2534,12 +2943,17 @@ static json_t *records_json(const sync_run *run, const ns_entity_type *t, bool *
 static void queue_writes(sync_run *run)
 {
     const ns_registry *reg = run->b->s->reg;
+    const ns_entity_type *plans = run->b->s->tenant_type;
     bool ok = true;
-    for (size_t t = 0; ok && t < reg->ntypes; t++) {
-        json_t *arr = records_json(run, &reg->types[t], &ok);
+    /* Plans first: the row checks of their records (sql/005) look them up. */
+    for (size_t k = 0; ok && k <= reg->ntypes; k++) {
+        const ns_entity_type *t = k == 0 ? plans : &reg->types[k - 1];
+        if (t == NULL || (k > 0 && t == plans))
+            continue;
+        json_t *arr = records_json(run, t, &ok);
         if (!ok)
             run_internal(run, "out of memory");
-        else if (arr != NULL && queue_json(run, reg->types[t].sql_upsert, arr, NULL) != 0)
+        else if (arr != NULL && queue_json(run, t->sql_upsert, arr, NULL) != 0)
             ok = false;
         json_decref(arr);
     }
@@ -2549,6 +2963,20 @@ static void queue_writes(sync_run *run)
         ok = queue_json(run, sql_insert_conflicts, run->conflicts, NULL) == 0;
     if (ok && run->resolved != NULL)
         ok = queue_json(run, sql_resolve_conflicts, run->resolved, NULL) == 0;
+    if (run->b->mode == NAPSYNC__V1__PUSH_MODE__PUSH_MODE_DRY_RUN) {
+        /* Nothing is kept: the deferred checks (sql/003) run now, since
+         * ROLLBACK would skip them; no answer is stored, no feed position
+         * taken. */
+        if (ok) {
+            stmt_ctx *c = ctx_new(run, STMT_WRITE, NULL);
+            if (c == NULL)
+                run_internal(run, "out of memory");
+            else
+                (void)run_query(run, c, "SET CONSTRAINTS ALL IMMEDIATE", 0, NULL);
+        }
+        run_end(run);
+        return;
+    }
     if (ok && run->mutations != NULL)
         ok = queue_json(run, sql_insert_mutations, run->mutations, NULL) == 0;
     if (ok && run->feed != NULL) {
@@ -2569,13 +2997,18 @@ static void compute_and_write(sync_run *run)
         if (run->stored[k])
             continue;
         sync_mut *m = b->leaders[i];
+        if (m->settled)
+            continue;
         bool forced = b->forced && i == b->lo;
         int rc = m->resolve ? compute_resolve(run, m, &run->drafts[k], forced)
                             : compute_one(run, m, &run->drafts[k], forced);
         if (rc != 0 || add_answer_row(run, m, &run->drafts[k]) != 0)
             run_internal(run, "out of memory");
+        if (b->mode == NAPSYNC__V1__PUSH_MODE__PUSH_MODE_ATOMIC &&
+            run->drafts[k].outcome == NAPSYNC__V1__MUTATION_OUTCOME__MUTATION_OUTCOME_REJECTED)
+            run->refused = true;
     }
-    if (run->internal) {
+    if (run->internal || run->refused) {
         run_end(run);
         return;
     }
@@ -2583,6 +3016,52 @@ static void compute_and_write(sync_run *run)
 }
 
 /* ---- engine --------------------------------------------------------------------------- */
+
+static void free_facts_sql(ns_sync *s, const ns_registry *reg)
+{
+    for (size_t i = 0; s->sql_facts != NULL && i < reg->ntypes; i++)
+        free(s->sql_facts[i]);
+    free(s->sql_facts);
+    s->sql_facts = NULL;
+}
+
+/* The facts query of every type with a delegation (policy.h): its
+ * delegation field by id. A delegation naming a field the type lacks is a
+ * registry the engine cannot serve. */
+static int facts_sql(ns_sync *s, const ns_registry *reg, char *err, size_t errlen)
+{
+    s->sql_facts = calloc(reg->ntypes ? reg->ntypes : 1, sizeof(*s->sql_facts));
+    if (s->sql_facts == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < reg->ntypes; i++) {
+        const ns_entity_type *t = &reg->types[i];
+        const ns_policy_delegation *d = ns_policy_delegation_of(t->name);
+        if (d == NULL)
+            continue;
+        const char *field = d->org_field != NULL ? d->org_field : d->via_field;
+        const ns_field_def *f = ns_entity_field(t, field);
+        if (f == NULL || f->type.kind != NS_KIND_REF) {
+            snprintf(err, errlen, "entity type %s needs a reference field %s (policy)", t->name,
+                     field);
+            return -1;
+        }
+        sbuf sql = {0};
+        /* Plain identifiers from the catalogue (registry.c). */
+        sb_add(&sql, "SELECT id::text, \"");
+        sb_add(&sql, field);
+        sb_add(&sql, "\"::text FROM \"");
+        sb_add(&sql, t->table);
+        sb_add(&sql, "\" WHERE id = ANY($1::uuid[])");
+        if (sql.failed) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        s->sql_facts[i] = sql.s;
+    }
+    return 0;
+}
 
 ns_sync_status ns_sync_new(uv_loop_t *loop, ns_db *db, const ns_registry *reg, ns_sync **out,
                            char *err, size_t errlen)
@@ -2605,9 +3084,13 @@ ns_sync_status ns_sync_new(uv_loop_t *loop, ns_db *db, const ns_registry *reg, n
         tenant = t;
     }
     const ns_field_def *owner = tenant ? ns_entity_field(tenant, OWNER_FIELD) : NULL;
-    if (tenant != NULL && (owner == NULL || owner->type.kind != NS_KIND_REF)) {
-        snprintf(err, errlen, "entity type %s has no reference field %s", tenant->name,
-                 OWNER_FIELD);
+    const ns_field_def *kind = tenant ? ns_entity_field(tenant, KIND_FIELD) : NULL;
+    const ns_field_def *status = tenant ? ns_entity_field(tenant, STATUS_FIELD) : NULL;
+    if (tenant != NULL &&
+        (owner == NULL || owner->type.kind != NS_KIND_REF || kind == NULL ||
+         kind->type.kind != NS_KIND_TEXT || status == NULL || status->type.kind != NS_KIND_TEXT)) {
+        snprintf(err, errlen, "entity type %s needs a reference field %s and text fields %s and %s",
+                 tenant->name, OWNER_FIELD, KIND_FIELD, STATUS_FIELD);
         return NS_SYNC_INVALID;
     }
     if (tenant == NULL && reg->ntypes > 0) {
@@ -2621,7 +3104,8 @@ ns_sync_status ns_sync_new(uv_loop_t *loop, ns_db *db, const ns_registry *reg, n
     }
     if (tenant != NULL) {
         sbuf sql = {0};
-        sb_add(&sql, "SELECT id::text, " OWNER_FIELD "::text FROM \"");
+        sb_add(&sql,
+               "SELECT id::text, " OWNER_FIELD "::text, " KIND_FIELD ", " STATUS_FIELD " FROM \"");
         sb_add(&sql, tenant->table); /* a plain identifier (registry.c) */
         sb_add(&sql, "\" WHERE id = ANY($1::uuid[])");
         if (sql.failed) {
@@ -2631,9 +3115,16 @@ ns_sync_status ns_sync_new(uv_loop_t *loop, ns_db *db, const ns_registry *reg, n
         }
         s->sql_owners = sql.s;
     }
+    if (facts_sql(s, reg, err, errlen) != 0) {
+        free_facts_sql(s, reg);
+        free(s->sql_owners);
+        free(s);
+        return NS_SYNC_INVALID;
+    }
     int rc = uv_idle_init(loop, &s->idle);
     if (rc != 0) {
         snprintf(err, errlen, "uv_idle_init: %s", uv_strerror(rc));
+        free_facts_sql(s, reg);
         free(s->sql_owners);
         free(s);
         return NS_SYNC_INVALID;
@@ -2652,6 +3143,7 @@ static void on_closed(uv_handle_t *h)
     ns_sync *s = h->data;
     void (*done)(void *) = s->done;
     void *ud = s->done_ud;
+    free_facts_sql(s, s->reg);
     free(s->sql_owners);
     free(s);
     if (done != NULL)

@@ -37,15 +37,26 @@
  *     not exist, or a record of a plan that does not exist), ALREADY_EXISTS
  *     (a create of an id that exists, deleted or not).
  *
- * Tenants and authorisation (until the domain model lands): the one entity
- * type without a tenant field (plan) is its own tenant and has an owner_id
- * field; every other type's tenant field names such a record, is required on
- * create and never changes. A principal writes only with a role other than
- * observer (admin, coordinator, implementer, regional), and only records of
- * plans its organisation owns (owner_id, looked up in the same transaction,
- * a plan created earlier in the same batch included); a plan's create sets
- * owner_id to the principal's organisation when absent, and may not name
- * another organisation.
+ * Tenants and authorisation: the one entity type without a tenant field
+ * (plan) is its own tenant and has the fields owner_id, kind and status;
+ * every other type's tenant field names such a record, is required on
+ * create and never changes. A plan's create sets owner_id to the
+ * principal's organisation when absent, and may not name another. Then
+ * every mutation is decided by the policy (policy.h, docs/authorisation.md)
+ * on the records as the batch has left them: the plan's owner, kind and
+ * status, and the organisation the record's delegated rights follow, read
+ * through its references in rounds before the merge. Principals who only
+ * read are refused at once for anything but comments. Push modes
+ * (Push.mode): APPLY as above; DRY_RUN runs the push as a batch of its own
+ * whose every run ends in ROLLBACK after SET CONSTRAINTS ALL IMMEDIATE
+ * (the deferred checks), replays the leaders before its range (so each
+ * mutation is judged on the state the ones before it leave), stores no
+ * answer and takes no feed position; ATOMIC runs it as one transaction:
+ * any rejection (before or in the batch) answers the others ABORTED and
+ * rolls back, a refusal at COMMIT aborts all with the database's reason.
+ * A mutation the database alone refuses carries its reason and, for the
+ * model's validation (check_violation with a column), the field
+ * (MutationResult.reject_field), stored with the answer.
  *
  * Every callback runs from the loop, never inside the call that made it due. */
 #ifndef NS_SYNC_H

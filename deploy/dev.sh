@@ -263,23 +263,23 @@ demo_cli() {
 # update its unsent changes, and the sync sends them).
 load_demo_plan() {
     local -a ind
-    local i id code title unit baseline baseline_date target target_date
+    local i id code title unit value_type baseline baseline_date target target_date
     [ -z "$(sql -v id="$DEMO_PLAN" <<<"SELECT 1 FROM plans WHERE id = :'id'")" ] || return 0
     demo_cli --store "$DEMO_STORE" put plan "$DEMO_PLAN" \
         "title=National Action Plan on Women, Peace and Security 2025-2029" \
         "summary=The second-generation NAP of country ZZ on UNSCR 1325: participation, protection, prevention, relief and recovery." \
-        kind=NAP status=adopted period_start:date=2025-01-01 period_end:date=2029-12-31 \
+        kind=nap status=adopted period_start:date=2025-01-01 period_end:date=2029-12-31 \
         "tags:set=participation,protection,prevention,relief-recovery" >/dev/null ||
         die "could not save the demo plan in $DEMO_STORE"
     ind=(
-        "d0000000-0000-4000-8000-000000000101|P1.1|Share of women among members of parliament|percent|23.5|2024-01-01|35|2029-12-31"
-        "d0000000-0000-4000-8000-000000000102|P1.2|Share of women in peace negotiation and mediation teams|percent|12|2024-01-01|30|2029-12-31"
-        "d0000000-0000-4000-8000-000000000103|PR2.1|Police stations with a functioning gender desk|stations|18|2024-06-30|60|2029-06-30"
+        "d0000000-0000-4000-8000-000000000101|P1.1|Share of women among members of parliament|percent|percentage|23.5|2024-01-01|35|2029-12-31"
+        "d0000000-0000-4000-8000-000000000102|P1.2|Share of women in peace negotiation and mediation teams|percent|percentage|12|2024-01-01|30|2029-12-31"
+        "d0000000-0000-4000-8000-000000000103|PR2.1|Police stations with a functioning gender desk|stations|number|18|2024-06-30|60|2029-06-30"
     )
     for i in "${ind[@]}"; do
-        IFS='|' read -r id code title unit baseline baseline_date target target_date <<<"$i"
+        IFS='|' read -r id code title unit value_type baseline baseline_date target target_date <<<"$i"
         demo_cli --store "$DEMO_STORE" put indicator "$id" "plan_id:ref=$DEMO_PLAN" \
-            "code=$code" "title=$title" "unit=$unit" \
+            "code=$code" "title=$title" "unit=$unit" "value_type=$value_type" \
             "baseline:decimal=$baseline" "baseline_date:date=$baseline_date" \
             "target:decimal=$target" "target_date:date=$target_date" >/dev/null ||
             die "could not save demo indicator $code in $DEMO_STORE"

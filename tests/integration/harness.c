@@ -460,6 +460,32 @@ static PGconn *pg_connect(const nst_pg *pg, const char *dbname)
     return conn;
 }
 
+/* The ordinary role napsyncd connects as, as in production
+ * (docs/deploy.md): not a superuser, so that PostgreSQL's row-level
+ * security (sql/005) applies to everything the daemon does in every test.
+ * The database is its own; the tests' direct SQL runs as the cluster's
+ * superuser. */
+#define DAEMON_ROLE "napsyncd"
+
+/* Creates DAEMON_ROLE unless it exists (test programs run at once: the
+ * loser of a race is fine). */
+static int pg_daemon_role(const nst_pg *pg)
+{
+    PGconn *conn = pg_connect(pg, "postgres");
+    if (conn == NULL)
+        return -1;
+    PGresult *res =
+        PQexec(conn, "DO $$ BEGIN CREATE ROLE " DAEMON_ROLE " LOGIN NOSUPERUSER NOBYPASSRLS;"
+                     " EXCEPTION WHEN duplicate_object OR unique_violation THEN"
+                     " NULL; END $$");
+    int rc = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : -1;
+    if (rc != 0)
+        fprintf(stderr, "nst: creating role " DAEMON_ROLE ": %s", PQerrorMessage(conn));
+    PQclear(res);
+    PQfinish(conn);
+    return rc;
+}
+
 /* An admin command on the maintenance database: identifiers cannot be
  * parameters, so the name is quoted by libpq (and built from [a-z0-9_]). */
 static int pg_admin(const nst_pg *pg, const char *before, const char *dbname, const char *after)
@@ -720,7 +746,8 @@ static int env_init(nst_env *e, const nst_pg *pg)
     for (char *p = e->dbname; *p; p++)
         if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')))
             *p = '_';
-    if (pg_admin(&e->pg, "CREATE DATABASE ", e->dbname, "") != 0)
+    if (pg_daemon_role(&e->pg) != 0 ||
+        pg_admin(&e->pg, "CREATE DATABASE ", e->dbname, " OWNER " DAEMON_ROLE) != 0)
         return -1;
     e->db_created = true;
     return 0;
@@ -861,7 +888,7 @@ static int daemon_try_start(nst_env *e, const char *const *extra)
     conninfo_kv(conninfo, sizeof(conninfo), "host", e->pg.host);
     conninfo_kv(conninfo, sizeof(conninfo), "port", e->pg.port);
     conninfo_kv(conninfo, sizeof(conninfo), "dbname", e->dbname);
-    conninfo_kv(conninfo, sizeof(conninfo), "user", e->pg.user);
+    conninfo_kv(conninfo, sizeof(conninfo), "user", DAEMON_ROLE);
     char sql_dir[NST_PATH];
     if (nst_path_join(sql_dir, e->source_dir, "sql") != 0)
         return -1;
@@ -1900,4 +1927,34 @@ int nst_count_lines(const char *s)
     for (; *s; s++)
         n += *s == '\n';
     return n;
+}
+
+/* ---- records the domain model accepts ----------------------------------------------------- */
+
+static void plan_pb_field(nst_plan_pb *p, size_t i, const char *name,
+                          Napsync__V1__Value__KindCase kind, const char *value)
+{
+    napsync__v1__value__init(&p->values[i]);
+    p->values[i].kind_case = kind;
+    if (kind == NAPSYNC__V1__VALUE__KIND_DATE_VALUE)
+        p->values[i].date_value = (char *)value;
+    else
+        p->values[i].text_value = (char *)value;
+    napsync__v1__field__init(&p->fields[i]);
+    p->fields[i].name = (char *)name;
+    p->fields[i].value = &p->values[i];
+    p->ptrs[i] = &p->fields[i];
+}
+
+void nst_plan_pb_init(nst_plan_pb *p, const char *title, const char *status)
+{
+    memset(p, 0, sizeof(*p));
+    plan_pb_field(p, 0, "title", NAPSYNC__V1__VALUE__KIND_TEXT_VALUE, title);
+    plan_pb_field(p, 1, "status", NAPSYNC__V1__VALUE__KIND_TEXT_VALUE, status);
+    plan_pb_field(p, 2, "kind", NAPSYNC__V1__VALUE__KIND_TEXT_VALUE, NST_PLAN_KIND);
+    plan_pb_field(p, 3, "period_start", NAPSYNC__V1__VALUE__KIND_DATE_VALUE, NST_PLAN_START);
+    plan_pb_field(p, 4, "period_end", NAPSYNC__V1__VALUE__KIND_DATE_VALUE, NST_PLAN_END);
+    napsync__v1__field_set__init(&p->set);
+    p->set.n_fields = NST_PLAN_PB_FIELDS;
+    p->set.fields = p->ptrs;
 }

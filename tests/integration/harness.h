@@ -24,6 +24,7 @@
 
 #include "envelope.h"
 #include "napsync.h"
+#include "wps.h"
 
 #define NST_PATH 512
 /* Upper bound for anything the daemon is expected to do promptly. Generous
@@ -214,6 +215,31 @@ ns_client *nst_must_connect(const nst_env *e, const nst_device *d);
 /* One ping; fails the test if it does not succeed. */
 void nst_must_ping(const nst_env *e, ns_client *c);
 void nst_client_close(ns_client *c);
+
+/* ---- records the domain model accepts (wps.h) ----------------------------------------- */
+
+/* napsync put (and ns_client_put) assignments that, with a title and a
+ * status (draft, adopted, archived: the test's to choose, since a draft is
+ * readable only by its own organisation), make a plan the server accepts;
+ * the owner is the pusher's organisation. With a plan_id and a title,
+ * NST_INDICATOR_ASSIGN makes an indicator. Kinds are explicit: the client
+ * guesses none for a new record. */
+#define NST_PLAN_ASSIGN                                                                            \
+    "kind:text=" NST_PLAN_KIND, "period_start:date=" NST_PLAN_START, "period_end:date=" NST_PLAN_END
+#define NST_INDICATOR_ASSIGN "value_type:text=" NST_INDICATOR_TYPE
+
+/* A plan's fields on the wire, for tests that build Push frames
+ * themselves: a title and a status (the caller's) and NST_PLAN_ASSIGN's. */
+#define NST_PLAN_PB_FIELDS 5
+typedef struct {
+    Napsync__V1__Value values[NST_PLAN_PB_FIELDS];
+    Napsync__V1__Field fields[NST_PLAN_PB_FIELDS];
+    Napsync__V1__Field *ptrs[NST_PLAN_PB_FIELDS];
+    Napsync__V1__FieldSet set; /* for Mutation.fields */
+} nst_plan_pb;
+/* Fills p. p->set points into p and at title and status, which must
+ * outlive it; nothing is allocated. */
+void nst_plan_pb_init(nst_plan_pb *p, const char *title, const char *status);
 
 /* ---- the napsync CLI ---------------------------------------------------------------- */
 

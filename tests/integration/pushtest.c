@@ -249,6 +249,7 @@ void nst_pt_on_push(const Napsync__V1__PushResult *result, Napsync__V1__ErrorCod
         c->version = m->version;
         c->reject_code = m->reject_code;
         snprintf(c->reason, sizeof(c->reason), "%s", m->reject_reason);
+        snprintf(c->field, sizeof(c->field), "%s", m->reject_field ? m->reject_field : "");
         c->nconflicts = m->n_conflict_ids;
         for (size_t k = 0; k < m->n_conflict_ids && k < 4; k++)
             snprintf(c->conflicts[k], sizeof(c->conflicts[k]), "%s", m->conflict_ids[k]);
@@ -414,7 +415,7 @@ int nst_pt_setup(const char *tag)
                 0, none, nst_pt.org_b, sizeof(nst_pt.org_b)) != 0)
         return -1;
     if (make_identity(&nst_pt.alice, nst_pt.org_a, "alice", "coordinator", "dev-a") != 0 ||
-        make_identity(&nst_pt.bob, nst_pt.org_a, "bob", "implementer", "dev-b") != 0 ||
+        make_identity(&nst_pt.bob, nst_pt.org_a, "bob", "coordinator", "dev-b") != 0 ||
         make_identity(&nst_pt.olga, nst_pt.org_a, "olga", "observer", "dev-o") != 0 ||
         make_identity(&nst_pt.xavier, nst_pt.org_b, "xavier", "coordinator", "dev-x") != 0)
         return -1;
@@ -475,9 +476,11 @@ int nst_pt_teardown(void)
 int nst_pt_test_setup(void **state)
 {
     (void)state;
+    /* Every synced table, whatever the migrations made. */
     return nst_pgt_exec(nst_pt.pgdb.pg,
-                        "TRUNCATE plans, indicators, indicator_reports, test_notes,"
-                        " sync_revisions, sync_feed, sync_mutations, sync_conflicts;"
+                        "DO $$ BEGIN EXECUTE (SELECT 'TRUNCATE ' || string_agg(format('%I',"
+                        " table_name), ', ') FROM sync_entity_types); END $$;"
+                        " TRUNCATE sync_revisions, sync_feed, sync_mutations, sync_conflicts;"
                         " UPDATE sync_feed_head SET seq = 0");
 }
 

@@ -25,6 +25,7 @@
 #include "pgtest.h"
 #include "registry.h"
 #include "sync.h"
+#include "wps.h"
 
 /* ---- the tests' shorthand -------------------------------------------------------------- */
 
@@ -52,9 +53,9 @@ typedef struct {
     ns_db *db;
     ns_registry reg;
     ns_sync *sync;
-    /* Organisation A: alice (coordinator, device dev-a), bob (implementer,
-     * dev-b), olga (observer, dev-o); organisation B: xavier (coordinator,
-     * dev-x). */
+    /* Organisation A: alice (coordinator, device dev-a), bob (coordinator
+     * too, dev-b: a second writer of A's plans), olga (observer, dev-o);
+     * organisation B: xavier (coordinator, dev-x). */
     ns_identity_info alice, bob, olga, xavier;
     char org_a[40], org_b[40];
 } nst_pt_fixture;
@@ -143,6 +144,26 @@ void nst_pt_pb_add(nst_pt_pbuild *b, const char *mid, const char *type, const ch
 #define F(...)   ((const char *const[]){__VA_ARGS__, NULL})
 #define NOFIELDS ((const char *const[]){NULL})
 
+/* Specs that make a create valid under the domain model (wps.h): put them
+ * first, and a test's own spec of the same field replaces one of them
+ * (nst_pt_put_spec sets fields in order). A plan: title, kind, a draft, a
+ * period (the engine adds the owner). */
+#define NST_PT_PLAN                                                                                \
+    "title=Plan", "kind=" NST_PLAN_KIND, "status=draft", "period_start=" NST_PLAN_START,           \
+        "period_end=" NST_PLAN_END
+/* An indicator of plan (a string literal): title and value type. */
+#define NST_PT_INDICATOR(plan) "plan_id=" plan, "title=Indicator", "value_type=" NST_INDICATOR_TYPE
+/* A draft report of indicator ind of plan (string literals) for the period
+ * NST_REPORT_START..NST_REPORT_END. */
+#define NST_PT_REPORT(plan, ind)                                                                   \
+    "plan_id=" plan, "indicator_id=" ind, "period_start=" NST_REPORT_START,                        \
+        "period_end=" NST_REPORT_END, "status=draft"
+
+/* F() of a valid plan, indicator or report with the test's own specs. */
+#define PLAN_F(...)              F(NST_PT_PLAN, __VA_ARGS__)
+#define IND_F(plan, ...)         F(NST_PT_INDICATOR(plan), __VA_ARGS__)
+#define REPORT_F(plan, ind, ...) F(NST_PT_REPORT(plan, ind), __VA_ARGS__)
+
 /* A deterministic UUID from a tag and a number, in a rotating buffer of 16. */
 const char *nst_pt_uid(unsigned tag, unsigned n);
 
@@ -159,6 +180,7 @@ typedef struct {
     size_t nconflicts;
     int reject_code;
     char reason[300];
+    char field[64]; /* reject_field */
 } nst_pt_result;
 
 /* The answer to a push: r (n results, owned, nst_pt_out_free) if

@@ -1,8 +1,8 @@
 /* Gaining and losing read access (issue 4 item 6), end to end through the
- * napsync CLI: a mofa device syncs a published plan P of mogender by
+ * napsync CLI: a mofa device syncs an adopted plan P of mogender by
  * `--plan P`; mogender turns P back into a draft, and mofa's next sync
  * (refused: PERMISSION_DENIED hides drafts) purges P's records from its
- * replica; mogender publishes P again and edits it, and mofa's next sync
+ * replica; mogender adopts P again and edits it, and mofa's next sync
  * backfills every record of P, one that last changed before mofa's cursor
  * included. */
 #include <setjmp.h>
@@ -79,20 +79,20 @@ static void test_lose_and_regain(void **state)
     fixture *f = *state;
     char p[40], ind[40], plan_arg[60];
     must(f,
-         cli(f, &f->a, "put", "plan", "new", "title=Shared plan", "status=published", "--json",
-             NULL),
+         cli(f, &f->a, "put", "plan", "new", "title=Shared plan", "status=adopted", NST_PLAN_ASSIGN,
+             "--json", NULL),
          "put plan");
     nst_json_get(out, "record_id", p, sizeof(p));
     snprintf(plan_arg, sizeof(plan_arg), "plan_id:ref=%s", p);
     must(f,
-         cli(f, &f->a, "put", "indicator", "new", plan_arg, "title=Women in delegations", "--json",
-             NULL),
+         cli(f, &f->a, "put", "indicator", "new", plan_arg, "title=Women in delegations",
+             NST_INDICATOR_ASSIGN, "--json", NULL),
          "put indicator");
     nst_json_get(out, "record_id", ind, sizeof(ind));
     must(f, cli(f, &f->a, "sync", "--json", NULL), "sync a");
 
     /* Readable: mofa gets the plan and its indicator. */
-    must(f, cli(f, &f->m, "sync", "--plan", p, "--json", NULL), "sync m (published)");
+    must(f, cli(f, &f->m, "sync", "--plan", p, "--json", NULL), "sync m (adopted)");
     must(f, cli(f, &f->m, "list", "plan", "--json", NULL), "list plan");
     assert_int_equal(nst_count_lines(out), 1);
     assert_non_null(strstr(out, p));
@@ -103,7 +103,10 @@ static void test_lose_and_regain(void **state)
     /* A change elsewhere moves mofa's cursor past the indicator's last
      * change: only a backfill can bring the indicator back later. */
     char other[40];
-    must(f, cli(f, &f->a, "put", "plan", "new", "title=Other", "--json", NULL), "put other");
+    must(f,
+         cli(f, &f->a, "put", "plan", "new", "title=Other", "status=adopted", NST_PLAN_ASSIGN,
+             "--json", NULL),
+         "put other");
     nst_json_get(out, "record_id", other, sizeof(other));
     must(f, cli(f, &f->a, "sync", "--json", NULL), "sync a");
     must(f, cli(f, &f->m, "sync", "--plan", p, "--json", NULL), "sync m (cursor moves)");
@@ -117,10 +120,10 @@ static void test_lose_and_regain(void **state)
     must(f, cli(f, &f->m, "list", "indicator", "--json", NULL), "list indicator");
     assert_int_equal(nst_count_lines(out), 0);
 
-    /* Published again and edited while mofa could not see it: the next
+    /* Adopted again and edited while mofa could not see it: the next
      * sync brings every record of P back, the edit included. */
     must(f, cli(f, &f->a, "put", "plan", p, "title=Shared plan v2", NULL), "put title");
-    must(f, cli(f, &f->a, "put", "plan", p, "status=published", NULL), "put published");
+    must(f, cli(f, &f->a, "put", "plan", p, "status=adopted", NULL), "put adopted");
     must(f, cli(f, &f->a, "sync", "--json", NULL), "sync a");
     must(f, cli(f, &f->m, "sync", "--plan", p, "--json", NULL), "sync m (backfill)");
     must(f, cli(f, &f->m, "list", "plan", "--json", NULL), "list plan");

@@ -59,12 +59,13 @@ static void must_sync(fixture *f, const nst_device *d)
         nst_fail(f->e, "napsync sync as %s exited %d: %s", d->name, rc, out);
 }
 
-/* A new plan on device d; its id into id. */
+/* A new draft plan on device d; its id into id. */
 static void must_create(fixture *f, const nst_device *d, const char *title, char id[40])
 {
     char t[200];
     snprintf(t, sizeof(t), "title=%s", title);
-    assert_int_equal(cli(f, d, "put", "plan", "new", t, "--json", NULL), 0);
+    assert_int_equal(
+        cli(f, d, "put", "plan", "new", t, "status=draft", NST_PLAN_ASSIGN, "--json", NULL), 0);
     nst_json_get(out, "record_id", id, 40);
 }
 
@@ -198,9 +199,9 @@ static void test_rejected_does_not_block(void **state)
 {
     fixture *f = *state;
     char bad[40], good[40];
-    /* without :date the value is text, which period_start is not */
-    assert_int_equal(cli(f, &f->a, "put", "plan", "new", "title=Wrong kind",
-                         "period_start=2025-01-01", "--json", NULL),
+    /* without :date the value is text, which adopted_on is not */
+    assert_int_equal(cli(f, &f->a, "put", "plan", "new", "title=Wrong kind", "status=adopted",
+                         NST_PLAN_ASSIGN, "adopted_on=2025-01-01", "--json", NULL),
                      0);
     nst_json_get(out, "record_id", bad, sizeof(bad));
     must_create(f, &f->a, "Right behind it", good);
@@ -211,7 +212,7 @@ static void test_rejected_does_not_block(void **state)
     assert_int_equal(json_num(out, "pending"), 0);
     assert_int_equal(json_num(out, "rejected"), 1);
     assert_non_null(strstr(out, "\"state\":\"rejected\""));
-    assert_non_null(strstr(out, "period_start"));
+    assert_non_null(strstr(out, "adopted_on"));
     assert_non_null(strstr(out, bad));
     /* a refused create makes no record, here or there */
     assert_int_equal(cli(f, &f->a, "get", "plan", bad, "--json", NULL), 2);
@@ -221,14 +222,14 @@ static void test_rejected_does_not_block(void **state)
     assert_int_not_equal(cli(f, &f->b, "get", "plan", bad, "--json", NULL), 0);
     /* with the kind given, the same change goes through */
     char ok[40];
-    assert_int_equal(cli(f, &f->a, "put", "plan", "new", "title=Right kind",
-                         "period_start:date=2025-01-01", "--json", NULL),
+    assert_int_equal(cli(f, &f->a, "put", "plan", "new", "title=Right kind", "status=adopted",
+                         NST_PLAN_ASSIGN, "adopted_on:date=2025-01-01", "--json", NULL),
                      0);
     nst_json_get(out, "record_id", ok, sizeof(ok));
     must_sync(f, &f->a);
     assert_int_equal(json_num(out, "rejected"), 0);
     assert_int_equal(cli(f, &f->a, "get", "plan", ok, "--json", NULL), 0);
-    assert_non_null(strstr(out, "\"period_start\":\"2025-01-01\""));
+    assert_non_null(strstr(out, "\"adopted_on\":\"2025-01-01\""));
     assert_non_null(strstr(out, "\"version\":1"));
     nst_test_passed(f->e);
 }

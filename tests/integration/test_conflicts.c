@@ -257,7 +257,7 @@ static long long open_conflicts(void)
 static const char *title_conflict(const char *plan, unsigned m0)
 {
     nst_pt_apply1(&nst_pt.alice, MID(m0), "plan", plan, OP_CREATE, 0,
-                  F("title=T0", "summary=S0", "status=draft"), OUT_APPLIED, 1);
+                  PLAN_F("title=T0", "summary=S0", "status=draft"), OUT_APPLIED, 1);
     nst_pt_apply1(&nst_pt.alice, MID(m0 + 1), "plan", plan, OP_UPDATE, 1, F("title=Title by A"),
                   OUT_APPLIED, 2);
     nst_pt_out o;
@@ -404,8 +404,8 @@ static void test_refusals(void **state)
     /* Another organisation: a draft it cannot see is not found... */
     resolve_with(&nst_pt.xavier, cid, MID(11), KEEP, NULL, &r);
     refused(&r, ERR(NOT_FOUND), "does not exist");
-    /* ...a published plan it can read but not write is denied. */
-    nst_pt_exec_ok("UPDATE plans SET status = 'published'");
+    /* ...an adopted plan it can read but not write is denied. */
+    nst_pt_exec_ok("UPDATE plans SET status = 'adopted'");
     resolve_with(&nst_pt.xavier, cid, MID(12), KEEP, NULL, &r);
     refused(&r, ERR(PERMISSION_DENIED), "another organisation");
     resolve_with(&nst_pt.alice, nst_pt_uid(0x77000000u, 1), MID(13), KEEP, NULL, &r);
@@ -435,8 +435,8 @@ static void test_whole_record(void **state)
     (void)state;
     /* The delete won, the edit lost: OTHER brings the record back with
      * the edit. */
-    nst_pt_apply1(&nst_pt.alice, MID(1), "plan", PLAN_1, OP_CREATE, 0, F("title=T0", "summary=S0"),
-                  OUT_APPLIED, 1);
+    nst_pt_apply1(&nst_pt.alice, MID(1), "plan", PLAN_1, OP_CREATE, 0,
+                  PLAN_F("title=T0", "summary=S0"), OUT_APPLIED, 1);
     nst_pt_apply1(&nst_pt.alice, MID(2), "plan", PLAN_1, OP_DELETE, 1, NOFIELDS, OUT_APPLIED, 2);
     nst_pt_out o;
     nst_pt_push1(&nst_pt.bob, MID(3), "plan", PLAN_1, OP_UPDATE, 1, F("title=edited"), &o);
@@ -446,8 +446,8 @@ static void test_whole_record(void **state)
     nst_pt_out_free(&o);
 
     /* The edit won, the delete lost: OTHER deletes. */
-    nst_pt_apply1(&nst_pt.alice, MID(4), "plan", PLAN_2, OP_CREATE, 0, F("title=T0"), OUT_APPLIED,
-                  1);
+    nst_pt_apply1(&nst_pt.alice, MID(4), "plan", PLAN_2, OP_CREATE, 0, PLAN_F("title=T0"),
+                  OUT_APPLIED, 1);
     nst_pt_apply1(&nst_pt.alice, MID(5), "plan", PLAN_2, OP_UPDATE, 1, F("title=edited"),
                   OUT_APPLIED, 2);
     nst_pt_push1(&nst_pt.bob, MID(6), "plan", PLAN_2, OP_DELETE, 1, NOFIELDS, &o);
@@ -512,7 +512,7 @@ static void test_list_scopes(void **state)
     const char *c1 = title_conflict(PLAN_1, 1);
     /* An indicator conflict on a decimal field, typed as such. */
     nst_pt_apply1(&nst_pt.alice, MID(10), "indicator", IND_1, OP_CREATE, 0,
-                  F("plan_id=" PLAN_1, "target=10"), OUT_APPLIED, 1);
+                  IND_F(PLAN_1, "target=10"), OUT_APPLIED, 1);
     nst_pt_apply1(&nst_pt.alice, MID(11), "indicator", IND_1, OP_UPDATE, 1, F("target=12.5"),
                   OUT_APPLIED, 2);
     nst_pt_out o;
@@ -545,8 +545,8 @@ static void test_list_scopes(void **state)
     Napsync__V1__Scope x[] = {scope_plan(PLAN_X)};
     list(&nst_pt.alice, x, 1, false, &l);
     assert_int_equal(l.code, ERR(PERMISSION_DENIED));
-    /* Published: readable by everyone. */
-    nst_pt_exec_ok("UPDATE plans SET status = 'published' WHERE id = '" PLAN_2 "'");
+    /* Adopted: readable by everyone. */
+    nst_pt_exec_ok("UPDATE plans SET status = 'adopted' WHERE id = '" PLAN_2 "'");
     list_ok(&nst_pt.xavier, org, 1, false, &l, 1);
     assert_string_equal(l.ids[0], c2);
 

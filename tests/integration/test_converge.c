@@ -511,9 +511,14 @@ static void random_edit(fixture *f, int dev)
             }
             break;
         case F_STATUS: {
-            static const char *const st[] = {"draft", "active", "review", "closed"};
-            val.v[fi] = xstrdup(st[r]);
-            snprintf(buf[k], sizeof(buf[k]), "status:text=%s", st[r]);
+            /* The domain model's statuses only (a draft is readable here:
+             * every device is of the owning organisation), but not
+             * archived: an archived plan's records are read only, and
+             * this test is about merging edits, not refusing them. */
+            static const char *const st[] = {"draft", "adopted"};
+            unsigned which = rnd_below(f, 2);
+            val.v[fi] = xstrdup(st[which]);
+            snprintf(buf[k], sizeof(buf[k]), "status:text=%s", st[which]);
             break;
         }
         case F_BASELINE: {
@@ -668,13 +673,16 @@ static void create_records(fixture *f)
         char title[64], summary[64];
         snprintf(title, sizeof(title), "title:text=Plan %d", p);
         snprintf(summary, sizeof(summary), "summary:text=Summary of plan %d", p);
-        const char *assign[] = {title, summary, "status:text=draft", "tags:set=t0,t1"};
+        /* And what else the domain model requires (harness.h), never
+         * edited afterwards. */
+        const char *assign[] = {title, summary, "status:text=draft", "tags:set=t0,t1",
+                                NST_PLAN_ASSIGN};
         has[F_TITLE] = has[F_SUMMARY] = has[F_STATUS] = has[F_TAGS] = true;
         val.v[F_TITLE] = title + strlen("title:text=");
         val.v[F_SUMMARY] = summary + strlen("summary:text=");
         val.v[F_STATUS] = "draft";
         val.v[F_TAGS] = "t0,t1";
-        must_put(f, 0, T_PLAN, true, assign, 4, has, &val);
+        must_put(f, 0, T_PLAN, true, assign, sizeof(assign) / sizeof(assign[0]), has, &val);
         int plan = f->nrec - 1;
         for (int i = 0; i < IND_PER_PLAN; i++) {
             bool ihas[NF] = {false};
@@ -682,12 +690,19 @@ static void create_records(fixture *f)
             char ref[80], ititle[64];
             snprintf(ref, sizeof(ref), "plan_id:ref=%s", f->rec[plan].id);
             snprintf(ititle, sizeof(ititle), "title:text=Indicator %d.%d", p, i);
-            const char *iassign[] = {ref, ititle, "baseline:decimal=1.5", "tags:set=t2"};
+            /* A baseline needs its date (never edited: the baseline is). */
+            const char *iassign[] = {ref,
+                                     ititle,
+                                     "baseline:decimal=1.5",
+                                     "tags:set=t2",
+                                     NST_INDICATOR_ASSIGN,
+                                     "baseline_date:date=2024-01-31"};
             ihas[F_TITLE] = ihas[F_BASELINE] = ihas[F_TAGS] = true;
             ival.v[F_TITLE] = ititle + strlen("title:text=");
             ival.v[F_BASELINE] = "1.5";
             ival.v[F_TAGS] = "t2";
-            must_put(f, 0, T_INDICATOR, true, iassign, 4, ihas, &ival);
+            must_put(f, 0, T_INDICATOR, true, iassign, sizeof(iassign) / sizeof(iassign[0]), ihas,
+                     &ival);
         }
     }
 }

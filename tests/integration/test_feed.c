@@ -32,6 +32,7 @@
 #include "feed.h"
 #include "pgtest.h"
 #include "registry.h"
+#include "wps.h"
 
 #define ERR(name) NAPSYNC__V1__ERROR_CODE__ERROR_CODE_##name
 
@@ -217,11 +218,15 @@ static const char seed_sql[] =
     " ('" ORG_B "', 'orgb', 'Organisation B', 'agency');"
     "INSERT INTO principals (id, organisation_id, name) VALUES"
     " ('" ALICE "', '" ORG_A "', 'alice'), ('" BOB "', '" ORG_B "', 'bob');"
-    "INSERT INTO plans (id, version, tenant_id, changed_by, title, status, owner_id) VALUES"
-    " ('" A_DRAFT "', 1, '" A_DRAFT "', '" ALICE "', 'A draft', 'draft', '" ORG_A "'),"
-    " ('" A_ACTIVE "', 1, '" A_ACTIVE "', '" ALICE "', 'A active', 'active', '" ORG_A "'),"
+    "INSERT INTO plans (id, version, tenant_id, changed_by, title, status, owner_id, kind,"
+    "                   period_start, period_end)"
+    " SELECT p.*, '" NST_PLAN_KIND "', DATE '" NST_PLAN_START "', DATE '" NST_PLAN_END "'"
+    "   FROM (VALUES"
+    " ('" A_DRAFT "'::uuid, 1, '" A_DRAFT "'::uuid, '" ALICE "'::uuid, 'A draft', 'draft',"
+    "  '" ORG_A "'::uuid),"
+    " ('" A_ACTIVE "', 1, '" A_ACTIVE "', '" ALICE "', 'A active', 'adopted', '" ORG_A "'),"
     " ('" B_DRAFT "', 1, '" B_DRAFT "', '" BOB "', 'B draft', 'draft', '" ORG_B "'),"
-    " ('" B_ACTIVE "', 1, '" B_ACTIVE "', '" BOB "', 'B active', NULL, '" ORG_B "');";
+    " ('" B_ACTIVE "', 1, '" B_ACTIVE "', '" BOB "', 'B active', 'archived', '" ORG_B "')) p;";
 
 /* The control's database: seq from a plain sequence, and the head (which
  * the feed reads) is what a naive reader would take: the largest visible
@@ -701,7 +706,7 @@ static void test_pull_records(void **state)
         "  \"deleted\": true, \"after\": {\"plan_id\": \"" A_ACTIVE "\", \"code\": \"I-1\"}},"
         " {\"entity_type\": \"plan\", \"record_id\": \"" A_ACTIVE "\","
         "  \"version\": 2, \"tenant_id\": \"" A_ACTIVE "\", \"principal_id\": \"" ALICE "\","
-        "  \"deleted\": false, \"after\": {\"title\": \"A active\", \"status\": \"active\","
+        "  \"deleted\": false, \"after\": {\"title\": \"A active\", \"status\": \"adopted\","
         "  \"owner_id\": \"" ORG_A "\"}}]";
     commit_changes(G.pgdb.pg, json, 3, APPEND_LOCKED);
 
@@ -752,7 +757,7 @@ static void test_pull_records(void **state)
     assert_string_equal(r->entity_type, "plan");
     assert_string_equal(r->id, A_ACTIVE);
     assert_int_equal(r->fields->n_fields, ns_registry_find(&G.reg, "plan")->nfields);
-    assert_string_equal(field_of(r, "status")->text_value, "active");
+    assert_string_equal(field_of(r, "status")->text_value, "adopted");
 
     /* From its own cursor: nothing new, the same cursor. */
     char cur[80];
@@ -918,8 +923,8 @@ static void test_scopes_and_readability(void **state)
     scope_add(&both, true, B_DRAFT);
     assert_int_equal(pull(f, &G.alice, "", &both, 0), ERR(PERMISSION_DENIED));
 
-    /* Scopes are resolved in every page: a plan published later is in. */
-    nst_pgt_exec_ok(G.pgdb.pg, "UPDATE plans SET status = 'active' WHERE id = '" B_DRAFT "'", 0,
+    /* Scopes are resolved in every page: a plan adopted later is in. */
+    nst_pgt_exec_ok(G.pgdb.pg, "UPDATE plans SET status = 'adopted' WHERE id = '" B_DRAFT "'", 0,
                     NULL);
     scopes orgb = one_scope(false, ORG_B);
     truth(G.pgdb.pg, "{" B_DRAFT "," B_ACTIVE "}", &want);
@@ -1527,7 +1532,7 @@ static void test_subscribe_null_wakeup(void **state)
 }
 
 /* A subscriber whose tenant set changes gets a page for it, with no
- * records: a plan published, then a draft again (the statuses change
+ * records: a plan adopted, then a draft again (the statuses change
  * without a feed row of the scope; a change elsewhere wakes the
  * subscriber). A wake-up that changes nothing delivers nothing. */
 static void test_subscribe_tenant_set(void **state)
@@ -1545,7 +1550,7 @@ static void test_subscribe_tenant_set(void **state)
     fx_idle(f, 300);
     assert_int_equal(g->npages, 1);
 
-    nst_pgt_exec_ok(G.pgdb.pg, "UPDATE plans SET status = 'active' WHERE id = '" B_DRAFT "'", 0,
+    nst_pgt_exec_ok(G.pgdb.pg, "UPDATE plans SET status = 'adopted' WHERE id = '" B_DRAFT "'", 0,
                     NULL);
     add_indicators(1, A_ACTIVE, ALICE);
     wait_pages(f, g, 2);
@@ -1692,7 +1697,7 @@ static void test_subscribe_errors(void **state)
         fx_idle(f, 10);
         ended = loses->code != 0;
     }
-    nst_pgt_exec_ok(G.pgdb.pg, "UPDATE plans SET status = 'active' WHERE id = '" A_ACTIVE "'", 0,
+    nst_pgt_exec_ok(G.pgdb.pg, "UPDATE plans SET status = 'adopted' WHERE id = '" A_ACTIVE "'", 0,
                     NULL);
     assert_true(ended);
     assert_int_equal(loses->code, ERR(PERMISSION_DENIED));

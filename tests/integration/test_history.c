@@ -184,7 +184,7 @@ static void test_versions(void **state)
     (void)state;
     const ns_identity_info *alice = &nst_pt.alice, *bob = &nst_pt.bob;
     nst_pt_apply1(alice, MID(1), "plan", PLAN_1, OP_CREATE, 0,
-                  F("title=T0", "summary=S0", "kind=NAP", "tags=yps, climate"), OUT_APPLIED, 1);
+                  PLAN_F("title=T0", "summary=S0", "tags=yps, climate"), OUT_APPLIED, 1);
     nst_pt_apply1(alice, MID(2), "plan", PLAN_1, OP_UPDATE, 1, F("title=Title by A"), OUT_APPLIED,
                   2);
     /* bob edits version 1: summary merges, title conflicts (A's is kept). */
@@ -210,8 +210,10 @@ static void test_versions(void **state)
     /* A create: every field it set (the owner by the engine), from null. */
     char created[512];
     snprintf(created, sizeof(created),
-             "kind: null -> \"NAP\"; owner_id: null -> ref:%s; summary: null -> \"S0\"; "
-             "tags: null -> set[climate,yps]; title: null -> \"T0\"",
+             "kind: null -> \"" NST_PLAN_KIND "\"; owner_id: null -> ref:%s; "
+             "period_end: null -> date:" NST_PLAN_END "; "
+             "period_start: null -> date:" NST_PLAN_START "; status: null -> \"draft\"; "
+             "summary: null -> \"S0\"; tags: null -> set[climate,yps]; title: null -> \"T0\"",
              nst_pt.org_a);
     expect_rev(p->revisions[4], 1, "create", alice, MID(1), false, created);
     out_free(&o);
@@ -234,12 +236,10 @@ static void test_typed_values(void **state)
 {
     (void)state;
     const ns_identity_info *alice = &nst_pt.alice;
-    nst_pt_apply1(alice, MID(1), "plan", PLAN_1, OP_CREATE, 0, F("title=P"), OUT_APPLIED, 1);
-    char plan_ref[64];
-    snprintf(plan_ref, sizeof(plan_ref), "plan_id=%s", PLAN_1);
+    nst_pt_apply1(alice, MID(1), "plan", PLAN_1, OP_CREATE, 0, PLAN_F("title=P"), OUT_APPLIED, 1);
     nst_pt_apply1(alice, MID(2), "indicator", IND_1, OP_CREATE, 0,
-                  F(plan_ref, "code=I1", "baseline=12.50", "baseline_date=2024-01-31"), OUT_APPLIED,
-                  1);
+                  IND_F(PLAN_1, "code=I1", "baseline=12.50", "baseline_date=2024-01-31"),
+                  OUT_APPLIED, 1);
     nst_pt_apply1(alice, MID(3), "indicator", IND_1, OP_UPDATE, 1,
                   F("baseline=13", "target=40.25", "target_date=2030-12-31", "code"), OUT_APPLIED,
                   2);
@@ -252,7 +252,8 @@ static void test_typed_values(void **state)
     char created[512];
     snprintf(created, sizeof(created),
              "baseline: null -> dec:12.5; baseline_date: null -> date:2024-01-31; "
-             "code: null -> \"I1\"; plan_id: null -> ref:%s",
+             "code: null -> \"I1\"; plan_id: null -> ref:%s; title: null -> \"Indicator\"; "
+             "value_type: null -> \"" NST_INDICATOR_TYPE "\"",
              PLAN_1);
     expect_rev(p->revisions[1], 1, "create", alice, MID(2), false, created);
     out_free(&o);
@@ -268,7 +269,7 @@ static void test_paging(void **state)
 {
     (void)state;
     const ns_identity_info *alice = &nst_pt.alice;
-    nst_pt_apply1(alice, MID(1), "plan", PLAN_1, OP_CREATE, 0, F("title=v1"), OUT_APPLIED, 1);
+    nst_pt_apply1(alice, MID(1), "plan", PLAN_1, OP_CREATE, 0, PLAN_F("title=v1"), OUT_APPLIED, 1);
     for (unsigned i = 2; i <= 5; i++) {
         char title[32];
         snprintf(title, sizeof(title), "title=v%u", i);
@@ -310,7 +311,7 @@ static void test_limits(void **state)
     (void)state;
     const ns_identity_info *alice = &nst_pt.alice;
     enum { VERSIONS = 520, BATCH = 130 };
-    nst_pt_apply1(alice, MID(1), "plan", PLAN_1, OP_CREATE, 0, F("title=v1"), OUT_APPLIED, 1);
+    nst_pt_apply1(alice, MID(1), "plan", PLAN_1, OP_CREATE, 0, PLAN_F("title=v1"), OUT_APPLIED, 1);
     for (unsigned from = 2; from <= VERSIONS; from += BATCH) {
         nst_pt_pbuild b;
         nst_pt_pb_init(&b);
@@ -353,7 +354,7 @@ static void test_page_bytes(void **state)
     const ns_identity_info *alice = &nst_pt.alice;
     enum { VERSIONS = 100, TEXT = 9000, BATCH = 20 };
     static char spec[TEXT + 16];
-    nst_pt_apply1(alice, MID(1), "plan", PLAN_1, OP_CREATE, 0, F("title=big"), OUT_APPLIED, 1);
+    nst_pt_apply1(alice, MID(1), "plan", PLAN_1, OP_CREATE, 0, PLAN_F("title=big"), OUT_APPLIED, 1);
     for (unsigned from = 2; from <= VERSIONS; from += BATCH) {
         nst_pt_pbuild b;
         nst_pt_pb_init(&b);
@@ -399,16 +400,14 @@ static void test_page_bytes(void **state)
 }
 
 /* A draft plan of another organisation, and what is in it, is NOT_FOUND,
- * like a record that does not exist; published, it is readable. */
+ * like a record that does not exist; adopted, it is readable. */
 static void test_readability(void **state)
 {
     (void)state;
     const ns_identity_info *alice = &nst_pt.alice, *xavier = &nst_pt.xavier;
-    nst_pt_apply1(alice, MID(1), "plan", PLAN_1, OP_CREATE, 0, F("title=Draft", "status=draft"),
-                  OUT_APPLIED, 1);
-    char plan_ref[64];
-    snprintf(plan_ref, sizeof(plan_ref), "plan_id=%s", PLAN_1);
-    nst_pt_apply1(alice, MID(2), "indicator", IND_1, OP_CREATE, 0, F(plan_ref, "code=I1"),
+    nst_pt_apply1(alice, MID(1), "plan", PLAN_1, OP_CREATE, 0,
+                  PLAN_F("title=Draft", "status=draft"), OUT_APPLIED, 1);
+    nst_pt_apply1(alice, MID(2), "indicator", IND_1, OP_CREATE, 0, IND_F(PLAN_1, "code=I1"),
                   OUT_APPLIED, 1);
 
     hist_out o, none;
@@ -429,12 +428,11 @@ static void test_readability(void **state)
     assert_int_equal(o.code, ERR(NOT_FOUND));
     out_free(&o);
 
-    nst_pt_apply1(alice, MID(3), "plan", PLAN_1, OP_UPDATE, 1, F("status=published"), OUT_APPLIED,
-                  2);
+    nst_pt_apply1(alice, MID(3), "plan", PLAN_1, OP_UPDATE, 1, F("status=adopted"), OUT_APPLIED, 2);
     const Napsync__V1__HistoryPage *p = page_of(xavier, "plan", PLAN_1, 0, 0, &o);
     assert_int_equal(p->n_revisions, 2);
     expect_rev(p->revisions[0], 2, "update", alice, MID(3), false,
-               "status: \"draft\" -> \"published\"");
+               "status: \"draft\" -> \"adopted\"");
     out_free(&o);
     p = page_of(xavier, "indicator", IND_1, 0, 0, &o);
     assert_int_equal(p->n_revisions, 1);

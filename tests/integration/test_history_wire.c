@@ -111,7 +111,7 @@ static void test_cli_history(void **state)
     char id[40], line[4096];
     must(f,
          cli(f, &f->a, "put", "plan", "new", "title=National Action Plan 2025", "summary=S0",
-             "kind=NAP", "--json", NULL),
+             "status=draft", NST_PLAN_ASSIGN, "--json", NULL),
          "put");
     nst_json_get(out, "record_id", id, sizeof(id));
     must(f, cli(f, &f->a, "sync", "--json", NULL), "sync");
@@ -146,7 +146,9 @@ static void test_cli_history(void **state)
         "2025\",\"after\":\"NAP 1325 (A)\"}]");
     line_of(out, 3, line, sizeof(line));
     HAS(line, "\"version\":1", "\"op\":\"create\"",
-        "{\"field\":\"kind\",\"kind\":\"text\",\"before\":null,\"after\":\"NAP\"}",
+        "{\"field\":\"kind\",\"kind\":\"text\",\"before\":null,\"after\":\"" NST_PLAN_KIND "\"}",
+        "{\"field\":\"period_start\",\"kind\":\"date\",\"before\":null,\"after\":\"" NST_PLAN_START
+        "\"}",
         "{\"field\":\"title\",\"kind\":\"text\",\"before\":null,\"after\":\"National Action "
         "Plan 2025\"}",
         "{\"field\":\"owner_id\",\"kind\":\"ref\",\"before\":null,\"after\":\"");
@@ -175,7 +177,7 @@ static void test_cli_history(void **state)
     line_of(out, 2, line, sizeof(line));
     HAS(line, "update  title: \"National Action Plan 2025\" → \"NAP 1325 (A)\"");
     line_of(out, 3, line, sizeof(line));
-    HAS(line, "create  ", "kind: \"NAP\"", "title: \"National Action Plan 2025\"");
+    HAS(line, "create  ", "kind: \"" NST_PLAN_KIND "\"", "title: \"National Action Plan 2025\"");
 
     /* A record that does not exist: the server's NOT_FOUND, exit 4. */
     assert_int_equal(
@@ -225,7 +227,10 @@ static void test_api_history(void **state)
 {
     fixture *f = *state;
     char id[40], draft[40];
-    must(f, cli(f, &f->a, "put", "plan", "new", "title=One", "--json", NULL), "put");
+    must(f,
+         cli(f, &f->a, "put", "plan", "new", "title=One", "status=adopted", NST_PLAN_ASSIGN,
+             "--json", NULL),
+         "put");
     nst_json_get(out, "record_id", id, sizeof(id));
     must(f, cli(f, &f->a, "sync", "--json", NULL), "sync");
     must(f, cli(f, &f->a, "put", "plan", id, "title=Two", NULL), "put");
@@ -233,10 +238,10 @@ static void test_api_history(void **state)
     must(f, cli(f, &f->b, "sync", "--json", NULL), "sync");
     must(f, cli(f, &f->b, "put", "plan", id, "title=Three", NULL), "put");
     must(f, cli(f, &f->b, "sync", "--json", NULL), "sync");
-    must(
-        f,
-        cli(f, &f->a, "put", "plan", "new", "title=Not yet public", "status=draft", "--json", NULL),
-        "put");
+    must(f,
+         cli(f, &f->a, "put", "plan", "new", "title=Not yet public", "status=draft",
+             NST_PLAN_ASSIGN, "--json", NULL),
+         "put");
     nst_json_get(out, "record_id", draft, sizeof(draft));
     must(f, cli(f, &f->a, "sync", "--json", NULL), "sync");
 

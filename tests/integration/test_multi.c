@@ -94,13 +94,15 @@ static int multi_teardown(void **state)
 
 /* ---- messages ---------------------------------------------------------------------- */
 
-/* A Push of one mutation setting one text field of a plan. The strings are
- * borrowed: they must outlive the sends. */
+/* A Push of one mutation setting the title of a plan; a create sets what
+ * else a draft plan needs (harness.h). The strings are borrowed: they must
+ * outlive the sends. */
 typedef struct {
     Napsync__V1__Value value;
     Napsync__V1__Field field;
     Napsync__V1__Field *fields[1];
     Napsync__V1__FieldSet set;
+    nst_plan_pb plan; /* a create's fields */
     Napsync__V1__Mutation m;
     Napsync__V1__Mutation *ms[1];
     Napsync__V1__Push push;
@@ -128,6 +130,10 @@ static void build_push(one_push *p, uint64_t rid, const char *mutation_id, const
     p->m.base_version = base;
     p->m.op = op;
     p->m.fields = &p->set;
+    if (op == OP(CREATE)) {
+        nst_plan_pb_init(&p->plan, title, "draft");
+        p->m.fields = &p->plan.set;
+    }
     p->ms[0] = &p->m;
     napsync__v1__push__init(&p->push);
     p->push.n_mutations = 1;

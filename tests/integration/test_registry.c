@@ -20,10 +20,16 @@
 #include "migrate.h"
 #include "pgtest.h"
 #include "registry.h"
+#include "wps.h"
+
+/* An organisation's id in capitals: stored and read back canonical. */
+#define OWNER_UPPER "ABCDEF01-2345-6789-ABCD-EF0123456789"
 
 static struct {
     nst_pgt_db pgdb;    /* the test database; pgdb.pg for the tests' own SQL */
     char principal[40]; /* a principal the records are changed by */
+    char shipped[1024]; /* the migrated entity types, as a text[] literal */
+    int nshipped;
 } G;
 
 /* ---- plain SQL ----------------------------------------------------------------------- */
@@ -58,7 +64,23 @@ static int group_setup(void **state)
         fprintf(stderr, "test_registry: principal: %s", PQresultErrorMessage(res));
     }
     PQclear(res);
-    return rc;
+    if (rc != 0)
+        return -1;
+    /* The owner of the round trip's plans, named in capitals there. */
+    res = nst_pgt_query(G.pgdb.pg,
+                        "INSERT INTO organisations (id, code, name, kind) VALUES"
+                        " (lower('" OWNER_UPPER "')::uuid, 'owner', 'Owner', 'ministry');"
+                        "SELECT '{' || string_agg(name, ',') || '}', count(*)"
+                        " FROM sync_entity_types",
+                        0, NULL);
+    if (res == NULL || PQntuples(res) != 1 || (size_t)PQgetlength(res, 0, 0) >= sizeof(G.shipped)) {
+        PQclear(res);
+        return -1;
+    }
+    snprintf(G.shipped, sizeof(G.shipped), "%s", PQgetvalue(res, 0, 0));
+    G.nshipped = atoi(PQgetvalue(res, 0, 1));
+    PQclear(res);
+    return 0;
 }
 
 static int group_teardown(void **state)
@@ -82,8 +104,11 @@ static int test_teardown(void **state)
     if (PQtransactionStatus(G.pgdb.pg) != PQTRANS_IDLE)
         rc |= nst_pgt_exec(G.pgdb.pg, "ROLLBACK");
     rc |= nst_pgt_exec(G.pgdb.pg, "RESET ALL");
-    rc |= nst_pgt_exec(G.pgdb.pg, "DELETE FROM sync_entity_types"
-                                  " WHERE name NOT IN ('plan', 'indicator', 'indicator_report')");
+    const char *shipped[1] = {G.shipped};
+    PGresult *res = nst_pgt_query(
+        G.pgdb.pg, "DELETE FROM sync_entity_types WHERE name <> ALL ($1::text[])", 1, shipped);
+    rc |= res != NULL ? 0 : -1;
+    PQclear(res);
     for (size_t i = 0; i < sizeof(test_tables) / sizeof(test_tables[0]); i++) {
         char sql[128];
         snprintf(sql, sizeof(sql), "DROP TABLE IF EXISTS %s", test_tables[i]);
@@ -314,10 +339,20 @@ static void test_shipped_types(void **state)
     (void)state;
     ns_registry r;
     load_ok(&r);
-    assert_int_equal(r.ntypes, 3);
-    assert_string_equal(r.types[0].name, "indicator");
-    assert_string_equal(r.types[1].name, "indicator_report");
-    assert_string_equal(r.types[2].name, "plan");
+    /* The sync core's three (002) and the rest of the WPS model (003), by
+     * name; every type but the plan belongs to a plan. */
+    static const char *const names[] = {
+        "action",           "budget_line", "comment", "indicator", "indicator_report",
+        "indicator_target", "objective",   "pillar",  "plan",      "report_value",
+        "result",
+    };
+    assert_int_equal(r.ntypes, sizeof(names) / sizeof(names[0]));
+    assert_int_equal(r.ntypes, G.nshipped);
+    for (size_t i = 0; i < r.ntypes; i++) {
+        assert_string_equal(r.types[i].name, names[i]);
+        if (strcmp(names[i], "plan") != 0)
+            assert_string_equal(r.types[i].tenant_field, "plan_id");
+    }
 
     const ns_entity_type *plan = must_find(&r, "plan");
     assert_string_equal(plan->table, "plans");
@@ -325,9 +360,14 @@ static void test_shipped_types(void **state)
     assert_null(plan->freeze_field);
     assert_null(plan->freeze_value);
     static const want_field plan_fields[] = {
-        {"kind", NS_KIND_TEXT},         {"owner_id", NS_KIND_REF}, {"period_end", NS_KIND_DATE},
-        {"period_start", NS_KIND_DATE}, {"status", NS_KIND_TEXT},  {"summary", NS_KIND_TEXT},
-        {"tags", NS_KIND_TEXT_SET},     {"title", NS_KIND_TEXT},
+        {"adopted_on", NS_KIND_DATE},    {"code", NS_KIND_TEXT},
+        {"country", NS_KIND_TEXT},       {"generation", NS_KIND_INT},
+        {"implements_id", NS_KIND_REF},  {"kind", NS_KIND_TEXT},
+        {"orientation", NS_KIND_TEXT},   {"owner_id", NS_KIND_REF},
+        {"period_end", NS_KIND_DATE},    {"period_start", NS_KIND_DATE},
+        {"predecessor_id", NS_KIND_REF}, {"status", NS_KIND_TEXT},
+        {"summary", NS_KIND_TEXT},       {"tags", NS_KIND_TEXT_SET},
+        {"title", NS_KIND_TEXT},
     };
     assert_fields(plan, plan_fields, sizeof(plan_fields) / sizeof(plan_fields[0]));
 
@@ -336,12 +376,26 @@ static void test_shipped_types(void **state)
     assert_string_equal(ind->tenant_field, "plan_id");
     assert_null(ind->freeze_field);
     static const want_field ind_fields[] = {
-        {"baseline", NS_KIND_DECIMAL}, {"baseline_date", NS_KIND_DATE},
-        {"code", NS_KIND_TEXT},        {"definition", NS_KIND_TEXT},
-        {"plan_id", NS_KIND_REF},      {"responsible_id", NS_KIND_REF},
-        {"tags", NS_KIND_TEXT_SET},    {"target", NS_KIND_DECIMAL},
-        {"target_date", NS_KIND_DATE}, {"title", NS_KIND_TEXT},
+        {"action_id", NS_KIND_REF},
+        {"baseline", NS_KIND_DECIMAL},
+        {"baseline_date", NS_KIND_DATE},
+        {"code", NS_KIND_TEXT},
+        {"definition", NS_KIND_TEXT},
+        {"disaggregation", NS_KIND_TEXT_SET},
+        {"frequency", NS_KIND_TEXT},
+        {"global_indicator", NS_KIND_TEXT},
+        {"objective_id", NS_KIND_REF},
+        {"plan_id", NS_KIND_REF},
+        {"regional_indicator_id", NS_KIND_REF},
+        {"responsible_id", NS_KIND_REF},
+        {"result_id", NS_KIND_REF},
+        {"tags", NS_KIND_TEXT_SET},
+        {"target", NS_KIND_DECIMAL},
+        {"target_date", NS_KIND_DATE},
+        {"title", NS_KIND_TEXT},
         {"unit", NS_KIND_TEXT},
+        {"value_type", NS_KIND_TEXT},
+        {"verification", NS_KIND_TEXT},
     };
     assert_fields(ind, ind_fields, sizeof(ind_fields) / sizeof(ind_fields[0]));
 
@@ -351,9 +405,10 @@ static void test_shipped_types(void **state)
     assert_string_equal(rep->freeze_field, "status");
     assert_string_equal(rep->freeze_value, "approved");
     static const want_field rep_fields[] = {
-        {"evidence", NS_KIND_TEXT},   {"indicator_id", NS_KIND_REF},  {"narrative", NS_KIND_TEXT},
-        {"period_end", NS_KIND_DATE}, {"period_start", NS_KIND_DATE}, {"plan_id", NS_KIND_REF},
-        {"status", NS_KIND_TEXT},     {"value", NS_KIND_DECIMAL},
+        {"corrects_id", NS_KIND_REF}, {"evidence", NS_KIND_TEXT},   {"indicator_id", NS_KIND_REF},
+        {"narrative", NS_KIND_TEXT},  {"period_end", NS_KIND_DATE}, {"period_start", NS_KIND_DATE},
+        {"plan_id", NS_KIND_REF},     {"reporter_id", NS_KIND_REF}, {"return_reason", NS_KIND_TEXT},
+        {"status", NS_KIND_TEXT},     {"value", NS_KIND_DECIMAL},   {"value_text", NS_KIND_TEXT},
     };
     assert_fields(rep, rep_fields, sizeof(rep_fields) / sizeof(rep_fields[0]));
 
@@ -394,22 +449,29 @@ static void test_round_trip_shipped_types(void **state)
     exec_ok("SET DateStyle = 'SQL, DMY'");
     exec_ok("SET extra_float_digits = -15");
 
+    /* The records are valid under the domain model (sql/003: wps.h), which
+     * checks live records only: B and C, tombstones, carry what a live plan
+     * may not. */
     record plans[3] = {
         {.id = PLAN_A, .tenant = PLAN_A, .version = 1},
         {.id = PLAN_B, .tenant = PLAN_B, .version = 7, .deleted = true},
-        {.id = PLAN_C, .tenant = PLAN_C, .version = 1},
+        {.id = PLAN_C, .tenant = PLAN_C, .version = 1, .deleted = true},
     };
     for (size_t i = 0; i < 3; i++)
         ns_fieldset_init(&plans[i].fs);
     put(plan, &plans[0].fs, "title",
         "Plan d'action national \"1325\" \\ \xc3\xa9\xe2\x82\xac\xf0\x9f\x8c\x8d\nline 2\ttab");
-    put(plan, &plans[0].fs, "summary", NULL);
-    put(plan, &plans[0].fs, "kind", "NAP");
-    put(plan, &plans[0].fs, "status", "null"); /* the word, not NULL */
+    put(plan, &plans[0].fs, "summary", "null"); /* the word, not NULL */
+    put(plan, &plans[0].fs, "kind", NST_PLAN_KIND);
+    put(plan, &plans[0].fs, "status", "adopted");
     put(plan, &plans[0].fs, "period_start", "2024-02-29");
     put(plan, &plans[0].fs, "period_end", "9999-12-31");
-    put(plan, &plans[0].fs, "owner_id", "ABCDEF01-2345-6789-ABCD-EF0123456789");
-    put(plan, &plans[0].fs, "tags", "yps, climate,cyber, climate,\xc3\xa9lan");
+    put(plan, &plans[0].fs, "owner_id", OWNER_UPPER);
+    put(plan, &plans[0].fs, "tags", "yps, climate,cyber, climate,1325");
+    put(plan, &plans[0].fs, "code", "NAP-1325.v2");
+    put(plan, &plans[0].fs, "country", "KE");
+    put(plan, &plans[0].fs, "generation", "2");
+    put(plan, &plans[0].fs, "adopted_on", NULL);
     /* B: empty text and set, the earliest date; every other field absent. */
     put(plan, &plans[1].fs, "title", "");
     put(plan, &plans[1].fs, "tags", "");
@@ -420,6 +482,8 @@ static void test_round_trip_shipped_types(void **state)
     record inds[1] = {{.id = IND_A, .tenant = PLAN_A, .version = 3}};
     ns_fieldset_init(&inds[0].fs);
     put(ind, &inds[0].fs, "plan_id", PLAN_A);
+    put(ind, &inds[0].fs, "title", "Women in peace delegations");
+    put(ind, &inds[0].fs, "value_type", NST_INDICATOR_TYPE);
     put(ind, &inds[0].fs, "code", "1.2.3");
     put(ind, &inds[0].fs, "baseline", "-1234567890123456789012345678.9012345678"); /* 38 */
     put(ind, &inds[0].fs, "target", "0.00000000000000000000000000000000000001");   /* 38 */
@@ -435,32 +499,43 @@ static void test_round_trip_shipped_types(void **state)
     put(rep, &reps[0].fs, "indicator_id", IND_A);
     put(rep, &reps[0].fs, "value", "99999999999999999999999999999999999999"); /* 38 */
     put(rep, &reps[0].fs, "status", "approved");
-    put(rep, &reps[0].fs, "period_start", "2024-01-01");
-    put(rep, &reps[0].fs, "period_end", "2024-03-31");
+    put(rep, &reps[0].fs, "period_start", "2025-04-01"); /* inside both of A's periods */
+    put(rep, &reps[0].fs, "period_end", "2025-06-30");
     put(rep, &reps[0].fs, "narrative", "n");
     write_and_check(rep, reps, 1);
 
     /* An update of the same ids through the upsert: new values replace the
-     * old, and a field the record leaves out is written as NULL (the
-     * engine writes whole records). */
+     * old, and a field the record leaves out (code, country, generation)
+     * is written as NULL (the engine writes whole records). */
     ns_fieldset_free(&plans[0].fs);
     ns_fieldset_init(&plans[0].fs);
     plans[0].version = 2;
     put(plan, &plans[0].fs, "title", "Second title");
-    put(plan, &plans[0].fs, "summary", "Now a summary");
+    put(plan, &plans[0].fs, "summary", NULL);
+    put(plan, &plans[0].fs, "kind", NST_PLAN_KIND);
+    put(plan, &plans[0].fs, "status", "archived");
     put(plan, &plans[0].fs, "period_start", "2025-01-01");
-    put(plan, &plans[0].fs, "owner_id", NULL);
+    put(plan, &plans[0].fs, "period_end", "9999-12-31");
+    put(plan, &plans[0].fs, "owner_id", OWNER_UPPER);
     put(plan, &plans[0].fs, "tags", "climate,new");
+    /* B restored: it needs what a live plan needs. */
     plans[1].version = 8;
     plans[1].deleted = false;
     put(plan, &plans[1].fs, "title", "restored");
+    put(plan, &plans[1].fs, "kind", NST_PLAN_KIND);
+    put(plan, &plans[1].fs, "status", "draft");
+    put(plan, &plans[1].fs, "period_end", "1000-12-31");
+    put(plan, &plans[1].fs, "owner_id", OWNER_UPPER);
     write_and_check(plan, plans, 2);
 
     ns_fieldset_free(&inds[0].fs);
     ns_fieldset_init(&inds[0].fs);
     inds[0].version = 4;
     put(ind, &inds[0].fs, "plan_id", PLAN_A);
+    put(ind, &inds[0].fs, "title", "Women in peace delegations");
+    put(ind, &inds[0].fs, "value_type", NST_INDICATOR_TYPE);
     put(ind, &inds[0].fs, "baseline", "-0.5");
+    put(ind, &inds[0].fs, "baseline_date", "2025-01-31");
     put(ind, &inds[0].fs, "target", "100");
     write_and_check(ind, inds, 1);
 
@@ -527,7 +602,7 @@ static void test_every_kind(void **state)
     exec_ok("INSERT INTO sync_entity_types (name, table_name) VALUES ('test_kind', 'test_kinds')");
     ns_registry r;
     load_ok(&r);
-    assert_int_equal(r.ntypes, 4);
+    assert_int_equal(r.ntypes, G.nshipped + 1);
     const ns_entity_type *t = must_find(&r, "test_kind");
     static const want_field fields[] = {
         {"amount", NS_KIND_DECIMAL}, {"big", NS_KIND_INT},    {"day", NS_KIND_DATE},
@@ -556,7 +631,7 @@ static void test_every_kind(void **state)
     put(t, &recs[0].fs, "label", "twenty characters ok");
     put(t, &recs[0].fs, "note", "{\"not\": \"json\"}");
     put(t, &recs[0].fs, "day", "2024-02-29");
-    put(t, &recs[0].fs, "labels", "b,a,\"q\",{x}, c");
+    put(t, &recs[0].fs, "labels", "b,a,\"q\",{x}, c,\xc3\xa9lan");
     put(t, &recs[0].fs, "other", KIND_B);
     put(t, &recs[1].fs, "flag", "false");
     put(t, &recs[1].fs, "big", "9223372036854775807");
@@ -661,7 +736,7 @@ static void test_unsupported_column_type(void **state)
 
     ns_registry r;
     load_ok(&r); /* back to the shipped types */
-    assert_int_equal(r.ntypes, 3);
+    assert_int_equal(r.ntypes, G.nshipped);
     ns_registry_free(&r);
 }
 
