@@ -13,6 +13,7 @@
  * of our callbacks is still on the stack (`depth`). */
 #include "napsync.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -913,6 +914,7 @@ static void dispatch(ns_client *c, const ns_envelope *env)
     case NAPSYNC__V1__ENVELOPE__BODY_CONFLICT_LIST:
     case NAPSYNC__V1__ENVELOPE__BODY_MUTATION_RESULT:
     case NAPSYNC__V1__ENVELOPE__BODY_HISTORY_PAGE:
+    case NAPSYNC__V1__ENVELOPE__BODY_REPORT_RESULT:
         on_response(c, env);
         return;
     case NAPSYNC__V1__ENVELOPE__BODY__NOT_SET:
@@ -1779,6 +1781,155 @@ int ns_client_disconnect_wait(ns_client *c)
     if (!run_until(c, &w))
         return NS_ERR_CLOSED;
     return w.done ? NS_OK : NS_ERR_CLOSED;
+}
+
+/* ---- reports ----------------------------------------------------------------- */
+
+/* The kinds of report the server computes (napsync.h). */
+static const char *const report_kinds[] = {"progress", "region", "coverage"};
+
+typedef struct {
+    ns_report_cb cb;
+    void *ud;
+    char kind[16];
+} report_req;
+
+static bool report_uuid_ok(const char *s)
+{
+    if (s == NULL || strlen(s) != 36)
+        return false;
+    for (size_t i = 0; i < 36; i++) {
+        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash ? s[i] != '-' : !isxdigit((unsigned char)s[i]))
+            return false;
+    }
+    return true;
+}
+
+static void on_report(ns_client *c, const ns_error *e, const Napsync__V1__Envelope *resp, void *ud)
+{
+    report_req q = *(report_req *)ud;
+    free(ud);
+    if (e) {
+        q.cb(c, e, NULL, 0, q.ud);
+        return;
+    }
+    const Napsync__V1__ReportResult *r = resp->report_result;
+    /* The document is checked as text here (bounded, UTF-8, no control
+     * characters: JSON escapes them); parsing it is the caller's. */
+    if (r == NULL || r->kind == NULL || strcmp(r->kind, q.kind) != 0 || r->json == NULL ||
+        r->json[0] != '{' || !ns_text_ok(r->json, NS_FRAME_DEFAULT_MAX)) {
+        ns_error re;
+        set_error(&re, NS_ERR_PROTOCOL, 0, "the server sent a malformed %s report", q.kind);
+        q.cb(c, &re, NULL, 0, q.ud);
+        return;
+    }
+    q.cb(c, NULL, r->json, strlen(r->json), q.ud);
+}
+
+int ns_client_report(ns_client *c, const ns_report_request *req, ns_report_cb cb, void *ud,
+                     ns_error *err)
+{
+    if (c == NULL || req == NULL || req->kind == NULL || cb == NULL) {
+        set_error(err, NS_ERR_INVALID_ARGUMENT, 0,
+                  "ns_client_report needs a client, a request with a kind and a callback");
+        return NS_ERR_INVALID_ARGUMENT;
+    }
+    const char *kind = NULL;
+    for (size_t i = 0; i < sizeof(report_kinds) / sizeof(report_kinds[0]); i++)
+        if (strcmp(req->kind, report_kinds[i]) == 0)
+            kind = report_kinds[i];
+    bool progress = kind != NULL && strcmp(kind, "progress") == 0;
+    bool region = kind != NULL && strcmp(kind, "region") == 0;
+    const char *bad = kind == NULL ? "kind: not a report (progress, region or coverage)"
+                      : progress != (req->plan_id != NULL)
+                          ? (progress ? "plan_id: the progress report needs a plan"
+                                      : "plan_id: only the progress report takes a plan")
+                      : region != (req->region_id != NULL)
+                          ? (region ? "region_id: the region report needs a region"
+                                    : "region_id: only the region report takes a region")
+                      : !progress && req->year != 0 ? "year: only the progress report takes a year"
+                      : req->year != 0 && (req->year < 1990 || req->year > 2100)
+                          ? "year: not between 1990 and 2100 (0: the latest with data)"
+                      : progress && !report_uuid_ok(req->plan_id) ? "plan_id: not a UUID"
+                      : region && !report_uuid_ok(req->region_id) ? "region_id: not a UUID"
+                                                                  : NULL;
+    if (bad) {
+        set_error(err, NS_ERR_INVALID_ARGUMENT, 0, "%s", bad);
+        return NS_ERR_INVALID_ARGUMENT;
+    }
+    report_req *q = malloc(sizeof(*q));
+    if (q == NULL) {
+        set_error(err, NS_ERR_NOMEM, 0, "out of memory");
+        return NS_ERR_NOMEM;
+    }
+    *q = (report_req){.cb = cb, .ud = ud};
+    snprintf(q->kind, sizeof(q->kind), "%s", kind);
+    Napsync__V1__ReportRequest rm = NAPSYNC__V1__REPORT_REQUEST__INIT;
+    rm.kind = (char *)kind;
+    rm.plan_id = (char *)(progress ? req->plan_id : "");
+    rm.year = req->year;
+    rm.region_id = (char *)(region ? req->region_id : "");
+    Napsync__V1__Envelope env = NAPSYNC__V1__ENVELOPE__INIT;
+    env.body_case = NAPSYNC__V1__ENVELOPE__BODY_REPORT_REQUEST;
+    env.report_request = &rm;
+    int rc =
+        nsc_request(c, &env, NAPSYNC__V1__ENVELOPE__BODY_REPORT_RESULT, false, on_report, q, err);
+    if (rc != NS_OK)
+        free(q);
+    return rc;
+}
+
+typedef struct {
+    bool done;
+    ns_error err;
+    char *json;
+} report_waiter;
+
+static void wait_report(ns_client *c, const ns_error *e, const char *json, size_t len, void *ud)
+{
+    report_waiter *w = ud;
+    w->done = true;
+    if (e) {
+        w->err = *e;
+        return;
+    }
+    hold_frames(c);
+    w->json = malloc(len + 1);
+    if (w->json == NULL) {
+        set_error(&w->err, NS_ERR_NOMEM, 0, "out of memory");
+        return;
+    }
+    memcpy(w->json, json, len + 1);
+}
+
+int ns_client_report_wait(ns_client *c, const ns_report_request *req, char **json, ns_error *err)
+{
+    if (json == NULL) {
+        set_error(err, NS_ERR_INVALID_ARGUMENT, 0,
+                  "ns_client_report_wait needs somewhere to put the report");
+        return NS_ERR_INVALID_ARGUMENT;
+    }
+    *json = NULL;
+    int rc = can_wait(c, err);
+    if (rc != NS_OK)
+        return rc;
+    report_waiter w;
+    memset(&w, 0, sizeof(w));
+    rc = ns_client_report(c, req, wait_report, &w, err);
+    if (rc != NS_OK)
+        return rc;
+    bool alive = nsc_run_until(c, &w.done);
+    if (!w.done)
+        set_error(&w.err, NS_ERR_CLOSED, 0,
+                  alive ? "the operation did not complete" : "the client was freed");
+    if (err)
+        *err = w.err;
+    if (w.err.status == NS_OK)
+        *json = w.json;
+    else
+        free(w.json);
+    return w.err.status;
 }
 
 const char *ns_version(void)

@@ -118,27 +118,6 @@ static int store_fail(const ns_error *e)
     return e && e->status != NS_OK ? e->status : NS_ERR_STATE;
 }
 
-static const char *kind_word(ns_kind k)
-{
-    switch (k) {
-    case NS_KIND_BOOL:
-        return "bool";
-    case NS_KIND_INT:
-        return "int";
-    case NS_KIND_DECIMAL:
-        return "decimal";
-    case NS_KIND_TEXT:
-        return "text";
-    case NS_KIND_DATE:
-        return "date";
-    case NS_KIND_TEXT_SET:
-        return "set";
-    case NS_KIND_REF:
-        return "ref";
-    }
-    return "text";
-}
-
 static ns_kind kind_of_case(Napsync__V1__Value__KindCase k)
 {
     switch (k) {
@@ -213,7 +192,7 @@ static int views_make(const ns_fieldset *fs, field_views *fv)
         const ns_value *v = &fs->values[i];
         fv->n = i + 1;
         fv->v[i].name = fs->names[i];
-        fv->v[i].kind = v->is_null ? "null" : kind_word(v->kind);
+        fv->v[i].kind = v->is_null ? "null" : ns_kind_word(v->kind);
         if (!v->is_null) {
             fv->text[i] = ns_value_format(v);
             if (fv->text[i] == NULL) {
@@ -320,7 +299,7 @@ static int parse_assignments(const char *const *as, size_t n, const ns_fieldset 
         }
         if (vs != NS_VALUE_OK) {
             nsc_set_error(err, NS_ERR_INVALID_ARGUMENT, 0, "field %s: not a valid %s: %s", name,
-                          kind_word(kind), why);
+                          ns_kind_word(kind), why);
             return NS_ERR_INVALID_ARGUMENT;
         }
         int rc = ns_fieldset_set(fs, name, &v);
@@ -1728,7 +1707,7 @@ int ns_client_resolve(ns_client *c, const char *conflict_id, ns_take take, const
             ns_value_status vs = ns_value_parse(&ft, value, &v, why, sizeof(why));
             if (vs != NS_VALUE_OK) {
                 nsc_set_error(err, NS_ERR_INVALID_ARGUMENT, 0, "field %s: not a valid %s: %s",
-                              cf->field, kind_word(ft.kind), why);
+                              cf->field, ns_kind_word(ft.kind), why);
                 rc = NS_ERR_INVALID_ARGUMENT;
             } else {
                 have_value = true;
@@ -1917,8 +1896,9 @@ static int change_make(const Napsync__V1__FieldChange *fc, ns_field_change_view 
     if (rc != 0)
         return rc;
     v->name = fc->name;
-    v->kind = bn && an ? "null"
-                       : kind_word(kind_of_case(bn ? fc->after->kind_case : fc->before->kind_case));
+    v->kind = bn && an
+                  ? "null"
+                  : ns_kind_word(kind_of_case(bn ? fc->after->kind_case : fc->before->kind_case));
     v->before = text[0];
     v->after = text[1];
     return 0;

@@ -5,8 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "frame.h"
 #include "history.h"
 #include "log.h"
+#include "reports.h"
 #include "version.h"
 
 #define NS_MAX_CLIENT_LABEL 64
@@ -401,6 +403,31 @@ static void handle_history(ns_session *s, uint64_t request_id, const Napsync__V1
     hold_for_answer(s);
 }
 
+static void on_report_done(int code, const char *message, const Napsync__V1__ReportResult *result,
+                           void *ud)
+{
+    ns_envelope env = NAPSYNC__V1__ENVELOPE__INIT;
+    env.body_case = NAPSYNC__V1__ENVELOPE__BODY_REPORT_RESULT;
+    env.report_result = (Napsync__V1__ReportResult *)result;
+    answer_request(ud, result ? &env : NULL, code, message);
+}
+
+/* The answer must fit in the smallest frame a client accepts. */
+static void handle_report(ns_session *s, uint64_t request_id, const Napsync__V1__ReportRequest *req)
+{
+    request_op *op = begin_request(s, request_id);
+    if (op == NULL)
+        return;
+    char err[512];
+    int code = ns_reports_query(s->server->db, &s->identity, req, NS_FRAME_DEFAULT_MAX,
+                                on_report_done, op, err, sizeof(err));
+    if (code != 0) {
+        refuse_request(s, op, request_id, code, err);
+        return;
+    }
+    hold_for_answer(s);
+}
+
 /* Pages of a subscription arrive whenever the feed has them; the session
  * unsubscribes when it closes, after which this is never called. */
 static void on_subscription_page(int code, const char *message, const Napsync__V1__ChangePage *page,
@@ -469,6 +496,9 @@ static void dispatch(ns_session *s, const ns_envelope *env)
         return;
     case NAPSYNC__V1__ENVELOPE__BODY_HISTORY:
         handle_history(s, rid, env->history);
+        return;
+    case NAPSYNC__V1__ENVELOPE__BODY_REPORT_REQUEST:
+        handle_report(s, rid, env->report_request);
         return;
     case NAPSYNC__V1__ENVELOPE__BODY_GOODBYE:
         ns_log(NS_LOG_DEBUG, s->id, ns_session_principal(s), "client said goodbye");

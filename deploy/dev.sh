@@ -28,9 +28,29 @@ DEMO_ORG=mogender
 DEMO_PRINCIPAL="Demo Coordinator"
 DEMO_DEVICE=demo-coordinator
 DEMO_STORE=$STORE_DIR/$DEMO_DEVICE.db
-# The demo plan and its indicators have fixed ids, so that `up` can tell
-# whether it loaded them already, whatever was edited since.
+# The demo NAP of mogender; every demo plan has a fixed id, so that `up` can
+# tell whether it loaded it already, whatever was edited since.
 DEMO_PLAN=d0000000-0000-4000-8000-000000000001
+DEMO_DIR=$ROOT/deploy/demo
+# The demo plan files (deploy/demo/*.json, napsync plan files), each with its
+# id, the organisation that owns it and the role its importing device needs,
+# in the order their references need: the Regional Action Plan before the
+# NAPs whose indicators map to its indicators, a NAP before the plans that
+# implement it.
+DEMO_PLANS=(
+    "rap.json|d1000000-0000-4000-8000-000000000001|regional|regional"
+    "nap-zz.json|$DEMO_PLAN|mogender|coordinator"
+    "nap-xa.json|d2000000-0000-4000-8000-000000000001|xa-women|coordinator"
+    "nap-xb.json|d3000000-0000-4000-8000-000000000001|xb-gender|coordinator"
+    "dap-defence.json|d4000000-0000-4000-8000-000000000001|defence|coordinator"
+    "iap-police.json|d5000000-0000-4000-8000-000000000001|police|coordinator"
+)
+# A device for every demo organisation (demo-ORG, principal "ORG demo"),
+# with the role the demo needs: the owners of plans are coordinators (the
+# regional organisation: regional); the others keep their usual role.
+DEMO_ORGS=(mogender mofa defence police wpsnet parliament regional donors xa-women xb-gender)
+# A large import may take a while on a loaded machine.
+IMPORT_TIMEOUT_MS=120000
 # Seconds to wait for napsyncd to listen, and to drain on SIGTERM.
 START_TIMEOUT=30
 STOP_TIMEOUT=40
@@ -64,18 +84,26 @@ The napsync development environment under $VAR.
 Commands:
   up                      install missing packages, build, start PostgreSQL, create the
                           dev CA and the demo coordinator's device, migrate, load the
-                          demo organisations, start napsyncd, and load the demo plan
-                          (through the demo coordinator's device store); safe to run
-                          again
+                          demo organisations, start napsyncd, register a device for each
+                          demo organisation, and import the demo plans (deploy/demo/)
+                          with napsync import; safe to run again
   env                     print export lines for PATH and NAPSYNC_* (the demo
                           coordinator's device and store); use it as
                             eval "\$($me env)"; napsync sync; napsync list plan
   cert ORG DEVICE [--role ROLE] [--principal NAME]
                           issue a certificate for DEVICE and register it for the
                           principal NAME (default: the device name) of organisation ORG,
-                          creating the principal with ROLE (default: the organisation's
-                          usual role); prints export lines for NAPSYNC_CERT/NAPSYNC_KEY
-                          and NAPSYNC_STORE (var/store/DEVICE.db)
+                          with ROLE (default: the organisation's usual role); prints
+                          export lines for NAPSYNC_CERT/NAPSYNC_KEY and NAPSYNC_STORE
+                          (var/store/DEVICE.db). For a device that exists it prints the
+                          same lines again. ROLE is one of
+                            admin        administers organisations, people and devices
+                            coordinator  edits the plans its organisation owns, approves
+                                         reported values
+                            implementer  edits its own implementation plan and reports on
+                                         the indicators it is responsible for
+                            regional     reads its member states' plans, writes its RAP
+                            observer     reads plans and approved progress, comments
   revoke DEVICE [--reason TEXT]
                           revoke a device: napsyncd refuses its certificate from then on
   status                  PostgreSQL, napsyncd and a ping through the demo device
@@ -84,8 +112,11 @@ Commands:
                           deletes $VAR
   --help                  this text
 
-Organisations in the demo data: mogender (coordinator), mofa, defence, police, wpsnet,
-parliament, regional.
+Organisations in the demo data (deploy/demo.sql), with their usual role:
+  mogender (coordinator; owns the NAP of ZZ), mofa, defence, police (implementers; defence
+  and police own implementation plans), wpsnet (a CSO: implementer), parliament
+  (observer), donors (observer), regional (regional; owns the RAP), xa-women and xb-gender
+  (coordinators of the NAPs of XA and XB). "up" registers demo-ORG for each of them.
 EOF
 }
 
@@ -126,11 +157,31 @@ sql() {
     psql -X -q -A -t -v ON_ERROR_STOP=1 -h "$PGH" -p "$PGP" -U "$PGU" -d "$DB_NAME" "$@"
 }
 
+# The role napsyncd connects as: an ordinary one that owns the database,
+# so that PostgreSQL's row-level security (sql/005) applies to everything
+# the daemon does, as in production (docs/deploy.md). Scripts and psql use
+# the cluster's superuser.
+DAEMON_ROLE=napsyncd
+
 create_database() {
-    psql -X -q -v ON_ERROR_STOP=1 -h "$PGH" -p "$PGP" -U "$PGU" -d postgres -v db="$DB_NAME" <<'SQL'
-SELECT format('CREATE DATABASE %I', :'db')
+    psql -X -q -v ON_ERROR_STOP=1 -h "$PGH" -p "$PGP" -U "$PGU" -d postgres -v db="$DB_NAME" \
+        -v role="$DAEMON_ROLE" <<'SQL'
+SELECT format('CREATE ROLE %I LOGIN NOSUPERUSER NOBYPASSRLS', :'role')
+ WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') \gexec
+SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'role')
  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') \gexec
 SQL
+}
+
+# The database role napsyncd uses: DAEMON_ROLE, or, for a database made
+# before dev.sh created one (./var from an older checkout), its owner (the
+# superuser: napsyncd then warns that row-level security does not apply;
+# `down --purge` starts afresh).
+daemon_db_user() {
+    local owner
+    owner=$(psql -X -q -A -t -v ON_ERROR_STOP=1 -h "$PGH" -p "$PGP" -U "$PGU" -d postgres \
+        -v db="$DB_NAME" <<<"SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = :'db'")
+    if [ "$owner" = "$DAEMON_ROLE" ]; then echo "$DAEMON_ROLE"; else echo "$PGU"; fi
 }
 
 # A libpq connection-string value, quoted when it must be.
@@ -241,7 +292,7 @@ listen = $(server_addr)
 tls_cert = $CA_DIR/$SERVER_CERT.crt
 tls_key = $CA_DIR/$SERVER_CERT.key
 tls_ca = $CA_DIR/ca.crt
-database = host=$(conninfo_value "$PGH") port=$PGP dbname=$DB_NAME user=$PGU
+database = host=$(conninfo_value "$PGH") port=$PGP dbname=$DB_NAME user=$(daemon_db_user)
 sql_dir = $ROOT/sql
 log_level = info
 EOF
@@ -256,41 +307,82 @@ demo_cli() {
         "$BUILD/napsync" "$@"
 }
 
-# The demo National Action Plan of mogender and a few indicators, made the
-# way a user makes them: `napsync put` into the demo coordinator's device
-# store, then `napsync sync`. Only when the plan is not in the database yet
-# (a store left from an earlier attempt holds the same ids: the puts then
-# update its unsent changes, and the sync sends them).
-load_demo_plan() {
-    local -a ind
-    local i id code title unit value_type baseline baseline_date target target_date
-    [ -z "$(sql -v id="$DEMO_PLAN" <<<"SELECT 1 FROM plans WHERE id = :'id'")" ] || return 0
-    demo_cli --store "$DEMO_STORE" put plan "$DEMO_PLAN" \
-        "title=National Action Plan on Women, Peace and Security 2025-2029" \
-        "summary=The second-generation NAP of country ZZ on UNSCR 1325: participation, protection, prevention, relief and recovery." \
-        kind=nap status=adopted period_start:date=2025-01-01 period_end:date=2029-12-31 \
-        "tags:set=participation,protection,prevention,relief-recovery" >/dev/null ||
-        die "could not save the demo plan in $DEMO_STORE"
-    ind=(
-        "d0000000-0000-4000-8000-000000000101|P1.1|Share of women among members of parliament|percent|percentage|23.5|2024-01-01|35|2029-12-31"
-        "d0000000-0000-4000-8000-000000000102|P1.2|Share of women in peace negotiation and mediation teams|percent|percentage|12|2024-01-01|30|2029-12-31"
-        "d0000000-0000-4000-8000-000000000103|PR2.1|Police stations with a functioning gender desk|stations|number|18|2024-06-30|60|2029-06-30"
-    )
-    for i in "${ind[@]}"; do
-        IFS='|' read -r id code title unit value_type baseline baseline_date target target_date <<<"$i"
-        demo_cli --store "$DEMO_STORE" put indicator "$id" "plan_id:ref=$DEMO_PLAN" \
-            "code=$code" "title=$title" "unit=$unit" "value_type=$value_type" \
-            "baseline:decimal=$baseline" "baseline_date:date=$baseline_date" \
-            "target:decimal=$target" "target_date:date=$target_date" >/dev/null ||
-            die "could not save demo indicator $code in $DEMO_STORE"
+# Runs the CLI as demo device DEVICE, whatever NAPSYNC_* the caller has set.
+device_cli() {
+    local device=$1
+    shift
+    env -u NAPSYNC_CONFIG -u NAPSYNC_STORE \
+        NAPSYNC_SERVER="$(server_addr)" NAPSYNC_CA="$CA_DIR/ca.crt" \
+        NAPSYNC_CERT="$CA_DIR/$device.crt" NAPSYNC_KEY="$CA_DIR/$device.key" \
+        "$BUILD/napsync" "$@"
+}
+
+# The device of demo organisation ORG: the demo coordinator for mogender.
+demo_device_of() {
+    if [ "$1" = "$DEMO_ORG" ]; then echo "$DEMO_DEVICE"; else echo "demo-$1"; fi
+}
+
+# The role demo organisation ORG's device needs: coordinator (regional for
+# the regional organisation) when it owns a demo plan, else its usual role.
+demo_role_of() {
+    local entry file id org role
+    for entry in "${DEMO_PLANS[@]}"; do
+        IFS='|' read -r file id org role <<<"$entry"
+        [ "$org" != "$1" ] || {
+            echo "$role"
+            return 0
+        }
     done
-    demo_cli --store "$DEMO_STORE" sync >/dev/null || {
-        tail -n 20 "$LOG" >&2
-        die "napsync sync of the demo plan failed (log above, in $LOG)"
-    }
-    [ -n "$(sql -v id="$DEMO_PLAN" <<<"SELECT 1 FROM plans WHERE id = :'id'")" ] ||
-        die "the demo plan did not reach the server (see $(self) logs)"
-    note "loaded the demo plan $DEMO_PLAN and ${#ind[@]} indicators through $DEMO_STORE"
+    echo ""
+}
+
+# Registers a device for every demo organisation but mogender (whose device
+# is the demo coordinator's). Prints a warning for a revoked one.
+register_demo_devices() {
+    local org device fp rc
+    for org in "${DEMO_ORGS[@]}"; do
+        [ "$org" != "$DEMO_ORG" ] || continue
+        device=$(demo_device_of "$org")
+        fp=$("$CA_SH" device "$CA_DIR" "$device" | tail -n 1)
+        rc=0
+        register_device "$org" "$device" "$(demo_role_of "$org")" "$device" "$fp" || rc=$?
+        [ "$rc" = 0 ] || note "warning: $device has been revoked; the demo data it owns will not load"
+    done
+}
+
+# True when the demo organisations have the fixed ids the plan files name.
+# A database made before the ids were fixed has them under other ids.
+demo_org_ids_ok() {
+    [ "$(sql <<<"SELECT count(*) FROM organisations
+                  WHERE id::text LIKE '0e000000-0000-4000-8000-0000000000%'")" = "${#DEMO_ORGS[@]}" ]
+}
+
+# The demo plans, made the way a user would: `napsync import` of each plan
+# file with a device of the organisation that owns it, all or nothing each.
+# Only plans that are not in the database yet, so edits made since are kept.
+load_demo_plans() {
+    local entry file id org role device loaded=0 out
+    if ! demo_org_ids_ok; then
+        note "warning: the demo organisations in this database predate the fixed ids the demo"
+        note "plans name; not loading them ($(self) down --purge && $(self) up starts afresh)"
+        return 0
+    fi
+    for entry in "${DEMO_PLANS[@]}"; do
+        IFS='|' read -r file id org role <<<"$entry"
+        [ -z "$(sql -v id="$id" <<<"SELECT 1 FROM plans WHERE id = :'id'")" ] || continue
+        device=$(demo_device_of "$org")
+        out=$(device_cli "$device" --timeout "$IMPORT_TIMEOUT_MS" import plan "$DEMO_DIR/$file" 2>&1) || {
+            printf '%s\n' "$out" | tail -n 40 >&2
+            die "napsync import of $file as $device failed (above; napsyncd's log: $(self) logs)"
+        }
+        note "${out#imported }"
+        loaded=$((loaded + 1))
+    done
+    if [ "$loaded" = 0 ]; then
+        note "the demo plans are in the database already (edits made since are kept)"
+    else
+        note "loaded $loaded demo plan(s) from $DEMO_DIR"
+    fi
 }
 
 start_daemon() {
@@ -369,6 +461,7 @@ cmd_up() {
     sql -f "$ROOT/deploy/demo.sql" >/dev/null
     register_device "$DEMO_ORG" "$DEMO_PRINCIPAL" "" "$DEMO_DEVICE" "$fp" || rc=$?
     [ "$rc" = 0 ] || note "warning: $DEMO_DEVICE has been revoked; napsyncd will refuse it ($(self) down --purge starts afresh)"
+    register_demo_devices
 
     start_daemon
     pid=$(daemon_pid) || die "napsyncd is not running"
@@ -377,7 +470,7 @@ cmd_up() {
             tail -n 20 "$LOG" >&2
             die "napsyncd runs but 'napsync ping' as $DEMO_DEVICE fails (log above, in $LOG)"
         }
-        load_demo_plan
+        load_demo_plans
     fi
 
     cat <<EOF
@@ -386,15 +479,20 @@ napsync dev environment is up.
   napsyncd     $(server_addr), pid $pid, log $LOG
   PostgreSQL   psql -h $PGH -p $PGP -U $PGU $DB_NAME
   dev CA       $CA_DIR (device: $DEMO_DEVICE of $DEMO_ORG, "$DEMO_PRINCIPAL")
-  demo plan    $DEMO_PLAN (store $DEMO_STORE)
+  demo plans   $DEMO_DIR (the NAP of ZZ: $DEMO_PLAN)
 
 Use it:
   eval "\$($(self) env)"
   napsync ping
   napsync sync; napsync list plan
   napsync history plan $DEMO_PLAN
+  napsync export plan $DEMO_PLAN -o nap.csv     # and: napsync import plan FILE
   $(self) cert $DEMO_ORG second-laptop  # another device of $DEMO_ORG (prints its own NAPSYNC_STORE)
   $(self) cert mofa mofa-desk-1        # a device for another organisation
+  eval "\$($(self) cert ORG demo-ORG)"   # act as a demo organisation's device:
+        # demo-regional, demo-defence, demo-police, demo-xa-women, demo-xb-gender (owners),
+        # demo-mofa, demo-wpsnet (implementers), demo-parliament, demo-donors (observers)
+  $(self) cert parliament mp-1 --role observer  # a device with a given role
   $(self) status | logs | down
 EOF
 }
@@ -440,10 +538,13 @@ cmd_cert() {
     [[ $device =~ $NAME_RE ]] || die "invalid device name '$device': use 1-64 of A-Z a-z 0-9 . _ - (not starting with . _ -)"
     [ -z "$role" ] || [[ $role =~ $ROLE_RE ]] ||
         die "invalid role '$role': admin, coordinator, implementer, regional or observer"
+    pg_require
+    # A device that exists keeps its principal: rerunning prints its lines again.
+    [ -n "$principal" ] ||
+        principal=$(sql -v device="$device" <<<"SELECT p.name FROM devices d JOIN principals p ON p.id = d.principal_id WHERE d.name = :'device'")
     principal=${principal:-$device}
     { [ ${#principal} -le 200 ] && [[ $principal != *[[:cntrl:]]* ]]; } ||
         die "invalid principal name: at most 200 characters, no control characters"
-    pg_require
     [ -n "$(sql -v org="$org" <<<"SELECT 1 FROM organisations WHERE code = :'org'")" ] ||
         die "unknown organisation '$org'; known: $(sql <<<"SELECT string_agg(code, ' ' ORDER BY code) FROM organisations")"
 
@@ -455,6 +556,14 @@ cmd_cert() {
     } <<<"$out"
     register_device "$org" "$principal" "$role" "$device" "$fp" || rc=$?
     [ "$rc" = 0 ] || die "device $device has been revoked; issue a certificate under a new device name"
+    if [ -n "$role" ] && [ -z "$(sql -v device="$device" -v role="$role" <<'SQL'
+SELECT 1 FROM devices d JOIN principals p ON p.id = d.principal_id
+  JOIN principal_roles r ON r.principal_id = p.id AND r.organisation_id = p.organisation_id
+ WHERE d.name = :'device' AND r.role = :'role'
+SQL
+    )" ]; then
+        die "device $device exists and its principal \"$principal\" has not the role $role; issue a certificate under a new device name (and --principal NAME)"
+    fi
     mkdir -p "$STORE_DIR"
     printf 'export NAPSYNC_CERT=%q NAPSYNC_KEY=%q\n' "$crt" "$key"
     printf 'export NAPSYNC_STORE=%q\n' "$STORE_DIR/$device.db"

@@ -697,6 +697,27 @@ const char *ns_kind_name(ns_kind k)
     return "unknown";
 }
 
+const char *ns_kind_word(ns_kind k)
+{
+    switch (k) {
+    case NS_KIND_BOOL:
+        return "bool";
+    case NS_KIND_INT:
+        return "int";
+    case NS_KIND_DECIMAL:
+        return "decimal";
+    case NS_KIND_TEXT:
+        return "text";
+    case NS_KIND_DATE:
+        return "date";
+    case NS_KIND_TEXT_SET:
+        return "set";
+    case NS_KIND_REF:
+        return "ref";
+    }
+    return "text";
+}
+
 /* ---- field sets ------------------------------------------------------------------- */
 
 void ns_fieldset_init(ns_fieldset *fs)

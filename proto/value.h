@@ -125,6 +125,9 @@ bool ns_value_equal(const ns_value *a, const ns_value *b);
 char *ns_value_format(const ns_value *v);
 
 const char *ns_kind_name(ns_kind k);
+/* The short word for a kind that FIELD:KIND=VALUE assignments and
+ * ns_field_view use: bool, int, decimal, text, date, set, ref. */
+const char *ns_kind_word(ns_kind k);
 
 /* A record's fields, sorted by name (strcmp), names unique. Owns names and values. */
 typedef struct {

@@ -167,7 +167,7 @@ total_start=$SECONDS
 
 extra=()
 [ "$lint" = 1 ] && extra=(clang-format cppcheck shellcheck)
-step "packages" "$ROOT/tests/lib/deps.sh" --build "${extra[@]}"
+step "packages" "$ROOT/tests/lib/deps.sh" --build --test "${extra[@]}"
 
 export NS_SOURCE_DIR=$ROOT
 if [ "$lint" = 1 ]; then

@@ -18,6 +18,8 @@
 
 #include "conf.h"
 #include "napsync.h"
+#include "report.h"
+#include "planio.h"
 #include "settings.h"
 
 #define CLI_MAX_OPTS       8
@@ -89,6 +91,9 @@ static int cmd_resolve(cli *x);
 static int cmd_status(cli *x);
 static int cmd_discard(cli *x);
 static int cmd_history(cli *x);
+static int cmd_report(cli *x);
+static int cmd_import(cli *x);
+static int cmd_export(cli *x);
 
 static const cli_cmd commands[] = {
     {
@@ -259,6 +264,58 @@ static const cli_cmd commands[] = {
         .max_args = 2,
         .connects = true,
         .run = cmd_history,
+    },
+    {
+        .name = "import",
+        .summary = "import a plan from a JSON or CSV plan file, all or nothing",
+        .usage = "plan FILE [--format json|csv] [--dry-run] [--json]",
+        .description =
+            "Reads FILE (a plan and everything in it: docs/import-export.md) and checks it\n"
+            "whole; every problem is printed with its line (CSV) or path (JSON) and field,\n"
+            "and then nothing is sent. Otherwise the server checks every record without\n"
+            "storing anything (each refusal printed the same way), and only if it accepts\n"
+            "them all are they imported, in one transaction: all or nothing. The plan's\n"
+            "owner is this device's organisation. Needs the server, not the store.",
+        .opts = {{"--format", "json|csv", "the file's format (default: from its name)"},
+                 {"--dry-run", NULL, "stop after the server's check: import nothing"},
+                 {"--json", NULL, "print each problem, and the outcome, as a JSON line"}},
+        .min_args = 2,
+        .max_args = 2,
+        .connects = true,
+        .run = cmd_import,
+    },
+    {
+        .name = "export",
+        .summary = "write a plan and everything in it to a JSON or CSV plan file",
+        .usage = "plan ID [--format json|csv] [-o FILE]",
+        .description =
+            "Fetches plan ID and every record in it from the server and writes them as a\n"
+            "plan file (docs/import-export.md), ordered by type and id: the same plan\n"
+            "gives the same bytes, and napsync import reads it back. Needs the server;\n"
+            "a plan this principal may not read is refused.",
+        .opts = {{"--format", "json|csv", "the format (default: from -o's name, else json)"},
+                 {"-o", "FILE", "write to FILE, replaced whole (default: standard output)"},
+                 {"--output", "FILE", "the same as -o"}},
+        .min_args = 2,
+        .max_args = 2,
+        .connects = true,
+        .run = cmd_export,
+    },
+    {
+        .name = "report",
+        .summary = NS_CLI_REPORT_SUMMARY,
+        .usage = NS_CLI_REPORT_USAGE,
+        .description = NS_CLI_REPORT_HELP,
+        .opts = {{"--plan", "ID", "progress: the plan"},
+                 {"--year", "Y", "progress: the reporting year (default: the latest with data)"},
+                 {"--region", "ID", "region: the regional organisation"},
+                 {"--format", "FMT", "md, csv, html or json (default md)"},
+                 {"-o", "FILE", "write to FILE, replaced whole (default: standard output)"},
+                 {"--json", NULL, "print the server's JSON (the same as --format json)"}},
+        .min_args = 1,
+        .max_args = 1,
+        .connects = true,
+        .run = cmd_report,
     },
     {
         .name = "help",
@@ -1461,6 +1518,67 @@ static int cmd_history(cli *x)
         printf("(older versions remain: napsync history %s %s --limit %llu)\n", x->args[0],
                x->args[1],
                (unsigned long long)(limit < CLI_MAX_HISTORY / 2 ? limit * 2 : CLI_MAX_HISTORY));
+    disconnect_client(x);
+    return 0;
+}
+
+/* ---- import and export (import.c, export.c) -------------------------------- */
+
+static int env_connect(void *ud, ns_client **out)
+{
+    cli *x = ud;
+    int rc = connect_client(x);
+    *out = x->client;
+    return rc;
+}
+
+static void env_disconnect(void *ud)
+{
+    disconnect_client(ud);
+}
+
+static int env_fail(void *ud, ns_status st, const char *msg)
+{
+    return fail(ud, st, msg);
+}
+
+static int cmd_import(cli *x)
+{
+    cli_env env = {env_connect, env_disconnect, env_fail, x, x->json};
+    return cli_import(&env, x->args[0], x->args[1], opt_value(x, "--format"),
+                      opt_value(x, "--dry-run") != NULL);
+}
+
+static int cmd_export(cli *x)
+{
+    cli_env env = {env_connect, env_disconnect, env_fail, x, x->json};
+    const char *o = opt_value(x, "-o");
+    return cli_export(&env, x->args[0], x->args[1], opt_value(x, "--format"),
+                      o ? o : opt_value(x, "--output"));
+}
+
+/* ---- report (report.c) ------------------------------------------------------- */
+
+static int cmd_report(cli *x)
+{
+    ns_cli_report_args a = {
+        .kind = x->args[0],
+        .plan = opt_value(x, "--plan"),
+        .nplans = x->nplans,
+        .year = opt_value(x, "--year"),
+        .region = opt_value(x, "--region"),
+        .format = opt_value(x, "--format"),
+        .output = opt_value(x, "-o"),
+        .json = opt_value(x, "--json") != NULL,
+    };
+    ns_error e;
+    if (ns_cli_report_check(&a, &e) != NS_OK)
+        return usage_error(x, "%s", e.message);
+    int rc = connect_client(x);
+    if (rc != 0)
+        return rc;
+    if (ns_cli_report_run(x->client, &a, &e) != NS_OK)
+        return fail(x, e.status, e.message);
     disconnect_client(x);
     return 0;
 }

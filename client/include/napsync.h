@@ -418,6 +418,143 @@ NS_API int ns_client_history_wait(ns_client *c, const char *entity_type, const c
                                   uint64_t before_version, uint32_t limit, ns_revision_fn fn,
                                   void *ud, int *more, ns_error *err);
 
+/* ---- direct pushes and whole-plan pulls (need a connection; no store) ------
+ *
+ * For tools that need the server's verdict at once, such as an import: a
+ * batch of mutations goes straight to the server, not through the outbox,
+ * and each mutation gets its answer; nothing is kept on the device, and a
+ * batch whose answer is lost is simply not known to have applied (send it
+ * again with the same mutation ids: the server answers them as before). */
+
+typedef enum {
+    NS_PUSH_APPLY = 0,   /* each mutation on its own: the refused ones rejected, the rest applied */
+    NS_PUSH_DRY_RUN = 1, /* nothing stored: every mutation answered as it would be now */
+    NS_PUSH_ATOMIC = 2,  /* all or nothing, one transaction: when any mutation is refused, none
+                            applies and every other one is rejected with reject_code "ABORTED" */
+} ns_push_mode;
+
+/* The server takes at most this many mutations in one batch. */
+#define NS_MAX_PUSH_BATCH 1000
+
+typedef enum {
+    NS_MUTATION_CREATE = 1,
+    NS_MUTATION_UPDATE = 2,
+    NS_MUTATION_DELETE = 3,
+} ns_mutation_op;
+
+/* One change. Fields are given as text forms, each with its kind (as
+ * ns_field_view: "bool", "int", "decimal", "text", "date", "set", "ref",
+ * or "null"; value NULL is null): a create's initial fields, an update's
+ * changed fields (the field mask), none for a delete. */
+typedef struct {
+    const char *mutation_id; /* UUID, the idempotency key; NULL: a fresh one */
+    const char *entity_type;
+    const char *record_id; /* UUID; a create chooses it */
+    ns_mutation_op op;
+    uint64_t base_version; /* the version the change was made on; 0 for a create */
+    const ns_field_view *fields;
+    size_t nfields;
+} ns_mutation;
+
+typedef enum {
+    NS_OUTCOME_APPLIED = 1,  /* taken as is (a dry run: would be) */
+    NS_OUTCOME_MERGED = 2,   /* based on an older version; merged without collision */
+    NS_OUTCOME_CONFLICT = 3, /* a field collided: see conflict_ids */
+    NS_OUTCOME_REJECTED = 4, /* not applied: reject_code, reject_reason, reject_field */
+} ns_outcome;
+
+/* The server's answer to one mutation of a batch. */
+typedef struct {
+    const char *mutation_id;
+    ns_outcome outcome;
+    uint64_t version;          /* the record's version after it; 0 when rejected */
+    const char *reject_code;   /* "INVALID_ARGUMENT", "PERMISSION_DENIED", "ABORTED" (another
+                                  mutation of an atomic batch was refused), ...; "" unless rejected */
+    const char *reject_reason; /* for people; names the field at fault; "" unless rejected */
+    const char *reject_field;  /* the field at fault ("baseline"); "" when none is named */
+    const char *const *conflict_ids;
+    size_t nconflicts;
+} ns_mutation_result;
+
+/* results (n of them, in the order of the batch) is NULL unless err is
+ * NULL; valid during the call only. */
+typedef void (*ns_push_batch_cb)(ns_client *c, const ns_error *err,
+                                 const ns_mutation_result *results, size_t n, void *ud);
+
+/* Sends n (1 to NS_MAX_PUSH_BATCH) mutations in one Push with the given
+ * mode and hands the answers to cb. Every mutation is checked first (ids,
+ * type names, field names, each value parsed as its kind): a bad one is
+ * NS_ERR_INVALID_ARGUMENT naming the mutation (from 0) and the field, and
+ * nothing is sent; so is a batch too large for the server's frame size
+ * (split it, or raise the server's max_frame_size). A mutation the server
+ * refuses is an answer (NS_OUTCOME_REJECTED), not an error; the whole
+ * request failing (UNAVAILABLE, ...) is err. Not connected: NS_ERR_STATE. */
+NS_API int ns_client_push_batch(ns_client *c, ns_push_mode mode, const ns_mutation *m, size_t n,
+                                ns_push_batch_cb cb, void *ud, ns_error *err);
+
+/* fn gets each answer (i from 0, in batch order); non-zero stops the walk. */
+typedef int (*ns_mutation_result_fn)(size_t i, const ns_mutation_result *r, void *ud);
+
+/* Blocking form (own loop): fn is called for each answer before this
+ * returns. fn must not call into the client. */
+NS_API int ns_client_push_batch_wait(ns_client *c, ns_push_mode mode, const ns_mutation *m,
+                                     size_t n, ns_mutation_result_fn fn, void *ud, ns_error *err);
+
+/* err NULL: done. */
+typedef void (*ns_done_cb)(ns_client *c, const ns_error *err, void *ud);
+
+/* Every record of a plan (the plan itself included), from the server: a
+ * Pull of the plan alone from the start of the feed, page after page, each
+ * record handed to fn as it arrives (memory holds one page, whatever the
+ * plan's size). Records come in feed order; one changed several times
+ * comes once per version kept in the feed, the last one current, and
+ * deleted records come as tombstones (deleted set): a caller that wants
+ * the plan as it is keeps the highest version of each id. pending and
+ * rejected are 0 (nothing local is involved). fn returns non-zero to stop
+ * (cb then gets NULL: stopping is not an error); it must not call into the
+ * client. A plan this principal may not read, or that does not exist, is
+ * NS_ERR_SERVER with server_code PERMISSION_DENIED. cb runs once at the
+ * end. Views are valid during the fn call only. */
+NS_API int ns_client_pull_plan(ns_client *c, const char *plan_id, ns_record_fn fn, void *ud,
+                               ns_done_cb cb, void *cb_ud, ns_error *err);
+/* Blocking form (own loop). */
+NS_API int ns_client_pull_plan_wait(ns_client *c, const char *plan_id, ns_record_fn fn, void *ud,
+                                    ns_error *err);
+
+/* ---- reports (need a connection; no store) --------------------------------
+ *
+ * Figures the server computes from what this principal may read, as one
+ * JSON document whose shape docs/reports.md describes (decimals are JSON
+ * strings, exact). */
+
+typedef struct {
+    const char *kind;      /* "progress", "region" or "coverage" */
+    const char *plan_id;   /* progress: the plan (UUID); NULL for the others */
+    uint32_t year;         /* progress: 1990..2100, or 0 for the latest year with data */
+    const char *region_id; /* region: the regional organisation (UUID); NULL for the others */
+} ns_report_request;
+
+/* json (len bytes, NUL-terminated) is NULL unless err is NULL; valid
+ * during the call only. */
+typedef void (*ns_report_cb)(ns_client *c, const ns_error *err, const char *json, size_t len,
+                             void *ud);
+
+/* Asks the server for a report. The request is checked first (a kind, the
+ * fields that kind takes and no others, UUIDs, the year's range):
+ * NS_ERR_INVALID_ARGUMENT naming the field, and nothing is sent. A plan
+ * that does not exist or that this principal may not read, and a region
+ * that is not a regional organisation, are NS_ERR_SERVER with server_code
+ * NOT_FOUND; a report too large for one frame (about 1 MiB) is
+ * NS_ERR_SERVER with FRAME_TOO_LARGE (it is never sent in part). The
+ * document is checked as text (UTF-8, no control characters), not
+ * parsed. Not connected: NS_ERR_STATE. */
+NS_API int ns_client_report(ns_client *c, const ns_report_request *req, ns_report_cb cb, void *ud,
+                            ns_error *err);
+/* Blocking form (own loop): *json is the document (NUL-terminated, the
+ * caller frees it with free()), NULL on error. */
+NS_API int ns_client_report_wait(ns_client *c, const ns_report_request *req, char **json,
+                                 ns_error *err);
+
 /* The loop the client runs on (its own, or the application's): e.g. to
  * watch signals that call ns_client_sync_stop during ns_client_sync_wait.
  * Handles added to the client's own loop must be closed before

@@ -3,10 +3,11 @@
 # else: when all are there it neither updates the package lists nor touches
 # the system. Used by deploy/dev.sh and tests/run.sh.
 #
-#   deps.sh [--build] [PACKAGE...]
+#   deps.sh [--build] [--test] [PACKAGE...]
 #
-# --build stands for what building and running napsync needs (the list
-# below), so that the scripts share one list.
+# --build stands for what building and running napsync needs, --test for
+# what only the tests need besides (chromium renders the HTML report in
+# test_reports), so that the scripts share one list.
 #
 # As root it calls apt-get directly, otherwise through sudo. Never prompts:
 # it also runs in CI without a terminal.
@@ -18,13 +19,16 @@ die() {
 }
 
 BUILD_PACKAGES=(libuv1-dev libpq-dev postgresql libprotobuf-c-dev protobuf-c-compiler libssl-dev
-    libcmocka-dev libsqlite3-dev libjansson-dev cmake make gcc libc6-dev pkg-config acl openssl)
+    libcmocka-dev libsqlite3-dev libjansson-dev libyajl-dev libcsv-dev cmake make gcc libc6-dev
+    pkg-config acl openssl)
+TEST_PACKAGES=(chromium)
 
-[ $# -ge 1 ] || die "usage: deps.sh [--build] [PACKAGE...]"
+[ $# -ge 1 ] || die "usage: deps.sh [--build] [--test] [PACKAGE...]"
 wanted=()
 for arg in "$@"; do
     case $arg in
     --build) wanted+=("${BUILD_PACKAGES[@]}") ;;
+    --test) wanted+=("${TEST_PACKAGES[@]}") ;;
     -*) die "unknown option $arg" ;;
     *) wanted+=("$arg") ;;
     esac
