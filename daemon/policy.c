@@ -117,6 +117,18 @@ static const char *op_verb(ns_op op)
     return "write";
 }
 
+static bool known_kind(const char *kind)
+{
+    return eq(kind, "nap") || eq(kind, "rap") || eq(kind, "local") || eq(kind, "implementation");
+}
+
+static int unknown_kind(ns_policy_refusal *out, const char *kind)
+{
+    return refuse(out, ERR(INVALID_ARGUMENT), "kind",
+                  "plan.kind: \"%s\" is not one of nap, rap, local, implementation",
+                  kind != NULL ? kind : "");
+}
+
 /* The plan kinds a role keeps as owner. */
 static bool kind_allowed(unsigned roles, const char *kind)
 {
@@ -172,6 +184,8 @@ static int check_plan(const ns_policy_actor *a, const ns_policy_write *w, ns_pol
         if (!eq(owner, a->organisation))
             return refuse(out, ERR(PERMISSION_DENIED), "owner_id",
                           "a plan is created for the principal's own organisation");
+        if (!known_kind(kind))
+            return unknown_kind(out, kind);
         if (!kind_allowed(a->roles, kind))
             return refuse(out, ERR(PERMISSION_DENIED), "kind",
                           "the principal's roles may not create a plan of kind \"%s\" "
@@ -201,6 +215,8 @@ static int check_plan(const ns_policy_actor *a, const ns_policy_write *w, ns_pol
     }
     if (in_change(w, "owner_id") && !eq(text_of(w->change, "owner_id"), p->owner))
         return refuse(out, ERR(PERMISSION_DENIED), "owner_id", "a plan's owner does not change");
+    if (in_change(w, "kind") && !known_kind(text_of(w->change, "kind")))
+        return unknown_kind(out, text_of(w->change, "kind"));
     if (in_change(w, "kind") && !kind_allowed(a->roles, text_of(w->change, "kind")))
         return refuse(out, ERR(PERMISSION_DENIED), "kind",
                       "the principal's roles may not keep a plan of that kind");

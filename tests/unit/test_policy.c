@@ -130,6 +130,8 @@ static void test_plan_create(void **state)
         {ORG_A, NS_ROLE_REGIONAL, "rap", 0},
         {ORG_A, NS_ROLE_OBSERVER, "nap", ERR(PERMISSION_DENIED)},
         {ORG_A, NS_ROLE_ADMIN, "nap", ERR(PERMISSION_DENIED)},
+        /* Not a kind at all: the request is wrong, whoever sends it. */
+        {ORG_A, NS_ROLE_COORDINATOR, "strategy", ERR(INVALID_ARGUMENT)},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         wr x = {.w = {.type = "plan", .op = NS_OP_CREATE}};
