@@ -1,0 +1,818 @@
+#!/usr/bin/env bash
+# napsync's benchmark suite: every figure of docs/benchmarks.md, measured in
+# one run, side by side with its PostgreSQL baseline, on this machine.
+#
+#   tests/bench/run.sh [--smoke] [--full] [--out FILE] [--build DIR] [--workdir DIR]
+#                      [--duration S] [--warmup S] [--keep]
+#
+#   --smoke        tiny sizes and fixed amounts of work instead of timed runs:
+#                  a few seconds, checks only that all the work was done and
+#                  checked (every mutation applied, every record received);
+#                  writes the report to --out (a temporary file unless given)
+#   --full         also the catch-up of a 1,000,000-change backlog (adds
+#                  several minutes; the default suite stays under 20 minutes)
+#   --out FILE     where the report goes (default: docs/benchmarks.md)
+#   --build DIR    the build tree with napsyncd and napsync-loadgen
+#                  (default: build/ of the checkout)
+#   --workdir DIR  PostgreSQL cluster (DIR/pg), certificates (DIR/ca, kept
+#                  and reused: issuing 256 device certificates takes a while),
+#                  logs; default: a new temporary directory, removed at exit
+#                  unless --keep
+#   --duration S   measured seconds per push figure (default 10)
+#   --warmup S     unmeasured seconds before each (default 2)
+#
+# What runs: a private PostgreSQL (tests/lib/pg.sh, fsync on) with napsyncd
+# connecting as an ordinary role that owns its database (as deploy/dev.sh
+# does); (1) push throughput of napsyncd (napsync-loadgen push) against
+# pgbench -M prepared doing the same SQL per mutation, at 1, 16 and 256
+# clients, batches of 1 and 100; (2) the catch-up of a fresh device on a
+# backlog of 10k and 100k changes (and 1M with --full), streamed and synced
+# into a store, against keyset paging in SQL (pgbench) and one COPY. Each
+# figure gets a fresh database made from one template. Exits non-zero when
+# any check fails; it never fails on speed.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+PG_SH=$ROOT/tests/lib/pg.sh
+CA_SH=$ROOT/deploy/ca.sh
+
+smoke=0
+full=0
+keep=0
+out=''
+build=$ROOT/build
+work=''
+duration=10
+warmup=2
+
+die() {
+    echo "bench: $*" >&2
+    exit 1
+}
+
+note() {
+    echo "bench: $*" >&2
+}
+
+usage() {
+    sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"
+}
+
+while [ $# -gt 0 ]; do
+    case $1 in
+    --smoke) smoke=1 ;;
+    --full) full=1 ;;
+    --keep) keep=1 ;;
+    --out)
+        [ $# -ge 2 ] || die "--out needs a file"
+        out=$2
+        shift
+        ;;
+    --build)
+        [ $# -ge 2 ] || die "--build needs a directory"
+        build=$2
+        shift
+        ;;
+    --workdir)
+        [ $# -ge 2 ] || die "--workdir needs a directory"
+        work=$2
+        shift
+        ;;
+    --duration)
+        { [ $# -ge 2 ] && [[ $2 =~ ^[1-9][0-9]{0,3}$ ]]; } || die "--duration needs whole seconds"
+        duration=$2
+        shift
+        ;;
+    --warmup)
+        { [ $# -ge 2 ] && [[ $2 =~ ^[0-9]{1,3}$ ]]; } || die "--warmup needs whole seconds"
+        warmup=$2
+        shift
+        ;;
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    *) die "unknown option '$1' (see --help)" ;;
+    esac
+    shift
+done
+
+build=$(cd "$build" 2>/dev/null && pwd) || die "no build directory $build (cmake --build first)"
+NAPSYNCD=$build/napsyncd
+LOADGEN=$build/napsync-loadgen
+for b in "$NAPSYNCD" "$LOADGEN"; do
+    [ -x "$b" ] || die "$b is missing: build the tree first (cmake --build $build)"
+done
+for t in pgbench psql openssl awk; do
+    command -v "$t" >/dev/null || die "$t is missing (tests/lib/deps.sh installs it)"
+done
+
+if [ "$smoke" = 1 ]; then
+    PUSH_CLIENTS=(1 4)
+    PUSH_BATCHES=(1 10)
+    PUSH_PUSHES=3 # per client: fixed work instead of a timed window
+    CATCHUP_SIZES=(300)
+else
+    PUSH_CLIENTS=(1 16 256)
+    PUSH_BATCHES=(1 100)
+    PUSH_PUSHES=0
+    CATCHUP_SIZES=(10000 100000)
+    [ "$full" = 1 ] && CATCHUP_SIZES+=(1000000)
+fi
+MAX_CLIENTS=${PUSH_CLIENTS[-1]}
+# The page size napsync clients pull with (the server's default) and the
+# baseline's keyset pages.
+PAGE=500
+
+if [ -z "$out" ]; then
+    if [ "$smoke" = 1 ]; then out=$(mktemp "${TMPDIR:-/tmp}/napsync-bench-smoke.XXXXXX.md"); else out=$ROOT/docs/benchmarks.md; fi
+fi
+
+made_work=0
+if [ -z "$work" ]; then
+    work=$(mktemp -d "${TMPDIR:-/tmp}/napsync-bench.XXXXXX")
+    made_work=1
+fi
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
+PG_DIR=$work/pg
+CA_DIR=$work/ca
+LOGS=$work/logs
+mkdir -p "$LOGS"
+: >"$LOGS/results.log"
+: >"$LOGS/pgbench.log"
+
+daemon_pid=''
+cleanup() {
+    local rc=$?
+    if [ -n "$daemon_pid" ]; then
+        kill -TERM "$daemon_pid" 2>/dev/null || true
+        wait "$daemon_pid" 2>/dev/null || true
+    fi
+    "$PG_SH" stop "$PG_DIR" fast >/dev/null 2>&1 || true
+    if [ "$made_work" = 1 ] && [ "$keep" = 0 ]; then
+        rm -rf "$work"
+    elif [ "$rc" != 0 ]; then
+        note "logs kept in $LOGS"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Every command whose figure goes into the report, as run.
+COMMANDS=()
+remember() {
+    local s
+    printf -v s '%q ' "$@"
+    COMMANDS+=("${s% }")
+}
+
+now_ns() { date +%s%N; }
+
+# ---- PostgreSQL ------------------------------------------------------------------
+
+PGH='' PGP='' PGU=''
+pg_env() {
+    local line
+    while IFS= read -r line; do
+        case $line in
+        PGHOST=*) PGH=${line#PGHOST=} ;;
+        PGPORT=*) PGP=${line#PGPORT=} ;;
+        PGUSER=*) PGU=${line#PGUSER=} ;;
+        esac
+    done <<<"$1"
+    { [ -n "$PGH" ] && [ -n "$PGP" ] && [ -n "$PGU" ]; } || die "unexpected output from pg.sh: $1"
+}
+
+# psql as the cluster's superuser; SQL on stdin, values as -v name=value
+# (used as :'name', quoted by psql).
+sql() {
+    local db=$1
+    shift
+    PGOPTIONS='-c client_min_messages=warning' \
+        psql -X -q -A -t -v ON_ERROR_STOP=1 -h "$PGH" -p "$PGP" -U "$PGU" -d "$db" "$@"
+}
+
+DAEMON_ROLE=napsyncd
+TEMPLATE=nsbench_template
+
+start_pg() {
+    note "PostgreSQL in $PG_DIR (fsync on)"
+    pg_env "$(NS_PG_FSYNC=on "$PG_SH" start "$PG_DIR")"
+    # pgbench opens one connection per client: room for them, napsyncd's
+    # pool and psql.
+    local want=$((MAX_CLIENTS + 40)) have
+    [ "$want" -lt 100 ] && want=100
+    have=$(sql postgres <<<"SHOW max_connections")
+    if [ "$have" -lt "$want" ]; then
+        sql postgres -v n="$want" <<<"SELECT format('ALTER SYSTEM SET max_connections = %s', :'n') \gexec" >/dev/null
+        pg_env "$("$PG_SH" restart "$PG_DIR")"
+    fi
+}
+
+conninfo() {
+    printf "host=%s port=%s dbname=%s user=%s" "$PGH" "$PGP" "$1" "$DAEMON_ROLE"
+}
+
+# ---- certificates ------------------------------------------------------------------
+
+device_names() {
+    local i
+    for ((i = 0; i < MAX_CLIENTS; i++)); do printf 'bench-%04d\n' "$i"; done
+    echo bench-seed
+    for i in "${!CATCHUP_SIZES[@]}"; do
+        echo "bench-pull-$i"
+        echo "bench-sync-$i"
+    done
+}
+
+make_certs() {
+    "$CA_SH" init "$CA_DIR" "napsync benchmark CA" >/dev/null
+    "$CA_SH" server "$CA_DIR" napsyncd IP:127.0.0.1 DNS:localhost >/dev/null
+    local name n=0
+    : >"$work/fingerprints"
+    note "device certificates in $CA_DIR (kept for the next run)"
+    while IFS= read -r name; do
+        printf '%s %s\n' "$name" "$("$CA_SH" device "$CA_DIR" "$name" | tail -n 1)" >>"$work/fingerprints"
+        n=$((n + 1))
+    done < <(device_names)
+    note "$n device certificates ready"
+}
+
+# ---- the template database ---------------------------------------------------------------
+
+# Migrated by napsyncd itself, as its own role; one organisation per client
+# device (its coordinator), and one for the catch-up plan with its seeding
+# device and the fresh devices that pull it.
+make_template() {
+    sql postgres -v role="$DAEMON_ROLE" -v db="$TEMPLATE" >/dev/null <<'SQL'
+SELECT format('CREATE ROLE %I LOGIN NOSUPERUSER NOBYPASSRLS', :'role')
+ WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') \gexec
+SELECT format('DROP DATABASE IF EXISTS %I', :'db') \gexec
+SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'role') \gexec
+SQL
+    "$NAPSYNCD" --database "$(conninfo "$TEMPLATE")" --sql-dir "$ROOT/sql" --tls-cert "$CA_DIR/napsyncd.crt" \
+        --tls-key "$CA_DIR/napsyncd.key" --tls-ca "$CA_DIR/ca.crt" --migrate >"$LOGS/migrate.log" 2>&1 ||
+        die "migrations failed: see $LOGS/migrate.log"
+    local name fp org principal
+    {
+        echo "BEGIN;"
+        while read -r name fp; do
+            case $name in
+            bench-seed) org=bench-seed principal="Catch-up seeder" ;;
+            bench-pull-* | bench-sync-*) org=bench-seed principal="Fresh device $name" ;;
+            *) org=$name principal="Coordinator of $name" ;;
+            esac
+            printf "INSERT INTO organisations (code, name, kind, country, default_role) VALUES ('%s', 'Benchmark organisation %s', 'ministry', 'ZZ', 'coordinator') ON CONFLICT (code) DO NOTHING;\n" "$org" "$org"
+            printf "SELECT napsync_register_device('%s', '%s', 'coordinator', '%s', '%s');\n" "$org" "$principal" "$name" "$fp"
+        done <"$work/fingerprints"
+        echo "COMMIT;"
+    } >"$work/template.sql"
+    # The names and fingerprints above are ours ([a-z0-9-] and hex), so
+    # they are safe as literals in this generated file.
+    grep -Eqv "^(BEGIN;|COMMIT;|INSERT INTO organisations \(code, name, kind, country, default_role\) VALUES \('[a-z0-9-]+', 'Benchmark organisation [a-z0-9-]+', 'ministry', 'ZZ', 'coordinator'\) ON CONFLICT \(code\) DO NOTHING;|SELECT napsync_register_device\('[a-z0-9-]+', '[A-Za-z0-9 -]+', 'coordinator', '[a-z0-9-]+', '[0-9a-f]{64}'\);)$" "$work/template.sql" &&
+        die "unexpected line in $work/template.sql"
+    sql "$TEMPLATE" -f "$work/template.sql" >/dev/null
+}
+
+fresh_db() {
+    sql postgres -v db="$1" -v t="$TEMPLATE" -v role="$DAEMON_ROLE" >/dev/null <<'SQL'
+SELECT format('DROP DATABASE IF EXISTS %I', :'db') \gexec
+SELECT format('CREATE DATABASE %I TEMPLATE %I OWNER %I', :'db', :'t', :'role') \gexec
+SQL
+}
+
+drop_db() {
+    sql postgres -v db="$1" >/dev/null <<<"SELECT format('DROP DATABASE IF EXISTS %I WITH (FORCE)', :'db') \gexec"
+}
+
+# ---- napsyncd -------------------------------------------------------------------------
+
+daemon_port=''
+daemon_log=''
+start_daemon() {
+    local db=$1 tag=$2 port i
+    daemon_log=$LOGS/napsyncd-$tag.log
+    for ((i = 0; i < 5; i++)); do
+        port=$(shuf -i 20000-60000 -n 1)
+        "$NAPSYNCD" --listen "127.0.0.1:$port" --tls-cert "$CA_DIR/napsyncd.crt" \
+            --tls-key "$CA_DIR/napsyncd.key" --tls-ca "$CA_DIR/ca.crt" \
+            --database "$(conninfo "$db")" --sql-dir "$ROOT/sql" --log-level info \
+            >>"$daemon_log" 2>&1 &
+        daemon_pid=$!
+        local waited=0
+        while [ $waited -lt 300 ]; do
+            if grep -qs "listening on 127.0.0.1:$port" "$daemon_log"; then
+                daemon_port=$port
+                return 0
+            fi
+            kill -0 "$daemon_pid" 2>/dev/null || break
+            sleep 0.1
+            waited=$((waited + 1))
+        done
+        kill -KILL "$daemon_pid" 2>/dev/null || true
+        wait "$daemon_pid" 2>/dev/null || true
+        daemon_pid=''
+        grep -qs "cannot listen" "$daemon_log" || break
+    done
+    tail -n 20 "$daemon_log" >&2
+    die "napsyncd did not start (log: $daemon_log)"
+}
+
+stop_daemon() {
+    [ -n "$daemon_pid" ] || return 0
+    kill -TERM "$daemon_pid"
+    local rc=0
+    wait "$daemon_pid" || rc=$?
+    daemon_pid=''
+    [ "$rc" = 0 ] || die "napsyncd exited with status $rc on SIGTERM (log: $daemon_log)"
+}
+
+loadgen() {
+    "$LOADGEN" "$1" --server "127.0.0.1:$daemon_port" --ca "$CA_DIR/ca.crt" --certs "$CA_DIR" \
+        --server-pid "$daemon_pid" "${@:2}"
+}
+
+# get KEY LINE: the value of KEY=... in a logfmt line.
+get() {
+    local kv
+    for kv in $2; do
+        [ "${kv%%=*}" = "$1" ] && {
+            echo "${kv#*=}"
+            return 0
+        }
+    done
+    die "no $1 in: $2"
+}
+
+# ---- machine CPU, for pgbench (napsync-loadgen measures its own) -------------------------
+
+cpu_snap() { awk '/^cpu /{t=0; for(i=2;i<=9;i++) t+=$i; print t-$5-$6, t; exit}' /proc/stat; }
+busy_pct() { # busy0 total0 busy1 total1
+    awk -v b0="$1" -v t0="$2" -v b1="$3" -v t1="$4" 'BEGIN{ if (t1>t0) printf "%.1f", 100*(b1-b0)/(t1-t0); else print "-" }'
+}
+
+# ---- figure 1: push throughput ---------------------------------------------------------------
+
+# The per-mutation SQL of the baseline, for mutation I: what the engine does
+# for one create, in the order the issue gives (the engine does it for a
+# whole group at once): the mutation's answer (idempotency), the record
+# locked, upserted, its revision with before and after, the feed entry
+# numbered under sync_feed_head's row lock. bench_clients maps pgbench's
+# client_id to its plan, principal and device.
+mutation_sql() {
+    local i=$1
+    local rid="md5('r.' || :client_id::text || '.' || :r$i::text)::uuid"
+    local mid="md5('m.' || :client_id::text || '.' || :r$i::text)::uuid"
+    cat <<SQL
+INSERT INTO sync_mutations (mutation_id, device_id, entity_type, record_id, outcome, version) SELECT $mid, c.device, 'indicator', $rid, 'applied', 1 FROM bench_clients c WHERE c.n = :client_id;
+SELECT t.id, t.version, t.deleted, t.tenant_id, to_jsonb(t)::text, t.changed_by, t.changed_device FROM indicators t WHERE t.id = $rid ORDER BY t.id FOR UPDATE;
+INSERT INTO indicators (id, version, tenant_id, deleted, changed_by, changed_device, changed_at, plan_id, title, value_type) SELECT $rid, 1, c.plan, false, c.principal, c.device, now(), c.plan, 'load indicator ' || :r$i::text, 'number' FROM bench_clients c WHERE c.n = :client_id ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, tenant_id = EXCLUDED.tenant_id, deleted = EXCLUDED.deleted, changed_by = EXCLUDED.changed_by, changed_device = EXCLUDED.changed_device, changed_at = EXCLUDED.changed_at, plan_id = EXCLUDED.plan_id, title = EXCLUDED.title, value_type = EXCLUDED.value_type;
+INSERT INTO sync_revisions (entity_type, record_id, version, tenant_id, op, mutation_id, principal_id, device_id, deleted, before, after) SELECT 'indicator', $rid, 1, c.plan, 'create', $mid, c.principal, c.device, false, NULL, jsonb_build_object('plan_id', c.plan, 'title', 'load indicator ' || :r$i::text, 'value_type', 'number') FROM bench_clients c WHERE c.n = :client_id;
+SQL
+}
+
+feed_sql() {
+    local i=$1
+    cat <<SQL
+WITH h AS (UPDATE sync_feed_head SET seq = seq + 1 RETURNING seq) INSERT INTO sync_feed (seq, entity_type, record_id, version, tenant_id) SELECT h.seq, 'indicator', md5('r.' || :client_id::text || '.' || :r$i::text)::uuid, 1, c.plan FROM h, bench_clients c WHERE c.n = :client_id;
+SQL
+}
+
+# One transaction of B mutations. The feed entries come last, as the
+# engine writes them: the head's row lock is then held from the first of
+# them to COMMIT only.
+pgbench_script() {
+    local b=$1 f=$2 i
+    {
+        for ((i = 1; i <= b; i++)); do echo "\\set r$i random(1, 9000000000000000000)"; done
+        echo "BEGIN;"
+        echo "SELECT set_config('napsync.reader', 'engine', true);"
+        for ((i = 1; i <= b; i++)); do mutation_sql "$i"; done
+        for ((i = 1; i <= b; i++)); do feed_sql "$i"; done
+        echo "COMMIT;"
+    } >"$f"
+}
+
+# The baseline's clients: a plan each, of organisation bench-NNNN, with its
+# coordinator as author and its device. Written as the superuser (as an
+# import would), so the plan rows need no revision of their own.
+pgbench_clients() {
+    local db=$1 n=$2
+    sql "$db" -v n="$n" -v role="$DAEMON_ROLE" >/dev/null <<'SQL'
+CREATE TABLE bench_clients (n int PRIMARY KEY, plan uuid NOT NULL, principal uuid NOT NULL,
+                            device uuid NOT NULL);
+INSERT INTO bench_clients
+SELECT g, md5('plan.' || g)::uuid, d.principal_id, d.id
+  FROM generate_series(0, :'n'::int - 1) g
+  JOIN devices d ON d.name = 'bench-' || lpad(g::text, 4, '0');
+INSERT INTO plans (id, version, tenant_id, changed_by, changed_device, title, kind, status,
+                   period_start, period_end, owner_id)
+SELECT c.plan, 1, c.plan, c.principal, c.device, 'Baseline plan ' || c.n, 'nap', 'draft',
+       '2024-01-01', '2028-12-31', p.organisation_id
+  FROM bench_clients c JOIN principals p ON p.id = c.principal;
+SELECT format('GRANT SELECT ON bench_clients TO %I', :'role') \gexec
+SQL
+}
+
+# pgbench_run DB CLIENTS BATCH SECONDS [LOG_PREFIX]: sets PGB_TX (transactions
+# done), PGB_TPS and PGB_FAILED. With a log prefix the command is one of the
+# report's, and pgbench logs each transaction's latency there.
+PGB_TX=0 PGB_TPS=0 PGB_FAILED=0
+pgbench_run() {
+    local db=$1 c=$2 b=$3 secs=$4 prefix=${5:-} j=2 limit logs=() out
+    [ "$c" -lt 2 ] && j=1
+    if [ "$PUSH_PUSHES" -gt 0 ]; then limit=(-t "$PUSH_PUSHES"); else limit=(-T "$secs"); fi
+    [ -n "$prefix" ] && logs=(-l --log-prefix "$prefix")
+    local cmd=(pgbench -n -M prepared -c "$c" -j "$j" "${limit[@]}" -f "$work/push-b$b.sql"
+        "${logs[@]}" -h "$PGH" -p "$PGP" -U "$DAEMON_ROLE" "$db")
+    [ -n "$prefix" ] && remember "${cmd[@]}"
+    out=$("${cmd[@]}" 2>"$LOGS/pgbench-err.log") || {
+        cat "$LOGS/pgbench-err.log" >&2
+        die "pgbench failed"
+    }
+    echo "$out" >>"$LOGS/pgbench.log"
+    PGB_TX=$(awk -F': *' '/^number of transactions actually processed/{split($2,a,"/"); print a[1]}' <<<"$out")
+    PGB_TPS=$(awk '/^tps = /{print $3}' <<<"$out")
+    PGB_FAILED=$(awk -F': *' '/^number of failed transactions/{split($2,a," "); print a[1]}' <<<"$out")
+    PGB_FAILED=${PGB_FAILED:-0}
+    { [[ $PGB_TX =~ ^[0-9]+$ ]] && [ -n "$PGB_TPS" ]; } || die "unexpected pgbench output: $out"
+}
+
+# Latency percentiles (ms) of pgbench's per-transaction logs: "p50 p99".
+pgbench_latency() {
+    cat "$1".* | awk '{print $3}' | sort -n | awk '{v[NR]=$1} END {
+        if (NR == 0) { print "- -"; exit }
+        i50 = int(0.50 * NR + 0.999999); i99 = int(0.99 * NR + 0.999999)
+        printf "%.3f %.3f\n", v[i50] / 1000, v[i99] / 1000 }'
+}
+
+count_rows() {
+    sql "$1" <<<"SELECT (SELECT count(*) FROM indicators) || ' ' || (SELECT count(*) FROM sync_feed) || ' ' || (SELECT count(*) FROM sync_mutations)"
+}
+
+declare -A NS_MPS NS_P50 NS_P99 NS_CPU NS_SRV NS_BUSY PG_MPS PG_P50 PG_P99 PG_BUSY
+
+push_figure() {
+    local c=$1 b=$2 db=nsbench_push line applied rows ind feed mut
+    local args=(--clients "$c" --batch "$b")
+    if [ "$PUSH_PUSHES" -gt 0 ]; then args+=(--pushes "$PUSH_PUSHES"); else args+=(--duration "$duration" --warmup "$warmup"); fi
+
+    note "push: napsyncd, $c client(s) x batch $b"
+    fresh_db "$db"
+    start_daemon "$db" "push-c$c-b$b"
+    remember "$LOADGEN" push --server "127.0.0.1:PORT" --ca "$CA_DIR/ca.crt" --certs "$CA_DIR" --server-pid PID "${args[@]}"
+    line=$(loadgen push "${args[@]}") || die "napsync-loadgen push failed (log: $daemon_log)"
+    echo "$line" >>"$LOGS/results.log"
+    stop_daemon
+    applied=$(get applied_total "$line")
+    rows=$(count_rows "$db")
+    read -r ind feed mut <<<"$rows"
+    # Every indicator the loadgen saw applied is there, once, with its feed
+    # entry and its stored answer (plus one plan per client).
+    { [ "$ind" = "$applied" ] && [ "$feed" = $((applied + c)) ] && [ "$mut" = $((applied + c)) ]; } ||
+        die "push c=$c b=$b: loadgen applied $applied, database has indicators/feed/answers $rows"
+    NS_MPS[$c.$b]=$(get mutations_per_s "$line")
+    NS_P50[$c.$b]=$(get p50_ms "$line")
+    NS_P99[$c.$b]=$(get p99_ms "$line")
+    NS_CPU[$c.$b]=$(get loadgen_cpu_s "$line")
+    NS_SRV[$c.$b]=$(get server_cpu_s "$line")
+    NS_BUSY[$c.$b]=$(get machine_busy_pct "$line")
+    drop_db "$db"
+
+    note "push: pgbench, $c client(s) x $b mutation(s) per transaction"
+    fresh_db "$db"
+    pgbench_clients "$db" "$c"
+    local prefix=$LOGS/pgbench-c$c-b$b r0 r1 total=0 s0 s1
+    rm -f "$prefix".*
+    if [ "$PUSH_PUSHES" = 0 ] && [ "$warmup" -gt 0 ]; then
+        pgbench_run "$db" "$c" "$b" "$warmup"
+        [ "$PGB_FAILED" = 0 ] || die "pgbench warm-up: $PGB_FAILED failed transactions"
+        total=$((total + PGB_TX))
+    fi
+    s0=$(cpu_snap)
+    pgbench_run "$db" "$c" "$b" "$duration" "$prefix"
+    s1=$(cpu_snap)
+    [ "$PGB_FAILED" = 0 ] || die "pgbench c=$c b=$b: $PGB_FAILED failed transactions"
+    total=$((total + PGB_TX))
+    read -r ind feed mut <<<"$(count_rows "$db")"
+    { [ "$ind" = $((total * b)) ] && [ "$feed" = $((total * b)) ] && [ "$mut" = $((total * b)) ]; } ||
+        die "pgbench c=$c b=$b: $total transactions of $b, database has $ind $feed $mut"
+    read -r r0 r1 <<<"$(pgbench_latency "$prefix")"
+    PG_MPS[$c.$b]=$(awk -v t="$PGB_TPS" -v b="$b" 'BEGIN{printf "%.1f", t*b}')
+    PG_P50[$c.$b]=$r0
+    PG_P99[$c.$b]=$r1
+    # shellcheck disable=SC2086 # two numbers each
+    PG_BUSY[$c.$b]=$(busy_pct $s0 $s1)
+    drop_db "$db"
+}
+
+# ---- figure 2: catch-up ---------------------------------------------------------------------
+
+declare -A CU_SEED CU_PULL CU_PULL_B CU_PULL_CRSS CU_PULL_SRSS CU_SYNC CU_SYNC_CRSS CU_SYNC_SRSS
+declare -A CU_PULL_S CU_PULL_CCPU CU_PULL_SCPU CU_SYNC_S CU_SYNC_CCPU CU_SYNC_SCPU
+declare -A CU_KEYSET CU_COPY CU_COPY_B
+
+# pgbench would take the colons of a time format for variables: chr(58).
+catchup_keyset_script() {
+    cat >"$1" <<'SQL'
+SELECT p.seq AS cur, p.entity_type, p.record_id, p.version, p.deleted, p.tenant_id, p.after, p.name, p.at FROM (SELECT f.seq, r.entity_type, r.record_id, r.version, r.deleted, r.tenant_id, r.after::text AS after, pr.name, to_char(r.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24' || chr(58) || 'MI' || chr(58) || 'SS.US"Z"') AS at FROM sync_feed f JOIN sync_revisions r USING (entity_type, record_id, version) JOIN principals pr ON pr.id = r.principal_id WHERE f.tenant_id = :plan::uuid AND f.seq > :cur::bigint ORDER BY f.seq LIMIT :page::int) p ORDER BY p.seq DESC \aset
+SQL
+}
+
+# The same rows as a page, all of them, in one statement.
+copy_sql() {
+    echo "COPY (SELECT f.seq, r.entity_type, r.record_id, r.version, r.deleted, r.tenant_id, r.after::text, pr.name, to_char(r.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM sync_feed f JOIN sync_revisions r USING (entity_type, record_id, version) JOIN principals pr ON pr.id = r.principal_id WHERE f.tenant_id = :'plan'::uuid ORDER BY f.seq) TO STDOUT"
+}
+
+catchup_figures() {
+    local db=nsbench_catchup i k line plan records reader
+    note "catch-up: seeding backlogs of ${CATCHUP_SIZES[*]} changes through napsyncd"
+    fresh_db "$db"
+    start_daemon "$db" catchup
+    catchup_keyset_script "$work/keyset.sql"
+    for i in "${!CATCHUP_SIZES[@]}"; do
+        k=${CATCHUP_SIZES[$i]}
+        remember "$LOADGEN" seed --server "127.0.0.1:PORT" --ca "$CA_DIR/ca.crt" --certs "$CA_DIR" --device bench-seed --changes "$k" --status adopted
+        line=$(loadgen seed --device bench-seed --changes "$k" --status adopted) || die "seeding $k changes failed"
+        echo "$line" >>"$LOGS/results.log"
+        plan=$(get plan "$line")
+        records=$(get records "$line")
+        CU_SEED[$k]=$(get mutations_per_s "$line")
+        # As autovacuum would have by now on a live server: planning the
+        # feed's pages on the statistics of empty tables makes the first
+        # fetch after a bulk seed several times slower (see the report).
+        sql "$db" <<<"ANALYZE"
+
+        note "catch-up of $k: streamed (ns_client_pull_plan)"
+        remember "$LOADGEN" catchup --server "127.0.0.1:PORT" --ca "$CA_DIR/ca.crt" --certs "$CA_DIR" --server-pid PID --device "bench-pull-$i" --plan "$plan" --expect "$records"
+        line=$(loadgen catchup --device "bench-pull-$i" --plan "$plan" --expect "$records") || die "catch-up (pull) of $k failed"
+        echo "$line" >>"$LOGS/results.log"
+        CU_PULL[$k]=$(get records_per_s "$line")
+        CU_PULL_B[$k]=$(get bytes_per_record "$line")
+        CU_PULL_CRSS[$k]=$(get client_hwm_kb "$line")
+        CU_PULL_SRSS[$k]=$(get server_hwm_kb "$line")
+        CU_PULL_S[$k]=$(get seconds "$line")
+        CU_PULL_CCPU[$k]=$(get client_cpu_s "$line")
+        CU_PULL_SCPU[$k]=$(get server_cpu_s "$line")
+
+        note "catch-up of $k: synced into a fresh store"
+        local store=$work/store-$i.db
+        rm -f "$store" "$store"-*
+        remember "$LOADGEN" catchup --server "127.0.0.1:PORT" --ca "$CA_DIR/ca.crt" --certs "$CA_DIR" --server-pid PID --device "bench-sync-$i" --plan "$plan" --expect "$records" --store "$store"
+        line=$(loadgen catchup --device "bench-sync-$i" --plan "$plan" --expect "$records" --store "$store") || die "catch-up (sync) of $k failed"
+        echo "$line" >>"$LOGS/results.log"
+        CU_SYNC[$k]=$(get records_per_s "$line")
+        CU_SYNC_CRSS[$k]=$(get client_hwm_kb "$line")
+        CU_SYNC_SRSS[$k]=$(get server_hwm_kb "$line")
+        CU_SYNC_S[$k]=$(get seconds "$line")
+        CU_SYNC_CCPU[$k]=$(get client_cpu_s "$line")
+        CU_SYNC_SCPU[$k]=$(get server_cpu_s "$line")
+        rm -f "$store" "$store"-*
+
+        # The baselines read as the fresh device's principal, so that the
+        # same row-level security applies as to napsyncd's reads.
+        reader=$(sql "$db" -v d="bench-pull-$i" <<<"SELECT principal_id FROM devices WHERE name = :'d'")
+        local pages=$(((records + PAGE - 1) / PAGE)) out tps
+        note "catch-up of $k: keyset paging baseline (pgbench, $pages pages of $PAGE)"
+        local kcmd=(pgbench -n -M prepared -c 1 -t "$pages" -f "$work/keyset.sql" -D "plan=$plan" -D cur=0
+            -D "page=$PAGE" -h "$PGH" -p "$PGP" -U "$DAEMON_ROLE" "$db")
+        remember env "PGOPTIONS=-c napsync.reader=$reader" "${kcmd[@]}"
+        out=$(PGOPTIONS="-c napsync.reader=$reader" "${kcmd[@]}" 2>"$LOGS/pgbench-err.log") || {
+            cat "$LOGS/pgbench-err.log" >&2
+            die "keyset baseline failed"
+        }
+        echo "$out" >>"$LOGS/pgbench.log"
+        tps=$(awk '/^tps = /{print $3}' <<<"$out")
+        CU_KEYSET[$k]=$(awk -v t="$tps" -v r="$records" -v p="$pages" 'BEGIN{printf "%.1f", t*r/p}')
+
+        note "catch-up of $k: COPY baseline"
+        local t0 t1 stats rows bytes
+        copy_sql >"$work/copy.sql"
+        local ccmd=(psql -X -q -v ON_ERROR_STOP=1 -v "plan=$plan" -f "$work/copy.sql" -h "$PGH" -p "$PGP"
+            -U "$DAEMON_ROLE" "$db")
+        remember env "PGOPTIONS=-c napsync.reader=$reader" "${ccmd[@]}"
+        t0=$(now_ns)
+        stats=$(PGOPTIONS="-c napsync.reader=$reader" "${ccmd[@]}" | wc -lc)
+        t1=$(now_ns)
+        read -r rows bytes <<<"$stats"
+        [ "$rows" = "$records" ] || die "COPY of the $k backlog gave $rows rows, expected $records"
+        CU_COPY[$k]=$(awk -v r="$rows" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", r/((b-a)/1e9)}')
+        CU_COPY_B[$k]=$(awk -v r="$rows" -v b="$bytes" 'BEGIN{printf "%.1f", b/r}')
+    done
+    stop_daemon
+    drop_db "$db"
+}
+
+# ---- the report ----------------------------------------------------------------------------------
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "-" }'; }
+kb_mib() { awk -v k="$1" 'BEGIN{ if (k >= 0) printf "%.1f", k/1024; else print "-" }'; }
+fmt() { awk -v v="$1" 'BEGIN{ printf "%.0f", v }'; }
+target_for() { if [ "$1" = 1 ]; then echo 0.7; else echo 3; fi; }
+verdict() { awk -v r="$1" -v t="$2" 'BEGIN{ if (r == "-") print "-"; else if (r+0 >= t+0) print "met"; else print "**missed**" }'; }
+
+# The hand-written analysis between these markers survives a rerun.
+ANALYSIS_BEGIN='<!-- analysis: kept by tests/bench/run.sh across runs -->'
+ANALYSIS_END='<!-- /analysis -->'
+
+write_report() {
+    local f=$1 tmp c b k analysis=''
+    if [ -f "$f" ]; then
+        analysis=$(awk -v b="$ANALYSIS_BEGIN" -v e="$ANALYSIS_END" '$0==b{on=1; next} $0==e{on=0} on' "$f")
+    fi
+    [ -n "$analysis" ] || analysis='(No analysis yet: profile the figures that miss their target and describe the causes here.)'
+    local cpu mem kernel pgver pgset describe
+    cpu=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
+    mem=$(awk '/^MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo)
+    kernel=$(uname -r)
+    pgver=$(sql postgres <<<"SHOW server_version")
+    pgset=$(sql postgres <<<"SELECT string_agg(name || ' = ' || setting || coalesce(' ' || unit, ''), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'shared_buffers', 'max_connections', 'wal_level', 'full_page_writes')")
+    describe=$(git -C "$ROOT" describe --always --dirty --tags 2>/dev/null || echo unknown)
+    tmp=$(mktemp "$f.XXXXXX")
+    {
+        echo "# Benchmarks"
+        echo
+        echo "Written by \`tests/bench/run.sh\`$([ "$smoke" = 1 ] && echo ' --smoke (tiny sizes: the figures mean nothing)') on $(date -u +%Y-%m-%d) at napsync \`$describe\`."
+        echo "Everything below was measured in that one run, napsyncd and its baseline side by side"
+        echo "on the same private PostgreSQL. The machine is shared with other work (builds and"
+        echo "tests of other people may run at the same time): **the figures are indicative until"
+        echo "rerun on a quiet machine**; the ratios, taken minutes apart, are steadier than the"
+        echo "absolute numbers. Rerun with \`tests/bench/run.sh\` (this run took $((SECONDS / 60)) min $((SECONDS % 60)) s); \`--help\` lists the options."
+        echo
+        echo "## Machine and versions"
+        echo
+        echo "| | |"
+        echo "|---|---|"
+        echo "| CPU | $cpu, $(nproc) cores (nproc) |"
+        echo "| memory | $mem |"
+        echo "| kernel | Linux $kernel |"
+        echo "| PostgreSQL | $pgver; $pgset; otherwise defaults (tests/lib/pg.sh) |"
+        echo "| libuv | $(pkg-config --modversion libuv 2>/dev/null || echo '?') |"
+        echo "| OpenSSL | $(openssl version | awk '{print $2}') |"
+        echo "| protobuf-c | $(pkg-config --modversion libprotobuf-c 2>/dev/null || echo '?') |"
+        echo "| SQLite | $(pkg-config --modversion sqlite3 2>/dev/null || echo '?') |"
+        echo "| gcc | $(gcc --version | head -n 1) |"
+        echo "| napsync | \`$describe\`, $(grep -m1 CMAKE_BUILD_TYPE: "$build/CMakeCache.txt" | cut -d= -f2) build |"
+        echo "| napsyncd | default settings: db_pool_size 4, log_level info, TLS 1.3 with ECDSA P-256 certificates |"
+        echo
+        echo "Everything runs on this one machine: PostgreSQL, napsyncd and the load generator"
+        echo "(or pgbench) share its $(nproc) cores, so the client's own work (TLS, protobuf, and for"
+        echo "the catch-up SQLite) is inside every figure."
+        echo
+        echo "## 1. Push throughput"
+        echo
+        echo "napsyncd: \`napsync-loadgen push\` (tests/bench/loadgen.c) runs N devices as N clients"
+        echo "on one libuv loop in one thread. Each device has its own certificate and organisation;"
+        echo "it creates a plan as that organisation's coordinator, and then pushes batches of B"
+        echo "indicator creates (3 fields each, \`ns_client_push_batch\`, mode APPLY), one push in"
+        if [ "$PUSH_PUSHES" -gt 0 ]; then
+            echo "flight per device, $PUSH_PUSHES pushes each (smoke: fixed work, no warm-up)."
+        else
+            echo "flight per device, for ${warmup} s unmeasured and then ${duration} s measured."
+        fi
+        echo "Latency: from the call to the answer's callback, per push (monotonic clock). Every"
+        echo "answer must be APPLIED at version 1, and afterwards the database must hold exactly the"
+        echo "applied indicators, one feed entry and one stored answer each: else the run fails."
+        echo
+        echo "Baseline: \`pgbench -M prepared\` as the same database role, on the same schema"
+        echo "(triggers, deferred checks and row-level security included), one connection per"
+        echo "client, each transaction doing per mutation what the engine does: insert the"
+        echo "mutation's answer into \`sync_mutations\`, \`SELECT … FOR UPDATE\` the record, upsert it,"
+        echo "insert its revision with before and after, and insert its feed entry numbered under"
+        echo "\`sync_feed_head\`'s row lock (the feed entries last, held to COMMIT, as the engine"
+        echo "does). Batch B is B mutations per transaction. The engine also sends one"
+        echo "\`pg_notify\` per batch and checks authorisation, which the baseline does not."
+        echo
+        echo "| clients | batch | napsyncd mutations/s | p50 ms | p99 ms | pgbench mutations/s | p50 ms | p99 ms | napsyncd / pgbench | target | |"
+        echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        for c in "${PUSH_CLIENTS[@]}"; do
+            for b in "${PUSH_BATCHES[@]}"; do
+                local r t
+                r=$(ratio "${NS_MPS[$c.$b]}" "${PG_MPS[$c.$b]}")
+                t=$(target_for "$c")
+                echo "| $c | $b | $(fmt "${NS_MPS[$c.$b]}") | ${NS_P50[$c.$b]} | ${NS_P99[$c.$b]} | $(fmt "${PG_MPS[$c.$b]}") | ${PG_P50[$c.$b]} | ${PG_P99[$c.$b]} | $r | ≥ $t | $(verdict "$r" "$t") |"
+            done
+        done
+        echo
+        echo "pgbench's latency is per transaction (B mutations), napsyncd's per push (B mutations)."
+        echo "Targets (the issue's): napsyncd / pgbench ≥ 0.7 at 1 client, ≥ 3 at 16 and 256."
+        echo
+        echo "Where the CPU went during the measured window (CPU seconds; busy: the whole machine,"
+        echo "$(nproc) cores = 100 %):"
+        echo
+        echo "| clients | batch | napsyncd CPU s | load generator CPU s | machine busy (napsyncd run) | machine busy (pgbench run) |"
+        echo "|---:|---:|---:|---:|---:|---:|"
+        for c in "${PUSH_CLIENTS[@]}"; do
+            for b in "${PUSH_BATCHES[@]}"; do
+                echo "| $c | $b | ${NS_SRV[$c.$b]} | ${NS_CPU[$c.$b]} | ${NS_BUSY[$c.$b]} % | ${PG_BUSY[$c.$b]} % |"
+            done
+        done
+        echo
+        echo "## 2. Catch-up"
+        echo
+        echo "One device seeds a plan (status adopted) with a backlog of K indicator creates through"
+        echo "napsyncd (\`napsync-loadgen seed\`, batches of 1,000); then a fresh device of the same"
+        echo "organisation, never synced, fetches the whole plan (K + 1 records, the plan included):"
+        echo
+        echo "* **streamed**: \`ns_client_pull_plan\`, pages of $PAGE through TLS and protobuf to a"
+        echo "  callback that counts them, nothing kept. Bytes per record: what the client read from"
+        echo "  its socket (TLS records included: /proc/self/io rchar) over the records;"
+        echo "* **synced (end to end)**: \`ns_client_sync\` of that plan into a new store: pull every"
+        echo "  page and apply it with its cursor in one SQLite transaction (WAL, synchronous=FULL),"
+        echo "  then list conflicts. This is the figure the target is about;"
+        echo "* baselines in SQL on the same feed, as the same role and reader (so the same row-level"
+        echo "  security): keyset paging of the feed joined with the revisions, $PAGE rows a page"
+        printf '%s\n' "  (\`pgbench -M prepared\`, one page per transaction, the cursor carried in \`\\aset\`), and"
+        echo "  one \`COPY … TO STDOUT\` of the same rows through psql (bytes: COPY's text format)."
+        echo
+        echo "Records/s exclude the connection (TLS handshake and Hello; the baselines: the"
+        echo "PostgreSQL connection). Peak RSS: VmHWM of the client process, and of napsyncd"
+        echo "reset (/proc/PID/clear_refs) just before the fetch. Each backlog is seeded into the"
+        echo "same database in turn and ANALYZEd before it is fetched, as autovacuum would have"
+        echo "done on a live server."
+        echo
+        echo "| backlog | seeding mutations/s | streamed records/s | bytes/record | synced records/s | keyset SQL records/s | COPY records/s | COPY bytes/record | synced / keyset | target ≥ 100,000/s |"
+        echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        for k in "${CATCHUP_SIZES[@]}"; do
+            local met
+            met=$(awk -v v="${CU_SYNC[$k]}" 'BEGIN{ if (v+0 >= 100000) print "met"; else print "**missed**" }')
+            echo "| $k | $(fmt "${CU_SEED[$k]}") | $(fmt "${CU_PULL[$k]}") | ${CU_PULL_B[$k]} | $(fmt "${CU_SYNC[$k]}") | $(fmt "${CU_KEYSET[$k]}") | $(fmt "${CU_COPY[$k]}") | ${CU_COPY_B[$k]} | $(ratio "${CU_SYNC[$k]}" "${CU_KEYSET[$k]}") | $met |"
+        done
+        echo
+        echo "Time, CPU and memory of each fetch (CPU seconds during the fetch; peak RSS in MiB):"
+        echo
+        echo "| backlog | fetch | seconds | client CPU s | napsyncd CPU s | client peak RSS | napsyncd peak RSS |"
+        echo "|---:|---|---:|---:|---:|---:|---:|"
+        for k in "${CATCHUP_SIZES[@]}"; do
+            echo "| $k | streamed | ${CU_PULL_S[$k]} | ${CU_PULL_CCPU[$k]} | ${CU_PULL_SCPU[$k]} | $(kb_mib "${CU_PULL_CRSS[$k]}") | $(kb_mib "${CU_PULL_SRSS[$k]}") |"
+            echo "| $k | synced | ${CU_SYNC_S[$k]} | ${CU_SYNC_CCPU[$k]} | ${CU_SYNC_SCPU[$k]} | $(kb_mib "${CU_SYNC_CRSS[$k]}") | $(kb_mib "${CU_SYNC_SRSS[$k]}") |"
+        done
+        echo
+        [ "$full" = 1 ] || echo "The 1,000,000-change backlog runs only with \`--full\` (several minutes more)."
+        echo
+        echo "## Analysis"
+        echo
+        echo "$ANALYSIS_BEGIN"
+        echo "$analysis"
+        echo "$ANALYSIS_END"
+        echo
+        echo "## Not measured yet"
+        echo
+        echo "Later parts of the suite: fan-out (one change to many subscribed devices), 10,000"
+        echo "concurrent connections, a reconnect storm (every device reconnecting and resuming at"
+        echo "once), and a PouchDB/CouchDB peer as a second baseline. Updates (merges on older"
+        echo "bases) and conflicts are not in these figures either: every pushed mutation is a create."
+        echo
+        echo "## Commands"
+        echo
+        echo "PostgreSQL: \`NS_PG_FSYNC=on tests/lib/pg.sh start $PG_DIR\`, max_connections raised with"
+        echo "ALTER SYSTEM when needed; certificates: \`deploy/ca.sh init|server|device $CA_DIR ...\`;"
+        echo "each figure's database is \`CREATE DATABASE … TEMPLATE $TEMPLATE OWNER $DAEMON_ROLE\`, the"
+        echo "template migrated by \`napsyncd --migrate\` and given its organisations and devices with"
+        echo "\`napsync_register_device\`. napsyncd ran as"
+        echo
+        echo '```'
+        echo "napsyncd --listen 127.0.0.1:PORT --tls-cert $CA_DIR/napsyncd.crt --tls-key $CA_DIR/napsyncd.key --tls-ca $CA_DIR/ca.crt --database 'host=$PGH port=$PGP dbname=DB user=$DAEMON_ROLE' --sql-dir $ROOT/sql --log-level info"
+        echo '```'
+        echo
+        echo "and the measured commands were (pgbench's warm-up runs, the same command with"
+        echo "\`-T $warmup\` and no log, are left out; the pgbench scripts are generated by run.sh's"
+        echo "\`pgbench_script\` and \`catchup_keyset_script\`):"
+        echo
+        echo '```'
+        local cmd
+        for cmd in "${COMMANDS[@]}"; do echo "$cmd"; done
+        echo '```'
+        echo
+        echo "The baseline's script for one mutation per transaction ($work/push-b1.sql; the"
+        echo "batch of 100 repeats the four statements before the feed and then the feed's, with"
+        echo "\`r1\` … \`r100\`):"
+        echo
+        echo '```sql'
+        cat "$work/push-b1.sql"
+        echo '```'
+        echo
+        echo "Keyset paging ($work/keyset.sql) and the COPY ($work/copy.sql):"
+        echo
+        echo '```sql'
+        cat "$work/keyset.sql" "$work/copy.sql"
+        echo '```'
+    } >"$tmp"
+    mv "$tmp" "$f"
+}
+
+# ---- main ----------------------------------------------------------------------------------------
+
+SECONDS=0
+start_pg
+make_certs
+make_template
+for b in "${PUSH_BATCHES[@]}"; do pgbench_script "$b" "$work/push-b$b.sql"; done
+for c in "${PUSH_CLIENTS[@]}"; do
+    for b in "${PUSH_BATCHES[@]}"; do push_figure "$c" "$b"; done
+done
+catchup_figures
+write_report "$out"
+note "report written to $out ($SECONDS s)"
