@@ -33,6 +33,7 @@
 #include "store.h"
 #include "tls.h"
 #include "version.h"
+#include "value.h"
 
 #define NS_CLIENT_DEFAULT_TIMEOUT_MS 10000u
 /* Addresses tried, in resolver order, for one connect. */
@@ -1796,14 +1797,8 @@ typedef struct {
 
 static bool report_uuid_ok(const char *s)
 {
-    if (s == NULL || strlen(s) != 36)
-        return false;
-    for (size_t i = 0; i < 36; i++) {
-        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-        if (dash ? s[i] != '-' : !isxdigit((unsigned char)s[i]))
-            return false;
-    }
-    return true;
+    char canon[NS_UUID_SIZE];
+    return ns_uuid_canon(s, canon);
 }
 
 static void on_report(ns_client *c, const ns_error *e, const Napsync__V1__Envelope *resp, void *ud)

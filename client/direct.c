@@ -43,24 +43,6 @@ static bool name_ok(const char *s)
     return true;
 }
 
-/* A UUID in any hex case into its canonical lowercase form. */
-static bool uuid_canon(const char *s, char out[NS_STORE_UUID_SIZE])
-{
-    if (s == NULL || strlen(s) != NS_STORE_UUID_SIZE - 1)
-        return false;
-    for (int i = 0; i < NS_STORE_UUID_SIZE - 1; i++) {
-        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-        char ch = s[i];
-        if (dash ? ch != '-'
-                 : !((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') ||
-                     (ch >= 'A' && ch <= 'F')))
-            return false;
-        out[i] = (ch >= 'A' && ch <= 'F') ? (char)(ch - 'A' + 'a') : ch;
-    }
-    out[NS_STORE_UUID_SIZE - 1] = '\0';
-    return true;
-}
-
 /* The kind words of ns_field_view. */
 static const struct {
     const char *word;
@@ -183,13 +165,13 @@ static int pack_one(const ns_mutation *m, size_t i, packed_mut *pm, ns_error *er
                       "mutation %zu: the type is not a type name (plan, indicator, ...)", i);
         return NS_ERR_INVALID_ARGUMENT;
     }
-    if (!uuid_canon(m->record_id, pm->rid)) {
+    if (!ns_uuid_canon(m->record_id, pm->rid)) {
         nsc_set_error(err, NS_ERR_INVALID_ARGUMENT, 0, "mutation %zu (%s): record id: not a UUID",
                       i, type);
         return NS_ERR_INVALID_ARGUMENT;
     }
     if (m->mutation_id != NULL) {
-        if (!uuid_canon(m->mutation_id, pm->mid)) {
+        if (!ns_uuid_canon(m->mutation_id, pm->mid)) {
             nsc_set_error(err, NS_ERR_INVALID_ARGUMENT, 0,
                           "mutation %zu (%s %s): mutation id: not a UUID", i, type, pm->rid);
             return NS_ERR_INVALID_ARGUMENT;
@@ -305,13 +287,13 @@ static int results_make(const batch_req *q, const Napsync__V1__PushResult *pr,
         const Napsync__V1__MutationResult *r = pr->results[i];
         char mid[NS_STORE_UUID_SIZE];
         bool ok =
-            r != NULL && uuid_canon(r->mutation_id, mid) && strcmp(mid, q->mids[i]) == 0 &&
+            r != NULL && ns_uuid_canon(r->mutation_id, mid) && strcmp(mid, q->mids[i]) == 0 &&
             r->outcome >= NAPSYNC__V1__MUTATION_OUTCOME__MUTATION_OUTCOME_APPLIED &&
             r->outcome <= NAPSYNC__V1__MUTATION_OUTCOME__MUTATION_OUTCOME_REJECTED &&
             (r->reject_reason == NULL || wire_text_ok(r->reject_reason)) &&
             (r->reject_field == NULL || r->reject_field[0] == '\0' || name_ok(r->reject_field));
         for (size_t k = 0; ok && k < r->n_conflict_ids; k++)
-            ok = uuid_canon(r->conflict_ids[k], mid);
+            ok = ns_uuid_canon(r->conflict_ids[k], mid);
         if (!ok) {
             nsc_set_error(err, NS_ERR_PROTOCOL, 0,
                           "the server's answer %zu is malformed or not for mutation %s", i,
@@ -482,8 +464,8 @@ static int record_call(const pull_req *q, const Napsync__V1__Record *r, ns_error
 {
     char id[NS_STORE_UUID_SIZE], tenant[NS_STORE_UUID_SIZE];
     size_t nf = r && r->fields ? r->fields->n_fields : 0;
-    if (r == NULL || !name_ok(r->entity_type) || !uuid_canon(r->id, id) ||
-        !uuid_canon(r->tenant_id, tenant) || strcmp(tenant, q->plan) != 0 || r->version == 0 ||
+    if (r == NULL || !name_ok(r->entity_type) || !ns_uuid_canon(r->id, id) ||
+        !ns_uuid_canon(r->tenant_id, tenant) || strcmp(tenant, q->plan) != 0 || r->version == 0 ||
         nf > NS_STORE_MAX_FIELDS || (r->changed_by && !wire_text_ok(r->changed_by)) ||
         (r->changed_at && !wire_text_ok(r->changed_at))) {
         nsc_set_error(err, NS_ERR_PROTOCOL, 0,
@@ -626,7 +608,7 @@ int ns_client_pull_plan(ns_client *c, const char *plan_id, ns_record_fn fn, void
         nsc_set_error(err, NS_ERR_NOMEM, 0, "out of memory");
         return NS_ERR_NOMEM;
     }
-    if (!uuid_canon(plan_id, q->plan)) {
+    if (!ns_uuid_canon(plan_id, q->plan)) {
         free(q);
         nsc_set_error(err, NS_ERR_INVALID_ARGUMENT, 0, "plan id: not a UUID");
         return NS_ERR_INVALID_ARGUMENT;

@@ -15,6 +15,7 @@
  * The schema is versioned with PRAGMA user_version; `migrations` below is
  * append-only: a migration that has shipped is never edited. */
 #include "store.h"
+#include "value.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -329,37 +330,12 @@ static bool plain_identifier(const char *s)
     return true;
 }
 
-/* A UUID in any hex case, written out in lowercase. */
-static bool uuid_canon(const char *in, char out[NS_STORE_UUID_SIZE])
-{
-    if (in == NULL)
-        return false;
-    for (size_t i = 0; i < 36; i++) {
-        char c = in[i];
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (c != '-')
-                return false;
-            out[i] = c;
-            continue;
-        }
-        if (c >= 'A' && c <= 'F')
-            c = (char)(c - 'A' + 'a');
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
-            return false;
-        out[i] = c;
-    }
-    if (in[36] != '\0')
-        return false;
-    out[36] = '\0';
-    return true;
-}
-
 /* in as a canonical UUID in out, or INVALID with a message naming what the
  * id should have been ("record", "tenant"...). */
 static ns_store_rc want_uuid(const char *in, char out[NS_STORE_UUID_SIZE], const char *what,
                              ns_error *err)
 {
-    if (uuid_canon(in, out))
+    if (ns_uuid_canon(in, out))
         return NS_STORE_OK;
     char q[QUOTE_MAX + 4];
     return fail(err, NS_STORE_INVALID, "\"%s\" is not a %s id (a UUID)", quoted(in, q, sizeof(q)),
@@ -1641,7 +1617,7 @@ static ns_store_rc results_tx(ns_store *s, const Napsync__V1__MutationResult *co
     for (size_t i = 0; i < n; i++) {
         const Napsync__V1__MutationResult *r = results[i];
         char id[NS_STORE_UUID_SIZE];
-        uuid_canon(r->mutation_id, id); /* checked before */
+        ns_uuid_canon(r->mutation_id, id); /* checked before */
         sqlite3_stmt *st;
         int src;
         if (r->outcome == NAPSYNC__V1__MUTATION_OUTCOME__MUTATION_OUTCOME_REJECTED) {
@@ -1684,7 +1660,7 @@ ns_store_rc ns_store_record_results(ns_store *s, const Napsync__V1__MutationResu
     for (size_t i = 0; i < n; i++) {
         const Napsync__V1__MutationResult *r = results[i];
         char id[NS_STORE_UUID_SIZE], q[QUOTE_MAX + 4];
-        if (r == NULL || !uuid_canon(r->mutation_id, id))
+        if (r == NULL || !ns_uuid_canon(r->mutation_id, id))
             return fail_server(err, "answer %zu names no mutation (\"%s\")", i,
                                quoted(r != NULL ? r->mutation_id : NULL, q, sizeof(q)));
         switch (r->outcome) {
@@ -1861,7 +1837,7 @@ static ns_store_rc page_tenants(const Napsync__V1__ChangePage *page,
         return fail(err, NS_STORE_NOMEM, "out of memory");
     for (size_t i = 0; i < page->n_tenant_ids; i++) {
         char q[QUOTE_MAX + 4];
-        if (!uuid_canon(page->tenant_ids[i], t[i])) {
+        if (!ns_uuid_canon(page->tenant_ids[i], t[i])) {
             ns_store_rc rc = fail_server(err, "tenant %zu of the page is not a UUID (\"%s\")", i,
                                          quoted(page->tenant_ids[i], q, sizeof(q)));
             free(t);
@@ -1944,12 +1920,12 @@ static ns_store_rc put_record(ns_store *s, const Napsync__V1__Record *r, size_t 
     if (!plain_identifier(r->entity_type))
         return fail_server(err, "record %zu of the page has no valid entity type (\"%s\")", i,
                            quoted(r->entity_type, q, sizeof(q)));
-    if (!uuid_canon(r->id, id))
+    if (!ns_uuid_canon(r->id, id))
         return fail_server(err, "record %zu of the page has no valid id (\"%s\")", i,
                            quoted(r->id, q, sizeof(q)));
     if (r->version == 0 || r->version > INT64_MAX)
         return fail_server(err, "%s %s has version %" PRIu64, r->entity_type, id, r->version);
-    if (!uuid_canon(r->tenant_id, tenant))
+    if (!ns_uuid_canon(r->tenant_id, tenant))
         return fail_server(err, "%s %s has no valid tenant (\"%s\")", r->entity_type, id,
                            quoted(r->tenant_id, q, sizeof(q)));
     if (r->changed_by == NULL || !ns_text_ok(r->changed_by, NS_NAME_SIZE))
@@ -2067,7 +2043,7 @@ static ns_store_rc backfill_tx(ns_store *s, const char *tenant, const Napsync__V
     for (size_t i = 0; i < page->n_records && rc == NS_STORE_OK; i++) {
         char t[NS_STORE_UUID_SIZE];
         const Napsync__V1__Record *r = page->records[i];
-        if (r != NULL && (!uuid_canon(r->tenant_id, t) || strcmp(t, tenant) != 0))
+        if (r != NULL && (!ns_uuid_canon(r->tenant_id, t) || strcmp(t, tenant) != 0))
             rc = fail_server(err, "the backfill of tenant %s holds a record of another tenant",
                              tenant);
         else
@@ -2235,7 +2211,7 @@ static ns_store_rc scope_key(const Napsync__V1__Scope *const *scopes, size_t n, 
             kind = "organisation";
             raw = sc->organisation_id;
         }
-        if (kind == NULL || !uuid_canon(raw, id))
+        if (kind == NULL || !ns_uuid_canon(raw, id))
             rc = fail(err, NS_STORE_INVALID, "scope %zu is neither a plan nor an organisation id",
                       i);
         else
@@ -2257,14 +2233,14 @@ static ns_store_rc scope_key(const Napsync__V1__Scope *const *scopes, size_t n, 
 static ns_store_rc check_conflict(const Napsync__V1__Conflict *c, size_t i, ns_error *err)
 {
     char id[NS_STORE_UUID_SIZE], other[NS_STORE_UUID_SIZE], why[256] = "", q[QUOTE_MAX + 4];
-    if (c == NULL || !uuid_canon(c->id, id))
+    if (c == NULL || !ns_uuid_canon(c->id, id))
         return fail_server(err, "conflict %zu has no valid id (\"%s\")", i,
                            quoted(c != NULL ? c->id : NULL, q, sizeof(q)));
-    if (!plain_identifier(c->entity_type) || !uuid_canon(c->record_id, other))
+    if (!plain_identifier(c->entity_type) || !ns_uuid_canon(c->record_id, other))
         return fail_server(err, "conflict %s names no valid record", id);
     if (c->field == NULL || (c->field[0] != '\0' && !plain_identifier(c->field)))
         return fail_server(err, "conflict %s names no valid field", id);
-    if (c->tenant_id == NULL || (c->tenant_id[0] != '\0' && !uuid_canon(c->tenant_id, other)))
+    if (c->tenant_id == NULL || (c->tenant_id[0] != '\0' && !ns_uuid_canon(c->tenant_id, other)))
         return fail_server(err, "conflict %s has no valid tenant", id);
     if (!ns_text_ok(c->kept_by, NS_NAME_SIZE) || !ns_text_ok(c->other_by, NS_NAME_SIZE) ||
         !ns_text_ok(c->kept_device, NS_NAME_SIZE) || !ns_text_ok(c->other_device, NS_NAME_SIZE))
@@ -2293,10 +2269,10 @@ static ns_store_rc put_conflict(ns_store *s, const char *key, const Napsync__V1_
                                 ns_error *err)
 {
     char id[NS_STORE_UUID_SIZE], rid[NS_STORE_UUID_SIZE], tenant[NS_STORE_UUID_SIZE] = "";
-    uuid_canon(c->id, id); /* checked before */
-    uuid_canon(c->record_id, rid);
+    ns_uuid_canon(c->id, id); /* checked before */
+    ns_uuid_canon(c->record_id, rid);
     if (c->tenant_id[0] != '\0')
-        uuid_canon(c->tenant_id, tenant);
+        ns_uuid_canon(c->tenant_id, tenant);
     size_t len = napsync__v1__conflict__get_packed_size(c);
     uint8_t *blob = malloc(len > 0 ? len : 1);
     if (blob == NULL)

@@ -1496,17 +1496,8 @@ static void sync_kick(ns_client *c)
 
 static bool uuid_shape(const char *s)
 {
-    if (s == NULL || strlen(s) != 36)
-        return false;
-    for (int i = 0; i < 36; i++) {
-        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-        char ch = s[i];
-        if (dash ? ch != '-'
-                 : !((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') ||
-                     (ch >= 'A' && ch <= 'F')))
-            return false;
-    }
-    return true;
+    char canon[NS_UUID_SIZE];
+    return ns_uuid_canon(s, canon);
 }
 
 int ns_client_sync(ns_client *c, const ns_sync_options *o, ns_sync_cb cb, void *ud, ns_error *err)

@@ -152,30 +152,14 @@ typedef struct {
 
 /* ---- small parsers ------------------------------------------------------------ */
 
-static bool is_hex(char c)
-{
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
-
 /* A UUID 8-4-4-4-12, copied to out in lower case. lower_only refuses upper
  * case (cursors are exactly what this server wrote). */
 static bool uuid_copy(char out[UUID_LEN + 1], const char *s, bool lower_only)
 {
-    if (s == NULL || strnlen(s, UUID_LEN + 1) != UUID_LEN)
+    char canon[NS_UUID_SIZE];
+    if (!ns_uuid_canon(s, canon) || (lower_only && strcmp(canon, s) != 0))
         return false;
-    for (size_t i = 0; i < UUID_LEN; i++) {
-        char c = s[i];
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (c != '-')
-                return false;
-        } else if (!is_hex(c) || (lower_only && c >= 'A' && c <= 'F')) {
-            return false;
-        } else if (c >= 'A' && c <= 'F') {
-            c = (char)(c - 'A' + 'a');
-        }
-        out[i] = c;
-    }
-    out[UUID_LEN] = '\0';
+    memcpy(out, canon, sizeof(canon));
     return true;
 }
 

@@ -13,6 +13,7 @@
 #include "fields_json.h"
 #include "fields_pb.h"
 #include "log.h"
+#include "value.h"
 #include "policy.h"
 #include "reader.h"
 
@@ -316,24 +317,6 @@ static void on_history(ns_db_status st, const ns_db_result *res, void *ud)
     free(op);
 }
 
-/* A UUID 8-4-4-4-12 in any hex case, copied to out in lower case. */
-static bool uuid_copy(char out[UUID_LEN + 1], const char *s)
-{
-    if (s == NULL || strnlen(s, UUID_LEN + 1) != UUID_LEN)
-        return false;
-    for (size_t i = 0; i < UUID_LEN; i++) {
-        char ch = s[i];
-        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-        if (dash ? ch != '-'
-                 : !((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') ||
-                     (ch >= 'A' && ch <= 'F')))
-            return false;
-        out[i] = ch >= 'A' && ch <= 'F' ? (char)(ch - 'A' + 'a') : ch;
-    }
-    out[UUID_LEN] = '\0';
-    return true;
-}
-
 int ns_history_query(ns_db *db, const ns_registry *reg, const ns_identity_info *who,
                      const Napsync__V1__History *req, ns_history_cb cb, void *ud, char *err,
                      size_t errlen)
@@ -350,7 +333,7 @@ int ns_history_query(ns_db *db, const ns_registry *reg, const ns_identity_info *
         return ERR(UNKNOWN_ENTITY);
     }
     char id[UUID_LEN + 1];
-    if (!uuid_copy(id, req->record_id)) {
+    if (!ns_uuid_canon(req->record_id, id)) {
         snprintf(err, errlen, "record_id: not a UUID");
         return ERR(INVALID_ARGUMENT);
     }

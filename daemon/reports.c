@@ -9,6 +9,7 @@
 
 #include "envelope.h"
 #include "log.h"
+#include "value.h"
 #include "reader.h"
 
 #define ERR(name) NAPSYNC__V1__ERROR_CODE__ERROR_CODE_##name
@@ -143,24 +144,6 @@ static void on_report(ns_db_status st, const ns_db_result *res, void *ud)
     free(op);
 }
 
-/* A UUID 8-4-4-4-12 in any hex case, copied to out in lower case. */
-static bool uuid_copy(char out[UUID_LEN + 1], const char *s)
-{
-    if (s == NULL || strnlen(s, UUID_LEN + 1) != UUID_LEN)
-        return false;
-    for (size_t i = 0; i < UUID_LEN; i++) {
-        char ch = s[i];
-        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-        if (dash ? ch != '-'
-                 : !((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') ||
-                     (ch >= 'A' && ch <= 'F')))
-            return false;
-        out[i] = ch >= 'A' && ch <= 'F' ? (char)(ch - 'A' + 'a') : ch;
-    }
-    out[UUID_LEN] = '\0';
-    return true;
-}
-
 static bool is_empty(const char *s)
 {
     return s == NULL || s[0] == '\0';
@@ -185,7 +168,7 @@ static int check_fields(const report_kind *k, const Napsync__V1__ReportRequest *
         snprintf(err, errlen, "region_id: the %s report takes no region", k->name);
         return ERR(INVALID_ARGUMENT);
     }
-    if (progress && !uuid_copy(id, req->plan_id)) {
+    if (progress && !ns_uuid_canon(req->plan_id, id)) {
         snprintf(err, errlen, "plan_id: %s", is_empty(req->plan_id) ? "required" : "not a UUID");
         return ERR(INVALID_ARGUMENT);
     }
@@ -196,7 +179,7 @@ static int check_fields(const report_kind *k, const Napsync__V1__ReportRequest *
                  NS_REPORTS_MIN_YEAR, NS_REPORTS_MAX_YEAR);
         return ERR(INVALID_ARGUMENT);
     }
-    if (region && !uuid_copy(id, req->region_id)) {
+    if (region && !ns_uuid_canon(req->region_id, id)) {
         snprintf(err, errlen, "region_id: %s",
                  is_empty(req->region_id) ? "required" : "not a UUID");
         return ERR(INVALID_ARGUMENT);

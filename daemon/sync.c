@@ -370,32 +370,6 @@ static const char sql_feed[] =
 
 /* ---- small helpers -------------------------------------------------------------------- */
 
-/* Canonical lowercase UUID (8-4-4-4-12, any hex case in), without
- * allocating. Returns 0 or -1. */
-static int uuid_canon(const char *s, uuid_str out)
-{
-    if (s == NULL)
-        return -1;
-    for (size_t i = 0; i < UUID_LEN; i++) {
-        char c = s[i];
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (c != '-')
-                return -1;
-            out[i] = c;
-        } else if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')) {
-            out[i] = c;
-        } else if (c >= 'A' && c <= 'F') {
-            out[i] = (char)(c - 'A' + 'a');
-        } else {
-            return -1; /* the terminator too: the string is short */
-        }
-    }
-    if (s[UUID_LEN] != '\0')
-        return -1;
-    out[UUID_LEN] = '\0';
-    return 0;
-}
-
 static int uuid_random(uuid_str out)
 {
     unsigned char b[16];
@@ -430,7 +404,7 @@ static void quote(char *out, size_t outlen, const char *s, size_t max)
 
 static void copy_uuid_or_empty(uuid_str out, const char *s)
 {
-    if (uuid_canon(s, out) != 0)
+    if (!ns_uuid_canon(s, out))
         out[0] = '\0';
 }
 
@@ -720,7 +694,7 @@ static int validate(ns_sync *s, sync_push *p, const Napsync__V1__Mutation *pb, s
     ns_fieldset_init(&m->fields);
     if (pb == NULL)
         return reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT, "empty mutation");
-    if (uuid_canon(pb->mutation_id, m->id) == 0) {
+    if (ns_uuid_canon(pb->mutation_id, m->id)) {
         memcpy(m->echo, pb->mutation_id, UUID_LEN + 1);
     } else {
         /* Echoed only if it is short, printable text. */
@@ -736,7 +710,7 @@ static int validate(ns_sync *s, sync_push *p, const Napsync__V1__Mutation *pb, s
                       "unknown entity type \"%s\"", q);
     }
     const ns_entity_type *t = m->type;
-    if (uuid_canon(pb->record_id, m->record_id) != 0)
+    if (!ns_uuid_canon(pb->record_id, m->record_id))
         return reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
                       "record_id is not a UUID");
     switch (pb->op) {
@@ -829,8 +803,8 @@ ns_sync_status ns_sync_push(ns_sync *s, const ns_identity_info *who, const Napsy
     p->s = s;
     p->cb = cb;
     p->ud = ud;
-    if (uuid_canon(who->principal_id, p->principal) != 0 ||
-        uuid_canon(who->organisation_id, p->organisation) != 0) {
+    if (!ns_uuid_canon(who->principal_id, p->principal) ||
+        !ns_uuid_canon(who->organisation_id, p->organisation)) {
         free(p);
         return NS_SYNC_INVALID;
     }
@@ -946,10 +920,10 @@ ns_sync_status ns_sync_resolve(ns_sync *s, const ns_identity_info *who,
     m->type = res->type;
     m->op = NS_OP_UPDATE;
     ns_fieldset_init(&m->fields);
-    if (uuid_canon(who->principal_id, p->principal) != 0 ||
-        uuid_canon(who->organisation_id, p->organisation) != 0 ||
-        (!rejected && (uuid_canon(res->record_id, m->record_id) != 0 ||
-                       uuid_canon(res->conflict_id, m->conflict_id) != 0))) {
+    if (!ns_uuid_canon(who->principal_id, p->principal) ||
+        !ns_uuid_canon(who->organisation_id, p->organisation) ||
+        (!rejected && (!ns_uuid_canon(res->record_id, m->record_id) ||
+                       !ns_uuid_canon(res->conflict_id, m->conflict_id)))) {
         push_free(p);
         return NS_SYNC_INVALID;
     }
@@ -966,7 +940,7 @@ ns_sync_status ns_sync_resolve(ns_sync *s, const ns_identity_info *who,
     }
     /* The same checks as a mutation's, in the same order; these answers are
      * not stored (they depend on the request alone). */
-    if (uuid_canon(res->mutation_id, m->id) == 0) {
+    if (ns_uuid_canon(res->mutation_id, m->id)) {
         memcpy(m->echo, res->mutation_id, UUID_LEN + 1);
     } else {
         m->echo[0] = '\0';
@@ -1781,7 +1755,7 @@ static void read_select(sync_run *run, const ns_entity_type *t, const ns_db_resu
     int rows = ns_db_result_rows(res);
     for (int row = 0; row < rows && !run->internal; row++) {
         uuid_str id;
-        if (uuid_canon(ns_db_result_value(res, row, 0), id) != 0) {
+        if (!ns_uuid_canon(ns_db_result_value(res, row, 0), id)) {
             run_internal(run, "%s: the database returned a malformed id", t->name);
             return;
         }
@@ -1791,7 +1765,7 @@ static void read_select(sync_run *run, const ns_entity_type *t, const ns_db_resu
         rec_state *r = &run->recs[at - 1];
         const char *fields = ns_db_result_value(res, row, 4);
         if (parse_u64(ns_db_result_value(res, row, 1), &r->version) != 0 || fields == NULL ||
-            uuid_canon(ns_db_result_value(res, row, 3), r->tenant) != 0) {
+            !ns_uuid_canon(ns_db_result_value(res, row, 3), r->tenant)) {
             run_internal(run, "%s %s: the database returned a malformed row", t->name, id);
             return;
         }
@@ -1824,7 +1798,7 @@ static void read_stored(sync_run *run, const ns_db_result *res)
     int rows = ns_db_result_rows(res);
     for (int row = 0; row < rows && !run->internal; row++) {
         uuid_str id;
-        if (uuid_canon(ns_db_result_value(res, row, 0), id) != 0)
+        if (!ns_uuid_canon(ns_db_result_value(res, row, 0), id))
             continue;
         uint32_t at = *id_slot(b, id);
         if (at == 0 || at - 1 < run->lo || at - 1 >= run->hi)
@@ -1864,7 +1838,7 @@ static void read_stored(sync_run *run, const ns_db_result *res)
                 }
                 memcpy(one, c, UUID_LEN);
                 one[UUID_LEN] = '\0';
-                if (uuid_canon(one, a->conflict_ids[i]) != 0) {
+                if (!ns_uuid_canon(one, a->conflict_ids[i])) {
                     run_internal(run, "mutation %s: malformed stored conflict id", id);
                     return;
                 }
@@ -1886,7 +1860,7 @@ static void read_revisions(sync_run *run, const ns_db_result *res)
         uuid_str id, device;
         uint64_t version;
         const char *after = ns_db_result_value(res, row, 5);
-        if (t == NULL || uuid_canon(ns_db_result_value(res, row, 1), id) != 0 ||
+        if (t == NULL || !ns_uuid_canon(ns_db_result_value(res, row, 1), id) ||
             parse_u64(ns_db_result_value(res, row, 2), &version) != 0 || after == NULL) {
             run_internal(run, "the database returned a malformed revision");
             return;
@@ -1929,7 +1903,7 @@ static void read_owners(sync_run *run, const ns_db_result *res)
     }
     for (int row = 0; row < rows; row++) {
         plan_owner *o = &run->owners[run->nowners];
-        if (uuid_canon(ns_db_result_value(res, row, 0), o->plan) != 0)
+        if (!ns_uuid_canon(ns_db_result_value(res, row, 0), o->plan))
             continue;
         copy_uuid_or_empty(o->owner, ns_db_result_value(res, row, 1));
         const char *kind = ns_db_result_value(res, row, 2);
@@ -1973,8 +1947,8 @@ static void read_conflicts(sync_run *run, const ns_db_result *res)
         const char *rid = ns_db_result_value(res, row, 2);
         const char *resolved = ns_db_result_value(res, row, 4);
         const char *odel = ns_db_result_value(res, row, 5);
-        if (uuid_canon(ns_db_result_value(res, row, 0), c->id) != 0 || type == NULL ||
-            rid == NULL || resolved == NULL || odel == NULL) {
+        if (!ns_uuid_canon(ns_db_result_value(res, row, 0), c->id) || type == NULL || rid == NULL ||
+            resolved == NULL || odel == NULL) {
             run_internal(run, "the database returned a malformed conflict");
             return;
         }
@@ -2139,7 +2113,7 @@ static void read_facts(sync_run *run, const ns_entity_type *t, const ns_db_resul
     int rows = ns_db_result_rows(res);
     for (int row = 0; row < rows; row++) {
         uuid_str id;
-        if (uuid_canon(ns_db_result_value(res, row, 0), id) != 0)
+        if (!ns_uuid_canon(ns_db_result_value(res, row, 0), id))
             continue;
         deleg_fact *f = fact_find(run, t, id);
         if (f == NULL)
@@ -2353,7 +2327,7 @@ static const char *resp_of_id(sync_run *run, const ns_entity_type *t, const char
                               bool *missing)
 {
     uuid_str canon;
-    if (uuid_canon(id, canon) != 0)
+    if (!ns_uuid_canon(id, canon))
         return NULL;
     uint32_t at = *rec_slot(run->b, t, canon);
     if (at != 0 && run->recs[at - 1].in_run && run->recs[at - 1].exists)

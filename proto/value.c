@@ -269,18 +269,27 @@ static ns_value_status date_check(const char *s, char *err, size_t errlen)
     return NS_VALUE_OK;
 }
 
+bool ns_uuid_canon(const char *s, char out[NS_UUID_SIZE])
+{
+    if (s == NULL)
+        return false;
+    for (size_t i = 0; i < NS_UUID_SIZE - 1; i++) {
+        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash ? s[i] != '-' : hex_value(s[i]) < 0)
+            return false; /* the terminator too: the string is short */
+    }
+    if (s[NS_UUID_SIZE - 1] != '\0')
+        return false;
+    for (size_t i = 0; i < NS_UUID_SIZE; i++)
+        out[i] = (s[i] >= 'A' && s[i] <= 'F') ? (char)(s[i] - 'A' + 'a') : s[i];
+    return true;
+}
+
 /* Validates a UUID in any hex case and writes it lowercase into out (may be s). */
 static ns_value_status uuid_canon(const char *s, char *out, char *err, size_t errlen)
 {
-    for (size_t i = 0; i < 36; i++) {
-        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-        if (dash ? s[i] != '-' : hex_value(s[i]) < 0)
-            return fail(NS_VALUE_INVALID, err, errlen, "not a UUID");
-    }
-    if (s[36] != '\0')
+    if (!ns_uuid_canon(s, out))
         return fail(NS_VALUE_INVALID, err, errlen, "not a UUID");
-    for (size_t i = 0; i <= 36; i++)
-        out[i] = (s[i] >= 'A' && s[i] <= 'F') ? (char)(s[i] - 'A' + 'a') : s[i];
     return NS_VALUE_OK;
 }
 

@@ -129,6 +129,12 @@ const char *ns_kind_name(ns_kind k);
  * ns_field_view use: bool, int, decimal, text, date, set, ref. */
 const char *ns_kind_word(ns_kind k);
 
+/* Bytes of a canonical UUID and its NUL. */
+#define NS_UUID_SIZE 37
+/* A UUID (8-4-4-4-12, any hex case) into its canonical lowercase form.
+ * Returns false, out untouched, for anything else (NULL included). */
+bool ns_uuid_canon(const char *s, char out[NS_UUID_SIZE]);
+
 /* A record's fields, sorted by name (strcmp), names unique. Owns names and values. */
 typedef struct {
     char **names;

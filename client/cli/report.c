@@ -12,6 +12,7 @@
 
 #include "conf.h"
 #include "report_render.h"
+#include "value.h"
 
 #define YEAR_MIN 1990
 #define YEAR_MAX 2100
@@ -44,16 +45,8 @@ static const char *shown(const char *s)
 
 static bool uuid_shape(const char *s)
 {
-    if (strlen(s) != 36)
-        return false;
-    for (size_t i = 0; i < 36; i++) {
-        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-        bool hex = (s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f') ||
-                   (s[i] >= 'A' && s[i] <= 'F');
-        if (dash ? s[i] != '-' : !hex)
-            return false;
-    }
-    return true;
+    char canon[NS_UUID_SIZE];
+    return ns_uuid_canon(s, canon);
 }
 
 /* The format asked for: --format, else json with --json, else md. */

@@ -239,19 +239,22 @@ static const char *value_of(const json_t *v)
 
 /* ---- escaping ------------------------------------------------------------------- */
 
+/* The characters both Markdown and HTML take as markup, as entities.
+ * Returns whether c was one. */
+static bool put_entity(FILE *f, unsigned char c)
+{
+    const char *e = c == '&' ? "&amp;" : c == '<' ? "&lt;" : c == '>' ? "&gt;" : NULL;
+    if (e != NULL)
+        fputs(e, f);
+    return e != NULL;
+}
+
 static void put_md(FILE *f, const char *s)
 {
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (put_entity(f, *p))
+            continue;
         switch (*p) {
-        case '&':
-            fputs("&amp;", f);
-            break;
-        case '<':
-            fputs("&lt;", f);
-            break;
-        case '>':
-            fputs("&gt;", f);
-            break;
         case '\\':
         case '`':
         case '*':
@@ -278,16 +281,9 @@ static void put_md(FILE *f, const char *s)
 static void put_html(FILE *f, const char *s)
 {
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (put_entity(f, *p))
+            continue;
         switch (*p) {
-        case '&':
-            fputs("&amp;", f);
-            break;
-        case '<':
-            fputs("&lt;", f);
-            break;
-        case '>':
-            fputs("&gt;", f);
-            break;
         case '"':
             fputs("&quot;", f);
             break;
