@@ -2210,10 +2210,14 @@ static ns_store_rc scope_key(const Napsync__V1__Scope *const *scopes, size_t n, 
         } else if (sc != NULL && sc->kind_case == NAPSYNC__V1__SCOPE__KIND_ORGANISATION_ID) {
             kind = "organisation";
             raw = sc->organisation_id;
+        } else if (sc != NULL && sc->kind_case == NAPSYNC__V1__SCOPE__KIND_DIRECTORY &&
+                   sc->directory) {
+            snprintf(one[i], SCOPE_KEY_ONE, "directory");
+            continue;
         }
         if (kind == NULL || !ns_uuid_canon(raw, id))
-            rc = fail(err, NS_STORE_INVALID, "scope %zu is neither a plan nor an organisation id",
-                      i);
+            rc = fail(err, NS_STORE_INVALID,
+                      "scope %zu is neither a plan, an organisation id nor the directory", i);
         else
             snprintf(one[i], SCOPE_KEY_ONE, "%s:%s", kind, id);
     }

@@ -64,7 +64,8 @@ struct nsc_sync {
 
     char plans[SYNC_MAX_SCOPES][NS_STORE_UUID_SIZE];
     size_t nplans;
-    char org[40]; /* as ns_identity.organisation_id */
+    bool directory; /* the directory scope too */
+    char org[40];   /* as ns_identity.organisation_id */
     Napsync__V1__Scope scope_msgs[SYNC_MAX_SCOPES];
     Napsync__V1__Scope *scopes[SYNC_MAX_SCOPES];
     size_t nscopes;
@@ -885,9 +886,16 @@ static int bind_store(ns_client *c, const ns_identity *id, ns_error *err)
 static void build_scopes(nsc_sync *s, const ns_identity *id)
 {
     s->nscopes = 0;
+    if (s->directory) {
+        Napsync__V1__Scope *sc = &s->scope_msgs[s->nscopes];
+        napsync__v1__scope__init(sc);
+        sc->kind_case = NAPSYNC__V1__SCOPE__KIND_DIRECTORY;
+        sc->directory = 1;
+        s->scopes[s->nscopes++] = sc;
+    }
     if (s->nplans == 0) {
         snprintf(s->org, sizeof(s->org), "%s", id->organisation_id);
-        Napsync__V1__Scope *sc = &s->scope_msgs[0];
+        Napsync__V1__Scope *sc = &s->scope_msgs[s->nscopes];
         napsync__v1__scope__init(sc);
         sc->kind_case = NAPSYNC__V1__SCOPE__KIND_ORGANISATION_ID;
         sc->organisation_id = s->org;
@@ -895,7 +903,7 @@ static void build_scopes(nsc_sync *s, const ns_identity *id)
         return;
     }
     for (size_t i = 0; i < s->nplans; i++) {
-        Napsync__V1__Scope *sc = &s->scope_msgs[i];
+        Napsync__V1__Scope *sc = &s->scope_msgs[s->nscopes];
         napsync__v1__scope__init(sc);
         sc->kind_case = NAPSYNC__V1__SCOPE__KIND_PLAN_ID;
         sc->plan_id = s->plans[i];
@@ -1510,8 +1518,10 @@ int ns_client_sync(ns_client *c, const ns_sync_options *o, ns_sync_cb cb, void *
         return NS_ERR_INVALID_ARGUMENT;
     }
     size_t nplans = o ? o->nplans : 0;
-    if (nplans > SYNC_MAX_SCOPES) {
-        nsc_set_error(err, NS_ERR_INVALID_ARGUMENT, 0, "at most %d plans", SYNC_MAX_SCOPES);
+    bool directory = o && o->directory;
+    if (nplans + directory > SYNC_MAX_SCOPES) {
+        nsc_set_error(err, NS_ERR_INVALID_ARGUMENT, 0, "at most %d plans%s",
+                      SYNC_MAX_SCOPES - directory, directory ? " with the directory" : "");
         return NS_ERR_INVALID_ARGUMENT;
     }
     for (size_t i = 0; i < nplans; i++) {
@@ -1553,6 +1563,7 @@ int ns_client_sync(ns_client *c, const ns_sync_options *o, ns_sync_cb cb, void *
     s->event_ud = o ? o->event_ud : NULL;
     s->st.conflicts_listed = 1;
     s->nplans = nplans;
+    s->directory = directory;
     for (size_t i = 0; i < nplans; i++) {
         for (int k = 0; k < 36; k++) {
             char ch = o->plan_ids[i][k];

@@ -5,15 +5,19 @@
 #include <string.h>
 
 /* One row per device; roles folded into one comma-separated column so the
- * answer is a single row whatever the number of roles. */
+ * answer is a single row whatever the number of roles. A device whose
+ * person or organisation has been deleted (sql/009) is refused as revoked;
+ * withdrawn roles do not count. */
 static const char lookup_sql[] =
-    "SELECT d.id, d.name, d.revoked_at IS NOT NULL, p.id, p.name, o.id, o.name, o.kind,"
+    "SELECT d.id, d.name, d.revoked_at IS NOT NULL OR d.deleted OR p.deleted OR o.deleted,"
+    "       p.id, p.name, o.id, o.name, o.kind,"
     "       coalesce(o.country, ''),"
     "       coalesce(string_agg(r.role, ',' ORDER BY r.role), '')"
     "  FROM devices d"
     "  JOIN principals p ON p.id = d.principal_id"
     "  JOIN organisations o ON o.id = p.organisation_id"
     "  LEFT JOIN principal_roles r ON r.principal_id = p.id AND r.organisation_id = o.id"
+    "       AND NOT r.deleted"
     " WHERE d.cert_sha256 = decode($1, 'hex')"
     " GROUP BY d.id, p.id, o.id";
 

@@ -35,23 +35,24 @@
  * when a named plan is not readable. Parameters: $1 cursor seq, $2 cursor
  * epoch (NULL: any), $3 plan ids, $4 organisation ids (uuid[] literals),
  * $5 the principal's organisation, $6 the row limit, $7 whether the
- * principal reads only (policy.h). */
+ * principal reads only, $8 the principal, $9 whether it is an
+ * administrator (policy.h). */
 static const char page_sql[] =
     "WITH h AS (SELECT seq, epoch FROM sync_feed_head)," NS_FEED_SCOPE_CTES(
         "$3", "$4",
         "$5") ","
               " page AS ("
               "  SELECT f.seq, r.entity_type, r.record_id, r.version, r.deleted, r.tenant_id,"
-              "         r.after::text, pr.name,"
+              "         r.after::text, coalesce(pr.name, '" NS_FEED_ADMINISTRATOR "'),"
               "         to_char(r.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
               "    FROM sync_feed f"
               "    JOIN sync_revisions r USING (entity_type, record_id, version)"
-              "    JOIN principals pr ON pr.id = r.principal_id"
+              "    LEFT JOIN principals pr ON pr.id = r.principal_id"
               "   WHERE f.seq > $1::bigint"
               "     AND f.tenant_id IN (SELECT id FROM readable)"
               "     AND " NS_POLICY_RECORD_READABLE(
-                  "r.entity_type", "r.after",
-                  "$7::boolean") "     AND (SELECT id FROM denied) IS NULL"
+                  "r.entity_type", "r.after", "$7::boolean", "$5", "$8",
+                  "$9::boolean") "     AND (SELECT id FROM denied) IS NULL"
                                  "     AND EXISTS (SELECT 1 FROM h WHERE ($2::uuid IS NULL OR "
                                  "h.epoch = $2::uuid)"
                                  "                                   AND h.seq >= $1::bigint)"
@@ -91,6 +92,7 @@ typedef struct {
     char org[UUID_LEN + 1];   /* the principal's organisation */
     char principal[sizeof(((ns_identity_info *)0)->principal_id)];
     bool reads_only; /* policy.h */
+    bool admin;      /* an administrator: reads its organisation's devices */
     uint32_t page_size;
     char *plans; /* uuid[] literals; one allocation, plans first, owned */
     char *orgs;
@@ -269,16 +271,22 @@ int ns_feed_scopes_parse(const ns_identity_info *who, size_t nscopes,
         return ERR(INTERNAL);
     }
     if (nscopes == 0)
-        return bad(err, errlen, "scopes: at least one scope (a plan or an organisation)");
+        return bad(err, errlen,
+                   "scopes: at least one scope (a plan, an organisation, the directory)");
     if (nscopes > NS_FEED_MAX_SCOPES)
         return bad(err, errlen, "scopes: %zu scopes, at most %d", nscopes, NS_FEED_MAX_SCOPES);
     size_t nplans = 0;
     for (size_t i = 0; i < nscopes; i++) {
         const Napsync__V1__Scope *sc = scopes[i];
+        if (sc != NULL && sc->kind_case == NAPSYNC__V1__SCOPE__KIND_DIRECTORY && !sc->directory)
+            return bad(err, errlen, "scopes[%zu]: directory must be true", i);
         if (sc == NULL || (sc->kind_case != NAPSYNC__V1__SCOPE__KIND_PLAN_ID &&
-                           sc->kind_case != NAPSYNC__V1__SCOPE__KIND_ORGANISATION_ID))
-            return bad(err, errlen, "scopes[%zu]: neither a plan nor an organisation", i);
-        if (sc->kind_case == NAPSYNC__V1__SCOPE__KIND_PLAN_ID)
+                           sc->kind_case != NAPSYNC__V1__SCOPE__KIND_ORGANISATION_ID &&
+                           sc->kind_case != NAPSYNC__V1__SCOPE__KIND_DIRECTORY))
+            return bad(err, errlen,
+                       "scopes[%zu]: neither a plan, an organisation nor the directory", i);
+        /* The directory travels as a tenant among the plans (feed.h). */
+        if (sc->kind_case != NAPSYNC__V1__SCOPE__KIND_ORGANISATION_ID)
             nplans++;
     }
     /* "{", ids with their separators, "}", NUL: for each of the two lists. */
@@ -294,6 +302,10 @@ int ns_feed_scopes_parse(const ns_identity_info *who, size_t nscopes,
     char *orgs = buf + cap_plans;
     for (size_t i = 0; i < nscopes; i++) {
         const Napsync__V1__Scope *sc = scopes[i];
+        if (sc->kind_case == NAPSYNC__V1__SCOPE__KIND_DIRECTORY) {
+            list_add(buf, &lp, NS_DIRECTORY_TENANT);
+            continue;
+        }
         bool plan = sc->kind_case == NAPSYNC__V1__SCOPE__KIND_PLAN_ID;
         char id[UUID_LEN + 1];
         if (!uuid_copy(id, plan ? sc->plan_id : sc->organisation_id, false)) {
@@ -328,6 +340,7 @@ static int query_init(const ns_feed *f, const ns_identity_info *who, const char 
         return code;
     memcpy(q->org, sc.org, sizeof(q->org));
     q->reads_only = ns_policy_reads_only(ns_policy_roles(who));
+    q->admin = (ns_policy_roles(who) & NS_ROLE_ADMIN) != 0;
     snprintf(q->principal, sizeof(q->principal), "%s", who->principal_id);
     q->plans = sc.plans;
     q->orgs = sc.orgs;
@@ -343,9 +356,16 @@ static ns_db_status query_run(ns_feed *f, const feed_query *q, ns_db_cb cb, void
     snprintf(seq, sizeof(seq), "%lld", (long long)q->seq);
     /* One row more than the page: its presence is what "more" means. */
     snprintf(limit, sizeof(limit), "%u", q->page_size + 1);
-    const char *v[7] = {seq,   q->epoch[0] != '\0' ? q->epoch : NULL, q->plans, q->orgs, q->org,
-                        limit, q->reads_only ? "true" : "false"};
-    return ns_reader_query(f->db, q->principal, page_sql, 7, v, cb, ud);
+    const char *v[9] = {seq,
+                        q->epoch[0] != '\0' ? q->epoch : NULL,
+                        q->plans,
+                        q->orgs,
+                        q->org,
+                        limit,
+                        q->reads_only ? "true" : "false",
+                        q->principal,
+                        q->admin ? "true" : "false"};
+    return ns_reader_query(f->db, q->principal, page_sql, 9, v, cb, ud);
 }
 
 /* An error code for a query that could not be queued. */

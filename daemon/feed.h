@@ -109,6 +109,9 @@ typedef void (*ns_feed_page_cb)(int code, const char *message, const Napsync__V1
  * statement's snapshot) and "denied" (id: the smallest named plan that is
  * not readable or does not exist, as text; NULL when there is none), over
  * the parameters PLANS and ORGS (uuid[] literals) and ORG. */
+/* Who a revision made through SQL, not by a principal, is shown as. */
+#define NS_FEED_ADMINISTRATOR "administrator"
+
 #define NS_FEED_PLAN_READABLE(P, ORG)                                                              \
     "(" P ".owner_id = " ORG "::uuid OR " P ".status IS DISTINCT FROM 'draft')"
 #define NS_FEED_SCOPE_CTES(PLANS, ORGS, ORG)                                                       \
@@ -116,7 +119,8 @@ typedef void (*ns_feed_page_cb)(int code, const char *message, const Napsync__V1
     "  SELECT p.id FROM plans p"                                                                   \
     "   WHERE (p.id = ANY(" PLANS "::uuid[]) OR p.owner_id = ANY(" ORGS "::uuid[]))"               \
     "     AND " NS_FEED_PLAN_READABLE(                                                             \
-        "p", ORG) "),"                                                                             \
+        "p", ORG) "  UNION ALL SELECT x.id FROM unnest(" PLANS "::uuid[]) AS x(id)"                \
+                  "   WHERE x.id = '" NS_DIRECTORY_TENANT "'::uuid),"                              \
                   " denied AS ("                                                                   \
                   "  SELECT min(x.id::text) AS id FROM unnest(" PLANS "::uuid[]) AS x(id)"         \
                   "   WHERE NOT EXISTS (SELECT 1 FROM readable r WHERE r.id = x.id))"

@@ -32,43 +32,59 @@
  * field-name order: the keys of before and after whose values differ,
  * absent read as null. $1 type, $2 record id, $3 the principal's
  * organisation, $4 before_version, $5 the row limit, $6 whether the
- * principal reads only (policy.h: the record's latest version decides). */
+ * principal reads only, $7 the principal, $8 whether it is an
+ * administrator (policy.h: the record's latest version decides). */
 static const char history_sql[] =
     "WITH latest AS ("
     "  SELECT r.tenant_id, r.entity_type, r.after FROM sync_revisions r"
     "   WHERE r.entity_type = $1 AND r.record_id = $2::uuid"
     "   ORDER BY r.version DESC LIMIT 1),"
     " visible AS ("
-    "  SELECT bool_or(true) AS ok FROM latest l JOIN plans p ON p.id = l.tenant_id"
-    "   WHERE " NS_FEED_PLAN_READABLE("p", "$3") " AND " NS_POLICY_RECORD_READABLE(
-        "l.entity_type", "l.after",
-        "$6::boolean") ")"
-                       " SELECT v.ok, x.* FROM visible v LEFT JOIN LATERAL ("
-                       "  SELECT r.version, r.op, pr.name, d.name,"
-                       "         to_char(r.at AT TIME ZONE 'UTC', "
-                       "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
-                       "         r.mutation_id::text, r.deleted,"
-                       "         (SELECT jsonb_agg(jsonb_build_array(k.key, k.b, k.a) ORDER BY "
-                       "k.key "
-                       "COLLATE \"C\")"
-                       "            FROM (SELECT u.key, coalesce(r.before -> u.key, 'null'::jsonb) "
-                       "AS b,"
-                       "                         coalesce(r.after -> u.key, 'null'::jsonb) AS a"
-                       "                    FROM (SELECT jsonb_object_keys(coalesce(r.before, "
-                       "'{}'::jsonb))"
-                       "                          UNION SELECT jsonb_object_keys(r.after)) AS "
-                       "u(key)) k"
-                       "           WHERE k.b IS DISTINCT FROM k.a)::text"
-                       "    FROM sync_revisions r"
-                       "    JOIN plans p ON p.id = r.tenant_id AND " NS_FEED_PLAN_READABLE(
-                           "p",
-                           "$3") "    JOIN principals pr ON pr.id = r.principal_id"
-                                 "    LEFT JOIN devices d ON d.id = r.device_id"
-                                 "   WHERE v.ok AND r.entity_type = $1 AND r.record_id = $2::uuid"
-                                 "     AND r.version < $4::bigint"
-                                 "   ORDER BY r.version DESC"
-                                 "   LIMIT $5::int) x ON true"
-                                 " ORDER BY x.version DESC";
+    "  SELECT bool_or(true) AS ok FROM latest l LEFT JOIN plans p ON p.id = l.tenant_id"
+    "   WHERE (l.tenant_id = '" NS_DIRECTORY_TENANT
+    "'::uuid OR (p.id IS NOT NULL AND " NS_FEED_PLAN_READABLE(
+        "p",
+        "$3") "))"
+              "     AND " NS_POLICY_RECORD_READABLE(
+                  "l.entity_type", "l.after", "$6::boolean", "$3", "$7",
+                  "$8::boolean") ")"
+                                 " SELECT v.ok, x.* FROM visible v LEFT JOIN LATERAL ("
+                                 "  SELECT r.version, r.op, coalesce(pr.name, "
+                                 "'" NS_FEED_ADMINISTRATOR "'), d.name,"
+                                 "         to_char(r.at AT TIME ZONE 'UTC', "
+                                 "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+                                 "         r.mutation_id::text, r.deleted,"
+                                 "         (SELECT jsonb_agg(jsonb_build_array(k.key, k.b, k.a) "
+                                 "ORDER BY "
+                                 "k.key "
+                                 "COLLATE \"C\")"
+                                 "            FROM (SELECT u.key, coalesce(r.before -> u.key, "
+                                 "'null'::jsonb) "
+                                 "AS b,"
+                                 "                         coalesce(r.after -> u.key, "
+                                 "'null'::jsonb) AS a"
+                                 "                    FROM (SELECT "
+                                 "jsonb_object_keys(coalesce(r.before, "
+                                 "'{}'::jsonb))"
+                                 "                          UNION SELECT "
+                                 "jsonb_object_keys(r.after)) AS "
+                                 "u(key)) k"
+                                 "           WHERE k.b IS DISTINCT FROM k.a)::text"
+                                 "    FROM sync_revisions r"
+                                 "    LEFT JOIN plans p ON p.id = r.tenant_id "
+                                 "AND " NS_FEED_PLAN_READABLE(
+                                     "p",
+                                     "$3") "    LEFT JOIN principals pr ON pr.id = r.principal_id"
+                                           "    LEFT JOIN devices d ON d.id = r.device_id"
+                                           "   WHERE v.ok AND r.entity_type = $1 AND r.record_id = "
+                                           "$2::uuid"
+                                           "     AND (p.id IS NOT NULL"
+                                           "          OR r.tenant_id = '" NS_DIRECTORY_TENANT
+                                           "'::uuid)"
+                                           "     AND r.version < $4::bigint"
+                                           "   ORDER BY r.version DESC"
+                                           "   LIMIT $5::int) x ON true"
+                                           " ORDER BY x.version DESC";
 
 enum {
     COL_OK,
@@ -356,10 +372,16 @@ int ns_history_query(ns_db *db, const ns_registry *reg, const ns_identity_info *
     snprintf(before, sizeof(before), "%" PRIu64,
              req->before_version ? req->before_version : (uint64_t)INT64_MAX);
     snprintf(rows, sizeof(rows), "%" PRIu32, limit + 1);
-    const char *v[6] = {
-        t->name, id,   who->organisation_id,
-        before,  rows, ns_policy_reads_only(ns_policy_roles(who)) ? "true" : "false"};
-    ns_db_status st = ns_reader_query(db, who->principal_id, history_sql, 6, v, on_history, op);
+    unsigned roles = ns_policy_roles(who);
+    const char *v[8] = {t->name,
+                        id,
+                        who->organisation_id,
+                        before,
+                        rows,
+                        ns_policy_reads_only(roles) ? "true" : "false",
+                        who->principal_id,
+                        (roles & NS_ROLE_ADMIN) ? "true" : "false"};
+    ns_db_status st = ns_reader_query(db, who->principal_id, history_sql, 8, v, on_history, op);
     if (st != NS_DB_OK) {
         free(op);
         return queue_error(st, err, errlen);

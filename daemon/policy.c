@@ -355,6 +355,79 @@ int ns_policy_check_write(const ns_policy_actor *a, const ns_policy_write *w,
     return not_yours(a, w, out);
 }
 
+bool ns_policy_is_directory(const char *type)
+{
+    return eq(type, "organisation") || eq(type, "principal") || eq(type, "principal_role") ||
+           eq(type, "device") || eq(type, "region_membership");
+}
+
+/* Equal, NULL included (an organisation without a parent). */
+static bool same(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || eq(a, b);
+}
+
+static int check_organisation(const ns_policy_actor *a, const char *id, const ns_policy_write *w,
+                              ns_policy_refusal *out)
+{
+    const char *parent_now = text_of(w->current, "parent_id");
+    const char *parent = after(w, "parent_id");
+    switch (w->op) {
+    case NS_OP_CREATE:
+        if (eq(parent, a->organisation))
+            return 0;
+        return refuse(out, ERR(PERMISSION_DENIED), "parent_id",
+                      "an organisation is created by the administrators of its parent: "
+                      "parent_id must be your organisation");
+    case NS_OP_DELETE:
+        if (eq(parent_now, a->organisation))
+            return 0;
+        return refuse(out, ERR(PERMISSION_DENIED), NULL,
+                      "an organisation is deleted by the administrators of its parent");
+    case NS_OP_UPDATE:
+        break;
+    }
+    if (eq(id, a->organisation)) {
+        if (same(parent, parent_now))
+            return 0;
+        return refuse(out, ERR(PERMISSION_DENIED), "parent_id",
+                      "an organisation's parent is changed by the parent's administrators");
+    }
+    if (eq(parent_now, a->organisation)) {
+        if (eq(parent, a->organisation))
+            return 0;
+        return refuse(
+            out, ERR(PERMISSION_DENIED), "parent_id",
+            "an organisation you administer as its parent stays your organisation's child");
+    }
+    return refuse(out, ERR(PERMISSION_DENIED), NULL,
+                  "organisation %s is administered by its own administrators and its parent's", id);
+}
+
+int ns_policy_check_directory(const ns_policy_actor *a, const char *record_id,
+                              const ns_policy_write *w, ns_policy_refusal *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!ns_policy_is_directory(w->type))
+        return refuse(out, ERR(INVALID_ARGUMENT), NULL, "%s is not a directory type", w->type);
+    if ((a->roles & NS_ROLE_ADMIN) == 0)
+        return refuse(out, ERR(PERMISSION_DENIED), NULL,
+                      "only administrators change the directory (organisations, people, roles, "
+                      "devices)");
+    if (eq(w->type, "organisation"))
+        return check_organisation(a, record_id, w, out);
+    /* A membership is its regional organisation's. */
+    const char *field = eq(w->type, "region_membership") ? "region_id" : "organisation_id";
+    const char *org = after(w, field);
+    if (eq(org, a->organisation) &&
+        (w->current == NULL || eq(text_of(w->current, field), a->organisation)))
+        return 0;
+    return refuse(out, ERR(PERMISSION_DENIED), field,
+                  "administrators %s the people, roles, devices and member states of their own "
+                  "organisation only",
+                  op_verb(w->op));
+}
+
 int ns_policy_check_resolve(const ns_policy_actor *a, const ns_policy_plan *p,
                             ns_policy_refusal *out)
 {

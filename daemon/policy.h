@@ -45,10 +45,18 @@ bool ns_policy_reads_only(unsigned roles);
  * records or their history (feed.c, history.c): over a revision's entity
  * type T and after JSON A, for a principal who reads only when the boolean
  * SQL expression RO is true: indicator reports once approved, no
- * disaggregated values. */
-#define NS_POLICY_RECORD_READABLE(T, A, RO)                                                        \
-    "(NOT " RO " OR (" T " <> 'report_value' AND (" T " <> 'indicator_report' OR " A               \
-    " ->> 'status' = 'approved')))"
+ * disaggregated values. Of the directory, every principal reads every
+ * organisation and every region's member states, the people and roles of
+ * its own organisation ORG (a uuid expression), and its devices if ADMIN (a
+ * boolean expression: the principal is an administrator), else its own
+ * (ME, the principal's id). */
+#define NS_POLICY_RECORD_READABLE(T, A, RO, ORG, ME, ADMIN)                                        \
+    "(CASE WHEN " T " IN ('organisation', 'principal', 'principal_role', 'device',"                \
+    " 'region_membership') THEN (" T " IN ('organisation', 'region_membership') OR ((" A           \
+    " ->> 'organisation_id')::uuid = " ORG "::uuid AND (" T " <> 'device' OR " ADMIN " OR (" A     \
+    " ->> 'principal_id')::uuid = " ME "::uuid)))"                                                 \
+    " ELSE (NOT " RO " OR (" T " <> 'report_value' AND (" T " <> 'indicator_report' OR " A         \
+    " ->> 'status' = 'approved'))) END)"
 
 typedef struct {
     const char *principal;    /* lowercase UUID */
@@ -84,6 +92,18 @@ typedef struct {
     char field[64];              /* the field at fault, "" when none */
     char reason[256];
 } ns_policy_refusal;
+
+/* The directory (organisations, regions' member states, people, their
+ * roles and devices: sql/009) is written by administrators only, each that
+ * of their own organisation: its people, roles and devices, the
+ * organisation itself (its parent excepted), the organisations whose parent
+ * it is (create, change, delete) and, for a regional organisation, its
+ * member states. The write's plan and responsible fields are unused; record_id
+ * is the record's id. A resolution of a conflict on a directory record is
+ * checked as an update that leaves the record as it is. */
+bool ns_policy_is_directory(const char *type);
+int ns_policy_check_directory(const ns_policy_actor *a, const char *record_id,
+                              const ns_policy_write *w, ns_policy_refusal *out);
 
 /* Returns 0 when a may make the write, 1 when not (why in *out). */
 int ns_policy_check_write(const ns_policy_actor *a, const ns_policy_write *w,

@@ -13,14 +13,16 @@ static const char *const engine_columns[] = {
     "id", "version", "tenant_id", "deleted", "changed_by", "changed_device", "changed_at",
 };
 
-/* One row per field, in a stable order; the engine's own columns are left out
- * in SQL so that a type whose table lacks one of them is caught below. */
+/* One row per column, in a stable order; the engine's own columns are kept
+ * so that a type whose table lacks one of them is caught below, the
+ * columns the server maintains (server_columns) are left out. */
 static const char catalogue_sql[] =
     "SELECT t.name, t.table_name, t.tenant_field, t.freeze_field, t.freeze_value,"
-    "       a.attname, format_type(a.atttypid, a.atttypmod), to_regclass(t.table_name) IS NULL"
+    "       a.attname, format_type(a.atttypid, a.atttypmod), to_regclass(t.table_name) IS NULL,"
+    "       t.directory"
     "  FROM sync_entity_types t"
     "  LEFT JOIN pg_attribute a ON a.attrelid = to_regclass(t.table_name)"
-    "       AND a.attnum > 0 AND NOT a.attisdropped"
+    "       AND a.attnum > 0 AND NOT a.attisdropped AND NOT a.attname = ANY (t.server_columns)"
     " ORDER BY t.name COLLATE \"C\", a.attname COLLATE \"C\"";
 
 /* A growing string for generated SQL; on allocation failure it stays NULL. */
@@ -278,6 +280,7 @@ static int build(const PGresult *res, ns_registry *out, char *err, size_t errlen
             cur->tenant_field = dup_or_null(res, row, 2);
             cur->freeze_field = dup_or_null(res, row, 3);
             cur->freeze_value = dup_or_null(res, row, 4);
+            cur->directory = strcmp(PQgetvalue(res, row, 8), "t") == 0;
             cur->fields = calloc((size_t)rows, sizeof(*cur->fields));
             if (!cur->name || !cur->table || !cur->fields) {
                 snprintf(err, errlen, "out of memory");

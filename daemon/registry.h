@@ -1,10 +1,10 @@
 /* The synced entity types, learned from the database schema: each row of
  * sync_entity_types names a typed table, and every column of that table
  * beyond the engine's own (id, version, tenant_id, deleted, changed_by,
- * changed_device, changed_at) is a field whose kind follows its SQL type:
- * text/varchar(n) -> TEXT, numeric (unconstrained) -> DECIMAL, bigint -> INT,
- * boolean -> BOOL, date -> DATE, text[] -> TEXT_SET, uuid -> REF.
- * Loaded once, before the loop starts; read-only afterwards. */
+ * changed_device, changed_at) and the type's server_columns is a field whose kind follows its SQL
+ * type: text/varchar(n) -> TEXT, numeric (unconstrained) -> DECIMAL, bigint -> INT, boolean ->
+ * BOOL, date -> DATE, text[] -> TEXT_SET, uuid -> REF. Loaded once, before the loop starts;
+ * read-only afterwards. */
 #ifndef NS_REGISTRY_H
 #define NS_REGISTRY_H
 
@@ -12,6 +12,9 @@
 #include <stddef.h>
 
 #include "value.h"
+
+/* The tenant of every directory record (sql/009: napsync_directory_tenant()). */
+#define NS_DIRECTORY_TENANT "d1ec7000-0000-4000-8000-000000000000"
 
 typedef struct {
     char *name;
@@ -21,7 +24,9 @@ typedef struct {
 typedef struct {
     char *name;         /* "plan" */
     char *table;        /* "plans" */
-    char *tenant_field; /* a REF field holding the tenant; NULL: the record is its own tenant */
+    char *tenant_field; /* a REF field holding the tenant; NULL: the record is its own tenant,
+                         * or, for a directory type, the directory's */
+    bool directory;     /* organisations, people, roles, devices: tenant NS_DIRECTORY_TENANT */
     char *freeze_field; /* with freeze_value: the record is frozen when the field equals it */
     char *freeze_value;
     ns_field_def *fields; /* sorted by name */

@@ -763,7 +763,7 @@ static int validate(ns_sync *s, sync_push *p, const Napsync__V1__Mutation *pb, s
                           "field %s (the record's plan) is required on create", t->tenant_field);
     }
     /* The cheap part of the policy, before anything is queued. */
-    if (ns_policy_reads_only(p->roles) && !reader_writable(t))
+    if (!t->directory && ns_policy_reads_only(p->roles) && !reader_writable(t))
         return reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED, READS_ONLY_MSG);
     if (t == s->tenant_type) {
         const ns_value *owner = ns_fieldset_get(&m->fields, OWNER_FIELD);
@@ -2352,12 +2352,33 @@ static const char *resp_of_id(sync_run *run, const ns_entity_type *t, const char
 
 /* 0: the policy lets the principal make m on r (whose plan is tenant, or
  * which is a plan); 1: rejected into a, and logged. */
+/* The policy's refusal as m's answer, logged once here. Returns 1. */
+static int refused(const sync_mut *m, sync_answer *a, const ns_policy_refusal *why)
+{
+    reject(a, why->code, "%s", why->reason);
+    snprintf(a->field, sizeof(a->field), "%s", why->field);
+    ns_log(NS_LOG_INFO, NULL, m->push->principal, "refused: %s of %s %s: %s",
+           m->op == NS_OP_CREATE   ? "create"
+           : m->op == NS_OP_DELETE ? "delete"
+                                   : "update",
+           m->type->name, m->record_id, why->reason);
+    return 1;
+}
+
 static int authorise(sync_run *run, const sync_mut *m, const rec_state *r, const char *tenant,
                      sync_answer *a)
 {
     const sync_push *p = m->push;
     const ns_policy_actor actor = {p->principal, p->organisation, p->roles};
     const ns_fieldset *current = r->exists ? &r->fields : NULL;
+    ns_policy_refusal why;
+    if (m->type->directory) {
+        ns_policy_write w = {
+            .type = m->type->name, .op = m->op, .current = current, .change = &m->fields};
+        if (ns_policy_check_directory(&actor, m->record_id, &w, &why) == 0)
+            return 0;
+        return refused(m, a, &why);
+    }
     ns_policy_plan plan = {0};
     bool have_plan;
     if (m->type == run->b->s->tenant_type) {
@@ -2379,17 +2400,9 @@ static int authorise(sync_run *run, const sync_mut *m, const rec_state *r, const
     };
     w.responsible = resp_of(run, m->type, &m->fields, current, 0, &missing);
     w.responsible_now = current != NULL ? resp_of(run, m->type, NULL, current, 0, &missing) : NULL;
-    ns_policy_refusal why;
     if (ns_policy_check_write(&actor, &w, &why) == 0)
         return 0;
-    reject(a, why.code, "%s", why.reason);
-    snprintf(a->field, sizeof(a->field), "%s", why.field);
-    ns_log(NS_LOG_INFO, NULL, p->principal, "refused: %s of %s %s: %s",
-           m->op == NS_OP_CREATE   ? "create"
-           : m->op == NS_OP_DELETE ? "delete"
-                                   : "update",
-           m->type->name, m->record_id, why.reason);
-    return 1;
+    return refused(m, a, &why);
 }
 
 static int is_frozen(const ns_entity_type *t, const ns_fieldset *fs, bool *frozen)
@@ -2560,6 +2573,16 @@ static int authorise_resolve(sync_run *run, const sync_mut *m, const rec_state *
 {
     const sync_push *p = m->push;
     const ns_policy_actor actor = {p->principal, p->organisation, p->roles};
+    ns_policy_refusal why;
+    if (m->type->directory) {
+        ns_policy_write w = {.type = m->type->name, .op = NS_OP_UPDATE, .current = &r->fields};
+        if (ns_policy_check_directory(&actor, m->record_id, &w, &why) == 0)
+            return 0;
+        reject(a, why.code, "%s", why.reason);
+        ns_log(NS_LOG_INFO, NULL, p->principal, "refused: resolution of conflict %s: %s",
+               m->conflict_id, why.reason);
+        return 1;
+    }
     ns_policy_plan plan = {0};
     bool have_plan;
     if (m->type == run->b->s->tenant_type) {
@@ -2571,7 +2594,6 @@ static int authorise_resolve(sync_run *run, const sync_mut *m, const rec_state *
     } else {
         have_plan = tenant_plan(run, r->tenant, &plan);
     }
-    ns_policy_refusal why;
     if (ns_policy_check_resolve(&actor, have_plan ? &plan : NULL, &why) == 0)
         return 0;
     reject(a, why.code, "%s", why.reason);
@@ -2747,7 +2769,7 @@ static int compute_one(sync_run *run, const sync_mut *m, sync_answer *a, bool fo
     const sync_push *p = m->push;
     const ns_entity_type *t = m->type;
     rec_state *r = &run->recs[m->rec];
-    bool own_tenant = t->tenant_field == NULL;
+    bool own_tenant = t->tenant_field == NULL && !t->directory;
 
     if (r->unreadable)
         return reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INTERNAL, "%s %s cannot be read: %s",
@@ -2756,10 +2778,11 @@ static int compute_one(sync_run *run, const sync_mut *m, sync_answer *a, bool fo
         if (r->exists)
             return reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_ALREADY_EXISTS,
                           "%s %s already exists", t->name, m->record_id);
-        const char *tenant =
-            own_tenant ? m->record_id : ns_fieldset_get(&m->fields, t->tenant_field)->u.s;
+        const char *tenant = t->directory ? NS_DIRECTORY_TENANT
+                             : own_tenant ? m->record_id
+                                          : ns_fieldset_get(&m->fields, t->tenant_field)->u.s;
         ns_policy_plan plan;
-        if (!own_tenant && !tenant_plan(run, tenant, &plan))
+        if (!own_tenant && !t->directory && !tenant_plan(run, tenant, &plan))
             return reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND,
                           "plan %s does not exist", tenant);
         if (authorise(run, m, r, tenant, a) != 0)
@@ -2774,7 +2797,7 @@ static int compute_one(sync_run *run, const sync_mut *m, sync_answer *a, bool fo
                       t->name, m->record_id);
     if (authorise(run, m, r, r->tenant, a) != 0)
         return 0;
-    if (!own_tenant) {
+    if (t->tenant_field != NULL) {
         const ns_value *tv = ns_fieldset_get(&m->fields, t->tenant_field);
         if (tv != NULL && (tv->is_null || strcmp(tv->u.s, r->tenant) != 0))
             return reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
@@ -3048,7 +3071,7 @@ ns_sync_status ns_sync_new(uv_loop_t *loop, ns_db *db, const ns_registry *reg, n
     const ns_entity_type *tenant = NULL;
     for (size_t i = 0; i < reg->ntypes; i++) {
         const ns_entity_type *t = &reg->types[i];
-        if (t->tenant_field != NULL)
+        if (t->tenant_field != NULL || t->directory)
             continue;
         if (tenant != NULL) {
             snprintf(err, errlen, "entity types %s and %s both lack a tenant field: one plan type",

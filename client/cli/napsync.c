@@ -124,17 +124,20 @@ static const cli_cmd commands[] = {
     {
         .name = "sync",
         .summary = "push local changes, pull the server's, refresh conflicts",
-        .usage = "[--watch] [--plan ID]... [--json]",
+        .usage = "[--watch] [--plan ID]... [--directory] [--json]",
         .description =
             "Connects, sends the changes waiting in the store's outbox (in order; a change\n"
             "the server refuses stays in the outbox with its reason, see napsync status,\n"
             "and holds back nothing), applies every change after the store's cursor, and\n"
             "refreshes the known conflicts. The scope is every plan of this device's\n"
-            "organisation, or the plans given with --plan. With --watch it stays\n"
+            "organisation, or the plans given with --plan; with --directory also the\n"
+            "directory (organisations, the people and roles of this organisation, and\n"
+            "the devices an administrator manages). With --watch it stays\n"
             "connected, applies changes as they happen and reconnects (with backoff)\n"
             "until interrupted (SIGINT or SIGTERM).",
         .opts = {{"--watch", NULL, "stay subscribed until interrupted"},
                  {"--plan", "ID", "sync this plan (repeatable) instead of the organisation"},
+                 {"--directory", NULL, "also sync the directory"},
                  {"--json", NULL, "print one JSON object per line"}},
         .max_args = 0,
         .connects = true,
@@ -145,9 +148,10 @@ static const cli_cmd commands[] = {
         .name = "list",
         .summary = "list the records of a type in the local store",
         .usage = "TYPE [--deleted] [--json]",
-        .description = "Lists the records of TYPE (plan, indicator, indicator_report) as this\n"
-                       "device sees them: the last synced state with the local changes not yet\n"
-                       "sent applied. Works offline.",
+        .description = "Lists the records of TYPE (plan, indicator, indicator_report, ...;\n"
+                       "organisation, principal, principal_role, device with sync --directory)\n"
+                       "as this device sees them: the last synced state with the local changes\n"
+                       "not yet sent applied. Works offline.",
         .opts = {{"--deleted", NULL, "include deleted records"},
                  {"--json", NULL, "print one JSON object per record"}},
         .min_args = 1,
@@ -1290,6 +1294,7 @@ static int run_sync(cli *x, bool watch, bool events)
     ns_sync_options so = {
         .plan_ids = x->plans,
         .nplans = x->nplans,
+        .directory = opt_value(x, "--directory") != NULL,
         .watch = watch,
         .on_event = events ? print_event : NULL,
         .event_ud = x,

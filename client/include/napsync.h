@@ -303,6 +303,10 @@ typedef struct {
      * says this device belongs to. At most 64. */
     const char *const *plan_ids;
     size_t nplans;
+    /* Also sync the directory: organisations, the people and roles of this
+     * device's organisation, and the devices its administrators manage
+     * (entity types organisation, principal, principal_role, device). */
+    int directory;
     /* After catching up, stay subscribed: apply changes as they commit,
      * push local edits as they are made, and reconnect with exponential
      * backoff and jitter whenever the connection is lost, until

@@ -449,7 +449,7 @@ pgbench_latency() {
 }
 
 count_rows() {
-    sql "$1" <<<"SELECT (SELECT count(*) FROM indicators) || ' ' || (SELECT count(*) FROM sync_feed) || ' ' || (SELECT count(*) FROM sync_mutations)"
+    sql "$1" <<<"SELECT (SELECT count(*) FROM indicators) || ' ' || (SELECT count(*) FROM sync_feed WHERE tenant_id <> napsync_directory_tenant()) || ' ' || (SELECT count(*) FROM sync_mutations)"
 }
 
 declare -A NS_MPS NS_P50 NS_P99 NS_CPU NS_SRV NS_BUSY PG_MPS PG_P50 PG_P99 PG_BUSY

@@ -417,7 +417,8 @@ int nst_pt_setup(const char *tag)
     if (make_identity(&nst_pt.alice, nst_pt.org_a, "alice", "coordinator", "dev-a") != 0 ||
         make_identity(&nst_pt.bob, nst_pt.org_a, "bob", "coordinator", "dev-b") != 0 ||
         make_identity(&nst_pt.olga, nst_pt.org_a, "olga", "observer", "dev-o") != 0 ||
-        make_identity(&nst_pt.xavier, nst_pt.org_b, "xavier", "coordinator", "dev-x") != 0)
+        make_identity(&nst_pt.xavier, nst_pt.org_b, "xavier", "coordinator", "dev-x") != 0 ||
+        make_identity(&nst_pt.ada, nst_pt.org_a, "ada", "admin", "dev-ad") != 0)
         return -1;
 
     char err[512];
@@ -476,10 +477,11 @@ int nst_pt_teardown(void)
 int nst_pt_test_setup(void **state)
 {
     (void)state;
-    /* Every synced table, whatever the migrations made. */
+    /* Every synced table of plan content, whatever the migrations made
+     * (the directory's hold the test's identities). */
     return nst_pgt_exec(nst_pt.pgdb.pg,
                         "DO $$ BEGIN EXECUTE (SELECT 'TRUNCATE ' || string_agg(format('%I',"
-                        " table_name), ', ') FROM sync_entity_types); END $$;"
+                        " table_name), ', ') FROM sync_entity_types WHERE NOT directory); END $$;"
                         " TRUNCATE sync_revisions, sync_feed, sync_mutations, sync_conflicts;"
                         " UPDATE sync_feed_head SET seq = 0");
 }

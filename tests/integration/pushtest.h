@@ -55,8 +55,9 @@ typedef struct {
     ns_sync *sync;
     /* Organisation A: alice (coordinator, device dev-a), bob (coordinator
      * too, dev-b: a second writer of A's plans), olga (observer, dev-o);
-     * organisation B: xavier (coordinator, dev-x). */
-    ns_identity_info alice, bob, olga, xavier;
+     * organisation B: xavier (coordinator, dev-x); ada, administrator of
+     * A (dev-ad). */
+    ns_identity_info alice, bob, olga, xavier, ada;
     char org_a[40], org_b[40];
 } nst_pt_fixture;
 

@@ -11,7 +11,13 @@
  * by the coordinator, or by the actor for its own comments), and a refused
  * write must leave that record as it was. "approve" is a report's
  * submitted -> approved step and a plan's adoption (draft -> adopted); the
- * other types have no such step. */
+ * other types have no such step.
+ *
+ * The directory's types (organisation, principal, principal_role, device)
+ * are written by administrators, for their own organisation (mogender's
+ * administrator's records are the victims); "read" for them is whether the
+ * role's directory pull shows one of mogender's records that is not its
+ * own (every organisation, for organisations). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -52,14 +58,21 @@ static const matrix_row matrix[] = {
     {"report_value", {"YYYY-", "NNNN-", "YYYY-", "YNNN-", "NNNN-"}},
     {"budget_line", {"YYYY-", "YNNN-", "YYYY-", "YNNN-", "YNNN-"}},
     {"comment", {"YYYY-", "YYYY-", "YYYY-", "YYYY-", "YYYY-"}},
+    {"organisation", {"YNNN-", "YYYY-", "YNNN-", "YNNN-", "YNNN-"}},
+    {"principal", {"YNNN-", "YYYY-", "NNNN-", "NNNN-", "NNNN-"}},
+    {"principal_role", {"YN-N-", "YY-Y-", "NN-N-", "NN-N-", "NN-N-"}},
+    {"device", {"NNNN-", "YYYY-", "NNNN-", "NNNN-", "NNNN-"}},
 };
-#define NTYPES (sizeof(matrix) / sizeof(matrix[0]))
+#define DIRECTORY_TENANT "d1ec7000-0000-4000-8000-000000000000"
+#define NTYPES           (sizeof(matrix) / sizeof(matrix[0]))
 
 typedef struct {
     nst_env *e;
     nst_device dev[NROLES];
     ns_client *c[NROLES];
     char principal[NROLES][40];
+    char org[NROLES][40]; /* each role's organisation */
+    char person[40];      /* the principal a new role or device is for */
     char org_police[40], org_mogender[40];
     unsigned seq;      /* for fresh ids */
     unsigned nreports; /* for reports' periods: one live report per indicator and period */
@@ -123,6 +136,33 @@ static void must_apply(fixture *f, int r, const char *type, const char *id, ns_m
 static size_t new_fields(fixture *f, int r, const char *type, ns_field_view *out)
 {
     size_t n = 0;
+    static char name[64], fp[65];
+    snprintf(name, sizeof(name), "matrix-%u", f->seq);
+    if (strcmp(type, "organisation") == 0) {
+        out[n++] = FV("code", "text", name);
+        out[n++] = FV("name", "text", "A unit of its own");
+        out[n++] = FV("kind", "text", "agency");
+        out[n++] = FV("default_role", "text", "implementer");
+        out[n++] = FV("parent_id", "ref", f->org[r]);
+        return n;
+    }
+    if (strcmp(type, "principal") == 0) {
+        out[n++] = FV("organisation_id", "ref", f->org[r]);
+        out[n++] = FV("name", "text", name);
+        return n;
+    }
+    if (strcmp(type, "principal_role") == 0 || strcmp(type, "device") == 0) {
+        out[n++] = FV("organisation_id", "ref", f->org[r]);
+        out[n++] = FV("principal_id", "ref", f->person[0] ? f->person : f->principal[r]);
+        if (type[0] == 'p') {
+            out[n++] = FV("role", "text", "observer");
+        } else {
+            snprintf(fp, sizeof(fp), "%064x", f->seq);
+            out[n++] = FV("name", "text", name);
+            out[n++] = FV("fingerprint", "text", fp);
+        }
+        return n;
+    }
     if (strcmp(type, "plan") == 0) {
         const char *kind = r == R_REGIONAL ? "rap" : r == R_IMPL ? "implementation" : "nap";
         out[n++] = FV("title", "text", "A plan of its own");
@@ -206,6 +246,10 @@ static ns_field_view update_field(const char *type)
         return FV("costed", "decimal", "99.99");
     if (strcmp(type, "comment") == 0)
         return FV("body", "text", "Changed");
+    if (strcmp(type, "organisation") == 0 || strcmp(type, "principal") == 0)
+        return FV("name", "text", "Changed");
+    if (strcmp(type, "device") == 0)
+        return FV("revoked_reason", "text", "Changed");
     return FV("value", "decimal", "5"); /* indicator_target, indicator_report, report_value */
 }
 
@@ -264,8 +308,34 @@ static void expect_cell(fixture *f, int r, const char *type, int op, char want, 
  * the actor for a comment (one's own comments are the ones one edits). A
  * plan for delete and approve is a draft; a report for approve is
  * submitted. */
+static bool directory_type(const char *type)
+{
+    return strcmp(type, "organisation") == 0 || strncmp(type, "principal", 9) == 0 ||
+           strcmp(type, "device") == 0;
+}
+
+/* A directory record for a cell, by mogender's administrator; a role or a
+ * device for a person of its own, made first. */
+static void directory_victim(fixture *f, const char *type, char id[40])
+{
+    ns_field_view fv[12];
+    if (strcmp(type, "principal_role") == 0 || strcmp(type, "device") == 0) {
+        size_t n = new_fields(f, R_ADMIN, "principal", fv);
+        fresh_id(f, f->person);
+        must_apply(f, R_ADMIN, "principal", f->person, NS_MUTATION_CREATE, 0, fv, n);
+    }
+    size_t n = new_fields(f, R_ADMIN, type, fv);
+    fresh_id(f, id);
+    must_apply(f, R_ADMIN, type, id, NS_MUTATION_CREATE, 0, fv, n);
+    f->person[0] = '\0';
+}
+
 static void victim(fixture *f, int r, const char *type, int op, char id[40])
 {
+    if (directory_type(type)) {
+        directory_victim(f, type, id);
+        return;
+    }
     ns_field_view fv[12];
     int by = strcmp(type, "comment") == 0 ? r : R_COORD;
     size_t n = new_fields(f, by == R_COORD && strcmp(type, "plan") == 0 ? R_COORD : by, type, fv);
@@ -309,15 +379,41 @@ static void run_cell(fixture *f, int r, const char *type, int op, char want)
 
 typedef struct {
     fixture *f;
+    int role;
     unsigned seen[NTYPES];
     bool seen_submitted, seen_approved;
 } reading;
+
+static const char *view_field(const ns_record_view *v, const char *name)
+{
+    for (size_t i = 0; i < v->nfields; i++)
+        if (strcmp(v->fields[i].name, name) == 0)
+            return v->fields[i].value;
+    return NULL;
+}
+
+/* A directory record counts when it is mogender's and not the reader's
+ * own (its own person, role or device); every organisation counts. */
+static bool directory_counts(const reading *rd, const ns_record_view *v)
+{
+    if (strcmp(v->entity_type, "organisation") == 0)
+        return true;
+    const char *org = view_field(v, "organisation_id");
+    const char *who =
+        view_field(v, strcmp(v->entity_type, "principal") == 0 ? "name" : "principal_id");
+    if (org == NULL || strcmp(org, rd->f->org_mogender) != 0)
+        return false;
+    if (strcmp(v->entity_type, "principal") == 0)
+        return who == NULL || strncmp(who, "Matrix ", 7) != 0;
+    return who == NULL || strcmp(who, rd->f->principal[rd->role]) != 0;
+}
 
 static int on_record(const ns_record_view *v, void *ud)
 {
     reading *rd = ud;
     for (size_t t = 0; t < NTYPES; t++) {
-        if (strcmp(matrix[t].type, v->entity_type) == 0)
+        if (strcmp(matrix[t].type, v->entity_type) == 0 &&
+            (!directory_type(v->entity_type) || directory_counts(rd, v)))
             rd->seen[t]++;
     }
     if (strcmp(v->entity_type, "indicator_report") == 0) {
@@ -329,10 +425,13 @@ static int on_record(const ns_record_view *v, void *ud)
 
 static void read_cells(fixture *f, int r)
 {
-    reading rd = {.f = f};
+    reading rd = {.f = f, .role = r};
     ns_error err;
     if (ns_client_pull_plan_wait(f->c[r], f->plan, on_record, &rd, &err) != NS_OK)
         nst_fail(f->e, "pull as %s: %s", role_names[r], err.message);
+    /* The directory tenant, pulled like a plan of its own. */
+    if (ns_client_pull_plan_wait(f->c[r], DIRECTORY_TENANT, on_record, &rd, &err) != NS_OK)
+        nst_fail(f->e, "directory pull as %s: %s", role_names[r], err.message);
     for (size_t t = 0; t < NTYPES; t++) {
         char want = matrix[t].cells[r][OP_READ];
         const char *type = matrix[t].type;
@@ -414,6 +513,7 @@ static void connect_all(fixture *f)
         f->c[r] = nst_must_connect(f->e, &f->dev[r]);
         snprintf(f->principal[r], sizeof(f->principal[r]), "%s",
                  ns_client_identity(f->c[r])->principal_id);
+        snprintf(f->org[r], sizeof(f->org[r]), "%s", ns_client_identity(f->c[r])->organisation_id);
     }
     org_id(f, "police", f->org_police);
     org_id(f, "mogender", f->org_mogender);
@@ -436,6 +536,10 @@ static void make_skeleton(fixture *f)
     skeleton_one(f, "report_value", id, NULL, NULL, NULL);
     skeleton_one(f, "budget_line", id, NULL, NULL, NULL);
     skeleton_one(f, "comment", id, NULL, NULL, NULL);
+    /* mogender's directory beyond the matrix's own principals: a person
+     * with a role, another with a device. */
+    directory_victim(f, "principal_role", id);
+    directory_victim(f, "device", id);
 }
 
 static void test_matrix(void **state)
@@ -457,8 +561,9 @@ static void test_matrix(void **state)
             }
         }
     }
-    /* 5 roles x 11 types read, create, update, delete; approve for 2. */
-    assert_int_equal(cells, NROLES * NTYPES * 4 + NROLES * 2);
+    /* 5 roles x 15 types read, create, update, delete (a role is never
+     * updated); approve for 2. */
+    assert_int_equal(cells, NROLES * NTYPES * 4 + NROLES * 2 - NROLES);
     nst_test_passed(f->e);
 }
 

@@ -339,20 +339,46 @@ static void test_shipped_types(void **state)
     (void)state;
     ns_registry r;
     load_ok(&r);
-    /* The sync core's three (002) and the rest of the WPS model (003), by
-     * name; every type but the plan belongs to a plan. */
+    /* The sync core's three (002), the rest of the WPS model (003) and the
+     * directory (009), by name; every type but the plan and the directory's
+     * belongs to a plan. */
     static const char *const names[] = {
-        "action",           "budget_line", "comment", "indicator", "indicator_report",
-        "indicator_target", "objective",   "pillar",  "plan",      "report_value",
+        "action",
+        "budget_line",
+        "comment",
+        "device",
+        "indicator",
+        "indicator_report",
+        "indicator_target",
+        "objective",
+        "organisation",
+        "pillar",
+        "plan",
+        "principal",
+        "principal_role",
+        "region_membership",
+        "report_value",
         "result",
     };
     assert_int_equal(r.ntypes, sizeof(names) / sizeof(names[0]));
     assert_int_equal(r.ntypes, G.nshipped);
     for (size_t i = 0; i < r.ntypes; i++) {
         assert_string_equal(r.types[i].name, names[i]);
-        if (strcmp(names[i], "plan") != 0)
+        bool directory =
+            strcmp(names[i], "organisation") == 0 || strncmp(names[i], "principal", 9) == 0 ||
+            strcmp(names[i], "device") == 0 || strcmp(names[i], "region_membership") == 0;
+        assert_int_equal(r.types[i].directory, directory);
+        if (directory || strcmp(names[i], "plan") == 0)
+            assert_null(r.types[i].tenant_field);
+        else
             assert_string_equal(r.types[i].tenant_field, "plan_id");
     }
+    /* Server-maintained columns are not fields. */
+    const ns_entity_type *device = must_find(&r, "device");
+    assert_null(ns_entity_field(device, "cert_sha256"));
+    assert_null(ns_entity_field(device, "revoked_at"));
+    assert_non_null(ns_entity_field(device, "fingerprint"));
+    assert_non_null(ns_entity_field(device, "revoked"));
 
     const ns_entity_type *plan = must_find(&r, "plan");
     assert_string_equal(plan->table, "plans");

@@ -22,6 +22,10 @@
 #define ALICE   "a1000000-0000-4000-8000-000000000001" /* coordinator of A */
 #define BOB     "b0b00000-0000-4000-8000-000000000001" /* implementer of B */
 #define OLGA    "01900000-0000-4000-8000-000000000001" /* observer of P */
+#define ADA     "ada00000-0000-4000-8000-000000000001" /* administrator of A */
+#define DEV_A   "de000000-0000-4000-8000-00000000000a" /* alice's device */
+#define DEV_B   "de000000-0000-4000-8000-00000000000b" /* bob's device */
+#define DIR     "d1ec7000-0000-4000-8000-000000000000" /* the directory tenant */
 #define NAP     "9a000000-0000-4000-8000-000000000001" /* adopted */
 #define DRAFT   "9a000000-0000-4000-8000-000000000002" /* A's draft */
 #define IND_B   "1b000000-0000-4000-8000-000000000001" /* responsible: B */
@@ -41,9 +45,13 @@ static const char fixture[] =
     " ('" ORG_P "', 'parl', 'Parliament', 'parliament', 'ZZ');"
     "INSERT INTO principals (id, organisation_id, name) VALUES"
     " ('" ALICE "', '" ORG_A "', 'alice'), ('" BOB "', '" ORG_B "', 'bob'),"
-    " ('" OLGA "', '" ORG_P "', 'olga');"
+    " ('" OLGA "', '" ORG_P "', 'olga'), ('" ADA "', '" ORG_A "', 'ada');"
     "INSERT INTO principal_roles VALUES ('" ALICE "', '" ORG_A "', 'coordinator'),"
-    " ('" BOB "', '" ORG_B "', 'implementer'), ('" OLGA "', '" ORG_P "', 'observer');"
+    " ('" BOB "', '" ORG_B "', 'implementer'), ('" OLGA "', '" ORG_P "', 'observer'),"
+    " ('" ADA "', '" ORG_A "', 'admin');"
+    "INSERT INTO devices (id, principal_id, name, cert_sha256) VALUES"
+    " ('" DEV_A "', '" ALICE "', 'dev-a', sha256('a')), ('" DEV_B "', '" BOB "', 'dev-b',"
+    "  sha256('b'));"
     "INSERT INTO plans (id, version, tenant_id, changed_by, title, kind, status, period_start,"
     " period_end, owner_id) VALUES"
     " ('" NAP "', 1, '" NAP "', '" ALICE "', 'NAP', 'nap', 'adopted', '2021-01-01', '2025-12-31',"
@@ -290,6 +298,58 @@ static void test_revisions(void **state)
     expect_state("engine", sql, "00000");
 }
 
+/* ---- the directory (sql/009) ------------------------------------------------------------ */
+
+static void test_directory(void **state)
+{
+    (void)state;
+    /* Written through SQL by the fixture: one revision each, by nobody. */
+    assert_int_equal(count_as("engine",
+                              "SELECT count(*) FROM sync_revisions WHERE tenant_id = '" DIR
+                              "' AND principal_id IS NULL AND version = 1"),
+                     3 + 4 + 4 + 2);
+    /* Every principal reads every organisation, the people and roles of its
+     * own, and devices: its own, or all of its organisation's if admin. */
+    static const char revs[] = "SELECT count(*) FROM sync_revisions WHERE entity_type = ";
+    char sql[512];
+    snprintf(sql, sizeof(sql), "%s'organisation'", revs);
+    assert_int_equal(count_as(OLGA, sql), 3);
+    snprintf(sql, sizeof(sql), "%s'principal'", revs);
+    assert_int_equal(count_as(ALICE, sql), 2); /* alice, ada */
+    assert_int_equal(count_as(BOB, sql), 1);
+    snprintf(sql, sizeof(sql), "%s'device'", revs);
+    assert_int_equal(count_as(ALICE, sql), 1);
+    assert_int_equal(count_as(ADA, sql), 1); /* dev-a, not B's */
+    assert_int_equal(count_as(OLGA, sql), 0);
+    assert_int_equal(count_as("report:" ADA, sql), 0);
+    assert_int_equal(count_as(NULL, sql), 0);
+
+    /* Rows: an administrator of A holds A's people, nobody else does. */
+    static const char person[] =
+        "INSERT INTO principals (id, version, tenant_id, changed_by, organisation_id, name)"
+        " VALUES (gen_random_uuid(), 1, '" DIR "', '%s', '%s', 'new person')";
+    snprintf(sql, sizeof(sql), person, ADA, ORG_A);
+    expect_state("engine", sql, "00000");
+    snprintf(sql, sizeof(sql), person, ALICE, ORG_A);
+    expect_state("engine", sql, "42501");
+    snprintf(sql, sizeof(sql), person, ADA, ORG_B);
+    expect_state("engine", sql, "42501");
+    /* Revisions: the same rule, step by step. */
+    static const char rev[] =
+        "INSERT INTO sync_revisions (entity_type, record_id, version, tenant_id, op, principal_id,"
+        " deleted, before, after) VALUES ('device', '%s', 2, '" DIR "', 'update', '%s', false,"
+        " '{\"organisation_id\": \"%s\"}', '{\"organisation_id\": \"%s\", \"revoked\": true}')";
+    snprintf(sql, sizeof(sql), rev, DEV_A, ADA, ORG_A, ORG_A);
+    expect_state("engine", sql, "00000");
+    snprintf(sql, sizeof(sql), rev, DEV_A, ALICE, ORG_A, ORG_A);
+    expect_state("engine", sql, "42501");
+    snprintf(sql, sizeof(sql), rev, DEV_B, ADA, ORG_B, ORG_B);
+    expect_state("engine", sql, "42501");
+    /* Nobody's revision (what SQL administration writes) needs a role that
+     * bypasses row-level security. */
+    expect_state(NULL, "UPDATE devices SET revoked = true WHERE id = '" DEV_A "'", "42501");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -297,6 +357,7 @@ int main(void)
         cmocka_unit_test(test_readers),
         cmocka_unit_test(test_rows),
         cmocka_unit_test(test_revisions),
+        cmocka_unit_test(test_directory),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

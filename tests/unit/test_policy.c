@@ -403,6 +403,100 @@ static void test_resolve(void **state)
     assert_int_equal(ns_policy_check_resolve(&coord_a, NULL, &why), 1);
 }
 
+/* ---- the directory ------------------------------------------------------------------------ */
+
+/* 0 allowed, else the refusal's code; the field at fault in field. */
+static int check_dir(const ns_policy_actor *a, const char *id, wr *x, const char **field)
+{
+    x->w.change = &x->chg;
+    int rc = ns_policy_check_directory(a, id, &x->w, &x->why);
+    *field = x->why.field;
+    return rc == 0 ? 0 : (int)x->why.code;
+}
+
+static void test_directory(void **state)
+{
+    (void)state;
+    const ns_policy_actor admin_a = actor(ORG_A, NS_ROLE_ADMIN);
+    const ns_policy_actor coord_a = actor(ORG_A, NS_ROLE_COORDINATOR);
+    const char *field;
+    assert_true(ns_policy_is_directory("device"));
+    assert_false(ns_policy_is_directory("plan"));
+
+    /* People, roles and devices of one's own organisation only. */
+    static const char *const types[] = {"principal", "principal_role", "device"};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        wr x = {.w = {.type = types[i], .op = NS_OP_CREATE}};
+        fields(&x.cur, NULL);
+        fields(&x.chg, "organisation_id=" ORG_A, "name=n", NULL);
+        assert_int_equal(check_dir(&admin_a, PLAN, &x, &field), 0);
+        assert_int_equal(check_dir(&coord_a, PLAN, &x, &field), ERR(PERMISSION_DENIED));
+        wr_free(&x);
+        fields(&x.chg, "organisation_id=" ORG_B, NULL);
+        fields(&x.cur, NULL);
+        assert_int_equal(check_dir(&admin_a, PLAN, &x, &field), ERR(PERMISSION_DENIED));
+        assert_string_equal(field, "organisation_id");
+        wr_free(&x);
+        /* Moving one of B's into A is not A's to do. */
+        wr m = {.w = {.type = types[i], .op = NS_OP_UPDATE}};
+        fields(&m.cur, "organisation_id=" ORG_B, NULL);
+        fields(&m.chg, "organisation_id=" ORG_A, NULL);
+        m.w.current = &m.cur;
+        assert_int_equal(check_dir(&admin_a, PLAN, &m, &field), ERR(PERMISSION_DENIED));
+        wr_free(&m);
+    }
+
+    /* Organisations: children created, changed, deleted by the parent's
+     * administrators; one's own changed but not moved. */
+    wr c = {.w = {.type = "organisation", .op = NS_OP_CREATE}};
+    fields(&c.cur, NULL);
+    fields(&c.chg, "parent_id=" ORG_A, "name=unit", NULL);
+    assert_int_equal(check_dir(&admin_a, PLAN, &c, &field), 0);
+    wr_free(&c);
+    fields(&c.cur, NULL);
+    fields(&c.chg, "name=orphan", NULL);
+    assert_int_equal(check_dir(&admin_a, PLAN, &c, &field), ERR(PERMISSION_DENIED));
+    assert_string_equal(field, "parent_id");
+    wr_free(&c);
+
+    wr own = {.w = {.type = "organisation", .op = NS_OP_UPDATE}};
+    fields(&own.cur, "parent_id=", "name=A", NULL);
+    fields(&own.chg, "name=A renamed", NULL);
+    own.w.current = &own.cur;
+    assert_int_equal(check_dir(&admin_a, ORG_A, &own, &field), 0);
+    assert_int_equal(check_dir(&admin_a, ORG_B, &own, &field), ERR(PERMISSION_DENIED));
+    ns_fieldset_free(&own.chg);
+    fields(&own.chg, "parent_id=" ORG_B, NULL);
+    assert_int_equal(check_dir(&admin_a, ORG_A, &own, &field), ERR(PERMISSION_DENIED));
+    assert_string_equal(field, "parent_id");
+    wr_free(&own);
+
+    wr del = {.w = {.type = "organisation", .op = NS_OP_DELETE}};
+    fields(&del.cur, "parent_id=" ORG_A, NULL);
+    fields(&del.chg, NULL);
+    del.w.current = &del.cur;
+    assert_int_equal(check_dir(&admin_a, PLAN, &del, &field), 0);
+    const ns_policy_actor admin_b = actor(ORG_B, NS_ROLE_ADMIN);
+    assert_int_equal(check_dir(&admin_b, PLAN, &del, &field), ERR(PERMISSION_DENIED));
+    wr_free(&del);
+
+    /* A region's member states are its administrators'. */
+    wr mem = {.w = {.type = "region_membership", .op = NS_OP_CREATE}};
+    fields(&mem.cur, NULL);
+    fields(&mem.chg, "region_id=" ORG_A, "country=KE", NULL);
+    assert_int_equal(check_dir(&admin_a, PLAN, &mem, &field), 0);
+    assert_int_equal(check_dir(&admin_b, PLAN, &mem, &field), ERR(PERMISSION_DENIED));
+    assert_string_equal(field, "region_id");
+    wr_free(&mem);
+
+    /* Not a directory type: refused, not decided. */
+    wr p = {.w = {.type = "plan", .op = NS_OP_CREATE}};
+    fields(&p.cur, NULL);
+    fields(&p.chg, NULL);
+    assert_int_equal(check_dir(&admin_a, PLAN, &p, &field), ERR(INVALID_ARGUMENT));
+    wr_free(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -410,6 +504,7 @@ int main(void)
         cmocka_unit_test(test_plan_update), cmocka_unit_test(test_content),
         cmocka_unit_test(test_delegation),  cmocka_unit_test(test_workflow),
         cmocka_unit_test(test_comments),    cmocka_unit_test(test_resolve),
+        cmocka_unit_test(test_directory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
