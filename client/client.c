@@ -709,6 +709,9 @@ static void on_welcome(ns_client *c, const ns_welcome *w)
     id.protocol_version = w->version;
     id.max_frame_size = w->max_frame_size;
     id.idle_timeout_ms = w->idle_timeout_ms;
+    id.max_push_mutations = w->max_push_mutations && w->max_push_mutations < NS_MAX_PUSH_BATCH
+                                ? w->max_push_mutations
+                                : NS_MAX_PUSH_BATCH;
     id.tls_resumed = ns_conn_tls_resumed(c->conn) ? 1 : 0;
     if (c->fresh) {
         adopt_session(c, c->fresh, c->fresh_len);

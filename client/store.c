@@ -234,7 +234,8 @@ static ns_status status_of(ns_store_rc rc)
     return NS_ERR_STATE;
 }
 
-static void vset_error(ns_error *err, ns_status st, const char *fmt, va_list ap)
+__attribute__((format(printf, 3, 0))) static void vset_error(ns_error *err, ns_status st,
+                                                             const char *fmt, va_list ap)
 {
     if (err == NULL)
         return;

@@ -1038,8 +1038,9 @@ static void push_next(ns_client *c, nsc_sync *s)
         return;
     ns_error e;
     ns_store_batch_free(&s->batch);
-    if (ns_store_outbox_batch(nsc_store(c), NS_STORE_MAX_BATCH, push_budget(c), &s->batch, &e) !=
-        NS_STORE_OK) {
+    const ns_identity *id = ns_client_identity(c);
+    size_t most = id && id->max_push_mutations ? id->max_push_mutations : NS_STORE_MAX_BATCH;
+    if (ns_store_outbox_batch(nsc_store(c), most, push_budget(c), &s->batch, &e) != NS_STORE_OK) {
         ns_store_batch_free(&s->batch);
         store_failed(c, s, &e);
         return;

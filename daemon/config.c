@@ -10,7 +10,15 @@
 
 #define NS_MAX_PATH 4096
 
-typedef enum { T_HOSTPORT, T_PATH, T_SECRET_STRING, T_BOOL, T_U32, T_LOG_LEVEL } setting_type;
+typedef enum {
+    T_HOSTPORT,
+    T_HTTP_LISTEN, /* HOST:PORT or off: http_host, http_port, http_enabled */
+    T_PATH,
+    T_SECRET_STRING,
+    T_BOOL,
+    T_U32,
+    T_LOG_LEVEL
+} setting_type;
 
 typedef struct {
     const char *key;
@@ -40,13 +48,27 @@ static const setting settings[] = {
     {"max_frame_size", T_U32, OFF(max_frame_size), 64, NS_FRAME_MAX_LIMIT, "1048576",
      "largest frame accepted from a client, bytes"},
     {"max_sessions", T_U32, OFF(max_sessions), 1, 1000000, "10000", "concurrent client sessions"},
+    {"max_sessions_per_device", T_U32, OFF(max_sessions_per_device), 1, 1000000, "8",
+     "concurrent sessions of one device certificate"},
     {"handshake_timeout_ms", T_U32, OFF(handshake_timeout_ms), 100, 600000, "10000",
      "time allowed for the TLS handshake, and then again for Hello"},
     {"idle_timeout_ms", T_U32, OFF(idle_timeout_ms), 0, 86400000, "300000",
      "close a session silent for this long (0: never)"},
+    {"max_queued_bytes", T_U32, OFF(max_queued_bytes), 65536, 1073741824, "4194304",
+     "output waiting for one client beyond which its requests and subscription wait"},
+    {"send_timeout_ms", T_U32, OFF(send_timeout_ms), 0, 86400000, "60000",
+     "close a session that takes none of its waiting output for this long (0: never)"},
+    {"max_push_mutations", T_U32, OFF(max_push_mutations), 1, NS_CONFIG_MAX_PUSH_MUTATIONS, "1000",
+     "mutations in one Push"},
+    {"max_pull_page_size", T_U32, OFF(max_pull_page_size), 1, NS_CONFIG_MAX_PULL_PAGE_SIZE, "5000",
+     "records in one ChangePage (a larger page_size is cut to it)"},
+    {"max_subscriptions", T_U32, OFF(max_subscriptions), 1, 1000000, "1000",
+     "live subscriptions on the server (one per session)"},
     {"shutdown_timeout_ms", T_U32, OFF(shutdown_timeout_ms), 0, 600000, "10000",
      "on SIGTERM, how long in-flight requests may take before sessions are cut"},
     {"log_level", T_LOG_LEVEL, OFF(log_level), 0, 0, "info", "debug, info, warn or error"},
+    {"http_listen", T_HTTP_LISTEN, 0, 0, 0, "127.0.0.1:9187",
+     "HTTP address of /healthz, /readyz and /metrics, or off"},
 };
 
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
@@ -62,10 +84,19 @@ void ns_config_init(ns_config *cfg)
     cfg->db_queue_timeout_ms = 5000;
     cfg->max_frame_size = NS_FRAME_DEFAULT_MAX;
     cfg->max_sessions = 10000;
+    cfg->max_sessions_per_device = 8;
     cfg->handshake_timeout_ms = 10000;
     cfg->idle_timeout_ms = 300000;
+    cfg->max_queued_bytes = 4u * 1024u * 1024u;
+    cfg->send_timeout_ms = 60000;
+    cfg->max_push_mutations = NS_CONFIG_MAX_PUSH_MUTATIONS;
+    cfg->max_pull_page_size = NS_CONFIG_MAX_PULL_PAGE_SIZE;
+    cfg->max_subscriptions = 1000;
     cfg->shutdown_timeout_ms = 10000;
     cfg->log_level = NS_LOG_INFO;
+    snprintf(cfg->http_host, sizeof(cfg->http_host), "127.0.0.1");
+    cfg->http_port = 9187;
+    cfg->http_enabled = true;
 }
 
 void ns_config_free(ns_config *cfg)
@@ -131,6 +162,23 @@ int ns_config_set(ns_config *cfg, const char *key, const char *value, char *err,
         }
         memcpy(cfg->listen_host, host, sizeof(host));
         cfg->listen_port = port;
+        return 0;
+    }
+    case T_HTTP_LISTEN: {
+        char host[sizeof(cfg->http_host)];
+        uint16_t port;
+        if (strcmp(value, "off") == 0) {
+            cfg->http_enabled = false;
+            return 0;
+        }
+        if (ns_conf_hostport(value, host, sizeof(host), &port) != 0) {
+            snprintf(err, errlen, "http_listen must be HOST:PORT, [IPv6]:PORT or off, not '%s'",
+                     value);
+            return -1;
+        }
+        memcpy(cfg->http_host, host, sizeof(host));
+        cfg->http_port = port;
+        cfg->http_enabled = true;
         return 0;
     }
     case T_PATH:
@@ -206,6 +254,151 @@ void ns_config_print_help(void)
     for (size_t i = 0; i < NSETTINGS; i++) {
         char flag[64];
         flag_name(settings[i].key, flag, sizeof(flag));
-        printf("  %-24s %s (default: %s)\n", flag, settings[i].help, settings[i].def);
+        /* A flag too long for the column gets a line of its own. */
+        if (strlen(flag) > 24)
+            printf("  %s\n  %-24s %s (default: %s)\n", flag, "", settings[i].help, settings[i].def);
+        else
+            printf("  %-24s %s (default: %s)\n", flag, settings[i].help, settings[i].def);
     }
+}
+
+/* What a reload applies; every other setting, including those added later,
+ * waits for a restart unless it is listed here. */
+static const char *const runtime_settings[] = {
+    "tls_cert",
+    "tls_key",
+    "tls_ca",
+    "max_frame_size",
+    "max_sessions",
+    "handshake_timeout_ms",
+    "idle_timeout_ms",
+    "shutdown_timeout_ms",
+    "log_level",
+    /* Read when a session starts, or when a limit is checked;
+     * max_pull_page_size is the feed's from its start. */
+    "max_sessions_per_device",
+    "max_queued_bytes",
+    "send_timeout_ms",
+    "max_push_mutations",
+    "max_subscriptions",
+};
+
+static bool is_runtime(const char *key)
+{
+    for (size_t i = 0; i < sizeof(runtime_settings) / sizeof(runtime_settings[0]); i++)
+        if (strcmp(runtime_settings[i], key) == 0)
+            return true;
+    return false;
+}
+
+/* A setting's value as text, for the change report; NULL for a secret. */
+static const char *value_text(const ns_config *cfg, const setting *s, char *buf, size_t cap)
+{
+    const char *base = (const char *)cfg;
+    switch (s->type) {
+    case T_HOSTPORT:
+        snprintf(buf, cap, strchr(cfg->listen_host, ':') ? "[%s]:%u" : "%s:%u", cfg->listen_host,
+                 (unsigned)cfg->listen_port);
+        return buf;
+    case T_HTTP_LISTEN:
+        if (!cfg->http_enabled)
+            return "off";
+        snprintf(buf, cap, strchr(cfg->http_host, ':') ? "[%s]:%u" : "%s:%u", cfg->http_host,
+                 (unsigned)cfg->http_port);
+        return buf;
+    case T_PATH: {
+        const char *v = *(char *const *)(base + s->offset);
+        return v ? v : "(unset)";
+    }
+    case T_SECRET_STRING:
+        return NULL;
+    case T_BOOL:
+        return *(const bool *)(base + s->offset) ? "true" : "false";
+    case T_U32:
+        snprintf(buf, cap, "%u", (unsigned)*(const uint32_t *)(base + s->offset));
+        return buf;
+    case T_LOG_LEVEL: {
+        static const char *const names[] = {"debug", "info", "warn", "error"};
+        unsigned l = (unsigned)*(const ns_log_level *)(base + s->offset);
+        return l < 4 ? names[l] : "?";
+    }
+    }
+    return "?";
+}
+
+static bool same_string(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
+}
+
+/* Whether a setting has the same value in a and b. */
+static bool same_value(const ns_config *a, const ns_config *b, const setting *s)
+{
+    const char *pa = (const char *)a + s->offset, *pb = (const char *)b + s->offset;
+    switch (s->type) {
+    case T_HOSTPORT:
+        return strcmp(a->listen_host, b->listen_host) == 0 && a->listen_port == b->listen_port;
+    case T_HTTP_LISTEN:
+        return a->http_enabled == b->http_enabled &&
+               (!a->http_enabled ||
+                (strcmp(a->http_host, b->http_host) == 0 && a->http_port == b->http_port));
+    case T_PATH:
+    case T_SECRET_STRING:
+        return same_string(*(char *const *)pa, *(char *const *)pb);
+    case T_BOOL:
+        return *(const bool *)pa == *(const bool *)pb;
+    case T_U32:
+        return *(const uint32_t *)pa == *(const uint32_t *)pb;
+    case T_LOG_LEVEL:
+        return *(const ns_log_level *)pa == *(const ns_log_level *)pb;
+    }
+    return false;
+}
+
+/* Moves one runtime setting from fresh to live; a string is swapped, so
+ * fresh frees the old one. */
+static void take_value(ns_config *live, ns_config *fresh, const setting *s)
+{
+    char *pl = (char *)live + s->offset, *pf = (char *)fresh + s->offset;
+    switch (s->type) {
+    case T_HOSTPORT:
+    case T_HTTP_LISTEN:
+        break; /* the listening addresses are never runtime settings */
+    case T_PATH:
+    case T_SECRET_STRING: {
+        char *tmp = *(char **)pl;
+        *(char **)pl = *(char **)pf;
+        *(char **)pf = tmp;
+        break;
+    }
+    case T_BOOL:
+        *(bool *)pl = *(bool *)pf;
+        break;
+    case T_U32:
+        *(uint32_t *)pl = *(uint32_t *)pf;
+        break;
+    case T_LOG_LEVEL:
+        *(ns_log_level *)pl = *(ns_log_level *)pf;
+        break;
+    }
+}
+
+int ns_config_update(ns_config *live, ns_config *fresh, ns_config_change_fn report, void *ud)
+{
+    int changed = 0;
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        const setting *s = &settings[i];
+        if (same_value(live, fresh, s))
+            continue;
+        changed++;
+        bool applied = is_runtime(s->key) && s->type != T_HOSTPORT;
+        if (report) {
+            char old_buf[300], new_buf[300];
+            report(ud, s->key, value_text(live, s, old_buf, sizeof(old_buf)),
+                   value_text(fresh, s, new_buf, sizeof(new_buf)), applied);
+        }
+        if (applied)
+            take_value(live, fresh, s);
+    }
+    return changed;
 }

@@ -53,6 +53,7 @@
  * negotiating GSSAPI encryption may talk to a Kerberos KDC from inside
  * PQconnectPoll, blocking the loop. */
 #include "db_internal.h"
+#include "metrics.h"
 
 #include <arpa/inet.h>
 #include <assert.h>
@@ -1065,6 +1066,7 @@ void ns_db_conn_broken(db_conn *c)
 
     c->inflight = NULL;
     c->txn = NULL;
+    ns_metrics_inc(NS_METRIC_DB_CONNECTION_FAILURES);
     if (!c->listener)
         conn_note_error(c);
     conn_drop(c);
@@ -1182,6 +1184,7 @@ static void conn_complete(db_conn *c)
     c->inflight = NULL;
     c->result = NULL;
     ns_db_conn_set_state(c, DB_CONN_IDLE);
+    ns_metrics_observe_since(NS_HIST_DB_QUERY, q->started_ns);
     q->cb(res != NULL && db_result_failed(res) ? NS_DB_QUERY_FAILED : NS_DB_OK, &r, q->ud);
     PQclear(res);
     free(q);
@@ -1381,6 +1384,7 @@ static void txn_finish(db_conn *c)
         ns_db_conn_set_state(c, DB_CONN_IDLE);
     else
         ns_db_conn_broken(c); /* no transaction on it any more: no callback */
+    ns_metrics_observe_since(NS_HIST_DB_TXN, t->req.started_ns);
     cb(st, res != NULL ? &r : NULL, ud);
     PQclear(res);
     txn_release(t);
@@ -1636,8 +1640,10 @@ static void db_on_sweep(uv_timer_t *t)
     /* FIFO: the oldest are first. A callback may queue more; those are
      * younger than now, so the loop stops at them. */
     while (!db->closing && db->qhead != NULL &&
-           db->qhead->enqueued_ms + db->queue_timeout_ms <= db_now_ms())
+           db->qhead->enqueued_ms + db->queue_timeout_ms <= db_now_ms()) {
+        ns_metrics_limit_hit("db_queue_timeout_ms");
         req_fail(db_queue_pop(db), NS_DB_UNAVAILABLE);
+    }
     if (!db->closing)
         db_sweep_update(db);
 }
@@ -1820,12 +1826,15 @@ ns_db_status ns_db_query(ns_db *db, const char *sql, int nparams, const char *co
         return NS_DB_INVALID;
     if (db->closing)
         return NS_DB_SHUTDOWN;
-    if (db->qlen >= db->queue_limit)
+    if (db->qlen >= db->queue_limit) {
+        ns_metrics_limit_hit("db_queue");
         return NS_DB_QUEUE_FULL;
+    }
     db_req *q = req_new(sql, nparams, values, cb, ud);
     if (q == NULL)
         return NS_DB_NOMEM;
     q->enqueued_ms = db_now_ms();
+    q->started_ns = uv_hrtime();
     db_queue_push_back(db, q);
     db_pump(db);
     return NS_DB_OK;
@@ -1837,8 +1846,10 @@ ns_db_status ns_db_txn_begin(ns_db *db, ns_db_txn_cb cb, void *ud)
         return NS_DB_INVALID;
     if (db->closing)
         return NS_DB_SHUTDOWN;
-    if (db->qlen >= db->queue_limit)
+    if (db->qlen >= db->queue_limit) {
+        ns_metrics_limit_hit("db_queue");
         return NS_DB_QUEUE_FULL;
+    }
     ns_db_txn *t = calloc(1, sizeof *t);
     db_step *b = step_new(STEP_BEGIN, NULL, NULL);
     if (t == NULL || b == NULL) {
@@ -1851,6 +1862,7 @@ ns_db_status ns_db_txn_begin(ns_db *db, ns_db_txn_cb cb, void *ud)
     t->begin_ud = ud;
     t->req.txn = t;
     t->req.enqueued_ms = db_now_ms();
+    t->req.started_ns = uv_hrtime();
     txn_append(t, b);
     t->prev = db->txns_tail;
     if (db->txns_tail != NULL)
@@ -1954,6 +1966,35 @@ ns_db_status ns_db_txn_rollback(ns_db_txn *t, ns_db_cb cb, void *ud)
 bool ns_db_connected(const ns_db *db)
 {
     return db != NULL && !db->closing && db->nup > 0;
+}
+
+void ns_db_stats_get(const ns_db *db, ns_db_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (uint32_t i = 0; i < db->pool_size; i++) {
+        switch (db->conns[i].state) {
+        case DB_CONN_BACKOFF:
+            out->backoff++;
+            break;
+        case DB_CONN_RESOLVING:
+        case DB_CONN_CONNECTING:
+            out->connecting++;
+            break;
+        case DB_CONN_IDLE:
+            out->idle++;
+            break;
+        case DB_CONN_BUSY:
+            out->busy++;
+            break;
+        case DB_CONN_TXN:
+            out->txn++;
+            break;
+        case DB_CONN_CLOSED:
+            break;
+        }
+    }
+    out->queued = db->qlen;
+    out->listener_up = db->listener != NULL && state_up(db->listener->state);
 }
 
 int ns_db_result_rows(const ns_db_result *r)

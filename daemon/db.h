@@ -96,6 +96,18 @@ __attribute__((warn_unused_result)) ns_db_status ns_db_query(ns_db *db, const ch
 /* True when at least one connection is up. */
 bool ns_db_connected(const ns_db *db);
 
+/* The pool's state now, for the metrics (health.c samples it). */
+typedef struct {
+    uint32_t backoff;    /* connections waiting to reconnect */
+    uint32_t connecting; /* looking the host up, or connecting */
+    uint32_t idle;
+    uint32_t busy;    /* running a plain query */
+    uint32_t txn;     /* held by a transaction */
+    uint32_t queued;  /* queries and transactions waiting for a connection */
+    bool listener_up; /* the LISTEN connection (ns_db_listen) is connected */
+} ns_db_stats;
+void ns_db_stats_get(const ns_db *db, ns_db_stats *out);
+
 int ns_db_result_rows(const ns_db_result *r);
 int ns_db_result_cols(const ns_db_result *r);
 /* Text value, or NULL for SQL NULL or out of range. */

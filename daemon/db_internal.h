@@ -30,6 +30,7 @@ typedef struct db_req {
     void *ud;
     ns_db_txn *txn;
     uint64_t enqueued_ms;
+    uint64_t started_ns; /* uv_hrtime() when asked for: the latency metrics */
     int nparams;
     const char *sql;
     const char **values;

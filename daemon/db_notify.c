@@ -10,6 +10,7 @@
  * called with payload NULL: from then on nothing is missed, and the owner
  * reads what it may have missed before. */
 #include "db_internal.h"
+#include "metrics.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,6 +151,7 @@ void ns_db_notify_input(db_conn *c)
     }
     PGnotify *pn;
     while (!db->closing && (pn = PQnotifies(c->pg)) != NULL) {
+        ns_metrics_inc(NS_METRIC_DB_NOTIFICATIONS);
         for (uint32_t i = 0; i < nt->live; i++) {
             if (strcmp(nt->ch[i].name, pn->relname) == 0) {
                 nt->ch[i].cb(nt->ch[i].name, pn->extra, nt->ch[i].ud);

@@ -8,6 +8,7 @@
 #include "frame.h"
 #include "history.h"
 #include "log.h"
+#include "metrics.h"
 #include "reports.h"
 #include "version.h"
 
@@ -50,8 +51,9 @@ static void send_welcome(ns_session *s, uint64_t request_id)
     w.device = &dev;
     w.n_roles = (size_t)id->nroles;
     w.roles = roles;
-    w.max_frame_size = s->server->cfg->max_frame_size;
-    w.idle_timeout_ms = s->server->cfg->idle_timeout_ms;
+    w.max_frame_size = s->max_frame_size;
+    w.idle_timeout_ms = s->idle_timeout_ms;
+    w.max_push_mutations = s->max_push_mutations;
 
     ns_envelope env = NAPSYNC__V1__ENVELOPE__INIT;
     env.request_id = request_id;
@@ -65,6 +67,8 @@ typedef struct {
     uint64_t request_id;
 } hello_op;
 
+static void refuse_hello(ns_session *s, uint64_t request_id, ns_db_status st);
+
 static void on_identity(ns_auth_result r, const ns_identity_info *id, void *ud)
 {
     hello_op op = *(hello_op *)ud;
@@ -72,6 +76,26 @@ static void on_identity(ns_auth_result r, const ns_identity_info *id, void *ud)
     ns_session *s = op.session;
     if (s->conn == NULL || s->state != NS_SESSION_AUTHENTICATING) {
         ns_session_unref(s); /* the client went away meanwhile */
+        return;
+    }
+    /* A device's access changed while the lookup ran (revocation.h): the
+     * answer may predate the change. Ask again; the reference and the
+     * request in flight go with the new lookup. */
+    uint64_t epoch = ns_revocation_epoch(s->server->revocation);
+    if (r == NS_AUTH_OK && s->auth_epoch != epoch) {
+        s->auth_epoch = epoch;
+        hello_op *again = malloc(sizeof(*again));
+        ns_db_status st = NS_DB_NOMEM;
+        if (again) {
+            *again = op;
+            st = ns_auth_lookup(s->server->db, s->fingerprint, on_identity, again);
+            if (st == NS_DB_OK)
+                return;
+            free(again);
+        }
+        refuse_hello(s, op.request_id, st);
+        ns_session_request_done(s);
+        ns_session_unref(s);
         return;
     }
     char fp[65];
@@ -169,6 +193,7 @@ static void handle_hello(ns_session *s, uint64_t request_id, const Napsync__V1__
     ns_session_set_state(s, NS_SESSION_AUTHENTICATING);
     /* Requests pipelined behind Hello wait until we know who is asking. */
     ns_conn_pause(s->conn);
+    s->auth_epoch = ns_revocation_epoch(s->server->revocation);
     ns_db_status st = ns_auth_lookup(s->server->db, s->fingerprint, on_identity, op);
     if (st != NS_DB_OK) {
         free(op);
@@ -200,6 +225,7 @@ static void handle_ping(ns_session *s, uint64_t request_id, const Napsync__V1__P
 typedef struct {
     ns_session *session;
     uint64_t request_id;
+    uint64_t started_ns; /* uv_hrtime() at the request: the latency metrics */
 } request_op;
 
 /* NULL (after answering INTERNAL) when memory is short. */
@@ -212,6 +238,7 @@ static request_op *begin_request(ns_session *s, uint64_t request_id)
     }
     op->session = s;
     op->request_id = request_id;
+    op->started_ns = uv_hrtime();
     return op;
 }
 
@@ -273,11 +300,21 @@ static void on_push_done(const Napsync__V1__PushResult *result, Napsync__V1__Err
     ns_envelope env = NAPSYNC__V1__ENVELOPE__INIT;
     env.body_case = NAPSYNC__V1__ENVELOPE__BODY_PUSH_RESULT;
     env.push_result = (Napsync__V1__PushResult *)result;
+    uint64_t started = ((const request_op *)ud)->started_ns;
     answer_request(ud, result ? &env : NULL, (int)code, message);
+    ns_metrics_observe_since(NS_HIST_PUSH, started);
 }
 
 static void handle_push(ns_session *s, uint64_t request_id, const Napsync__V1__Push *push)
 {
+    if (push->n_mutations > s->max_push_mutations) {
+        ns_session_refuse(s, NS_LIMIT_MAX_PUSH_MUTATIONS, request_id, ERR(INVALID_ARGUMENT), false,
+                          0,
+                          "a push holds at most %u mutations (max_push_mutations), this one %zu: "
+                          "nothing was applied",
+                          s->max_push_mutations, push->n_mutations);
+        return;
+    }
     request_op *op = begin_request(s, request_id);
     if (op == NULL)
         return;
@@ -311,7 +348,9 @@ static void on_pull_done(int code, const char *message, const Napsync__V1__Chang
     ns_envelope env = NAPSYNC__V1__ENVELOPE__INIT;
     env.body_case = NAPSYNC__V1__ENVELOPE__BODY_CHANGE_PAGE;
     env.change_page = (Napsync__V1__ChangePage *)page;
+    uint64_t started = ((const request_op *)ud)->started_ns;
     answer_request(ud, page ? &env : NULL, code, message);
+    ns_metrics_observe_since(NS_HIST_PULL, started);
 }
 
 static void handle_pull(ns_session *s, uint64_t request_id, const Napsync__V1__Pull *pull)
@@ -436,10 +475,19 @@ static void on_subscription_page(int code, const char *message, const Napsync__V
     ns_session *s = ud;
     if (page) {
         send_page(s, s->sub_request_id, page);
+        /* A client that does not keep up gets no more pages until its output
+         * drains (session.c, on_writable). */
+        if (s->sub && s->conn && ns_conn_write_queue_bytes(s->conn) > s->max_queued_bytes) {
+            ns_log(NS_LOG_DEBUG, s->id, ns_session_principal(s),
+                   "holding back the subscription: %zu bytes wait for the client",
+                   ns_conn_write_queue_bytes(s->conn));
+            ns_feed_sub_pause(s->sub);
+            s->sub_held = true;
+        }
         return;
     }
     /* An error ends the subscription: the feed calls no more. */
-    s->sub = NULL;
+    ns_session_end_subscription(s);
     ns_session_send_error(s, s->sub_request_id, code, false, code == ERR(UNAVAILABLE) ? 1000 : 0,
                           "%s", message);
 }
@@ -452,15 +500,25 @@ static void handle_subscribe(ns_session *s, uint64_t request_id, const Napsync__
                               "session)");
         return;
     }
+    ns_server *srv = s->server;
+    if (srv->nsubscriptions >= srv->cfg->max_subscriptions) {
+        ns_session_refuse(s, NS_LIMIT_MAX_SUBSCRIPTIONS, request_id, ERR(BUSY), false, 5000,
+                          "the server has reached its limit of %u subscriptions "
+                          "(max_subscriptions); pull instead, or retry later",
+                          srv->cfg->max_subscriptions);
+        return;
+    }
     char err[512];
     s->sub_request_id = request_id;
-    int code = ns_feed_subscribe(s->server->feed, &s->identity, sub, on_subscription_page, s,
-                                 &s->sub, err, sizeof(err));
+    int code = ns_feed_subscribe(srv->feed, &s->identity, sub, on_subscription_page, s, &s->sub,
+                                 err, sizeof(err));
     if (code != 0) {
         s->sub = NULL;
         ns_session_send_error(s, request_id, code, code == ERR(SHUTTING_DOWN),
                               code == ERR(UNAVAILABLE) ? 1000 : 0, "%s", err);
+        return;
     }
+    srv->nsubscriptions++;
 }
 
 static void dispatch(ns_session *s, const ns_envelope *env)

@@ -133,6 +133,7 @@ struct ns_feed {
     ns_feed_sub *subs;
     ns_feed_sub *ready_head, *ready_tail;
     uint32_t running; /* subscription queries in flight */
+    int64_t head;     /* the newest position heard of, for ns_feed_stats_get */
 };
 
 /* A page under construction. Its strings point into the database result,
@@ -528,6 +529,8 @@ static int page_build_from(ns_feed *f, const feed_query *q, ns_db_status st,
         !parse_seq_str(ns_db_result_value(res, 0, COL_HEAD), &head) ||
         !uuid_copy(pb->epoch, ns_db_result_value(res, 0, COL_EPOCH), true))
         return internal(msg, msglen, "page query: unexpected result shape");
+    if (head > f->head)
+        f->head = head;
     if ((q->epoch[0] != '\0' && strcmp(q->epoch, pb->epoch) != 0) || q->seq > head) {
         snprintf(msg, msglen, "%s",
                  q->seq > head ? "the cursor is ahead of this server's feed (restored?); "
@@ -840,6 +843,8 @@ static void on_notify(const char *channel, const char *payload, void *ud)
     (void)channel;
     int64_t head = 0;
     bool all = payload == NULL || !parse_seq_str(payload, &head);
+    if (!all && head > f->head)
+        f->head = head;
     for (ns_feed_sub *s = f->subs; s != NULL; s = s->next) {
         /* s->q.seq is the cursor of a query in flight too: if it is at
          * the head already, that query cannot miss this change. */
@@ -923,6 +928,20 @@ void ns_feed_sub_resume(ns_feed_sub *s)
         return;
     s->paused = false;
     sub_kick(s);
+}
+
+void ns_feed_stats_get(const ns_feed *f, ns_feed_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->head = f->head;
+    for (const ns_feed_sub *s = f->subs; s != NULL; s = s->next) {
+        out->subscribers++;
+        if (s->q.seq < f->head) {
+            out->behind++;
+            if (f->head - s->q.seq > out->max_lag)
+                out->max_lag = f->head - s->q.seq;
+        }
+    }
 }
 
 /* ---- the feed ------------------------------------------------------------------------- */

@@ -193,4 +193,16 @@ void ns_feed_unsubscribe(ns_feed_sub *sub);
 void ns_feed_sub_pause(ns_feed_sub *sub);
 void ns_feed_sub_resume(ns_feed_sub *sub);
 
+/* The subscriptions now, for the metrics (health.c samples it). head is
+ * the newest feed position this daemon has heard of (a NOTIFY's payload
+ * or a page's head; 0 before any); a subscription is behind while its
+ * cursor is below it, by head - cursor positions. */
+typedef struct {
+    uint32_t subscribers;
+    uint32_t behind;
+    int64_t head;
+    int64_t max_lag; /* of the furthest subscription; 0 when none is behind */
+} ns_feed_stats;
+void ns_feed_stats_get(const ns_feed *f, ns_feed_stats *out);
+
 #endif

@@ -56,6 +56,22 @@ static void on_connection(uv_stream_t *listener, int status)
         ns_log_warn("accept failed: %s", uv_strerror(status));
         return;
     }
+    /* Past max_sessions a few more still hear BUSY; beyond those a flood of
+     * connections costs no TLS handshake and no session, and the log gets a
+     * line when it begins and one when it ends (server.c), not one each. */
+    if ((uint64_t)s->nsessions >= (uint64_t)s->cfg->max_sessions + NS_SERVER_BUSY_MARGIN) {
+        ns_server_limit_hit(s, NS_LIMIT_MAX_SESSIONS);
+        if (!s->refusing) {
+            s->refusing = true;
+            s->refused = 0;
+            ns_log_warn("limit max_sessions: %u connections open; closing new ones at once "
+                        "until fewer than %u remain",
+                        s->nsessions, s->cfg->max_sessions);
+        }
+        s->refused++;
+        drop_pending(s);
+        return;
+    }
     int rc = ns_session_accept(s);
     if (rc != 0) {
         ns_log_warn("refused a connection: %s", uv_strerror(rc));

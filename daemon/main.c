@@ -7,6 +7,8 @@
 
 #include "config.h"
 #include "db.h"
+#include "health.h"
+#include "http.h"
 #include "log.h"
 #include "migrate.h"
 #include "server.h"
@@ -33,8 +35,14 @@ static void usage(FILE *out)
                  "  --config FILE            read settings from FILE\n");
     if (out == stdout)
         ns_config_print_help();
-    fprintf(out, "\nSignals: SIGTERM/SIGINT drain and stop (exit 0); SIGHUP reloads the "
-                 "certificate, key and CA.\n"
+    fprintf(out,
+            "\nHTTP (http_listen, default 127.0.0.1:9187; off disables it): GET /healthz is 200\n"
+            "while the event loop runs, /readyz is 200 while PostgreSQL answers with every\n"
+            "migration applied and the daemon is not draining (else 503), /metrics is the\n"
+            "Prometheus text format (docs/operations.md lists every metric).\n");
+    fprintf(out, "\nSignals: SIGTERM/SIGINT drain and stop (exit 0); SIGHUP reads the settings\n"
+                 "again and applies the TLS files, the log level and the limits of new sessions\n"
+                 "(the others wait for a restart); open sessions are kept.\n"
                  "\nExit status: 0 success; 1 failure at run time (database, migrations, TLS\n"
                  "files, listening); 2 bad arguments or settings, including a --database\n"
                  "connection string libpq cannot parse (checked first for every action, and\n"
@@ -67,21 +75,23 @@ static int split_flag(const char *arg, const char *next, char *key, size_t keyle
     return 0;
 }
 
-static int parse_args(int argc, char **argv, ns_config *cfg, action *act)
+/* Defaults, then the file (wherever --config stands, so flags always win),
+ * then the flags, then the checks: into cfg, which this initialises. At
+ * start and again for SIGHUP. Returns 0, or -1 with a message in err and
+ * nothing in cfg to free. */
+static int load_settings(int argc, char **argv, ns_config *cfg, action *act, char *err,
+                         size_t errlen)
 {
-    char err[1024];
+    ns_config_init(cfg);
     *act = ACTION_RUN;
-    /* The file first, wherever --config stands, so flags always win. */
     for (int i = 1; i < argc; i++) {
         const char *path = NULL;
         if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
             path = argv[++i];
         else if (strncmp(argv[i], "--config=", 9) == 0)
             path = argv[i] + 9;
-        if (path && ns_config_load_file(cfg, path, err, sizeof(err)) != 0) {
-            fprintf(stderr, "napsyncd: %s\n", err);
-            return -1;
-        }
+        if (path && ns_config_load_file(cfg, path, err, errlen) != 0)
+            goto fail;
     }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -94,36 +104,46 @@ static int parse_args(int argc, char **argv, ns_config *cfg, action *act)
             continue;
         }
         if (strncmp(a, "--", 2) != 0) {
-            fprintf(stderr, "napsyncd: unexpected argument '%s' (see --help)\n", a);
-            return -1;
+            snprintf(err, errlen, "unexpected argument '%s' (see --help)", a);
+            goto fail;
         }
         char key[64];
         const char *value;
         int consumed;
         if (split_flag(a, i + 1 < argc ? argv[i + 1] : NULL, key, sizeof(key), &value, &consumed) !=
             0) {
-            fprintf(stderr, "napsyncd: %s needs a value (see --help)\n", a);
-            return -1;
+            snprintf(err, errlen, "%s needs a value (see --help)", a);
+            goto fail;
         }
         i += consumed - 1;
         if (strcmp(key, "config") == 0)
             continue;
-        if (ns_config_set(cfg, key, value, err, sizeof(err)) != 0) {
-            fprintf(stderr, "napsyncd: %s\n", err);
-            return -1;
-        }
+        if (ns_config_set(cfg, key, value, err, errlen) != 0)
+            goto fail;
     }
-    if (ns_config_validate(cfg, err, sizeof(err)) != 0) {
-        fprintf(stderr, "napsyncd: %s\n", err);
-        return -1;
-    }
+    if (ns_config_validate(cfg, err, errlen) != 0)
+        goto fail;
     /* Before any action hands the string to libpq, whose complaint about a
      * malformed one quotes it, password and all. */
-    if (ns_db_conninfo_check(cfg->database, err, sizeof(err)) != 0) {
-        fprintf(stderr, "napsyncd: %s\n", err);
-        return -1;
-    }
+    if (ns_db_conninfo_check(cfg->database, err, errlen) != 0)
+        goto fail;
     return 0;
+fail:
+    ns_config_free(cfg);
+    return -1;
+}
+
+/* The command line, kept for SIGHUP: main's argv outlives the loop. */
+typedef struct {
+    int argc;
+    char **argv;
+} command_line;
+
+static int reread_settings(void *ud, ns_config *out, char *err, size_t errlen)
+{
+    const command_line *cl = ud;
+    action act;
+    return load_settings(cl->argc, cl->argv, out, &act, err, errlen);
 }
 
 static int migrate(const ns_config *cfg, bool apply)
@@ -164,13 +184,14 @@ int main(int argc, char **argv)
         }
     }
     ns_config cfg;
-    ns_config_init(&cfg);
     action act;
-    if (parse_args(argc, argv, &cfg, &act) != 0) {
-        ns_config_free(&cfg);
+    char err[1024];
+    if (load_settings(argc, argv, &cfg, &act, err, sizeof(err)) != 0) {
+        fprintf(stderr, "napsyncd: %s\n", err);
         return EXIT_USAGE;
     }
     ns_log_set_level(cfg.log_level);
+    ns_log_set_journal(ns_log_stderr_is_journal());
     /* A peer that vanishes mid-write must cost an error, not the process. */
     signal(SIGPIPE, SIG_IGN);
 
@@ -182,7 +203,6 @@ int main(int argc, char **argv)
     }
     if (act == ACTION_CHECK) {
         ns_tls_ctx *tls;
-        char err[512];
         ns_tls_config tc = {cfg.tls_cert, cfg.tls_key, cfg.tls_ca};
         if (ns_tls_ctx_new(NS_TLS_SERVER, &tc, &tls, err, sizeof(err)) != NS_TLS_OK) {
             fprintf(stderr, "napsyncd: TLS configuration: %s\n", err);
@@ -203,7 +223,6 @@ int main(int argc, char **argv)
     /* The synced entity types come from the schema the migrations built:
      * a column the engine cannot sync stops the daemon here, not mid-push. */
     ns_registry registry;
-    char err[1024];
     if (ns_registry_load(cfg.database, &registry, err, sizeof(err)) != 0) {
         ns_log_error("entity registry: %s", err);
         ns_config_free(&cfg);
@@ -213,20 +232,35 @@ int main(int argc, char **argv)
         ns_log_warn("the database role is a superuser or has BYPASSRLS: PostgreSQL's own "
                     "authorisation checks (row-level security) do not apply; connect as an "
                     "ordinary role that owns the database (docs/deploy.md)");
+    /* Before the loop and the server: a port already taken fails the start
+     * here. Its thread reads only what the loop publishes (metrics.h). */
+    ns_http *http = NULL;
+    ns_http_options ho = {cfg.http_host, cfg.http_port, NS_HEALTH_STALE_MS};
+    if (cfg.http_enabled && ns_http_start(&ho, &http) != 0) {
+        ns_registry_free(&registry);
+        ns_config_free(&cfg);
+        return EXIT_FAILURE;
+    }
     uv_loop_t loop;
     if (uv_loop_init(&loop) != 0) {
         ns_log_error("cannot create the event loop");
+        ns_http_stop(http);
         ns_registry_free(&registry);
         ns_config_free(&cfg);
         return EXIT_FAILURE;
     }
     ns_server server;
-    if (ns_server_start(&server, &loop, &cfg, &registry) != 0)
+    command_line cl = {argc, argv};
+    if (ns_server_start(&server, &loop, &cfg, &registry) != 0) {
         status = EXIT_FAILURE;
-    else
+    } else {
+        server.reread = reread_settings;
+        server.reread_ud = &cl;
         ns_log_info("ready");
+    }
     /* Runs until every handle is closed: after a shutdown, or a failed start. */
     uv_run(&loop, UV_RUN_DEFAULT);
+    ns_http_stop(http);
     if (uv_loop_close(&loop) != 0) {
         ns_log_error("handles still open at exit");
         status = EXIT_FAILURE;

@@ -592,6 +592,22 @@ int ns_migrate_run(const char *conninfo, const char *sql_dir, int *applied, char
     return rc;
 }
 
+int ns_migrate_latest(const char *sql_dir, char *err, size_t errlen)
+{
+    mig_ctx m;
+    memset(&m, 0, sizeof m);
+    m.err = err;
+    m.errlen = errlen;
+    int latest = -1;
+    if (mig_list(&m, sql_dir) == 0) {
+        latest = m.nfiles > 0 ? m.files[m.nfiles - 1].version : -1;
+        if (m.nfiles == 0)
+            mig_err(&m, "no migrations in %s", sql_dir);
+    }
+    free(m.files);
+    return latest;
+}
+
 int ns_migrate_check(const char *conninfo, const char *sql_dir, char *err, size_t errlen)
 {
     int done = 0, pending = 0;

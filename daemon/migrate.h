@@ -19,4 +19,8 @@ __attribute__((warn_unused_result)) int ns_migrate_run(const char *conninfo, con
 /* Returns 1 if every migration in sql_dir is applied, 0 if not, -1 on error. */
 int ns_migrate_check(const char *conninfo, const char *sql_dir, char *err, size_t errlen);
 
+/* The highest migration number in sql_dir (reads the directory only), or
+ * -1 with a message in err. */
+int ns_migrate_latest(const char *sql_dir, char *err, size_t errlen);
+
 #endif

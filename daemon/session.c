@@ -7,10 +7,7 @@
 
 #include "dispatch.h"
 #include "log.h"
-
-/* Output queued beyond this stops reading from the client until it drains,
- * so a client that never reads cannot make us buffer without bound. */
-#define NS_SESSION_WRITE_LIMIT (4u * 1024u * 1024u)
+#include "metrics.h"
 
 static const char *const state_names[] = {"handshake", "await_hello", "authenticating",
                                           "authenticated", "closing"};
@@ -22,10 +19,22 @@ const char *ns_session_principal(const ns_session *s)
                : NULL;
 }
 
+/* How the handshake ended, counted once: "ok" (Welcome), the code of
+ * the fatal Error that refused it, or how the connection closed first. */
+static void handshake_end(ns_session *s, const char *result)
+{
+    if (s->handshake_result != NULL)
+        return;
+    s->handshake_result = result;
+    ns_metrics_count(NS_FAMILY_HANDSHAKES, result);
+}
+
 void ns_session_set_state(ns_session *s, ns_session_state st)
 {
     if (s->state == st)
         return;
+    if (st == NS_SESSION_AUTHENTICATED)
+        handshake_end(s, "ok");
     ns_log(NS_LOG_DEBUG, s->id, ns_session_principal(s), "state %s -> %s", state_names[s->state],
            state_names[st]);
     s->state = st;
@@ -60,8 +69,47 @@ void ns_session_send(ns_session *s, const ns_envelope *env)
         ns_session_close(s, false);
         return;
     }
+    ns_metrics_inc(NS_METRIC_FRAMES_OUT);
+    ns_metrics_add(NS_METRIC_BYTES_OUT, 4 + napsync__v1__envelope__get_packed_size(env));
     if (env->body_case != NAPSYNC__V1__ENVELOPE__BODY_ERROR)
         s->invalid_streak = 0;
+}
+
+/* Sends Error{code, msg}, logged at lvl (with the limit's name when one
+ * refused the request); see ns_session_send_error. */
+static void send_error(ns_session *s, uint64_t request_id, int code, bool fatal,
+                       uint32_t retry_after_ms, ns_log_level lvl, const char *limit,
+                       const char *msg)
+{
+    Napsync__V1__Error err = NAPSYNC__V1__ERROR__INIT;
+    err.code = (Napsync__V1__ErrorCode)code;
+    err.message = (char *)msg; /* only read while packing */
+    err.fatal = fatal;
+    err.retry_after_ms = retry_after_ms;
+    ns_envelope env = NAPSYNC__V1__ENVELOPE__INIT;
+    env.request_id = request_id;
+    env.body_case = NAPSYNC__V1__ENVELOPE__BODY_ERROR;
+    env.error = &err;
+    ns_log(lvl, s->id, ns_session_principal(s), "%s%s%serror %s%s: %s", limit ? "limit " : "",
+           limit ? limit : "", limit ? ": " : "", ns_error_code_name(code),
+           fatal ? " (closing)" : "", msg);
+    ns_metrics_count(NS_FAMILY_ERRORS_SENT, ns_error_code_name(code));
+    if (fatal && s->state < NS_SESSION_AUTHENTICATED)
+        handshake_end(s, ns_error_code_name(code));
+    ns_session_send(s, &env);
+    if (fatal) {
+        ns_session_close(s, true);
+        return;
+    }
+    /* A client that sends only what we cannot serve would otherwise get an
+     * Error frame per request, for ever. */
+    bool invalid = code == NAPSYNC__V1__ERROR_CODE__ERROR_CODE_UNSUPPORTED_MESSAGE ||
+                   code == NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT;
+    if (invalid && ++s->invalid_streak >= NS_SESSION_MAX_INVALID) {
+        ns_metrics_limit_hit("invalid_requests");
+        ns_session_send_error(s, 0, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_MALFORMED, true, 0,
+                              "too many invalid requests (%d in a row)", NS_SESSION_MAX_INVALID);
+    }
 }
 
 void ns_session_send_error(ns_session *s, uint64_t request_id, int code, bool fatal,
@@ -72,30 +120,45 @@ void ns_session_send_error(ns_session *s, uint64_t request_id, int code, bool fa
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    send_error(s, request_id, code, fatal, retry_after_ms, fatal ? NS_LOG_WARN : NS_LOG_DEBUG, NULL,
+               msg);
+}
 
-    Napsync__V1__Error err = NAPSYNC__V1__ERROR__INIT;
-    err.code = (Napsync__V1__ErrorCode)code;
-    err.message = msg;
-    err.fatal = fatal;
-    err.retry_after_ms = retry_after_ms;
-    ns_envelope env = NAPSYNC__V1__ENVELOPE__INIT;
-    env.request_id = request_id;
-    env.body_case = NAPSYNC__V1__ENVELOPE__BODY_ERROR;
-    env.error = &err;
-    ns_log(fatal ? NS_LOG_WARN : NS_LOG_DEBUG, s->id, ns_session_principal(s), "error %s%s: %s",
-           ns_error_code_name(code), fatal ? " (closing)" : "", msg);
-    ns_session_send(s, &env);
-    if (fatal) {
-        ns_session_close(s, true);
+/* The level of a limit's log line: see ns_session_refuse. */
+static ns_log_level limit_log_level(ns_session *s, ns_limit limit, bool fatal)
+{
+    ns_server_limit_hit(s->server, limit);
+    if (fatal)
+        return NS_LOG_WARN;
+    uint32_t bit = 1u << limit;
+    if (s->limits_logged & bit)
+        return NS_LOG_DEBUG;
+    s->limits_logged |= bit;
+    return NS_LOG_INFO;
+}
+
+void ns_session_refuse(ns_session *s, ns_limit limit, uint64_t request_id, int code, bool fatal,
+                       uint32_t retry_after_ms, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    send_error(s, request_id, code, fatal, retry_after_ms, limit_log_level(s, limit, fatal),
+               ns_limit_name(limit), msg);
+}
+
+void ns_session_end_subscription(ns_session *s)
+{
+    if (s->sub == NULL)
         return;
-    }
-    /* A client that sends only what we cannot serve would otherwise get an
-     * Error frame per request, for ever. */
-    bool invalid = code == NAPSYNC__V1__ERROR_CODE__ERROR_CODE_UNSUPPORTED_MESSAGE ||
-                   code == NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT;
-    if (invalid && ++s->invalid_streak >= NS_SESSION_MAX_INVALID)
-        ns_session_send_error(s, 0, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_MALFORMED, true, 0,
-                              "too many invalid requests (%d in a row)", NS_SESSION_MAX_INVALID);
+    /* After this the feed never calls back for this session. */
+    ns_feed_unsubscribe(s->sub);
+    s->sub = NULL;
+    s->sub_held = false;
+    if (s->server->nsubscriptions > 0)
+        s->server->nsubscriptions--;
 }
 
 static void send_goodbye(ns_session *s, Napsync__V1__GoodbyeReason reason, const char *msg)
@@ -138,6 +201,19 @@ void ns_session_request_done(ns_session *s)
         finish_drain(s);
 }
 
+/* The other sessions of s's certificate that hold a place: from the TLS
+ * handshake on (a certificate is a device), until they close. */
+static uint32_t device_sessions(const ns_session *s)
+{
+    uint32_t n = 0;
+    for (const ns_session *o = s->server->sessions; o; o = o->next)
+        if (o != s && !o->reject_busy && o->conn != NULL && o->state > NS_SESSION_HANDSHAKE &&
+            o->state < NS_SESSION_CLOSING &&
+            memcmp(o->fingerprint, s->fingerprint, sizeof(s->fingerprint)) == 0)
+            n++;
+    return n;
+}
+
 static void on_ready(ns_conn *c, void *ud)
 {
     ns_session *s = ud;
@@ -149,9 +225,20 @@ static void on_ready(ns_conn *c, void *ud)
     }
     ns_session_set_state(s, NS_SESSION_AWAIT_HELLO);
     if (s->reject_busy) {
-        ns_session_send_error(s, 0, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_BUSY, true, 5000,
-                              "the server has reached its limit of %u sessions; retry later",
-                              s->server->cfg->max_sessions);
+        ns_session_refuse(s, NS_LIMIT_MAX_SESSIONS, 0, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_BUSY,
+                          true, 5000,
+                          "the server has reached its limit of %u sessions (max_sessions); "
+                          "retry later",
+                          s->server->cfg->max_sessions);
+        return;
+    }
+    uint32_t per_device = s->server->cfg->max_sessions_per_device;
+    if (device_sessions(s) >= per_device) {
+        ns_session_refuse(s, NS_LIMIT_MAX_SESSIONS_PER_DEVICE, 0,
+                          NAPSYNC__V1__ERROR_CODE__ERROR_CODE_BUSY, true, 5000,
+                          "this device already has %u sessions (max_sessions_per_device); end "
+                          "one or retry later",
+                          per_device);
         return;
     }
     if (s->draining)
@@ -162,6 +249,8 @@ static void on_frame(ns_conn *c, const uint8_t *payload, size_t len, void *ud)
 {
     (void)c;
     ns_session *s = ud;
+    ns_metrics_inc(NS_METRIC_FRAMES_IN);
+    ns_metrics_add(NS_METRIC_BYTES_IN, 4 + len);
     if (s->state == NS_SESSION_CLOSING)
         return;
     ns_dispatch_frame(s, payload, len);
@@ -171,16 +260,18 @@ static void on_frame_too_large(ns_conn *c, void *ud)
 {
     (void)c;
     ns_session *s = ud;
-    ns_session_send_error(s, 0, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_FRAME_TOO_LARGE, true, 0,
-                          "a frame exceeded the maximum of %u bytes",
-                          s->server->cfg->max_frame_size);
+    ns_session_refuse(
+        s, NS_LIMIT_MAX_FRAME_SIZE, 0, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_FRAME_TOO_LARGE, true, 0,
+        "a frame exceeded the maximum of %u bytes (max_frame_size)", s->max_frame_size);
 }
 
 static void on_idle(ns_conn *c, void *ud)
 {
     (void)c;
     ns_session *s = ud;
-    ns_log(NS_LOG_INFO, s->id, ns_session_principal(s), "closing idle session");
+    ns_server_limit_hit(s->server, NS_LIMIT_IDLE_TIMEOUT);
+    ns_log(NS_LOG_INFO, s->id, ns_session_principal(s),
+           "limit idle_timeout_ms: closing idle session");
     if (s->state == NS_SESSION_AUTHENTICATED || s->state == NS_SESSION_AWAIT_HELLO)
         send_goodbye(s, NAPSYNC__V1__GOODBYE_REASON__GOODBYE_REASON_IDLE,
                      "no traffic for too long; reconnect when you need to");
@@ -195,9 +286,36 @@ static void on_first_frame_timeout(ns_conn *c, void *ud)
     ns_session *s = ud;
     if (s->state != NS_SESSION_AWAIT_HELLO)
         return;
-    ns_session_send_error(s, 0, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_TIMEOUT, true, 0,
-                          "no Hello within %u ms of the TLS handshake",
-                          s->server->cfg->handshake_timeout_ms);
+    ns_session_refuse(s, NS_LIMIT_HANDSHAKE_TIMEOUT, 0, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_TIMEOUT,
+                      true, 0, "no Hello within %u ms of the TLS handshake (handshake_timeout_ms)",
+                      s->hello_timeout_ms);
+}
+
+/* The client has taken none of its waiting output for send_timeout_ms: it
+ * does not read. What is queued is dropped with the connection, at once:
+ * an Error would only queue behind what it does not read. */
+static void on_send_timeout(ns_conn *c, void *ud)
+{
+    ns_session *s = ud;
+    ns_server_limit_hit(s->server, NS_LIMIT_SEND_TIMEOUT);
+    ns_log(NS_LOG_WARN, s->id, ns_session_principal(s),
+           "limit send_timeout_ms: the client took none of %zu queued bytes in %u ms; closing",
+           ns_conn_write_queue_bytes(c), s->send_timeout_ms);
+    ns_session_close(s, false);
+}
+
+/* The output has drained to max_queued_bytes: the subscription, held back
+ * while it was above, may deliver again. Reading resumes by itself. */
+static void on_writable(ns_conn *c, void *ud)
+{
+    ns_session *s = ud;
+    if (s->sub && s->sub_held) {
+        ns_log(NS_LOG_DEBUG, s->id, ns_session_principal(s),
+               "resuming the subscription: %zu bytes wait for the client",
+               ns_conn_write_queue_bytes(c));
+        s->sub_held = false;
+        ns_feed_sub_resume(s->sub);
+    }
 }
 
 static void on_close(ns_conn *c, ns_conn_close_reason reason, const char *msg, void *ud)
@@ -206,14 +324,19 @@ static void on_close(ns_conn *c, ns_conn_close_reason reason, const char *msg, v
     ns_session *s = ud;
     ns_log_level lvl =
         reason == NS_CONN_TLS_FAILED || reason == NS_CONN_TIMED_OUT ? NS_LOG_WARN : NS_LOG_INFO;
-    ns_log(lvl, s->id, ns_session_principal(s), "session closed: %s", msg);
+    if (reason == NS_CONN_TIMED_OUT && s->state == NS_SESSION_HANDSHAKE) {
+        ns_server_limit_hit(s->server, NS_LIMIT_HANDSHAKE_TIMEOUT);
+        ns_log(lvl, s->id, NULL, "limit handshake_timeout_ms: session closed: %s", msg);
+    } else {
+        ns_log(lvl, s->id, ns_session_principal(s), "session closed: %s", msg);
+    }
+    handshake_end(s, reason == NS_CONN_TLS_FAILED       ? "tls_failed"
+                     : reason == NS_CONN_TIMED_OUT      ? "timeout"
+                     : reason == NS_CONN_CLOSED_BY_PEER ? "closed_by_client"
+                                                        : "closed");
     s->conn = NULL;
     ns_session_set_state(s, NS_SESSION_CLOSING);
-    if (s->sub) {
-        /* After this the feed never calls back for this session. */
-        ns_feed_unsubscribe(s->sub);
-        s->sub = NULL;
-    }
+    ns_session_end_subscription(s);
     ns_server_remove_session(s->server, s);
     ns_session_unref(s);
 }
@@ -224,6 +347,8 @@ static const ns_conn_callbacks callbacks = {
     .on_frame_too_large = on_frame_too_large,
     .on_idle = on_idle,
     .on_first_frame_timeout = on_first_frame_timeout,
+    .on_send_timeout = on_send_timeout,
+    .on_writable = on_writable,
     .on_close = on_close,
 };
 
@@ -247,7 +372,8 @@ int ns_session_accept(ns_server *srv)
         .handshake_timeout_ms = cfg->handshake_timeout_ms,
         .idle_timeout_ms = cfg->idle_timeout_ms,
         .first_frame_timeout_ms = cfg->handshake_timeout_ms, /* for Hello */
-        .write_queue_limit = NS_SESSION_WRITE_LIMIT,
+        .write_queue_limit = cfg->max_queued_bytes,
+        .send_timeout_ms = cfg->send_timeout_ms,
     };
     int rc = ns_conn_accept((uv_stream_t *)&srv->listener, srv->tls, &opt, &callbacks, s, &s->conn);
     if (rc != 0) {
@@ -255,8 +381,15 @@ int ns_session_accept(ns_server *srv)
         return rc;
     }
     s->reject_busy = srv->nsessions >= cfg->max_sessions;
+    s->max_frame_size = opt.max_frame;
+    s->idle_timeout_ms = opt.idle_timeout_ms;
+    s->hello_timeout_ms = opt.first_frame_timeout_ms;
+    s->send_timeout_ms = opt.send_timeout_ms;
+    s->max_queued_bytes = (uint32_t)opt.write_queue_limit;
+    s->max_push_mutations = cfg->max_push_mutations;
     s->draining = srv->draining;
     ns_server_add_session(srv, s);
+    ns_metrics_inc(NS_METRIC_SESSIONS_ACCEPTED);
     ns_log(NS_LOG_INFO, s->id, NULL, "connection from %s", ns_conn_peer_address(s->conn));
     return 0;
 }

@@ -41,11 +41,26 @@ struct ns_session {
     /* Requests refused in a row as unsupported or invalid (see
      * ns_session_send_error); a successful answer resets it. */
     uint32_t invalid_streak;
-    ns_feed_sub *sub;        /* the live subscription, if any */
-    uint64_t sub_request_id; /* the Subscribe's request id, echoed by its pages */
-    uint32_t version;        /* negotiated protocol version */
+    ns_feed_sub *sub;             /* the live subscription, if any */
+    bool sub_held;                /* sub paused until the output drains (on_writable) */
+    uint32_t limits_logged;       /* bit per ns_limit already logged at info for this session */
+    const char *handshake_result; /* counted in the metrics once decided; static text */
+    uint64_t sub_request_id;      /* the Subscribe's request id, echoed by its pages */
+    uint32_t version;             /* negotiated protocol version */
     uint8_t fingerprint[32];
     ns_identity_info identity; /* valid from AUTHENTICATED on */
+    /* The revocation epoch in which the Hello's lookup was sent
+     * (revocation.h): a later one at its answer makes it ask again. */
+    uint64_t auth_epoch;
+    /* The limits the session started with, which its connection enforces
+     * and Welcome announces: a reload (SIGHUP) changes those of new
+     * sessions only. */
+    uint32_t max_frame_size;
+    uint32_t idle_timeout_ms;
+    uint32_t hello_timeout_ms; /* handshake_timeout_ms, for Hello */
+    uint32_t send_timeout_ms;
+    uint32_t max_queued_bytes;
+    uint32_t max_push_mutations;
 };
 
 /* Accepts one pending connection from the server's listener. On failure the
@@ -67,6 +82,19 @@ void ns_session_send(ns_session *s, const ns_envelope *env);
 void ns_session_send_error(ns_session *s, uint64_t request_id, int code, bool fatal,
                            uint32_t retry_after_ms, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
+
+/* A limit refuses something of this session: counts it
+ * (ns_server_limit_hit) and sends Error{code}, like ns_session_send_error,
+ * with a log line naming the limit: warn when fatal, else info the first
+ * time in this session and debug after that, so that a client that keeps
+ * running into a limit cannot flood the log. */
+void ns_session_refuse(ns_session *s, ns_limit limit, uint64_t request_id, int code, bool fatal,
+                       uint32_t retry_after_ms, const char *fmt, ...)
+    __attribute__((format(printf, 7, 8)));
+
+/* Ends the session's subscription, if any, and frees its place among the
+ * server's max_subscriptions. */
+void ns_session_end_subscription(ns_session *s);
 
 /* A request finished (its response is queued): lets a draining session go. */
 void ns_session_request_done(ns_session *s);

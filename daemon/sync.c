@@ -30,7 +30,9 @@
 #include "fields_json.h"
 #include "fields_pb.h"
 #include "log.h"
+#include "envelope.h"
 #include "merge.h"
+#include "metrics.h"
 #include "policy.h"
 #include "reader.h"
 #include "value.h"
@@ -62,6 +64,7 @@ typedef struct {
     Napsync__V1__ErrorCode reject_code;
     char reason[REASON_MAX];
     char field[FIELD_MAX]; /* the field at fault, "" when none */
+    bool replayed;         /* read from sync_mutations: given before (metrics) */
 } sync_answer;
 
 typedef struct sync_push sync_push;
@@ -601,6 +604,39 @@ static void mut_done(sync_mut *m)
         push_ready(m->push);
 }
 
+/* Counts what was decided for each mutation of an answered push: an
+ * answer read back from sync_mutations is a replay, decided before; a dry
+ * run decides nothing. */
+static void push_count(const sync_push *p)
+{
+    if (p->mode == NAPSYNC__V1__PUSH_MODE__PUSH_MODE_DRY_RUN)
+        return;
+    for (size_t i = 0; i < p->n; i++) {
+        const sync_answer *a = &p->muts[i].answer;
+        if (a->replayed) {
+            ns_metrics_inc(NS_METRIC_MUTATION_REPLAYS);
+            continue;
+        }
+        switch (a->outcome) {
+        case NAPSYNC__V1__MUTATION_OUTCOME__MUTATION_OUTCOME_APPLIED:
+            ns_metrics_inc(NS_METRIC_MUTATIONS_APPLIED);
+            break;
+        case NAPSYNC__V1__MUTATION_OUTCOME__MUTATION_OUTCOME_MERGED:
+            ns_metrics_inc(NS_METRIC_MUTATIONS_MERGED);
+            break;
+        case NAPSYNC__V1__MUTATION_OUTCOME__MUTATION_OUTCOME_CONFLICT:
+            ns_metrics_inc(NS_METRIC_MUTATIONS_CONFLICT);
+            break;
+        case NAPSYNC__V1__MUTATION_OUTCOME__MUTATION_OUTCOME_REJECTED:
+            ns_metrics_inc(NS_METRIC_MUTATIONS_REJECTED);
+            ns_metrics_count(NS_FAMILY_REJECTIONS, ns_error_code_name(a->reject_code));
+            break;
+        default:
+            break;
+        }
+    }
+}
+
 /* Builds the PushResult (pointing into the push) and calls back. */
 static void push_answer(sync_push *p)
 {
@@ -611,6 +647,7 @@ static void push_answer(sync_push *p)
             p->cb(NULL, p->err, p->errmsg, p->ud);
         return;
     }
+    push_count(p);
     size_t n = p->n, nids = 0;
     for (size_t i = 0; i < n; i++)
         nids += p->muts[i].answer.nconflicts;
@@ -828,6 +865,7 @@ ns_sync_status ns_sync_push(ns_sync *s, const ns_identity_info *who, const Napsy
         else
             push_fail(p, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_UNAVAILABLE,
                       "too many mutations waiting: retry later");
+        ns_metrics_limit_hit(n > NS_SYNC_MAX_BATCH ? "max_push_mutations" : "sync_queue");
         push_ready(p);
         return NS_SYNC_OK;
     }
@@ -961,6 +999,7 @@ ns_sync_status ns_sync_resolve(ns_sync *s, const ns_identity_info *who,
         return NS_SYNC_OK;
     }
     if (s->fifo_len + 1 > MAX_QUEUED) {
+        ns_metrics_limit_hit("sync_queue");
         push_fail(p, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_UNAVAILABLE,
                   "too many mutations waiting: retry later");
         m->done = true;
@@ -1329,6 +1368,7 @@ static void answer_leader(sync_mut *m, const sync_answer *a)
         answer_clear(&f->answer);
         if (answer_copy(&f->answer, a) != 0)
             push_fail(f->push, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INTERNAL, "out of memory");
+        f->answer.replayed = true; /* a repeat of m's id: m's answer, decided once */
         mut_done(f);
     }
     mut_done(m);
@@ -1815,6 +1855,7 @@ static void read_stored(sync_run *run, const ns_db_result *res)
             return;
         }
         a->reject_code = (Napsync__V1__ErrorCode)code;
+        a->replayed = true;
         snprintf(a->reason, sizeof(a->reason), "%s",
                  ns_db_result_value(res, row, 5) ? ns_db_result_value(res, row, 5) : "");
         snprintf(a->field, sizeof(a->field), "%s",

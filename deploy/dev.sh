@@ -54,6 +54,8 @@ IMPORT_TIMEOUT_MS=120000
 # Seconds to wait for napsyncd to listen, and to drain on SIGTERM.
 START_TIMEOUT=30
 STOP_TIMEOUT=40
+# Seconds `revoke` waits for napsyncd's log to say what the revocation did.
+REVOKE_WAIT=10
 
 ORG_RE='^[a-z0-9][a-z0-9-]{0,31}$'
 NAME_RE='^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$'
@@ -105,7 +107,9 @@ Commands:
                             regional     reads its member states' plans, writes its RAP
                             observer     reads plans and approved progress, comments
   revoke DEVICE [--reason TEXT]
-                          revoke a device: napsyncd refuses its certificate from then on
+                          revoke a device: napsyncd closes its open sessions at once
+                          (Error DEVICE_REVOKED) and refuses its certificate from then on;
+                          prints what napsyncd's log says it did
   status                  PostgreSQL, napsyncd and a ping through the demo device
   logs [-f] [-n LINES]    napsyncd's log (-f: follow it)
   down [--purge]          stop napsyncd (gracefully) and PostgreSQL; --purge also
@@ -587,8 +591,50 @@ SQL
     printf 'export NAPSYNC_STORE=%q\n' "$STORE_DIR/$device.db"
 }
 
+# The messages (msg="...") of napsyncd's log lines after byte OFFSET that
+# hold TEXT.
+log_msgs_after() {
+    local offset=$1 text=$2
+    tail -c +"$((offset + 1))" "$LOG" 2>/dev/null | grep -F -- "$text" |
+        sed -n 's/.* msg="\(\([^"\\]\|\\.\)*\)".*/\1/p' | sed 's/\\"/"/g' || true
+}
+
+# Waits up to REVOKE_WAIT seconds for a log line after OFFSET that holds
+# TEXT, and prints its message.
+wait_log_msg() {
+    local offset=$1 text=$2 msg
+    for _ in $(seq 1 $((REVOKE_WAIT * 5))); do
+        msg=$(log_msgs_after "$offset" "$text" | head -n 1)
+        [ -z "$msg" ] || {
+            echo "$msg"
+            return 0
+        }
+        sleep 0.2
+    done
+    return 1
+}
+
+# What napsyncd did with the revocation of DEVICE (id ID), from its log
+# after OFFSET: the notification (with how many of the device's sessions
+# were open), each session it closed, and the check's summary.
+show_revocation() {
+    local device=$1 id=$2 offset=$3 heard open msg
+    heard=$(wait_log_msg "$offset" "access changed for device:$id") || {
+        note "napsyncd logged nothing about it within ${REVOKE_WAIT}s; see $(self) logs"
+        return 0
+    }
+    note "napsyncd: $heard"
+    open=$(sed -n 's/.*: \([0-9][0-9]*\) open session(s) to check$/\1/p' <<<"$heard")
+    [ "${open:-0}" != 0 ] || return 0
+    msg=$(wait_log_msg "$offset" "access check:") ||
+        note "napsyncd has not finished checking within ${REVOKE_WAIT}s; see $(self) logs"
+    log_msgs_after "$offset" "device \\\"$device\\\" has been revoked: this session ends" |
+        while IFS= read -r line; do note "napsyncd: $line"; done
+    [ -z "$msg" ] || note "napsyncd: $msg"
+}
+
 cmd_revoke() {
-    local device reason="" state
+    local device reason="" row state id offset=0
     [ $# -ge 1 ] || die "usage: $(self) revoke DEVICE [--reason TEXT]"
     device=$1
     shift
@@ -604,15 +650,23 @@ cmd_revoke() {
     done
     [[ $device =~ $NAME_RE ]] || die "invalid device name '$device'"
     pg_require
-    state=$(sql -v device="$device" <<<"SELECT coalesce(revoked_at::text, 'active') FROM devices WHERE name = :'device'")
-    [ -n "$state" ] || die "no device named '$device'"
+    row=$(sql -F $'\t' -v device="$device" \
+        <<<"SELECT id, coalesce(revoked_at::text, 'active') FROM devices WHERE name = :'device'")
+    [ -n "$row" ] || die "no device named '$device'"
+    IFS=$'\t' read -r id state <<<"$row"
+    [ ! -f "$LOG" ] || offset=$(stat -c %s "$LOG")
     # Without --reason, NULL keeps a reason given before.
     sql -v device="$device" -v reason="$reason" >/dev/null \
         <<<"SELECT napsync_revoke_device(:'device', nullif(:'reason', ''))"
-    if [ "$state" = active ]; then
-        note "device $device revoked: napsyncd refuses its certificate from its next connection on"
-    else
+    if [ "$state" != active ]; then
         note "device $device was already revoked (at $state)"
+        return 0
+    fi
+    note "device $device revoked: napsyncd refuses its certificate from now on"
+    if daemon_pid >/dev/null; then
+        show_revocation "$device" "$id" "$offset"
+    else
+        note "napsyncd is not running; it checks every open session when it listens again"
     fi
 }
 

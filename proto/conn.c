@@ -28,7 +28,7 @@ typedef enum {
 
 struct ns_conn {
     uv_tcp_t tcp;     /* tcp.data and timer.data point back here */
-    uv_timer_t timer; /* handshake deadline, then idle deadline, then linger */
+    uv_timer_t timer; /* handshake deadline, then the open deadlines, then linger */
     uv_connect_t connect_req;
     uv_shutdown_t shutdown_req;
     int open_handles; /* freed when both close callbacks have run */
@@ -40,6 +40,8 @@ struct ns_conn {
     void *ud;
     size_t write_queue_bytes;
     uint64_t first_frame_deadline; /* loop time; 0 when none or once a frame came */
+    uint64_t idle_deadline;        /* loop time; moved by every read; 0 when none */
+    uint64_t send_deadline;        /* loop time; moved by every write done; 0 when none */
     size_t discarded;              /* input dropped while closing */
     bool peer_eof;                 /* the peer's EOF arrived while closing */
     bool paused;                   /* the owner holds frames back */
@@ -60,6 +62,7 @@ typedef struct {
 
 static void process(ns_conn *c);
 static void begin_close(ns_conn *c, ns_conn_close_reason why, const char *msg);
+static void arm_open_timer(ns_conn *c);
 
 /* One read buffer per thread: libuv hands it back in read_cb, which copies
  * it into the TLS engine before the next alloc. */
@@ -134,6 +137,7 @@ static void on_write_done(uv_write_t *req, int status)
 {
     write_req *w = (write_req *)req;
     ns_conn *c = w->conn;
+    bool was_over = c->write_queue_bytes > c->opt.write_queue_limit;
     c->write_queue_bytes -= w->len;
     free(w);
     if (c->state == CONN_CLOSED)
@@ -144,7 +148,19 @@ static void on_write_done(uv_write_t *req, int status)
         begin_close(c, NS_CONN_IO_FAILED, msg);
         return;
     }
+    /* The peer took something: what is still waiting gets a new term. */
+    if (c->opt.send_timeout_ms && c->state == CONN_OPEN) {
+        c->send_deadline =
+            c->write_queue_bytes ? uv_now(c->timer.loop) + c->opt.send_timeout_ms : 0;
+        arm_open_timer(c);
+    }
     update_reading(c);
+    if (!was_over || c->write_queue_bytes > c->opt.write_queue_limit || c->state != CONN_OPEN)
+        return;
+    if (c->cb.on_writable)
+        c->cb.on_writable(c, c->ud);
+    if (c->state == CONN_OPEN)
+        process(c); /* the frames that waited for the output to drain */
 }
 
 /* The TLS engine's output: one heap request owns a copy until written. */
@@ -164,6 +180,10 @@ static int send_ciphertext(void *ud, const uint8_t *buf, size_t len)
     if (rc != 0) {
         free(w);
         return -1;
+    }
+    if (c->write_queue_bytes == 0 && c->opt.send_timeout_ms && c->state == CONN_OPEN) {
+        c->send_deadline = uv_now(c->timer.loop) + c->opt.send_timeout_ms;
+        arm_open_timer(c);
     }
     c->write_queue_bytes += len;
     return 0;
@@ -185,36 +205,54 @@ static void begin_close(ns_conn *c, ns_conn_close_reason why, const char *msg)
 
 static void arm_timer(ns_conn *c, uint32_t ms);
 
-/* While open, one timer serves two deadlines: the idle timeout, restarted
- * by every read, and the fixed one for the first frame. */
-static uint32_t open_timeout(const ns_conn *c)
+static bool passed(uint64_t deadline, uint64_t now)
 {
-    uint32_t ms = c->opt.idle_timeout_ms;
-    if (c->first_frame_deadline != 0) {
-        uint64_t now = uv_now(c->timer.loop);
-        uint64_t left = c->first_frame_deadline > now ? c->first_frame_deadline - now : 1;
-        if (ms == 0 || left < ms)
-            ms = (uint32_t)left;
+    return deadline != 0 && now >= deadline;
+}
+
+/* While open, one timer serves three deadlines: the idle timeout, moved by
+ * every read; the fixed one for the first frame; and the send timeout,
+ * moved by every write the peer takes. It is set for the earliest. */
+static void arm_open_timer(ns_conn *c)
+{
+    uint64_t due = 0;
+    const uint64_t deadlines[] = {c->idle_deadline, c->first_frame_deadline, c->send_deadline};
+    for (size_t i = 0; i < sizeof(deadlines) / sizeof(deadlines[0]); i++)
+        if (deadlines[i] != 0 && (due == 0 || deadlines[i] < due))
+            due = deadlines[i];
+    if (due == 0) {
+        arm_timer(c, 0);
+        return;
     }
-    return ms;
+    uint64_t now = uv_now(c->timer.loop);
+    uint64_t left = due > now ? due - now : 1;
+    arm_timer(c, left > UINT32_MAX ? UINT32_MAX : (uint32_t)left);
 }
 
 static void on_open_timer(ns_conn *c)
 {
-    if (c->first_frame_deadline == 0 || uv_now(c->timer.loop) < c->first_frame_deadline) {
+    uint64_t now = uv_now(c->timer.loop);
+    if (passed(c->send_deadline, now)) {
+        c->send_deadline = 0;
+        if (c->cb.on_send_timeout)
+            c->cb.on_send_timeout(c, c->ud);
+        else
+            begin_close(c, NS_CONN_TIMED_OUT, "the peer took none of our output in time");
+    } else if (passed(c->first_frame_deadline, now)) {
+        c->first_frame_deadline = 0;
+        if (c->cb.on_first_frame_timeout)
+            c->cb.on_first_frame_timeout(c, c->ud);
+        else
+            begin_close(c, NS_CONN_TIMED_OUT, "no frame arrived in time");
+    } else if (passed(c->idle_deadline, now)) {
+        c->idle_deadline = 0;
         if (c->cb.on_idle)
             c->cb.on_idle(c, c->ud);
         else
             begin_close(c, NS_CONN_TIMED_OUT, "idle timeout");
-        return;
     }
-    c->first_frame_deadline = 0;
-    if (c->cb.on_first_frame_timeout)
-        c->cb.on_first_frame_timeout(c, c->ud);
-    else
-        begin_close(c, NS_CONN_TIMED_OUT, "no frame arrived in time");
     if (c->state == CONN_OPEN)
-        arm_timer(c, open_timeout(c)); /* the owner kept the conn: idle rules now */
+        arm_open_timer(c); /* the owner kept the conn: the other deadlines still hold */
 }
 
 static void on_timer(uv_timer_t *t)
@@ -328,19 +366,29 @@ static void process(ns_conn *c)
             goto out;
         }
         c->state = CONN_OPEN;
+        uint64_t now = uv_now(c->timer.loop);
         if (c->opt.first_frame_timeout_ms)
-            c->first_frame_deadline = uv_now(c->timer.loop) + c->opt.first_frame_timeout_ms;
-        arm_timer(c, open_timeout(c));
+            c->first_frame_deadline = now + c->opt.first_frame_timeout_ms;
+        if (c->opt.idle_timeout_ms)
+            c->idle_deadline = now + c->opt.idle_timeout_ms;
+        /* Handshake output still waiting is now subject to the send timeout. */
+        if (c->opt.send_timeout_ms && c->write_queue_bytes)
+            c->send_deadline = now + c->opt.send_timeout_ms;
+        arm_open_timer(c);
         c->cb.on_ready(c, c->ud);
     }
-    while (c->state == CONN_OPEN && !c->paused && !c->frame_error) {
+    /* Frames already buffered wait too while the output is over its limit:
+     * else a client that pipelines many small requests and never reads
+     * would have every answer queued. */
+    while (c->state == CONN_OPEN && !c->paused && !c->frame_error &&
+           c->write_queue_bytes <= c->opt.write_queue_limit) {
         const uint8_t *payload;
         size_t len;
         ns_frame_status fs = ns_frame_decoder_next(&c->frames, &payload, &len);
         if (fs == NS_FRAME_OK) {
             if (c->first_frame_deadline != 0) {
                 c->first_frame_deadline = 0;
-                arm_timer(c, c->opt.idle_timeout_ms);
+                arm_open_timer(c);
             }
             c->cb.on_frame(c, payload, len, c->ud);
             continue;
@@ -400,8 +448,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         }
         return;
     }
-    if (c->state == CONN_OPEN)
-        arm_timer(c, open_timeout(c));
+    if (c->state == CONN_OPEN && c->opt.idle_timeout_ms) {
+        c->idle_deadline = uv_now(c->timer.loop) + c->opt.idle_timeout_ms;
+        arm_open_timer(c);
+    }
     if (ns_tls_feed(c->tls, (const uint8_t *)buf->base, (size_t)nread) != NS_TLS_OK) {
         begin_close(c, NS_CONN_NOMEM, "out of memory");
         return;

@@ -43,6 +43,13 @@ typedef struct {
     /* No whole frame within first_frame_timeout_ms of on_ready. NULL: the
      * conn closes itself (NS_CONN_TIMED_OUT). */
     void (*on_first_frame_timeout)(ns_conn *c, void *ud);
+    /* Output has been waiting for send_timeout_ms and the peer took none of
+     * it meanwhile: a peer that does not read. NULL: the conn closes itself
+     * (NS_CONN_TIMED_OUT). */
+    void (*on_send_timeout)(ns_conn *c, void *ud);
+    /* May be NULL: the output waiting fell to write_queue_limit or below
+     * after it had been above. */
+    void (*on_writable)(ns_conn *c, void *ud);
     /* Exactly once; the conn is freed when it returns. msg is never NULL. */
     void (*on_close)(ns_conn *c, ns_conn_close_reason reason, const char *msg, void *ud);
     /* Client, may be NULL: the server sent a session this client may offer
@@ -58,7 +65,12 @@ typedef struct {
     /* From on_ready until the first whole frame, however much trickles in
      * meanwhile; 0 = none. */
     uint32_t first_frame_timeout_ms;
-    size_t write_queue_limit; /* stop reading while more than this waits to be written */
+    /* While more than this waits to be written, no input is read and no
+     * frame already received is handed to on_frame. */
+    size_t write_queue_limit;
+    /* While open: output waiting with none of it taken by the peer for this
+     * long ends the connection (on_send_timeout); 0 = none. */
+    uint32_t send_timeout_ms;
     /* ns_conn_connect only, may be NULL: a session from on_tls_session of
      * an earlier connection, to resume (read during the call, not kept). One
      * that does not fit this server is dropped and the handshake is full. */

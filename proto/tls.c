@@ -10,11 +10,25 @@
 #include <string.h>
 #include <time.h>
 
-/* TLS 1.2 suites: forward secret AEAD only (TLS 1.3 suites are all modern). */
+/* TLS 1.2 suites: forward secret AEAD only: ECDHE key exchange (no static
+ * RSA, whose recorded traffic a stolen server key decrypts; no finite-field
+ * DHE) with AES-GCM or ChaCha20-Poly1305 (no CBC, whose MAC-then-encrypt
+ * gave padding oracles). */
 #define NS_TLS12_CIPHERS                                                                           \
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                                   \
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                                   \
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+/* TLS 1.3 suites, named rather than left to the system's openssl.cnf: the
+ * three AEADs with full-length tags (not AES-CCM-8). TLS 1.3 key exchange
+ * is always ephemeral here (see SSL_OP_ALLOW_NO_DHE_KEX below). */
+#define NS_TLS13_CIPHERS                                                                           \
+    "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"
+/* Key exchange groups: elliptic curves only. Finite-field groups cost the
+ * server far more per handshake, which an anonymous client could exploit. */
+#define NS_TLS_GROUPS "X25519:P-256:P-384:X448:P-521"
+/* OpenSSL's level 2: keys of at least 112 bits of security, no SHA-1
+ * signatures. A system configuration asking for more is kept. */
+#define NS_TLS_MIN_SECURITY_LEVEL 2
 
 /* How long a server's session tickets may be used to resume: a device that
  * syncs once a day still resumes. What a resumed session skips is the
@@ -104,18 +118,22 @@ static int no_passphrase(char *buf, int size, int rwflag, void *asked)
 /* Server: a ticket decrypted fine, but OpenSSL would resume it without
  * looking at the client certificate inside again. One that has expired
  * since (or is not valid yet, or is missing) makes a full handshake, where
- * the certificate is verified and refused with the proper alert. */
+ * the certificate is verified and refused with the proper alert. So does a
+ * TLS 1.2 ticket (none is issued: see tls12_no_tickets): resuming one
+ * reuses the master secret it holds, without a fresh key exchange. */
 static SSL_TICKET_RETURN ticket_decrypted(SSL *ssl, SSL_SESSION *sess, const unsigned char *keyname,
                                           size_t keyname_len, SSL_TICKET_STATUS status, void *arg)
 {
-    (void)ssl;
     (void)keyname;
     (void)keyname_len;
     (void)arg;
     switch (status) {
     case SSL_TICKET_SUCCESS:
     case SSL_TICKET_SUCCESS_RENEW: {
-        X509 *peer = sess ? SSL_SESSION_get0_peer(sess) : NULL;
+        if (SSL_version(ssl) != TLS1_3_VERSION || sess == NULL ||
+            SSL_SESSION_get_protocol_version(sess) != TLS1_3_VERSION)
+            return SSL_TICKET_RETURN_IGNORE;
+        X509 *peer = SSL_SESSION_get0_peer(sess);
         if (peer == NULL || X509_cmp_current_time(X509_get0_notAfter(peer)) <= 0 ||
             X509_cmp_current_time(X509_get0_notBefore(peer)) >= 0)
             return SSL_TICKET_RETURN_IGNORE_RENEW;
@@ -128,6 +146,25 @@ static SSL_TICKET_RETURN ticket_decrypted(SSL *ssl, SSL_SESSION *sess, const uns
     default:
         return SSL_TICKET_RETURN_ABORT;
     }
+}
+
+/* Server: no TLS 1.2 session tickets (and no session cache, so no TLS 1.2
+ * session ids either): a TLS 1.2 resumption skips the key exchange and
+ * reuses the master secret, so whoever obtained the ticket keys (they live
+ * 24 hours in this process) could decrypt every resumed connection. TLS 1.3
+ * resumption runs a fresh ECDHE (psk_dhe_ke) and keeps its tickets.
+ * OpenSSL calls this "servername" callback whether or not the client sent
+ * a name, after choosing the version and before writing the ServerHello:
+ * the one point where a connection can still decline to issue a ticket
+ * (SSL_OP_NO_TICKET set here, with SSL_TLSEXT_ERR_OK, withdraws the one
+ * the ClientHello asked for). */
+static int tls12_no_tickets(SSL *ssl, int *alert, void *arg)
+{
+    (void)alert;
+    (void)arg;
+    if (SSL_version(ssl) != TLS1_3_VERSION)
+        SSL_set_options(ssl, SSL_OP_NO_TICKET);
+    return SSL_TLSEXT_ERR_OK;
 }
 
 static int digest_cert(EVP_MD_CTX *md, X509 *cert)
@@ -212,11 +249,27 @@ int ns_tls_ctx_new(ns_tls_role role, const ns_tls_config *cfg, ns_tls_ctx **out,
     }
     SSL_CTX_set_default_passwd_cb(c, no_passphrase);
     SSL_CTX_set_default_passwd_cb_userdata(c, &passphrase_asked);
-    SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
+    /* Set here, whatever the system's openssl.cnf says (docs/security.md
+     * says what each defends against): TLS 1.2 and 1.3 only; no
+     * compression (CRIME); no renegotiation (TLS 1.3 has none; a TLS 1.2
+     * client asking for one gets a no_renegotiation alert), which napsync
+     * never needs and which has carried attacks; TLS 1.3 resumption only
+     * with a fresh key exchange; no 0-RTT data, which could be replayed. */
+    if (SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION) != 1 ||
+        SSL_CTX_set_max_proto_version(c, TLS1_3_VERSION) != 1) {
+        set_err(err, errlen, "cannot set the TLS versions", "");
+        goto fail;
+    }
     SSL_CTX_set_options(c, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_clear_options(c, SSL_OP_ALLOW_NO_DHE_KEX | SSL_OP_ALLOW_UNSAFE_LEGACY_RENEGOTIATION |
+                                 SSL_OP_LEGACY_SERVER_CONNECT);
     SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS);
-    if (SSL_CTX_set_cipher_list(c, NS_TLS12_CIPHERS) != 1) {
-        set_err(err, errlen, "cannot set cipher list", "");
+    if (SSL_CTX_get_security_level(c) < NS_TLS_MIN_SECURITY_LEVEL)
+        SSL_CTX_set_security_level(c, NS_TLS_MIN_SECURITY_LEVEL);
+    if (SSL_CTX_set_cipher_list(c, NS_TLS12_CIPHERS) != 1 ||
+        SSL_CTX_set_ciphersuites(c, NS_TLS13_CIPHERS) != 1 ||
+        SSL_CTX_set1_groups_list(c, NS_TLS_GROUPS) != 1 || SSL_CTX_set_max_early_data(c, 0) != 1) {
+        set_err(err, errlen, "cannot set ciphers and groups", "");
         goto fail;
     }
 
@@ -268,9 +321,16 @@ int ns_tls_ctx_new(ns_tls_role role, const ns_tls_config *cfg, ns_tls_ctx **out,
         SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
         static const unsigned char sid_ctx[] = "napsyncd";
         SSL_CTX_set_session_id_context(c, sid_ctx, sizeof(sid_ctx) - 1);
+        /* The client's cipher preferences do not get to pick a weaker
+         * suite than ours first. */
+        SSL_CTX_set_options(c, SSL_OP_CIPHER_SERVER_PREFERENCE);
         /* TLS 1.3 stateless tickets, encrypted with keys this context made
-         * at random: they die with it (restart or SIGHUP reload). */
+         * at random: they die with it (restart or SIGHUP reload). No
+         * session cache: those tickets need none, and TLS 1.2 session ids
+         * are not resumed (tls12_no_tickets says why). */
+        SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
         SSL_CTX_set_timeout(c, NS_TLS_TICKET_LIFETIME_S);
+        SSL_CTX_set_tlsext_servername_callback(c, tls12_no_tickets);
         if (SSL_CTX_set_num_tickets(c, NS_TLS_TICKETS) != 1 ||
             SSL_CTX_set_session_ticket_cb(c, NULL, ticket_decrypted, NULL) != 1) {
             set_err(err, errlen, "cannot set up session tickets", "");

@@ -11,8 +11,10 @@
 #   --no-lint   skip clang-format, cppcheck and shellcheck
 #   CTEST_ARGS  passed to both ctest runs, e.g. -- -L unit  or  -- -R frame
 #
-# Builds into build/ and build-asan/ of the checkout. Installs missing Debian
-# packages first (apt-get update only when something is missing).
+# Builds into build/ and build-asan/ of the checkout, and the Debian package
+# into build/package/ (deploy/build-deb.sh). Installs missing Debian packages
+# first (apt-get update only when something is missing). test_package, run as
+# root, keeps a Debian root for it in var/cache/debroot/ (debootstrap'd once).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -113,6 +115,8 @@ check_shell() {
     local files
     mapfile -t files < <({
         find deploy tests -type d -name 'build*' -prune -o -type f -name '*.sh' -print
+        # The Debian package's maintainer scripts (cmake/package.cmake).
+        find deploy/debian -type f -perm -u+x
         echo .ci/run
     } | sort)
     shellcheck "${files[@]}"
@@ -175,6 +179,9 @@ if [ "$lint" = 1 ]; then
     step "shellcheck" check_shell
 fi
 step "build" build build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNS_SANITIZE=OFF
+# The .deb (prefix /usr, its own tree build/package), which test_package
+# installs; the test rebuilds it too, so this step only says early if it breaks.
+step "package" "$ROOT/deploy/build-deb.sh" "$ROOT/build/package"
 [ "$lint" = 1 ] && step "cppcheck" check_cppcheck
 [ "$asan" = 1 ] && step "build-asan" build build-asan -DCMAKE_BUILD_TYPE=Debug -DNS_SANITIZE=ON
 

@@ -287,8 +287,10 @@ static pf_error *error_new(pf_file *f)
     return e;
 }
 
-static void verror(pf_file *f, uint32_t line, const char *where, const char *type, const char *id,
-                   const char *field, const char *fmt, va_list ap)
+__attribute__((format(printf, 7, 0))) static void verror(pf_file *f, uint32_t line,
+                                                         const char *where, const char *type,
+                                                         const char *id, const char *field,
+                                                         const char *fmt, va_list ap)
 {
     pf_error *e = error_new(f);
     if (e == NULL)
@@ -705,6 +707,9 @@ static void field_scalar(jctx *x, int tok, const char *text, size_t n, bool b)
     int fi = x->field;
     if (fi == FIELD_ID) {
         ns_value v;
+        /* Null until parsed: a string too long to be a UUID is refused
+         * before value_parse, and v is freed either way. */
+        ns_value_init_null(&v, NS_KIND_REF);
         char why[128], idtext[PF_UUID_SIZE + 1];
         static const pf_field id_field = {"id", NS_KIND_REF, 0, NULL, NULL};
         snprintf(idtext, sizeof(idtext), "%.*s", (int)(n < PF_UUID_SIZE ? n : PF_UUID_SIZE), text);

@@ -96,6 +96,9 @@ typedef struct {
     /* The server closes a session silent for this long (0: never): an
      * application that stays connected pings more often than this. */
     uint32_t idle_timeout_ms;
+    /* Most mutations the server takes in one Push (its max_push_mutations;
+     * NS_MAX_PUSH_BATCH when it does not say). */
+    uint32_t max_push_mutations;
     /* 1: this connection resumed an earlier TLS session (kept in memory
      * between connects of one client, and in the store when there is one)
      * instead of a full handshake; the server still checked the device. */

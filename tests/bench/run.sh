@@ -299,7 +299,7 @@ start_daemon() {
         "$NAPSYNCD" --listen "127.0.0.1:$port" --tls-cert "$CA_DIR/napsyncd.crt" \
             --tls-key "$CA_DIR/napsyncd.key" --tls-ca "$CA_DIR/ca.crt" \
             --database "$(conninfo "$db")" --sql-dir "$ROOT/sql" --log-level info \
-            >>"$daemon_log" 2>&1 &
+            --http-listen off >>"$daemon_log" 2>&1 &
         daemon_pid=$!
         local waited=0
         while [ $waited -lt 300 ]; do

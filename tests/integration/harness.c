@@ -894,9 +894,12 @@ static int daemon_try_start(nst_env *e, const char *const *extra)
         return -1;
     char *argv[64];
     size_t n = 0;
-    char *fixed[] = {e->napsyncd, "--listen",    listen,     "--tls-cert",  e->server_cert,
-                     "--tls-key", e->server_key, "--tls-ca", e->ca_cert,    "--database",
-                     conninfo,    "--sql-dir",   sql_dir,    "--log-level", "debug"};
+    /* No HTTP listener unless a test asks for one in extra (a later flag
+     * wins): its default port would be taken by the daemons running beside. */
+    char *fixed[] = {e->napsyncd,     "--listen",    listen,     "--tls-cert",  e->server_cert,
+                     "--tls-key",     e->server_key, "--tls-ca", e->ca_cert,    "--database",
+                     conninfo,        "--sql-dir",   sql_dir,    "--log-level", "debug",
+                     "--http-listen", "off"};
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
         argv[n++] = fixed[i];
     for (size_t i = 0; extra && extra[i]; i++) {

@@ -5,9 +5,13 @@
 #
 #   deps.sh [--build] [--test] [PACKAGE...]
 #
-# --build stands for what building and running napsync needs, --test for
-# what only the tests need besides (chromium renders the HTML report in
-# test_reports), so that the scripts share one list.
+# --build stands for what building and running napsync needs (dpkg-dev:
+# dpkg-shlibdeps for the .deb's Depends), --test for what only the tests
+# need besides (chromium renders the HTML report in test_reports; debootstrap
+# and systemd's systemd-analyze serve test_package; prometheus and its
+# promtool scrape and lint napsyncd's /metrics in test_prometheus), so that
+# the scripts share one list. libcurl4-openssl-dev is under --build because
+# the test programs are built with the rest.
 #
 # As root it calls apt-get directly, otherwise through sudo. Never prompts:
 # it also runs in CI without a terminal.
@@ -20,8 +24,8 @@ die() {
 
 BUILD_PACKAGES=(libuv1-dev libpq-dev postgresql libprotobuf-c-dev protobuf-c-compiler libssl-dev
     libcmocka-dev libsqlite3-dev libjansson-dev libyajl-dev libcsv-dev cmake make gcc libc6-dev
-    pkg-config acl openssl)
-TEST_PACKAGES=(chromium)
+    pkg-config acl openssl dpkg-dev libmicrohttpd-dev libcurl4-openssl-dev)
+TEST_PACKAGES=(chromium debootstrap systemd prometheus)
 
 [ $# -ge 1 ] || die "usage: deps.sh [--build] [--test] [PACKAGE...]"
 wanted=()

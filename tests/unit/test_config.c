@@ -99,6 +99,12 @@ static void test_defaults(void **state)
     assert_int_equal(c->max_sessions, 10000);
     assert_int_equal(c->handshake_timeout_ms, 10000);
     assert_int_equal(c->idle_timeout_ms, 300000);
+    assert_int_equal(c->max_sessions_per_device, 8);
+    assert_int_equal(c->max_queued_bytes, 4194304);
+    assert_int_equal(c->send_timeout_ms, 60000);
+    assert_int_equal(c->max_push_mutations, 1000);
+    assert_int_equal(c->max_pull_page_size, 5000);
+    assert_int_equal(c->max_subscriptions, 1000);
     assert_int_equal(c->shutdown_timeout_ms, 10000);
     assert_int_equal(c->log_level, NS_LOG_INFO);
     assert_true(c->migrate_on_start);
@@ -131,6 +137,12 @@ static void test_defaults_are_settable(void **state)
     RESET_U32(handshake_timeout_ms);
     RESET_U32(idle_timeout_ms);
     RESET_U32(shutdown_timeout_ms);
+    RESET_U32(max_sessions_per_device);
+    RESET_U32(max_queued_bytes);
+    RESET_U32(send_timeout_ms);
+    RESET_U32(max_push_mutations);
+    RESET_U32(max_pull_page_size);
+    RESET_U32(max_subscriptions);
 #undef RESET_U32
 }
 
@@ -171,6 +183,18 @@ static void test_every_key_settable(void **state)
     assert_int_equal(c->idle_timeout_ms, 0);
     set_ok(f, "shutdown_timeout_ms", "20000");
     assert_int_equal(c->shutdown_timeout_ms, 20000);
+    set_ok(f, "max_sessions_per_device", "2");
+    assert_int_equal(c->max_sessions_per_device, 2);
+    set_ok(f, "max_queued_bytes", "65536");
+    assert_int_equal(c->max_queued_bytes, 65536);
+    set_ok(f, "send_timeout_ms", "0");
+    assert_int_equal(c->send_timeout_ms, 0);
+    set_ok(f, "max_push_mutations", "10");
+    assert_int_equal(c->max_push_mutations, 10);
+    set_ok(f, "max_pull_page_size", "100");
+    assert_int_equal(c->max_pull_page_size, 100);
+    set_ok(f, "max_subscriptions", "50");
+    assert_int_equal(c->max_subscriptions, 50);
     set_ok(f, "log_level", "debug");
     assert_int_equal(c->log_level, NS_LOG_DEBUG);
     set_ok(f, "log_level", "warn");
@@ -211,6 +235,21 @@ static void test_max_frame_size_range(void **state)
     assert_int_equal(f->cfg.max_frame_size, NS_FRAME_MAX_LIMIT);
 }
 
+/* The limits whose ceiling a module enforces too may not be set above it. */
+static void test_limit_ranges(void **state)
+{
+    fixture *f = *state;
+    set_bad(f, "max_push_mutations", "0");
+    set_bad(f, "max_push_mutations", "1001");
+    set_bad(f, "max_pull_page_size", "0");
+    set_bad(f, "max_pull_page_size", "5001");
+    set_bad(f, "max_queued_bytes", "65535");
+    set_bad(f, "max_sessions_per_device", "0");
+    set_bad(f, "max_subscriptions", "0");
+    set_ok(f, "max_push_mutations", "1000");
+    set_ok(f, "max_pull_page_size", "5000");
+}
+
 static void test_db_pool_size_range(void **state)
 {
     fixture *f = *state;
@@ -226,9 +265,12 @@ static void test_db_pool_size_range(void **state)
 static void test_numbers_junk(void **state)
 {
     fixture *f = *state;
-    static const char *keys[] = {"db_pool_size",       "db_queue_timeout_ms",  "max_frame_size",
-                                 "max_sessions",       "handshake_timeout_ms", "idle_timeout_ms",
-                                 "shutdown_timeout_ms"};
+    static const char *keys[] = {
+        "db_pool_size",        "db_queue_timeout_ms",     "max_frame_size",
+        "max_sessions",        "handshake_timeout_ms",    "idle_timeout_ms",
+        "shutdown_timeout_ms", "max_sessions_per_device", "max_queued_bytes",
+        "send_timeout_ms",     "max_push_mutations",      "max_pull_page_size",
+        "max_subscriptions"};
     static const char *junk[] = {"",   "-1",  "+5",  "5 ",         " 5",
                                  "5x", "0x5", "5.0", "4294967296", "18446744073709551616",
                                  "ten"};
@@ -257,6 +299,30 @@ static void test_bad_listen(void **state)
     strcpy(big + 500, ":7443");
     set_bad(f, "listen", big);
     assert_string_equal(f->cfg.listen_host, "127.0.0.1");
+}
+
+/* http_listen: on at 127.0.0.1:9187 unless set, HOST:PORT like listen, or off. */
+static void test_http_listen(void **state)
+{
+    fixture *f = *state;
+    const ns_config *c = &f->cfg;
+    assert_true(c->http_enabled);
+    assert_string_equal(c->http_host, "127.0.0.1");
+    assert_int_equal(c->http_port, 9187);
+    set_ok(f, "http_listen", "off");
+    assert_false(c->http_enabled);
+    set_ok(f, "http_listen", "[::1]:9100");
+    assert_true(c->http_enabled);
+    assert_string_equal(c->http_host, "::1");
+    assert_int_equal(c->http_port, 9100);
+    static const char *bad[] = {"", "OFF", "no", "9187", "host:0", "host:65536", "[::1]"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        set_bad(f, "http_listen", bad[i]);
+    assert_true(c->http_enabled);
+    assert_string_equal(c->http_host, "::1");
+    assert_int_equal(c->http_port, 9100);
+    /* The client port is another setting. */
+    assert_int_equal(c->listen_port, 7443);
 }
 
 static void test_bad_bool(void **state)
@@ -510,6 +576,7 @@ static void test_help_lists_every_key(void **state)
         "--idle-timeout-ms",
         "--shutdown-timeout-ms",
         "--log-level",
+        "--http-listen",
     };
     for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
         if (strstr(text, flags[i]) == NULL)
@@ -528,8 +595,10 @@ int main(void)
         T(test_unknown_key),
         T(test_max_frame_size_range),
         T(test_db_pool_size_range),
+        T(test_limit_ranges),
         T(test_numbers_junk),
         T(test_bad_listen),
+        T(test_http_listen),
         T(test_bad_bool),
         T(test_bad_log_level),
         T(test_bad_strings),
