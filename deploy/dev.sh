@@ -16,6 +16,7 @@ CA_DIR=$VAR/ca
 CONF=$VAR/napsyncd.conf
 PID_FILE=$VAR/napsyncd.pid
 PORT_FILE=$VAR/napsyncd.port
+HTTP_PORT_FILE=$VAR/napsyncd.http-port # /healthz, /readyz, /metrics
 LOG=$VAR/napsyncd.log
 STORE_DIR=$VAR/store
 PG_SH=$ROOT/tests/lib/pg.sh
@@ -287,6 +288,17 @@ server_addr() {
     echo "127.0.0.1:$(cat "$PORT_FILE")"
 }
 
+http_addr() {
+    [ -f "$HTTP_PORT_FILE" ] || pick_http_port >"$HTTP_PORT_FILE"
+    echo "127.0.0.1:$(cat "$HTTP_PORT_FILE")"
+}
+
+# napsyncd's usual HTTP port when it is free (another checkout's daemon may
+# hold it), else any free one.
+pick_http_port() {
+    if listen_inode 9187 >/dev/null; then free_port; else echo 9187; fi
+}
+
 write_config() {
     local tmp
     tmp=$(mktemp "$VAR/.napsyncd.conf.XXXXXX")
@@ -299,6 +311,7 @@ tls_ca = $CA_DIR/ca.crt
 database = host=$(conninfo_value "$PGH") port=$PGP dbname=$DB_NAME user=$(daemon_db_user)
 sql_dir = $ROOT/sql
 log_level = info
+http_listen = $(http_addr)
 EOF
     mv -f "$tmp" "$CONF"
 }
@@ -499,6 +512,7 @@ cmd_up() {
 
 napsync dev environment is up.
   napsyncd     $(server_addr), pid $pid, log $LOG
+  health       curl http://$(http_addr)/readyz   (and /healthz, /metrics)
   PostgreSQL   psql -h $PGH -p $PGP -U $PGU $DB_NAME
   dev CA       $CA_DIR (device: $DEMO_DEVICE of $DEMO_ORG, "$DEMO_PRINCIPAL")
   demo plans   $DEMO_DIR (the NAP of ZZ: $DEMO_PLAN)
@@ -507,6 +521,7 @@ Use it:
   eval "\$($(self) env)"
   napsync ping
   napsync sync; napsync list plan
+  napsync sync --directory; napsync list organisation
   napsync history plan $DEMO_PLAN
   napsync export plan $DEMO_PLAN -o nap.csv     # and: napsync import plan FILE
   $(self) cert $DEMO_ORG second-laptop  # another device of $DEMO_ORG (prints its own NAPSYNC_STORE)
