@@ -27,6 +27,7 @@
 
 #include "client_internal.h"
 #include "conf.h"
+#include "compress.h"
 #include "conn.h"
 #include "envelope.h"
 #include "frame.h"
@@ -117,6 +118,10 @@ struct ns_client {
     size_t next_addr;
     char last_connect_error[160];
     ns_conn *conn;
+    /* Compressed frames (compress.h): made at the first Welcome that agrees
+     * on them, kept for later connections; zstd says whether this one did. */
+    ns_compress *compress;
+    bool zstd;
     uint64_t last_request_id;
     uint64_t hello_id;
     uint64_t connect_deadline_ms;
@@ -185,6 +190,7 @@ static void release_memory(ns_client *c)
     nsc_sync_free(c->sync);
     ns_store_close(c->store);
     ns_tls_ctx_free(c->tls);
+    ns_compress_free(c->compress);
     free(c);
 }
 
@@ -625,6 +631,12 @@ static void server_error(const ns_wire_error *w, ns_error *e)
 
 /* ---- sending --------------------------------------------------------------- */
 
+/* Sends one message, compressed when this connection agreed on it. */
+static int client_send(ns_client *c, const ns_envelope *env)
+{
+    return ns_compress_send(c->zstd ? c->compress : NULL, c->conn, env, NULL);
+}
+
 static void send_error_reply(ns_client *c, uint64_t request_id, int code, const char *msg)
 {
     Napsync__V1__Envelope env = NAPSYNC__V1__ENVELOPE__INIT;
@@ -634,7 +646,7 @@ static void send_error_reply(ns_client *c, uint64_t request_id, int code, const 
     env.request_id = request_id;
     env.body_case = NAPSYNC__V1__ENVELOPE__BODY_ERROR;
     env.error = &err;
-    if (ns_envelope_send(c->conn, &env) != 0)
+    if (client_send(c, &env) != 0)
         close_with(c, false, NS_ERR_CLOSED, 0, "cannot send to %s", c->server);
 }
 
@@ -646,12 +658,16 @@ static void send_hello(ns_client *c)
     hello.max_version = NS_PROTOCOL_VERSION_MAX;
     hello.client_name = c->client_name;
     hello.client_version = c->client_version;
+    Napsync__V1__Compression offer[] = {NAPSYNC__V1__COMPRESSION__COMPRESSION_ZSTD_1};
+    hello.n_compression = 1;
+    hello.compression = offer;
+    c->zstd = false;
     c->hello_id = next_request_id(c);
     env.request_id = c->hello_id;
     env.body_case = NAPSYNC__V1__ENVELOPE__BODY_HELLO;
     env.hello = &hello;
     set_state(c, ST_HELLO);
-    int rc = ns_envelope_send(c->conn, &env);
+    int rc = client_send(c, &env);
     if (rc != 0)
         close_with(c, false, rc == UV_ENOMEM ? NS_ERR_NOMEM : NS_ERR_CONNECT, 0,
                    "cannot send Hello to %s: %s", c->server, uv_strerror(rc));
@@ -713,6 +729,21 @@ static void on_welcome(ns_client *c, const ns_welcome *w)
                                 ? w->max_push_mutations
                                 : NS_MAX_PUSH_BATCH;
     id.tls_resumed = ns_conn_tls_resumed(c->conn) ? 1 : 0;
+    if (w->compression == NAPSYNC__V1__COMPRESSION__COMPRESSION_ZSTD_1) {
+        if (c->compress == NULL)
+            c->compress = ns_compress_new();
+        if (c->compress == NULL) {
+            close_with(c, true, NS_ERR_NOMEM, 0, "out of memory");
+            return;
+        }
+        c->zstd = true;
+        id.compressed = 1;
+    } else if (w->compression != NAPSYNC__V1__COMPRESSION__COMPRESSION_NONE) {
+        close_with(c, true, NS_ERR_PROTOCOL, 0,
+                   "the server chose compression %d, which this client did not offer",
+                   (int)w->compression);
+        return;
+    }
     if (c->fresh) {
         adopt_session(c, c->fresh, c->fresh_len);
         drop_blob(&c->fresh, &c->fresh_len);
@@ -879,7 +910,7 @@ static void on_server_ping(ns_client *c, uint64_t rid, const Napsync__V1__Ping *
     env.request_id = rid;
     env.body_case = NAPSYNC__V1__ENVELOPE__BODY_PONG;
     env.pong = &pong;
-    if (ns_envelope_send(c->conn, &env) != 0)
+    if (client_send(c, &env) != 0)
         close_with(c, false, NS_ERR_CLOSED, 0, "cannot send to %s", c->server);
 }
 
@@ -949,6 +980,20 @@ static void on_frame(ns_conn *conn, const uint8_t *payload, size_t len, void *ud
     enter(c);
     if (c->state == ST_HELLO || c->state == ST_READY) {
         ns_envelope *env = ns_envelope_unpack(payload, len);
+        if (env != NULL && env->body_case == NAPSYNC__V1__ENVELOPE__BODY_ZSTD) {
+            ns_envelope *inner = NULL;
+            ns_compress_status st =
+                c->zstd ? ns_compress_unpack(c->compress, env->zstd.data, env->zstd.len,
+                                             NS_FRAME_DEFAULT_MAX, &inner)
+                        : NS_COMPRESS_INVALID;
+            ns_envelope_free(env);
+            env = inner;
+            if (st == NS_COMPRESS_NOMEM) {
+                close_with(c, false, NS_ERR_NOMEM, 0, "out of memory");
+                leave(c);
+                return;
+            }
+        }
         if (env == NULL)
             close_with(c, false, NS_ERR_PROTOCOL, 0,
                        "the server at %s sent a frame that is not a napsync Envelope", c->server);
@@ -1461,7 +1506,7 @@ int ns_client_ping(ns_client *c, ns_ping_cb cb, void *ud, ns_error *err)
     env.body_case = NAPSYNC__V1__ENVELOPE__BODY_PING;
     env.ping = &ping;
     uint64_t sent_ns = uv_hrtime();
-    int rc = ns_envelope_send(c->conn, &env);
+    int rc = client_send(c, &env);
     if (rc != 0) {
         /* ns_conn reports the cause itself through on_close. */
         set_error(err, rc == UV_ENOMEM ? NS_ERR_NOMEM : NS_ERR_CLOSED, 0,
@@ -1504,7 +1549,7 @@ int ns_client_disconnect(ns_client *c, ns_closed_cb cb, void *ud)
         env.body_case = NAPSYNC__V1__ENVELOPE__BODY_GOODBYE;
         env.goodbye = &bye;
         /* Without the Goodbye the server still sees the TLS close_notify. */
-        bool sent = ns_envelope_send(c->conn, &env) == 0;
+        bool sent = client_send(c, &env) == 0;
         close_with(c, sent, NS_ERR_CLOSED, 0, "the connection was closed by ns_client_disconnect");
         break;
     }
@@ -1588,7 +1633,7 @@ int nsc_request(ns_client *c, Napsync__V1__Envelope *env, Napsync__V1__Envelope_
     }
     uint64_t id = next_request_id(c);
     env->request_id = id;
-    int rc = ns_envelope_send(c->conn, env);
+    int rc = client_send(c, env);
     if (rc != 0) {
         set_error(err, rc == UV_ENOMEM ? NS_ERR_NOMEM : NS_ERR_CLOSED, 0,
                   "cannot send a request to %s: %s", c->server, uv_strerror(rc));

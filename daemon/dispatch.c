@@ -1,5 +1,6 @@
 #include "dispatch.h"
 
+#include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,12 +55,16 @@ static void send_welcome(ns_session *s, uint64_t request_id)
     w.max_frame_size = s->max_frame_size;
     w.idle_timeout_ms = s->idle_timeout_ms;
     w.max_push_mutations = s->max_push_mutations;
+    w.compression = s->zstd_offered ? NAPSYNC__V1__COMPRESSION__COMPRESSION_ZSTD_1
+                                    : NAPSYNC__V1__COMPRESSION__COMPRESSION_NONE;
 
     ns_envelope env = NAPSYNC__V1__ENVELOPE__INIT;
     env.request_id = request_id;
     env.body_case = NAPSYNC__V1__ENVELOPE__BODY_WELCOME;
     env.welcome = &w;
     ns_session_send(s, &env);
+    /* From the next frame on, both ways (docs/protocol.md "Compression"). */
+    s->zstd = s->zstd_offered;
 }
 
 typedef struct {
@@ -179,7 +184,12 @@ static void handle_hello(ns_session *s, uint64_t request_id, const Napsync__V1__
         return;
     }
     s->version = hi;
-    ns_log(NS_LOG_DEBUG, s->id, NULL, "hello from %s %s", h->client_name, h->client_version);
+    /* Unknown values (a newer client's) are skipped: the list says what the
+     * client can read, and this server picks what it knows. */
+    for (size_t i = 0; i < h->n_compression; i++)
+        s->zstd_offered |= h->compression[i] == NAPSYNC__V1__COMPRESSION__COMPRESSION_ZSTD_1;
+    ns_log(NS_LOG_DEBUG, s->id, NULL, "hello from %s %s%s", h->client_name, h->client_version,
+           s->zstd_offered ? " (zstd)" : "");
 
     hello_op *op = malloc(sizeof(*op));
     if (op == NULL) {
@@ -601,6 +611,30 @@ void ns_dispatch_frame(ns_session *s, const uint8_t *payload, size_t len)
         ns_session_send_error(s, 0, ERR(MALFORMED), true, 0,
                               "a frame of %zu bytes is not a valid Envelope", len);
         return;
+    }
+    if (env->body_case == NAPSYNC__V1__ENVELOPE__BODY_ZSTD) {
+        ns_envelope *inner = NULL;
+        ns_compress_status st = !s->zstd
+                                    ? NS_COMPRESS_INVALID
+                                    : ns_compress_unpack(s->server->compress, env->zstd.data,
+                                                         env->zstd.len, s->max_frame_size, &inner);
+        ns_envelope_free(env);
+        if (st == NS_COMPRESS_TOO_LARGE) {
+            ns_session_send_error(s, 0, ERR(FRAME_TOO_LARGE), true, 0,
+                                  "a compressed frame holds more than %" PRIu32 " bytes",
+                                  s->max_frame_size);
+            return;
+        }
+        if (st != NS_COMPRESS_OK) {
+            ns_session_send_error(s, 0, ERR(MALFORMED), true, 0,
+                                  s->zstd ? "a compressed frame of %zu bytes does not decompress "
+                                            "to an Envelope"
+                                          : "a compressed frame of %zu bytes, but this session "
+                                            "agreed on no compression",
+                                  len);
+            return;
+        }
+        env = inner;
     }
     dispatch(s, env);
     ns_envelope_free(env);

@@ -153,6 +153,8 @@ static void on_db_closed(void *ud)
     s->db = NULL;
     ns_tls_ctx_free(s->tls);
     s->tls = NULL;
+    ns_compress_free(s->compress);
+    s->compress = NULL;
     s->stopped = true;
     ns_log_info("stopped");
 }
@@ -251,6 +253,12 @@ int ns_server_start(ns_server *s, uv_loop_t *loop, ns_config *cfg, const ns_regi
     s->registry = registry;
     if (load_tls(cfg, &s->tls) != 0)
         return -1;
+    s->compress = ns_compress_new();
+    if (s->compress == NULL) {
+        ns_log_error("cannot start: out of memory");
+        ns_tls_ctx_free(s->tls);
+        return -1;
+    }
     ns_db_options dbo = {
         .conninfo = cfg->database,
         .pool_size = cfg->db_pool_size,
@@ -263,6 +271,7 @@ int ns_server_start(ns_server *s, uv_loop_t *loop, ns_config *cfg, const ns_regi
     if (ns_db_open(loop, &dbo, &s->db) != 0) {
         ns_log_error("cannot start the database pool");
         ns_tls_ctx_free(s->tls);
+        ns_compress_free(s->compress);
         return -1;
     }
     uv_timer_init(loop, &s->shutdown_timer);

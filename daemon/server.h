@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "compress.h"
 #include "config.h"
 #include "conflicts.h"
 #include "db.h"
@@ -52,6 +53,9 @@ typedef struct ns_server {
     ns_server_reread_fn reread; /* NULL: SIGHUP reloads the TLS files only */
     void *reread_ud;
     ns_tls_ctx *tls; /* replaced on SIGHUP; sessions keep what they use */
+    /* Compresses and decompresses every session's frames (compress.h: no
+     * state between frames, so one serves all on this thread). */
+    ns_compress *compress;
     ns_db *db;
     const ns_registry *registry; /* owned by the caller; outlives the server */
     ns_sync *sync;               /* the push engine */

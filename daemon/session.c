@@ -63,14 +63,15 @@ void ns_session_send(ns_session *s, const ns_envelope *env)
 {
     if (s->conn == NULL || ns_conn_is_closing(s->conn))
         return;
-    int rc = ns_envelope_send(s->conn, env);
+    size_t sent = 0;
+    int rc = ns_compress_send(s->zstd ? s->server->compress : NULL, s->conn, env, &sent);
     if (rc != 0) {
         ns_log(NS_LOG_WARN, s->id, ns_session_principal(s), "cannot send: %s", uv_strerror(rc));
         ns_session_close(s, false);
         return;
     }
     ns_metrics_inc(NS_METRIC_FRAMES_OUT);
-    ns_metrics_add(NS_METRIC_BYTES_OUT, 4 + napsync__v1__envelope__get_packed_size(env));
+    ns_metrics_add(NS_METRIC_BYTES_OUT, 4 + sent);
     if (env->body_case != NAPSYNC__V1__ENVELOPE__BODY_ERROR)
         s->invalid_streak = 0;
 }

@@ -37,7 +37,9 @@ struct ns_session {
     int refs;     /* the connection holds one; each pending operation one */
     int inflight; /* requests being served */
     bool draining;
-    bool reject_busy; /* over max_sessions: refuse once TLS is up */
+    bool reject_busy;  /* over max_sessions: refuse once TLS is up */
+    bool zstd_offered; /* the Hello offered COMPRESSION_ZSTD_1 */
+    bool zstd;         /* agreed: frames after the Welcome may be compressed, both ways */
     /* Requests refused in a row as unsupported or invalid (see
      * ns_session_send_error); a successful answer resets it. */
     uint32_t invalid_streak;

@@ -834,6 +834,8 @@ static void whoami_json(const ns_identity *id, const char *address)
     }
     json_field(&first, "tls_resumed");
     fputs(id->tls_resumed ? "true" : "false", stdout);
+    json_field(&first, "compression");
+    json_str(id->compressed ? "zstd" : "none");
     fputs("}\n", stdout);
 }
 
@@ -854,6 +856,7 @@ static void whoami_text(const ns_identity *id, const char *address)
     printf("protocol:     %u\n", (unsigned)id->protocol_version);
     printf("server:       %s %s at %s\n", id->server_name, id->server_version, address);
     printf("tls:          %s\n", id->tls_resumed ? "resumed session" : "full handshake");
+    printf("compression:  %s\n", id->compressed ? "zstd" : "none");
 }
 
 static int cmd_whoami(cli *x)

@@ -103,6 +103,9 @@ typedef struct {
      * between connects of one client, and in the store when there is one)
      * instead of a full handshake; the server still checked the device. */
     int tls_resumed;
+    /* 1: frames of this connection may be zstd-compressed, both ways
+     * (docs/protocol.md "Compression"); 0 with a server that does not. */
+    int compressed;
 } ns_identity;
 
 typedef struct ns_client ns_client;

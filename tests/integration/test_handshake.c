@@ -272,6 +272,31 @@ static void test_unsupported_version(void **state)
     nst_test_passed(e);
 }
 
+/* A compressed frame from a client that offered no compression (the raw
+ * Hello offers none): refused as malformed, and the Welcome says none. */
+static void test_compressed_frame_not_agreed(void **state)
+{
+    fixture *f = *state;
+    nst_env *e = f->e;
+    nst_raw r;
+    nst_must_raw_tls(e, &r, &f->coord);
+    assert_int_equal(nst_raw_send_hello(&r, 1, 1, 1), 0);
+    ns_envelope *w = nst_expect_frame(e, &r, NAPSYNC__V1__ENVELOPE__BODY_WELCOME);
+    assert_int_equal(w->welcome->compression, NAPSYNC__V1__COMPRESSION__COMPRESSION_NONE);
+    ns_envelope_free(w);
+    static const uint8_t junk[] = {0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x00, 0x00};
+    ns_envelope env = NAPSYNC__V1__ENVELOPE__INIT;
+    env.request_id = 2;
+    env.body_case = NAPSYNC__V1__ENVELOPE__BODY_ZSTD;
+    env.zstd.data = (uint8_t *)junk;
+    env.zstd.len = sizeof(junk);
+    assert_int_equal(nst_raw_send_env(&r, &env), 0);
+    nst_expect_fatal_error(e, &r, 0, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_MALFORMED);
+    nst_raw_close(&r);
+    still_serving(f);
+    nst_test_passed(e);
+}
+
 static void test_ping_before_hello(void **state)
 {
     fixture *f = *state;
@@ -383,6 +408,9 @@ static void test_longest_names_arrive_whole(void **state)
     ns_client *c = nst_must_connect(e, &d);
     const ns_identity *id = ns_client_identity(c);
     assert_non_null(id);
+    /* libnapsync offers compression and napsyncd agrees: the Welcome,
+     * full of long names, is the last plain frame. */
+    assert_int_equal(id->compressed, 1);
     assert_string_equal(id->principal_name, principal);
     assert_string_equal(id->organisation_name, organisation);
     nst_must_ping(e, c);
@@ -406,6 +434,8 @@ static void test_longest_names_arrive_whole(void **state)
     snprintf(want, sizeof(want), "organisation: %s (", organisation);
     if (strstr(out, want) == NULL)
         nst_fail(e, "napsync whoami does not show the whole organisation name: %s", out);
+    if (strstr(out, "compression:  zstd\n") == NULL)
+        nst_fail(e, "napsync whoami does not say its frames are compressed: %s", out);
     still_serving(f);
     nst_test_passed(e);
 }
@@ -508,6 +538,7 @@ int main(void)
         NST_TEST(test_ping_before_hello),
         NST_TEST(test_anything_before_hello_refused),
         NST_TEST(test_request_ids_echoed),
+        NST_TEST(test_compressed_frame_not_agreed),
         NST_TEST(test_longest_names_arrive_whole),
         NST_TEST(test_encrypted_key_refused),
         NST_TEST(test_tcp_keepalive_on_both_ends),

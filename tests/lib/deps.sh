@@ -23,7 +23,7 @@ die() {
 }
 
 BUILD_PACKAGES=(libuv1-dev libpq-dev postgresql libprotobuf-c-dev protobuf-c-compiler libssl-dev
-    libcmocka-dev libsqlite3-dev libjansson-dev libyajl-dev libcsv-dev cmake make gcc libc6-dev
+    libcmocka-dev libsqlite3-dev libjansson-dev libyajl-dev libcsv-dev libzstd-dev cmake make gcc libc6-dev
     pkg-config acl openssl dpkg-dev libmicrohttpd-dev libcurl4-openssl-dev)
 TEST_PACKAGES=(chromium debootstrap systemd prometheus)
 
