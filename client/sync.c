@@ -76,6 +76,15 @@ struct nsc_sync {
     bool pull_inflight;
     bool conflicts_inflight;
     bool conflicts_again;
+    /* A catch-up sends its pushes, its first pull and its conflict list at
+     * once: on a slow link that is one round trip where it was three. It is
+     * over when the outbox is drained, the pages and backfills are in, and
+     * a conflict list asked for after the last push has come back. */
+    bool cu_pushed;
+    bool cu_pulled;
+    bool cu_listed;
+    uint32_t cu_push_gen;   /* Pushes sent in this catch-up */
+    uint32_t cu_listed_gen; /* cu_push_gen when the last ListConflicts was sent */
     /* A backfill: a Pull of one newly readable tenant from the empty
      * cursor, paged with its own cursor (kept in memory only: an
      * interrupted backfill starts over, as the tenant stays pending). */
@@ -862,6 +871,29 @@ static void push_next(ns_client *c, nsc_sync *s);
 static void pull_next(ns_client *c, nsc_sync *s);
 static void conflicts_next(ns_client *c, nsc_sync *s);
 static void subscribe(ns_client *c, nsc_sync *s);
+static void caught_up(ns_client *c, nsc_sync *s);
+
+/* Starts a catch-up: push, pull and list the conflicts, all three on the
+ * wire at once (the server answers them in order). */
+static void begin_catchup(ns_client *c, nsc_sync *s)
+{
+    s->ph = PH_CATCHUP;
+    s->cu_pushed = s->cu_pulled = s->cu_listed = false;
+    s->cu_push_gen = s->cu_listed_gen = 0;
+    push_next(c, s);
+    if (s->ph == PH_CATCHUP && !s->pull_inflight)
+        pull_next(c, s);
+    if (s->ph == PH_CATCHUP)
+        conflicts_next(c, s);
+}
+
+/* Ends the catch-up once its three parts are done. */
+static void catchup_check(ns_client *c, nsc_sync *s)
+{
+    if (s->ph == PH_CATCHUP && s->cu_pushed && s->cu_pulled && s->cu_listed && !s->push_inflight &&
+        !s->pull_inflight && !s->bf_inflight && !s->conflicts_inflight)
+        caught_up(c, s);
+}
 
 /* Checks that a store is used with the device it was made for. */
 static int bind_store(ns_client *c, const ns_identity *id, ns_error *err)
@@ -936,8 +968,7 @@ static void on_connected(ns_client *c, const ns_error *e, void *ud)
     }
     emit(c, s, NS_SYNC_CONNECTED, 0, 0, 0, NULL);
     build_scopes(s, id);
-    s->ph = PH_CATCHUP;
-    push_next(c, s);
+    begin_catchup(c, s);
 }
 
 static void connect_now(ns_client *c, nsc_sync *s)
@@ -1053,10 +1084,16 @@ static void push_next(ns_client *c, nsc_sync *s)
             push_next(c, s);
             return;
         }
-        if (s->ph == PH_CATCHUP)
-            pull_next(c, s);
-        else if (s->ph == PH_WATCHING && s->conflicts_again)
+        if (s->ph == PH_CATCHUP) {
+            s->cu_pushed = true;
+            /* A push went out after the conflict list was asked for: ask
+             * again, so that the list reflects every push. */
+            if (s->cu_listed_gen != s->cu_push_gen)
+                conflicts_next(c, s);
+            catchup_check(c, s);
+        } else if (s->ph == PH_WATCHING && s->conflicts_again) {
             conflicts_next(c, s);
+        }
         return;
     }
     s->push_again = false;
@@ -1073,6 +1110,8 @@ static void push_next(ns_client *c, nsc_sync *s)
         return;
     }
     s->push_inflight = true;
+    if (s->ph == PH_CATCHUP)
+        s->cu_push_gen++;
 }
 
 static bool cursor_unknown(const ns_error *e)
@@ -1150,6 +1189,11 @@ static void backfill_next(ns_client *c, nsc_sync *s);
 /* Backfills are done: what follows them in the run. */
 static void backfill_done(ns_client *c, nsc_sync *s)
 {
+    if (s->ph == PH_CATCHUP) {
+        s->cu_pulled = true;
+        catchup_check(c, s);
+        return;
+    }
     conflicts_next(c, s);
 }
 
@@ -1348,7 +1392,12 @@ static void on_conflicts(ns_client *c, const ns_error *e, const Napsync__V1__Env
         emit(c, s, NS_SYNC_CONFLICTS, st.open_conflicts, 0, 0, NULL);
     }
     if (s->ph == PH_CATCHUP) {
-        caught_up(c, s);
+        if (s->conflicts_again) {
+            conflicts_next(c, s);
+            return;
+        }
+        s->cu_listed = s->cu_listed_gen == s->cu_push_gen;
+        catchup_check(c, s);
         return;
     }
     if (s->conflicts_again)
@@ -1375,6 +1424,7 @@ static void conflicts_next(ns_client *c, nsc_sync *s)
         return;
     }
     s->conflicts_inflight = true;
+    s->cu_listed_gen = s->cu_push_gen;
 }
 
 static void on_keepalive_pong(ns_client *c, const ns_error *e, uint64_t rtt_us, void *ud)
@@ -1425,8 +1475,7 @@ static void on_sub_page(ns_client *c, const ns_error *e, const Napsync__V1__Enve
         if (cursor_unknown(e)) {
             if (reset_cursor(c, s, e)) {
                 nsc_wake_stop(c);
-                s->ph = PH_CATCHUP;
-                pull_next(c, s);
+                begin_catchup(c, s);
             }
             return;
         }
