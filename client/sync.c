@@ -34,6 +34,9 @@
  * each drawn uniformly from the upper half of its range (jitter). */
 #define SYNC_BACKOFF_BASE_MS 500u
 #define SYNC_BACKOFF_MAX_MS  60000u
+/* A sync without watch gives up after this many connections in a row are
+ * lost without any progress (a page applied, a push answered). */
+#define SYNC_ONESHOT_LOSSES 5u
 /* Push headroom per mutation (tag + length) and for the Envelope. */
 #define SYNC_PUSH_ITEM_OVERHEAD 6u
 #define SYNC_PUSH_ENV_OVERHEAD  64u
@@ -96,6 +99,7 @@ struct nsc_sync {
     bool sub_active;
     bool reset_done; /* one cursor reset per connection: a second is a server bug */
     uint32_t attempt;
+    bool progress; /* a page applied or a push answered since the last loss */
     uint64_t rng;
 };
 
@@ -801,8 +805,12 @@ static void on_retry_closed(ns_client *c, void *ud)
     schedule_retry(c, s, &e);
 }
 
-/* The connection failed or the server cannot serve now: without watch,
- * the run fails; with watch, reconnect after a backoff. */
+/* The connection failed or the server cannot serve now: reconnect after a
+ * backoff and go on from what is saved (the cursor of the last page
+ * applied, the outbox without what was answered). Without watch the run
+ * fails once SYNC_ONESHOT_LOSSES connections in a row ended without
+ * progress: a field link that drops every few minutes still completes a
+ * sync, a server that is down does not keep the caller waiting forever. */
 static void lost(ns_client *c, nsc_sync *s, const ns_error *e)
 {
     if (s->lost || !s->active)
@@ -810,7 +818,11 @@ static void lost(ns_client *c, nsc_sync *s, const ns_error *e)
     s->lost = true;
     if (s->stopping)
         return;
-    if (!s->watch) {
+    if (s->progress) {
+        s->attempt = 0;
+        s->progress = false;
+    }
+    if (!s->watch && s->attempt + 1 >= SYNC_ONESHOT_LOSSES) {
         s->failure = *e;
         finish(c, s);
         return;
@@ -1057,6 +1069,7 @@ static void on_push_result(ns_client *c, const ns_error *e, const Napsync__V1__E
     }
     s->st.pushed += n;
     s->st.rejected += rejected;
+    s->progress = true;
     emit(c, s, NS_SYNC_PUSHED, n, rejected, 0, NULL);
     if (conflicts && s->ph == PH_WATCHING)
         s->conflicts_again = true;
@@ -1158,6 +1171,7 @@ static bool apply_page(ns_client *c, nsc_sync *s, const Napsync__V1__ChangePage 
     }
     size_t n = o.applied;
     s->st.received += n;
+    s->progress = true;
     if (n > 0)
         emit(c, s, NS_SYNC_CHANGES, n, 0, 0, NULL);
     return true;
