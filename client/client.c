@@ -247,12 +247,18 @@ static void rearm(ns_client *c)
     uint64_t next = UINT64_MAX;
     if (connecting(c))
         next = c->connect_deadline_ms;
-    for (size_t i = 0; i < c->npings; i++)
-        if (c->pings[i].deadline_ms < next)
-            next = c->pings[i].deadline_ms;
-    for (size_t i = 0; i < c->nreqs; i++)
-        if (c->reqs[i].deadline_ms != 0 && c->reqs[i].deadline_ms < next)
-            next = c->reqs[i].deadline_ms;
+    /* Requests time out only on a ready connection (on_timer). On a closing
+     * one they end with it, within the conn's linger: arming the timer for a
+     * deadline already past would run on_timer again at once, forever, in
+     * the same pass over libuv's timers, and nothing else would run. */
+    if (c->state == ST_READY) {
+        for (size_t i = 0; i < c->npings; i++)
+            if (c->pings[i].deadline_ms < next)
+                next = c->pings[i].deadline_ms;
+        for (size_t i = 0; i < c->nreqs; i++)
+            if (c->reqs[i].deadline_ms != 0 && c->reqs[i].deadline_ms < next)
+                next = c->reqs[i].deadline_ms;
+    }
     if (next == UINT64_MAX) {
         uv_timer_stop(&c->timer);
         return;

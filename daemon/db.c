@@ -49,9 +49,26 @@
  * threadpool cannot be stopped, so ns_db_close's done may wait for it (at
  * most the resolver's timeout).
  *
+ * Host lists. A connection string naming several hosts (a primary and its
+ * standbys, with target_session_attrs=read-write) goes through the same
+ * path even when no entry is a name, so that each attempt passes the list
+ * itself: an attempt that our connect deadline cut while libpq waited on
+ * one host starts the next one a host further (conn_connect), and a dead
+ * first host cannot keep napsyncd from the new primary after a failover.
+ *
  * gssencmode=disable is set unless the connection string sets gssencmode:
  * negotiating GSSAPI encryption may talk to a Kerberos KDC from inside
- * PQconnectPoll, blocking the loop. */
+ * PQconnectPoll, blocking the loop.
+ *
+ * A server that vanishes (its machine lost, a network cut) sends no FIN or
+ * reset: an idle connection would wait for the system's TCP keepalive (two
+ * hours by default) and a query sent into it for the retransmissions to
+ * give up (about fifteen minutes), while the pool stays "up". So unless the
+ * connection string says otherwise, TCP keepalive probes start after
+ * DB_KEEPALIVE_IDLE seconds of silence, and data the server does not
+ * acknowledge within DB_TCP_USER_TIMEOUT_MS breaks the connection
+ * (tcp_user_timeout), which then reconnects like any other: after a
+ * failover, to the new primary. */
 #include "db_internal.h"
 #include "metrics.h"
 
@@ -74,6 +91,11 @@
 #define DB_ADDRS_PER_NAME      8u
 #define DB_ADDR_MAX            64 /* a numeric IPv6 address with a scope */
 #define DB_RESOLVE_TTL_MS      1000u
+/* Dead-server detection defaults (see the top); libpq takes them as text. */
+#define DB_KEEPALIVE_IDLE      "30"
+#define DB_KEEPALIVE_INTERVAL  "10"
+#define DB_KEEPALIVE_COUNT     "3"
+#define DB_TCP_USER_TIMEOUT_MS "30000"
 
 struct ns_db_result {
     const PGresult *pg; /* owned by db.c; NULL reads as an empty result */
@@ -551,6 +573,7 @@ struct db_round {
 struct db_resolver {
     db_host *hosts;
     size_t nhosts;
+    size_t nlookups; /* entries that are names to look up */
     bool port_list;
     db_round *round; /* in flight, or NULL */
     /* The last round's parameters for libpq (host NULL: none usable). */
@@ -581,6 +604,27 @@ static size_t list_count(const char *s)
     for (; *s != '\0'; s++)
         n += *s == ',';
     return n;
+}
+
+/* s from its entry k on, then its entries before k (k < list_count(s)). */
+static char *list_rotate(const char *s, size_t k)
+{
+    size_t len = strlen(s);
+    const char *p = s;
+
+    for (size_t i = 0; i < k; i++)
+        p = strchr(p, ',') + 1;
+    char *out = malloc(len + 1);
+    if (out == NULL)
+        return NULL;
+    size_t tail = len - (size_t)(p - s);
+    memcpy(out, p, tail);
+    if (k > 0) {
+        out[tail] = ',';
+        memcpy(out + tail + 1, s, (size_t)(p - s) - 1);
+    }
+    out[len] = '\0';
+    return out;
 }
 
 static char *list_item(const char *s, size_t i)
@@ -643,8 +687,10 @@ static void resolver_free(db_resolver *r)
     free(r);
 }
 
+static bool resolver_build(db_resolver *r, const db_round *rd, char *err, size_t errlen);
+
 /* The host entries of the parsed connection string; *out stays NULL when
- * none is a name to look up. Values the string leaves unset come from the
+ * there is one host and it is not a name to look up. Values the string leaves unset come from the
  * environment, as libpq takes them. */
 static ns_db_status resolver_new(const PQconninfoOption *opts, db_resolver **out)
 {
@@ -682,7 +728,6 @@ static ns_db_status resolver_new(const PQconninfoOption *opts, db_resolver **out
     }
     r->nhosts = n;
     r->port_list = port_list;
-    bool any = false;
     for (size_t i = 0; i < n; i++) {
         db_host *h = &r->hosts[i];
         h->host = list_item(host, i);
@@ -693,11 +738,21 @@ static ns_db_status resolver_new(const PQconninfoOption *opts, db_resolver **out
             return NS_DB_NOMEM;
         }
         h->lookup = h->hostaddr[0] == '\0' && host_is_name(h->host);
-        any = any || h->lookup;
+        r->nlookups += h->lookup;
     }
-    if (!any) {
+    /* Several hosts and no name: nothing to look up, but each attempt still
+     * passes the list itself, so that it can start at another host
+     * (conn_connect). */
+    if (r->nlookups == 0 && n < 2) {
         resolver_free(r);
         return NS_DB_OK;
+    }
+    if (r->nlookups == 0) {
+        char err[128];
+        if (!resolver_build(r, NULL, err, sizeof err)) {
+            resolver_free(r);
+            return NS_DB_NOMEM;
+        }
     }
     *out = r;
     return NS_DB_OK;
@@ -737,22 +792,20 @@ static size_t round_addresses(const db_host *h, const db_lookup *lk, bool port_l
     return n;
 }
 
-static void conn_connect(db_conn *c);
-
-/* The round is over: its parameters become the pool's, and every connection
- * waiting for them connects, or backs off if no host is left. Runs no
- * callback of the owner's. */
-static void resolver_done(ns_db *db, db_round *rd)
+/* The parameters for libpq, from the host entries and the round's
+ * addresses for those that are names (rd is NULL when none is): r->host,
+ * r->hostaddr and r->port, parallel lists (hostaddr NULL when every entry
+ * is a socket directory or an address; port NULL unless the string gave a
+ * list). false with err when no host is left or memory ran out; the
+ * parameters are then NULL. */
+static bool resolver_build(db_resolver *r, const db_round *rd, char *err, size_t errlen)
 {
-    db_resolver *r = db->resolver;
     db_list out[3] = {{0}};
     size_t entries = 0;
-    char err[sizeof db->last_error] = "";
 
-    r->round = NULL;
+    err[0] = '\0';
     for (size_t i = 0; i < r->nhosts; i++) {
         const db_host *h = &r->hosts[i];
-        const db_lookup *lk = &rd->lk[i];
         if (!h->lookup) {
             list_add(&out[0], h->host);
             list_add(&out[1], h->hostaddr);
@@ -761,13 +814,13 @@ static void resolver_done(ns_db *db, db_round *rd)
             entries++;
             continue;
         }
+        const db_lookup *lk = &rd->lk[i];
         size_t n = lk->status == 0 ? round_addresses(h, lk, r->port_list, out) : 0;
         entries += n;
         if (n == 0 && err[0] == '\0')
-            snprintf(err, sizeof err, "could not look up the database host \"%s\": %s", h->host,
+            snprintf(err, errlen, "could not look up the database host \"%s\": %s", h->host,
                      lk->status != 0 ? uv_strerror(lk->status) : "no address");
     }
-    round_free(rd, r->nhosts);
     bool ok = entries > 0 && !out[0].nomem && !out[1].nomem && !out[2].nomem;
     if (ok && out[1].p != NULL && strspn(out[1].p, ",") == out[1].len) {
         /* Only socket directories and IP addresses are left, none with a
@@ -788,8 +841,24 @@ static void resolver_done(ns_db *db, db_round *rd)
         for (int i = 0; i < 3; i++)
             free(out[i].p);
         if (err[0] == '\0')
-            snprintf(err, sizeof err, "out of memory looking up the database host");
+            snprintf(err, errlen, "out of memory looking up the database host");
     }
+    return ok;
+}
+
+static void conn_connect(db_conn *c);
+
+/* The round is over: its parameters become the pool's, and every connection
+ * waiting for them connects, or backs off if no host is left. Runs no
+ * callback of the owner's. */
+static void resolver_done(ns_db *db, db_round *rd)
+{
+    db_resolver *r = db->resolver;
+    char err[sizeof db->last_error];
+
+    r->round = NULL;
+    bool ok = resolver_build(r, rd, err, sizeof err);
+    round_free(rd, r->nhosts);
     for (uint32_t i = 0; i <= db->pool_size; i++) {
         db_conn *c = i < db->pool_size ? &db->conns[i] : db->listener;
         if (c == NULL || c->state != DB_CONN_RESOLVING)
@@ -900,16 +969,16 @@ static void db_params_free(ns_db *db)
 
 /* The arrays every attempt starts from, pointing into db->opts. libpq
  * applies keywords in order, a later one winning: the connection string may
- * override the application name and gssencmode (see the top), not the
- * encoding, because everything napsync sends and receives is UTF-8. With a
- * resolver, host=, hostaddr= and a port= list are left to each attempt. */
+ * override the application name, gssencmode and the keepalive and TCP
+ * timeouts (see the top), not the encoding, because everything napsync sends and receives is UTF-8.
+ * With a resolver, host=, hostaddr= and a port= list are left to each attempt. */
 static ns_db_status db_params_init(ns_db *db)
 {
     ns_db_status st = resolver_new(db->opts, &db->resolver);
     if (st != NS_DB_OK)
         return st;
     const db_resolver *r = db->resolver;
-    size_t cap = 2 + 1 + 3 + 1; /* ours before, the encoding, the host parameters, NULL */
+    size_t cap = 6 + 1 + 3 + 1; /* ours before, the encoding, the host parameters, NULL */
     for (const PQconninfoOption *o = db->opts; o->keyword != NULL; o++)
         cap += o->val != NULL;
     db->pq_keys = calloc(cap, sizeof *db->pq_keys);
@@ -921,6 +990,14 @@ static ns_db_status db_params_init(ns_db *db)
     db->pq_vals[n++] = "napsyncd";
     db->pq_keys[n] = "gssencmode";
     db->pq_vals[n++] = "disable";
+    db->pq_keys[n] = "keepalives_idle";
+    db->pq_vals[n++] = DB_KEEPALIVE_IDLE;
+    db->pq_keys[n] = "keepalives_interval";
+    db->pq_vals[n++] = DB_KEEPALIVE_INTERVAL;
+    db->pq_keys[n] = "keepalives_count";
+    db->pq_vals[n++] = DB_KEEPALIVE_COUNT;
+    db->pq_keys[n] = "tcp_user_timeout";
+    db->pq_vals[n++] = DB_TCP_USER_TIMEOUT_MS;
     for (const PQconninfoOption *o = db->opts; o->keyword != NULL; o++) {
         if (o->val == NULL)
             continue;
@@ -958,29 +1035,55 @@ static void conn_timer_start(db_conn *c, uint64_t ms)
     uv_timer_start(&c->timer, conn_on_timer, ms, 0);
 }
 
-/* Starts the non-blocking connect, with the looked-up host parameters after
- * the fixed ones (see db_params_init). */
+/* Starts the non-blocking connect, with the host parameters after the fixed
+ * ones (see db_params_init).
+ *
+ * libpq tries the hosts of a list in order, and an attempt that hangs on
+ * one (a machine that is gone drops the connection's packets: no refusal,
+ * just silence until the kernel gives up, minutes later) is cut by our
+ * deadline before libpq reaches the next host. The next attempt of this
+ * connection therefore starts one host further (c->first_host, advanced by
+ * the deadline), so that after a failover a dead first host cannot hide
+ * the new primary; a success returns to the list's own order. */
 static void conn_connect(db_conn *c)
 {
     ns_db *db = c->db;
     const db_resolver *r = db->resolver;
     size_t n = db->pq_fixed;
+    char *rot[3] = {NULL, NULL, NULL};
 
     if (r != NULL) {
-        db->pq_keys[n] = "host";
-        db->pq_vals[n++] = r->host;
-        if (r->hostaddr != NULL) {
-            db->pq_keys[n] = "hostaddr";
-            db->pq_vals[n++] = r->hostaddr;
+        const char *host = r->host, *hostaddr = r->hostaddr, *port = r->port;
+        size_t entries = list_count(r->host);
+        size_t k = c->first_host % entries;
+        if (k > 0) {
+            host = rot[0] = list_rotate(r->host, k);
+            hostaddr = rot[1] = r->hostaddr != NULL ? list_rotate(r->hostaddr, k) : NULL;
+            port = rot[2] = r->port != NULL ? list_rotate(r->port, k) : NULL;
+            if (host == NULL || (r->hostaddr != NULL && hostaddr == NULL) ||
+                (r->port != NULL && port == NULL)) {
+                for (int i = 0; i < 3; i++)
+                    free(rot[i]);
+                ns_db_conn_broken(c);
+                return;
+            }
         }
-        if (r->port != NULL) {
+        db->pq_keys[n] = "host";
+        db->pq_vals[n++] = host;
+        if (hostaddr != NULL) {
+            db->pq_keys[n] = "hostaddr";
+            db->pq_vals[n++] = hostaddr;
+        }
+        if (port != NULL) {
             db->pq_keys[n] = "port";
-            db->pq_vals[n++] = r->port;
+            db->pq_vals[n++] = port;
         }
     }
     db->pq_keys[n] = NULL;
     db->pq_vals[n] = NULL;
     c->pg = PQconnectStartParams(db->pq_keys, db->pq_vals, 0);
+    for (int i = 0; i < 3; i++) /* libpq has copied what it keeps */
+        free(rot[i]);
     if (c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD) {
         ns_db_conn_broken(c);
         return;
@@ -999,7 +1102,8 @@ void ns_db_conn_start(db_conn *c)
     ns_db *db = c->db;
     const db_resolver *r = db->resolver;
 
-    if (r == NULL || (r->host != NULL && db_now_ms() - r->done_ms < DB_RESOLVE_TTL_MS)) {
+    if (r == NULL ||
+        (r->host != NULL && (r->nlookups == 0 || db_now_ms() - r->done_ms < DB_RESOLVE_TTL_MS))) {
         conn_connect(c);
         return;
     }
@@ -1042,6 +1146,7 @@ static void conn_connect_step(db_conn *c)
     }
     uv_timer_stop(&c->timer);
     c->backoff_ms = 0;
+    c->first_host = 0;
     ns_db_conn_set_state(c, DB_CONN_IDLE);
     /* Idle connections keep watching: a server shutdown arrives as a message
      * and then end-of-file, and is noticed before a query is sent into it. */
@@ -1100,7 +1205,8 @@ static void conn_on_timer(uv_timer_t *t)
                      "timed out looking up the database host");
         ns_db_conn_broken(c);
         break;
-    case DB_CONN_CONNECTING: /* connect deadline */
+    case DB_CONN_CONNECTING: /* connect deadline: the next attempt starts further on */
+        c->first_host++;
         ns_db_conn_broken(c);
         break;
     default:

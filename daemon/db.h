@@ -19,7 +19,14 @@
  * passed to libpq as hostaddr=, host= kept for TLS verification and the
  * password file. The exception: a host that only a service file names is
  * looked up by libpq itself. gssencmode defaults to disable (GSSAPI
- * encryption negotiation may block); the connection string may set it. */
+ * encryption negotiation may block); the connection string may set it.
+ *
+ * Failover: with several hosts in the connection string (and
+ * target_session_attrs=read-write), an attempt cut by connect_timeout
+ * while one host does not answer is followed by one that starts at the
+ * next host; TCP keepalive (30 s idle, then every 10 s, 3 probes) and
+ * tcp_user_timeout (30 s) are on unless the string sets them, so a server
+ * that vanishes without closing its connections is noticed. */
 #ifndef NS_DB_H
 #define NS_DB_H
 

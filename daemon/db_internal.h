@@ -58,6 +58,7 @@ struct db_conn {
     db_poll *poll;
     uv_timer_t timer;    /* connect deadline, reconnect delay, deferred break */
     uint64_t backoff_ms; /* next reconnect delay before jitter; 0 after a success */
+    uint32_t first_host; /* host entry the next attempt starts at (db.c conn_connect) */
     bool flushing;       /* PQflush returned 1: output is not fully sent yet */
     bool doomed;         /* a break is deferred to the timer: touch nothing */
     db_req *inflight;    /* BUSY with a plain query */

@@ -46,7 +46,7 @@ static const char page_sql[] =
               "         r.after::text, coalesce(pr.name, '" NS_FEED_ADMINISTRATOR "'),"
               "         to_char(r.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
               "    FROM sync_feed f"
-              "    JOIN sync_revisions r USING (entity_type, record_id, version)"
+              "    JOIN sync_revisions r USING (tenant_id, entity_type, record_id, version)"
               "    LEFT JOIN principals pr ON pr.id = r.principal_id"
               "   WHERE f.seq > $1::bigint"
               "     AND f.tenant_id IN (SELECT id FROM readable)"

@@ -27,7 +27,8 @@
 /* The first column says whether the record exists and its current plan is
  * readable (NULL: not found); a LEFT JOIN, so that it comes back with no
  * version. Then at most $5 versions below $4, newest first (a backward
- * range scan of the primary key, however deep the page), each
+ * range scan of sync_revisions_record_idx, sql/011: the request names no
+ * tenant; however deep the page), each
  * with its changed fields as a JSON array of [name, before, after] in
  * field-name order: the keys of before and after whose values differ,
  * absent read as null. $1 type, $2 record id, $3 the principal's

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "admin.h"
 #include "config.h"
 #include "db.h"
 #include "health.h"
@@ -28,6 +29,9 @@ static void usage(FILE *out)
                  "  (none)                   run the server until SIGTERM or SIGINT\n"
                  "  --migrate                apply missing database migrations and exit\n"
                  "  --check-config           check the settings and TLS files, then exit\n"
+                 "  admin OBJECT VERB ...    administer organisations, people, roles, devices\n"
+                 "                           and the feed in the database, then exit (settings\n"
+                 "                           before it; napsyncd admin --help lists the commands)\n"
                  "  --help                   show this help and exit\n"
                  "  --version                show the version and exit\n"
                  "\n"
@@ -46,10 +50,30 @@ static void usage(FILE *out)
                  "\nExit status: 0 success; 1 failure at run time (database, migrations, TLS\n"
                  "files, listening); 2 bad arguments or settings, including a --database\n"
                  "connection string libpq cannot parse (checked first for every action, and\n"
-                 "never echoed: it may hold the password).\n");
+                 "never echoed: it may hold the password). admin has its own (napsyncd admin\n"
+                 "--help).\n");
 }
 
 typedef enum { ACTION_RUN, ACTION_MIGRATE, ACTION_CHECK } action;
+
+/* Where "admin" starts `napsyncd [SETTINGS] admin ...`, or argc: the flags
+ * are walked as load_settings reads them, so that a setting's value that
+ * happens to be "admin" is not taken for it. What follows belongs to the
+ * admin command (admin.h). */
+static int admin_index(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "admin") == 0)
+            return i;
+        if (strncmp(a, "--", 2) != 0)
+            return argc; /* load_settings refuses it */
+        if (strcmp(a, "--migrate") != 0 && strcmp(a, "--check-config") != 0 &&
+            strcmp(a, "--help") != 0 && strcmp(a, "--version") != 0 && strchr(a, '=') == NULL)
+            i++; /* --setting VALUE */
+    }
+    return argc;
+}
 
 /* --some-key VALUE or --some-key=VALUE to "some_key" and VALUE. */
 static int split_flag(const char *arg, const char *next, char *key, size_t keylen,
@@ -77,9 +101,10 @@ static int split_flag(const char *arg, const char *next, char *key, size_t keyle
 
 /* Defaults, then the file (wherever --config stands, so flags always win),
  * then the flags, then the checks: into cfg, which this initialises. At
- * start and again for SIGHUP. Returns 0, or -1 with a message in err and
- * nothing in cfg to free. */
-static int load_settings(int argc, char **argv, ns_config *cfg, action *act, char *err,
+ * start and again for SIGHUP. For the admin command (admin) only the
+ * database matters, and only once a command needs it. Returns 0, or -1
+ * with a message in err and nothing in cfg to free. */
+static int load_settings(int argc, char **argv, bool admin, ns_config *cfg, action *act, char *err,
                          size_t errlen)
 {
     ns_config_init(cfg);
@@ -121,11 +146,11 @@ static int load_settings(int argc, char **argv, ns_config *cfg, action *act, cha
         if (ns_config_set(cfg, key, value, err, errlen) != 0)
             goto fail;
     }
-    if (ns_config_validate(cfg, err, errlen) != 0)
+    if (!admin && ns_config_validate(cfg, err, errlen) != 0)
         goto fail;
     /* Before any action hands the string to libpq, whose complaint about a
      * malformed one quotes it, password and all. */
-    if (ns_db_conninfo_check(cfg->database, err, errlen) != 0)
+    if ((!admin || cfg->database != NULL) && ns_db_conninfo_check(cfg->database, err, errlen) != 0)
         goto fail;
     return 0;
 fail:
@@ -143,7 +168,7 @@ static int reread_settings(void *ud, ns_config *out, char *err, size_t errlen)
 {
     const command_line *cl = ud;
     action act;
-    return load_settings(cl->argc, cl->argv, out, &act, err, errlen);
+    return load_settings(cl->argc, cl->argv, false, out, &act, err, errlen);
 }
 
 static int migrate(const ns_config *cfg, bool apply)
@@ -172,7 +197,8 @@ static int migrate(const ns_config *cfg, bool apply)
 
 int main(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++) {
+    int admin = admin_index(argc, argv);
+    for (int i = 1; i < admin; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
             return 0;
@@ -186,9 +212,19 @@ int main(int argc, char **argv)
     ns_config cfg;
     action act;
     char err[1024];
-    if (load_settings(argc, argv, &cfg, &act, err, sizeof(err)) != 0) {
+    if (load_settings(admin, argv, admin < argc, &cfg, &act, err, sizeof(err)) != 0) {
         fprintf(stderr, "napsyncd: %s\n", err);
         return EXIT_USAGE;
+    }
+    if (admin < argc) {
+        int status = EXIT_USAGE;
+        if (act != ACTION_RUN)
+            fprintf(stderr, "napsyncd: admin is an action of its own: not with --migrate or "
+                            "--check-config\n");
+        else
+            status = ns_admin_main(cfg.database, argc - admin - 1, argv + admin + 1);
+        ns_config_free(&cfg);
+        return status;
     }
     ns_log_set_level(cfg.log_level);
     ns_log_set_journal(ns_log_stderr_is_journal());

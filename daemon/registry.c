@@ -15,15 +15,20 @@ static const char *const engine_columns[] = {
 
 /* One row per column, in a stable order; the engine's own columns are kept
  * so that a type whose table lacks one of them is caught below, the
- * columns the server maintains (server_columns) are left out. */
+ * columns the server maintains (server_columns) are left out. With each
+ * column, how many columns the table's primary key has and whether this
+ * is one of them (the upsert's conflict target, see generate_sql). */
 static const char catalogue_sql[] =
     "SELECT t.name, t.table_name, t.tenant_field, t.freeze_field, t.freeze_value,"
     "       a.attname, format_type(a.atttypid, a.atttypmod), to_regclass(t.table_name) IS NULL,"
-    "       t.directory"
+    "       t.directory, coalesce(k.indnkeyatts, 0), a.attnum = ANY (k.indkey::int2[])"
     "  FROM sync_entity_types t"
+    "  LEFT JOIN pg_index k ON k.indrelid = to_regclass(t.table_name) AND k.indisprimary"
     "  LEFT JOIN pg_attribute a ON a.attrelid = to_regclass(t.table_name)"
     "       AND a.attnum > 0 AND NOT a.attisdropped AND NOT a.attname = ANY (t.server_columns)"
     " ORDER BY t.name COLLATE \"C\", a.attname COLLATE \"C\"";
+
+enum { COL_PK_COLUMNS = 9, COL_IN_PK = 10 };
 
 /* A growing string for generated SQL; on allocation failure it stays NULL. */
 typedef struct {
@@ -181,13 +186,17 @@ static int generate_sql(ns_entity_type *t)
                    "r.changed_device, now()");
     for (size_t i = 0; i < t->nfields; i++)
         sb_printf(&up, ", r.\"%s\"", t->fields[i].name);
+    /* The conflict target is the primary key, whichever of the two the
+     * table has (check_type). A record's tenant never changes (sync.c), so
+     * it is not set again: a distributed table's distribution column
+     * cannot be updated (docs/scaling.md). */
     sb_printf(&up,
               " FROM jsonb_populate_recordset(NULL::\"%s\", $1::jsonb) r"
-              " ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version,"
-              " tenant_id = EXCLUDED.tenant_id, deleted = EXCLUDED.deleted,"
+              " ON CONFLICT (%s) DO UPDATE SET version = EXCLUDED.version,"
+              " deleted = EXCLUDED.deleted,"
               " changed_by = EXCLUDED.changed_by, changed_device = EXCLUDED.changed_device,"
               " changed_at = EXCLUDED.changed_at",
-              t->table);
+              t->table, t->tenant_keyed ? "tenant_id, id" : "id");
     for (size_t i = 0; i < t->nfields; i++)
         sb_printf(&up, ", \"%s\" = EXCLUDED.\"%s\"", t->fields[i].name, t->fields[i].name);
 
@@ -229,9 +238,18 @@ static char *dup_or_null(const PGresult *res, int row, int col)
     return PQgetisnull(res, row, col) ? NULL : strdup(PQgetvalue(res, row, col));
 }
 
+/* What the catalogue says of a table's primary key, column by column. */
+typedef struct {
+    long ncols;      /* its columns; 0: the table has none */
+    int seen;        /* of them, among the table's columns read so far */
+    bool id, tenant; /* id and tenant_id are among them */
+} key_seen;
+
 /* Checks what the catalogue cannot: the engine's columns are all there, the
- * tenant and freeze fields exist with the right kinds. */
-static int check_type(const ns_entity_type *t, int engine_cols_seen, char *err, size_t errlen)
+ * primary key is (id) or (tenant_id, id), the tenant and freeze fields
+ * exist with the right kinds. Sets t->tenant_keyed. */
+static int check_type(ns_entity_type *t, int engine_cols_seen, const key_seen *key, char *err,
+                      size_t errlen)
 {
     if (engine_cols_seen != (int)(sizeof(engine_columns) / sizeof(engine_columns[0]))) {
         snprintf(err, errlen,
@@ -240,6 +258,18 @@ static int check_type(const ns_entity_type *t, int engine_cols_seen, char *err, 
                  t->table, t->name);
         return -1;
     }
+    /* The upsert's conflict target, and what keeps ids unique: (id) on one
+     * database; (tenant_id, id) where the table is to be distributed by
+     * its tenant, sql/011 keeping ids unique across tenants. */
+    bool only_id = key->ncols == 1 && key->seen == 1 && key->id;
+    bool tenant_and_id = key->ncols == 2 && key->seen == 2 && key->id && key->tenant;
+    if (!only_id && !tenant_and_id) {
+        snprintf(err, errlen,
+                 "table %s of entity type %s: its primary key must be (id) or (tenant_id, id)",
+                 t->table, t->name);
+        return -1;
+    }
+    t->tenant_keyed = tenant_and_id;
     if (t->tenant_field) {
         const ns_field_def *f = ns_entity_field(t, t->tenant_field);
         if (f == NULL || f->type.kind != NS_KIND_REF) {
@@ -268,13 +298,15 @@ static int build(const PGresult *res, ns_registry *out, char *err, size_t errlen
     size_t ntypes = 0;
     ns_entity_type *cur = NULL;
     int engine_seen = 0;
+    key_seen key = {0};
     for (int row = 0; row < rows; row++) {
         const char *name = PQgetvalue(res, row, 0);
         if (cur == NULL || strcmp(cur->name, name) != 0) {
-            if (cur && check_type(cur, engine_seen, err, errlen) != 0)
+            if (cur && check_type(cur, engine_seen, &key, err, errlen) != 0)
                 goto fail;
             cur = &types[ntypes++];
             engine_seen = 0;
+            key = (key_seen){.ncols = strtol(PQgetvalue(res, row, COL_PK_COLUMNS), NULL, 10)};
             cur->name = strdup(name);
             cur->table = strdup(PQgetvalue(res, row, 1));
             cur->tenant_field = dup_or_null(res, row, 2);
@@ -301,6 +333,11 @@ static int build(const PGresult *res, ns_registry *out, char *err, size_t errlen
             }
         }
         const char *col = PQgetvalue(res, row, 5);
+        if (strcmp(PQgetvalue(res, row, COL_IN_PK), "t") == 0) {
+            key.seen++;
+            key.id = key.id || strcmp(col, "id") == 0;
+            key.tenant = key.tenant || strcmp(col, "tenant_id") == 0;
+        }
         if (is_engine_column(col)) {
             engine_seen++;
             continue;
@@ -323,7 +360,7 @@ static int build(const PGresult *res, ns_registry *out, char *err, size_t errlen
         }
         cur->nfields++;
     }
-    if (cur && check_type(cur, engine_seen, err, errlen) != 0)
+    if (cur && check_type(cur, engine_seen, &key, err, errlen) != 0)
         goto fail;
     for (size_t i = 0; i < ntypes; i++) {
         if (generate_sql(&types[i]) != 0) {

@@ -27,6 +27,9 @@ typedef struct {
     char *tenant_field; /* a REF field holding the tenant; NULL: the record is its own tenant,
                          * or, for a directory type, the directory's */
     bool directory;     /* organisations, people, roles, devices: tenant NS_DIRECTORY_TENANT */
+    /* Its primary key is (tenant_id, id), the table being ready to be
+     * distributed by its tenant (sql/011, docs/scaling.md); else (id). */
+    bool tenant_keyed;
     char *freeze_field; /* with freeze_value: the record is frozen when the field equals it */
     char *freeze_value;
     ns_field_def *fields; /* sorted by name */
@@ -34,7 +37,7 @@ typedef struct {
     /* Statements generated from the schema (identifiers come from the
      * catalogue and are quoted; every value is a parameter):
      * select_for_update($1 uuid[]) -> id, version, deleted, tenant_id, fields json
-     * upsert($1 json array of records) */
+     * upsert($1 json array of records), ON CONFLICT on the primary key */
     char *sql_select_for_update;
     char *sql_upsert;
 } ns_entity_type;

@@ -74,6 +74,9 @@ typedef struct ns_server {
     uv_timer_t shutdown_timer;
     ns_session *sessions; /* intrusive list of live sessions */
     uint32_t nsessions;
+    /* Sessions holding a place, per device certificate (session.c, for
+     * max_sessions_per_device); NULL when there are none. */
+    struct ns_places *places;
     uint32_t nsubscriptions; /* live subscriptions, at most cfg->max_subscriptions */
     /* Connections closed at accept since `refusing` began (listener.c):
      * logged when it begins and when it ends, not once per connection. */

@@ -29,6 +29,117 @@ static void handshake_end(ns_session *s, const char *result)
     ns_metrics_count(NS_FAMILY_HANDSHAKES, result);
 }
 
+/* ---- places under max_sessions_per_device --------------------------------
+ *
+ * The sessions that hold a place (from the TLS handshake until they close;
+ * not those refused for max_sessions), counted per certificate fingerprint
+ * in an open-addressing table (linear probing, backward-shift deletion) that
+ * lives while it has an entry. The check at each handshake is then O(1): a
+ * walk over every session made 10,000 devices reconnecting at once cost
+ * O(n^2). The first 8 bytes of a SHA-256 fingerprint of a certificate our
+ * CA issued are as good a hash as any, and nobody chooses them. */
+typedef struct {
+    uint8_t fp[32];
+    uint32_t count; /* 0: a free slot */
+} place_slot;
+
+struct ns_places {
+    place_slot *slots;
+    size_t cap; /* a power of two */
+    size_t used;
+};
+
+#define PLACES_MIN_CAP 64
+
+static size_t place_home(const uint8_t fp[32], size_t cap)
+{
+    uint64_t h;
+    memcpy(&h, fp, sizeof(h));
+    return (size_t)h & (cap - 1);
+}
+
+/* The slot of fp, or the free slot where it would go. */
+static place_slot *place_find(const struct ns_places *p, const uint8_t fp[32])
+{
+    size_t i = place_home(fp, p->cap);
+    while (p->slots[i].count != 0 && memcmp(p->slots[i].fp, fp, 32) != 0)
+        i = (i + 1) & (p->cap - 1);
+    return &p->slots[i];
+}
+
+static uint32_t places_count(const ns_server *srv, const uint8_t fp[32])
+{
+    return srv->places != NULL ? place_find(srv->places, fp)->count : 0;
+}
+
+/* Room for one more device at most half full. Returns 0 or -1 (no memory:
+ * the table is unchanged). */
+static int places_reserve(ns_server *srv)
+{
+    struct ns_places *p = srv->places;
+    if (p != NULL && (p->used + 1) * 2 <= p->cap)
+        return 0;
+    size_t cap = p != NULL ? p->cap * 2 : PLACES_MIN_CAP;
+    place_slot *slots = calloc(cap, sizeof(*slots));
+    if (slots == NULL)
+        return -1;
+    if (p == NULL) {
+        p = calloc(1, sizeof(*p));
+        if (p == NULL) {
+            free(slots);
+            return -1;
+        }
+        srv->places = p;
+    }
+    struct ns_places grown = {.slots = slots, .cap = cap, .used = p->used};
+    for (size_t i = 0; p->slots != NULL && i < p->cap; i++)
+        if (p->slots[i].count != 0)
+            *place_find(&grown, p->slots[i].fp) = p->slots[i];
+    free(p->slots);
+    *p = grown;
+    return 0;
+}
+
+static bool places_add(ns_server *srv, const uint8_t fp[32])
+{
+    if (places_count(srv, fp) == 0 && places_reserve(srv) != 0)
+        return false;
+    place_slot *e = place_find(srv->places, fp);
+    if (e->count++ == 0) {
+        memcpy(e->fp, fp, 32);
+        srv->places->used++;
+    }
+    return true;
+}
+
+static void places_remove(ns_server *srv, const uint8_t fp[32])
+{
+    struct ns_places *p = srv->places;
+    place_slot *e = p != NULL ? place_find(p, fp) : NULL;
+    if (e == NULL || e->count == 0 || --e->count > 0)
+        return;
+    /* Backward shift: later entries of the run move up, so that a lookup
+     * never stops at the hole. */
+    size_t hole = (size_t)(e - p->slots), i = hole;
+    for (;;) {
+        i = (i + 1) & (p->cap - 1);
+        if (p->slots[i].count == 0)
+            break;
+        size_t home = place_home(p->slots[i].fp, p->cap);
+        /* Movable when its home is not cyclically within (hole, i]. */
+        if (((i - home) & (p->cap - 1)) >= ((i - hole) & (p->cap - 1))) {
+            p->slots[hole] = p->slots[i];
+            hole = i;
+        }
+    }
+    p->slots[hole].count = 0;
+    if (--p->used == 0) {
+        free(p->slots);
+        free(p);
+        srv->places = NULL;
+    }
+}
+
 void ns_session_set_state(ns_session *s, ns_session_state st)
 {
     if (s->state == st)
@@ -38,6 +149,15 @@ void ns_session_set_state(ns_session *s, ns_session_state st)
     ns_log(NS_LOG_DEBUG, s->id, ns_session_principal(s), "state %s -> %s", state_names[s->state],
            state_names[st]);
     s->state = st;
+    /* Out of memory, a session goes uncounted: its device may then have one
+     * session more than the limit, which is better than refusing it. */
+    bool hold = !s->reject_busy && st > NS_SESSION_HANDSHAKE && st < NS_SESSION_CLOSING;
+    if (hold && !s->place)
+        s->place = places_add(s->server, s->fingerprint);
+    else if (!hold && s->place) {
+        places_remove(s->server, s->fingerprint);
+        s->place = false;
+    }
 }
 
 void ns_session_ref(ns_session *s)
@@ -206,13 +326,8 @@ void ns_session_request_done(ns_session *s)
  * handshake on (a certificate is a device), until they close. */
 static uint32_t device_sessions(const ns_session *s)
 {
-    uint32_t n = 0;
-    for (const ns_session *o = s->server->sessions; o; o = o->next)
-        if (o != s && !o->reject_busy && o->conn != NULL && o->state > NS_SESSION_HANDSHAKE &&
-            o->state < NS_SESSION_CLOSING &&
-            memcmp(o->fingerprint, s->fingerprint, sizeof(s->fingerprint)) == 0)
-            n++;
-    return n;
+    uint32_t n = places_count(s->server, s->fingerprint);
+    return s->place && n > 0 ? n - 1 : n;
 }
 
 static void on_ready(ns_conn *c, void *ud)

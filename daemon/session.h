@@ -38,6 +38,7 @@ struct ns_session {
     int inflight; /* requests being served */
     bool draining;
     bool reject_busy;  /* over max_sessions: refuse once TLS is up */
+    bool place;        /* counted among its device's sessions (session.c) */
     bool zstd_offered; /* the Hello offered COMPRESSION_ZSTD_1 */
     bool zstd;         /* agreed: frames after the Welcome may be compressed, both ways */
     /* Requests refused in a row as unsupported or invalid (see

@@ -304,12 +304,13 @@ static const char sql_stored[] =
     " reject_code, reject_reason, reject_field FROM sync_mutations"
     " WHERE mutation_id = ANY($1::uuid[])";
 
+/* By the primary key, the record's tenant first (sql/011). */
 static const char sql_revisions[] =
     "SELECT r.entity_type, r.record_id::text, r.version, r.deleted, r.device_id::text,"
     " r.after::text"
-    "  FROM unnest($1::text[], $2::uuid[], $3::bigint[]) AS q(t, id, base)"
-    "  JOIN sync_revisions r ON r.entity_type = q.t AND r.record_id = q.id"
-    "       AND r.version >= q.base"
+    "  FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::uuid[]) AS q(t, id, base, tenant)"
+    "  JOIN sync_revisions r ON r.tenant_id = q.tenant AND r.entity_type = q.t"
+    "       AND r.record_id = q.id AND r.version >= q.base"
     " ORDER BY 1, 2, 3";
 
 static const char sql_insert_revisions[] =
@@ -434,6 +435,29 @@ static const ns_field_type *field_type_of(const char *field, void *ud)
 {
     const ns_field_def *d = ns_entity_field((const ns_entity_type *)ud, field);
     return d != NULL ? &d->type : NULL;
+}
+
+/* Sets a->field to the first field of fpb (in wire order) whose value t
+ * refuses, as ns_fieldset_from_pb found it: its message names the field for
+ * people, reject_field for programs. Only known fields get here, so the
+ * name is one of the schema's. */
+static void name_refused_field(sync_answer *a, const Napsync__V1__FieldSet *fpb,
+                               const ns_entity_type *t)
+{
+    for (size_t i = 0; fpb != NULL && fpb->fields != NULL && i < fpb->n_fields; i++) {
+        const Napsync__V1__Field *f = fpb->fields[i];
+        const ns_field_type *ft = f && f->name ? field_type_of(f->name, (void *)t) : NULL;
+        if (ft == NULL)
+            continue;
+        ns_value v;
+        char why[16];
+        if (ns_value_from_pb(f->value, ft, &v, why, sizeof(why)) == NS_VALUE_OK) {
+            ns_value_free(&v);
+            continue;
+        }
+        snprintf(a->field, sizeof(a->field), "%s", f->name);
+        return;
+    }
 }
 
 /* A growing string; on allocation failure it is NULL and stays so. */
@@ -781,8 +805,11 @@ static int validate(ns_sync *s, sync_push *p, const Napsync__V1__Mutation *pb, s
         ns_fieldset_from_pb(fpb, field_type_of, (void *)t, &m->fields, why, sizeof(why));
     if (st == NS_VALUE_NOMEM)
         return -1;
-    if (st != NS_VALUE_OK)
-        return reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT, "%s", why);
+    if (st != NS_VALUE_OK) {
+        reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT, "%s", why);
+        name_refused_field(a, fpb, t);
+        return 0;
+    }
 
     if (m->op == NS_OP_CREATE && m->base != 0)
         return reject(a, NAPSYNC__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
@@ -1803,6 +1830,14 @@ static void read_select(sync_run *run, const ns_entity_type *t, const ns_db_resu
         if (at == 0)
             continue;
         rec_state *r = &run->recs[at - 1];
+        if (r->loaded) {
+            /* A second row: the id in two plans, which sql/011's check
+             * refuses at COMMIT; rows written around it (SQL with the
+             * triggers disabled) are left alone, neither is changed. */
+            r->unreadable = true;
+            snprintf(r->bad, sizeof(r->bad), "its id names records of two plans");
+            continue;
+        }
         const char *fields = ns_db_result_value(res, row, 4);
         if (parse_u64(ns_db_result_value(res, row, 1), &r->version) != 0 || fields == NULL ||
             !ns_uuid_canon(ns_db_result_value(res, row, 3), r->tenant)) {
@@ -2029,7 +2064,7 @@ static void queue_reads2(sync_run *run)
             r->min_base = m->base;
         r->need_revs = true;
     }
-    sbuf types = {0}, ids = {0}, bases = {0}, plans = {0};
+    sbuf types = {0}, ids = {0}, bases = {0}, tenants = {0}, plans = {0};
     for (size_t i = 0; i < b->nrecs; i++) {
         if (!run->recs[i].need_revs)
             continue;
@@ -2038,6 +2073,7 @@ static void queue_reads2(sync_run *run)
         sb_item(&types, b->recs[i].type->name);
         sb_item(&ids, b->recs[i].id);
         sb_item(&bases, num);
+        sb_item(&tenants, run->recs[i].tenant); /* read with the row: it exists */
     }
     for (size_t i = run->lo; i < run->hi; i++) {
         sync_mut *m = b->leaders[i];
@@ -2051,18 +2087,20 @@ static void queue_reads2(sync_run *run)
     }
     bool need_revs = types.len > 0, need_owners = plans.len > 0;
     bool ok = true;
-    if (types.failed || ids.failed || bases.failed || plans.failed) {
+    if (types.failed || ids.failed || bases.failed || tenants.failed || plans.failed) {
         /* Without them the merge would go wrong, not just fail. */
         run_internal(run, "out of memory");
         need_revs = need_owners = ok = false;
     }
     if (need_revs) {
-        const char *params[3] = {sb_array_end(&types), sb_array_end(&ids), sb_array_end(&bases)};
+        const char *params[4] = {sb_array_end(&types), sb_array_end(&ids), sb_array_end(&bases),
+                                 sb_array_end(&tenants)};
         stmt_ctx *c = ctx_new(run, STMT_REVISIONS, NULL);
-        if (params[0] == NULL || params[1] == NULL || params[2] == NULL || c == NULL) {
+        if (params[0] == NULL || params[1] == NULL || params[2] == NULL || params[3] == NULL ||
+            c == NULL) {
             run_internal(run, "out of memory");
             ok = false;
-        } else if (run_query(run, c, sql_revisions, 3, params) != 0) {
+        } else if (run_query(run, c, sql_revisions, 4, params) != 0) {
             ok = false;
         }
     }
@@ -2079,6 +2117,7 @@ static void queue_reads2(sync_run *run)
     free(types.s);
     free(ids.s);
     free(bases.s);
+    free(tenants.s);
     free(plans.s);
     if (!need_revs && !need_owners && !run->internal) {
         facts_next(run);
@@ -2396,7 +2435,14 @@ static const char *resp_of_id(sync_run *run, const ns_entity_type *t, const char
 /* The policy's refusal as m's answer, logged once here. Returns 1. */
 static int refused(const sync_mut *m, sync_answer *a, const ns_policy_refusal *why)
 {
-    reject(a, why->code, "%s", why->reason);
+    if (why->code == NAPSYNC__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND && m->op != NS_OP_CREATE)
+        /* A record of a plan this principal may not see: the answer for a
+         * record that does not exist, word for word, so that it names
+         * nothing the sender did not send (the policy's reason names the
+         * record's plan; the log keeps it). */
+        reject(a, why->code, "%s %s does not exist", m->type->name, m->record_id);
+    else
+        reject(a, why->code, "%s", why->reason);
     snprintf(a->field, sizeof(a->field), "%s", why->field);
     ns_log(NS_LOG_INFO, NULL, m->push->principal, "refused: %s of %s %s: %s",
            m->op == NS_OP_CREATE   ? "create"
@@ -2637,7 +2683,12 @@ static int authorise_resolve(sync_run *run, const sync_mut *m, const rec_state *
     }
     if (ns_policy_check_resolve(&actor, have_plan ? &plan : NULL, &why) == 0)
         return 0;
-    reject(a, why.code, "%s", why.reason);
+    if (why.code == NAPSYNC__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND)
+        /* As for a conflict that does not exist (the reason would name
+         * the plan of a record this principal may not see). */
+        reject(a, why.code, "conflict %s does not exist", m->conflict_id);
+    else
+        reject(a, why.code, "%s", why.reason);
     ns_log(NS_LOG_INFO, NULL, p->principal, "refused: resolution of conflict %s: %s",
            m->conflict_id, why.reason);
     return 1;
@@ -3145,7 +3196,8 @@ ns_sync_status ns_sync_new(uv_loop_t *loop, ns_db *db, const ns_registry *reg, n
         sb_add(&sql,
                "SELECT id::text, " OWNER_FIELD "::text, " KIND_FIELD ", " STATUS_FIELD " FROM \"");
         sb_add(&sql, tenant->table); /* a plain identifier (registry.c) */
-        sb_add(&sql, "\" WHERE id = ANY($1::uuid[])");
+        /* A plan is its own tenant (sql/011): the primary key finds it. */
+        sb_add(&sql, "\" WHERE tenant_id = ANY($1::uuid[]) AND id = ANY($1::uuid[])");
         if (sql.failed) {
             free(s);
             snprintf(err, errlen, "out of memory");

@@ -111,6 +111,9 @@ Commands:
                           revoke a device: napsyncd closes its open sessions at once
                           (Error DEVICE_REVOKED) and refuses its certificate from then on;
                           prints what napsyncd's log says it did
+  admin ARGS...           napsyncd admin ARGS on the dev database as the cluster's
+                          superuser: organisations, people, roles, devices, the feed
+                          (e.g. admin device list; admin --help lists the commands)
   status                  PostgreSQL, napsyncd and a ping through the demo device
   logs [-f] [-n LINES]    napsyncd's log (-f: follow it)
   down [--purge]          stop napsyncd (gracefully) and PostgreSQL; --purge also
@@ -200,32 +203,25 @@ conninfo_value() {
     fi
 }
 
+# `napsyncd admin` (docs/operations.md) on the napsync database as the
+# cluster's superuser: the directory's row-level security lets only such a
+# role (or one with BYPASSRLS) write it outside napsyncd.
+napsyncd_admin() {
+    "$BUILD/napsyncd" --database "host=$(conninfo_value "$PGH") port=$PGP dbname=$DB_NAME user=$(conninfo_value "$PGU")" \
+        admin "$@"
+}
+
 # register_device ORG PRINCIPAL ROLE DEVICE FINGERPRINT
 # Returns 0 when the device is registered with this certificate (now or
-# before), 2 when it is but has been revoked; dies on any mismatch.
+# before), 2 when it is but has been revoked; dies on any mismatch (another
+# owner or certificate: napsyncd admin says which, above).
 register_device() {
-    local org=$1 principal=$2 role=$3 device=$4 fp=$5 state reg_fp revoked reg_org reg_principal
-    state=$(sql -F $'\t' -v device="$device" <<'SQL'
-SELECT encode(d.cert_sha256, 'hex'), d.revoked_at IS NOT NULL, o.code, p.name
-  FROM devices d JOIN principals p ON p.id = d.principal_id
-                 JOIN organisations o ON o.id = p.organisation_id
- WHERE d.name = :'device'
-SQL
-    ) || die "could not look up device $device"
-    if [ -z "$state" ]; then
-        sql -v org="$org" -v principal="$principal" -v role="$role" -v device="$device" \
-            -v fp="$fp" >/dev/null <<'SQL' || die "could not register device $device"
-SELECT napsync_register_device(:'org', :'principal', :'role', :'device', :'fp')
-SQL
-        note "registered device $device for \"$principal\" of $org"
-        return 0
-    fi
-    IFS=$'\t' read -r reg_fp revoked reg_org reg_principal <<<"$state"
-    { [ "$reg_org" = "$org" ] && [ "$reg_principal" = "$principal" ]; } ||
-        die "device $device already belongs to \"$reg_principal\" of $reg_org"
-    [ "$reg_fp" = "$fp" ] ||
-        die "device $device is registered with another certificate (sha256 $reg_fp); choose a new device name"
-    [ "$revoked" = f ] || return 2
+    local org=$1 principal=$2 role=$3 device=$4 fp=$5 out args
+    args=(device register "$org" "$principal" "$device" --fingerprint "$fp")
+    [ -z "$role" ] || args+=(--role "$role")
+    out=$(napsyncd_admin --json "${args[@]}") || die "could not register device $device (above)"
+    [[ $out != *'"changed":true'* ]] || note "registered device $device for \"$principal\" of $org"
+    [[ $out != *'"state":"revoked"'* ]] || return 2
     return 0
 }
 
@@ -649,7 +645,7 @@ show_revocation() {
 }
 
 cmd_revoke() {
-    local device reason="" row state id offset=0
+    local device reason="" out id offset=0 args
     [ $# -ge 1 ] || die "usage: $(self) revoke DEVICE [--reason TEXT]"
     device=$1
     shift
@@ -665,16 +661,13 @@ cmd_revoke() {
     done
     [[ $device =~ $NAME_RE ]] || die "invalid device name '$device'"
     pg_require
-    row=$(sql -F $'\t' -v device="$device" \
-        <<<"SELECT id, coalesce(revoked_at::text, 'active') FROM devices WHERE name = :'device'")
-    [ -n "$row" ] || die "no device named '$device'"
-    IFS=$'\t' read -r id state <<<"$row"
     [ ! -f "$LOG" ] || offset=$(stat -c %s "$LOG")
-    # Without --reason, NULL keeps a reason given before.
-    sql -v device="$device" -v reason="$reason" >/dev/null \
-        <<<"SELECT napsync_revoke_device(:'device', nullif(:'reason', ''))"
-    if [ "$state" != active ]; then
-        note "device $device was already revoked (at $state)"
+    args=(device revoke "$device")
+    [ -z "$reason" ] || args+=(--reason "$reason")
+    out=$(napsyncd_admin --json "${args[@]}") || die "could not revoke device $device (above)"
+    id=$(sed -n 's/^{"id":"\([0-9a-f-]*\)".*/\1/p' <<<"$out")
+    if [[ $out != *'"changed":true'* ]]; then
+        note "device $device was already revoked (at $(sed -n 's/.*"revoked_at":"\([^"]*\)".*/\1/p' <<<"$out"))"
         return 0
     fi
     note "device $device revoked: napsyncd refuses its certificate from now on"
@@ -683,6 +676,12 @@ cmd_revoke() {
     else
         note "napsyncd is not running; it checks every open session when it listens again"
     fi
+}
+
+cmd_admin() {
+    pg_require
+    [ -x "$BUILD/napsyncd" ] || die "napsyncd is not built; run: $(self) up"
+    napsyncd_admin "$@"
 }
 
 cmd_status() {
@@ -757,7 +756,7 @@ cmd_down() {
 }
 
 case ${1:-} in
-up | env | cert | revoke | status | logs | down)
+up | env | cert | revoke | admin | status | logs | down)
     cmd=$1
     shift
     "cmd_$cmd" "$@"

@@ -48,11 +48,84 @@ static ProtobufCAllocator free_allocator = {
     .allocator_data = NULL,
 };
 
+/* Reads a base-128 varint at *i; false when it runs past len or 10 bytes. */
+static bool scan_varint(const uint8_t *p, size_t len, size_t *i, uint64_t *out)
+{
+    uint64_t v = 0;
+    for (unsigned shift = 0; shift < 70 && *i < len; shift += 7) {
+        uint8_t c = p[(*i)++];
+        v |= (uint64_t)(c & 0x7f) << shift;
+        if ((c & 0x80) == 0) {
+            *out = v;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Whether no string field of message d, encoded in p[0..len), holds a NUL
+ * byte. protobuf-c copies a string into a NUL-terminated C string, so
+ * "a\0b" would silently arrive as "a": a stored value that differs from
+ * the one sent. No napsync string may hold a NUL (protocol.md), so such a
+ * frame is malformed. Runs after protobuf-c has accepted the bytes; the
+ * depth bound is only defensive (the schema has no recursive message). */
+static bool strings_nul_free(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t len,
+                             unsigned depth)
+{
+    if (depth > 32)
+        return false;
+    size_t i = 0;
+    while (i < len) {
+        uint64_t key = 0, n = 0;
+        if (!scan_varint(p, len, &i, &key))
+            return false;
+        switch (key & 7) {
+        case 0: /* varint */
+            if (!scan_varint(p, len, &i, &n))
+                return false;
+            break;
+        case 1: /* 64-bit */
+            if (len - i < 8)
+                return false;
+            i += 8;
+            break;
+        case 5: /* 32-bit */
+            if (len - i < 4)
+                return false;
+            i += 4;
+            break;
+        case 2: { /* length-delimited: strings, bytes, messages, packed arrays */
+            if (!scan_varint(p, len, &i, &n) || n > len - i)
+                return false;
+            const ProtobufCFieldDescriptor *f =
+                key >> 3 <= UINT32_MAX
+                    ? protobuf_c_message_descriptor_get_field(d, (unsigned)(key >> 3))
+                    : NULL;
+            if (f != NULL && f->type == PROTOBUF_C_TYPE_STRING && memchr(p + i, 0, n) != NULL)
+                return false;
+            if (f != NULL && f->type == PROTOBUF_C_TYPE_MESSAGE &&
+                !strings_nul_free(f->descriptor, p + i, n, depth + 1))
+                return false;
+            i += n;
+            break;
+        }
+        default:
+            return false;
+        }
+    }
+    return true;
+}
+
 ns_envelope *ns_envelope_unpack(const uint8_t *buf, size_t len)
 {
     unpack_budget b = {0, NS_UNPACK_OVERHEAD + NS_UNPACK_FACTOR * len};
     ProtobufCAllocator a = {.alloc = budget_alloc, .free = budget_free, .allocator_data = &b};
-    return napsync__v1__envelope__unpack(&a, len, buf);
+    ns_envelope *e = napsync__v1__envelope__unpack(&a, len, buf);
+    if (e != NULL && !strings_nul_free(&napsync__v1__envelope__descriptor, buf, len, 0)) {
+        ns_envelope_free(e);
+        return NULL;
+    }
+    return e;
 }
 
 void ns_envelope_free(ns_envelope *e)

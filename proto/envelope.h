@@ -13,7 +13,8 @@
 
 typedef Napsync__V1__Envelope ns_envelope;
 
-/* Returns NULL if the bytes are not a valid Envelope. Free with
+/* Returns NULL if the bytes are not a valid Envelope, or if one of its
+ * strings holds a NUL byte (which a C string would silently cut). Free with
  * ns_envelope_free(); the result owns all its strings. */
 ns_envelope *ns_envelope_unpack(const uint8_t *buf, size_t len);
 void ns_envelope_free(ns_envelope *e);

@@ -1,13 +1,17 @@
 #include "tls.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 /* TLS 1.2 suites: forward secret AEAD only: ECDHE key exchange (no static
@@ -656,4 +660,118 @@ int ns_tls_set_session(ns_tls *t, const uint8_t *session, size_t len)
 bool ns_tls_resumed(const ns_tls *t)
 {
     return t->established && SSL_session_reused(t->ssl) == 1;
+}
+
+/* ---- certificate files (administration) ------------------------------------------------ */
+
+/* A PEM certificate is never encrypted: refuse to ask anyone for a password. */
+static int no_password(char *buf, int size, int rwflag, void *ud)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    (void)ud;
+    return -1;
+}
+
+/* The file, whole, into a buffer of at most NS_TLS_CERT_FILE_MAX bytes
+ * (caller frees), or NULL with err written. */
+static unsigned char *cert_file_read(const char *path, size_t *len, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    unsigned char *buf = NULL;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "%s is not a regular file", path);
+        goto fail;
+    }
+    buf = malloc(NS_TLS_CERT_FILE_MAX + 1);
+    if (buf == NULL) {
+        snprintf(err, errlen, "out of memory reading %s", path);
+        goto fail;
+    }
+    /* One byte past the limit: the file may have grown since fstat. */
+    *len = fread(buf, 1, NS_TLS_CERT_FILE_MAX + 1, f);
+    if (ferror(f)) {
+        snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+        goto fail;
+    }
+    if (*len > NS_TLS_CERT_FILE_MAX) {
+        snprintf(err, errlen, "%s is larger than %d bytes: not a certificate", path,
+                 NS_TLS_CERT_FILE_MAX);
+        goto fail;
+    }
+    fclose(f);
+    return buf;
+fail:
+    free(buf);
+    fclose(f);
+    return NULL;
+}
+
+int ns_tls_cert_file_info(const char *path, ns_tls_cert_info *out, char *err, size_t errlen)
+{
+    size_t len = 0;
+    unsigned char *buf = cert_file_read(path, &len, err, errlen);
+    if (buf == NULL)
+        return -1;
+    ERR_clear_error();
+    X509 *cert = NULL;
+    /* PEM may follow other text (openssl x509 -text writes it first). */
+    static const char pem_begin[] = "-----BEGIN";
+    const size_t begin_len = sizeof(pem_begin) - 1;
+    bool pem = false;
+    for (size_t i = 0; !pem && i + begin_len <= len; i++)
+        pem = memcmp(buf + i, pem_begin, begin_len) == 0;
+    if (pem) {
+        BIO *bio = BIO_new_mem_buf(buf, (int)len);
+        if (bio != NULL)
+            cert = PEM_read_bio_X509(bio, NULL, no_password, NULL);
+        BIO_free(bio);
+    } else if (len > 0 && len <= LONG_MAX) {
+        const unsigned char *p = buf;
+        cert = d2i_X509(NULL, &p, (long)len);
+        /* DER is the certificate and nothing else. */
+        if (cert != NULL && p != buf + len) {
+            X509_free(cert);
+            cert = NULL;
+        }
+    }
+    free(buf);
+    ERR_clear_error();
+    if (cert == NULL) {
+        snprintf(err, errlen, "%s holds no certificate (PEM \"BEGIN CERTIFICATE\" or DER)", path);
+        return -1;
+    }
+    ns_tls_cert_info info;
+    memset(&info, 0, sizeof(info));
+    unsigned int n = 0;
+    struct tm tm;
+    const ASN1_TIME *until = X509_get0_notAfter(cert);
+    if (X509_digest(cert, EVP_sha256(), info.sha256, &n) != 1 || n != 32 ||
+        ASN1_TIME_to_tm(until, &tm) != 1) {
+        X509_free(cert);
+        ERR_clear_error();
+        snprintf(err, errlen, "%s: the certificate cannot be read (digest or validity)", path);
+        return -1;
+    }
+    strftime(info.not_after, sizeof(info.not_after), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    info.expired = X509_cmp_current_time(until) < 0;
+    info.client_auth = X509_check_purpose(cert, X509_PURPOSE_SSL_CLIENT, 0) == 1;
+    int cn = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, info.subject_cn,
+                                       (int)sizeof(info.subject_cn));
+    if (cn < 0)
+        info.subject_cn[0] = '\0';
+    /* Shown in messages: printable ASCII only. */
+    for (char *c = info.subject_cn; *c != '\0'; c++)
+        if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e)
+            *c = '?';
+    X509_free(cert);
+    ERR_clear_error();
+    *out = info;
+    return 0;
 }

@@ -85,6 +85,25 @@ int ns_tls_peer_fingerprint(const ns_tls *t, uint8_t out[32]);
 /* "TLSv1.3" etc., or "" before the handshake. */
 const char *ns_tls_version(const ns_tls *t);
 
+/* ---- certificate files (administration) -----------------------------------
+ *
+ * What `napsyncd admin device register --cert FILE` needs to know of a device
+ * certificate before its fingerprint is registered. */
+#define NS_TLS_CERT_FILE_MAX (1024 * 1024)
+typedef struct {
+    uint8_t sha256[32];  /* of the certificate's DER: what napsyncd looks devices up by */
+    char subject_cn[65]; /* the subject's first commonName, cut to 64 bytes; "" if none */
+    char not_after[21];  /* "YYYY-MM-DDTHH:MM:SSZ" */
+    bool expired;        /* not_after has passed */
+    bool client_auth;    /* usable as a TLS client certificate (keyUsage, extendedKeyUsage) */
+} ns_tls_cert_info;
+
+/* Reads the first certificate of a PEM file (a chain's first is the leaf)
+ * or a DER file (the whole file, at most NS_TLS_CERT_FILE_MAX bytes).
+ * Returns 0 and fills *out, or -1 with a message naming the file in err. */
+__attribute__((warn_unused_result)) int
+ns_tls_cert_file_info(const char *path, ns_tls_cert_info *out, char *err, size_t errlen);
+
 /* ---- session resumption (client) ------------------------------------------
  *
  * A client that kept a session from an earlier connection offers it on the

@@ -7,7 +7,8 @@
  * per record, and written out ordered by type, then id: the same plan
  * always gives the same bytes, so export -> import -> export is identical.
  * With -o the file is written beside its final name and renamed into
- * place only when complete. */
+ * place only when complete, replacing an existing file only with --force
+ * (outfile.h). */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -20,6 +21,7 @@
 #include <sqlite3.h>
 
 #include "napsync.h"
+#include "outfile.h"
 #include "planfile.h"
 #include "planio.h"
 #include "value.h"
@@ -257,7 +259,7 @@ static int open_db(export_run *x)
 }
 
 int cli_export(const cli_env *env, const char *what, const char *plan_id, const char *format,
-               const char *output)
+               const char *output, bool force)
 {
     char msg[800];
     if (strcmp(what, "plan") != 0) {
@@ -291,6 +293,10 @@ int cli_export(const cli_env *env, const char *what, const char *plan_id, const 
                  "--format: \"%.40s\" is neither json nor csv (see napsync export --help)", format);
         return env->fail(env->ud, NS_ERR_INVALID_ARGUMENT, msg);
     }
+    if (force && output == NULL)
+        return env->fail(env->ud, NS_ERR_INVALID_ARGUMENT, "--force goes with -o FILE");
+    if (output != NULL && ns_outfile_check(output, force, msg, sizeof(msg)) != 0)
+        return env->fail(env->ud, NS_ERR_INVALID_ARGUMENT, msg);
     char shown[EXPORT_MAX_SHOWN + 4] = "";
     if (output != NULL) {
         snprintf(shown, sizeof(shown), "%.*s", EXPORT_MAX_SHOWN, output);
@@ -325,23 +331,18 @@ int cli_export(const cli_env *env, const char *what, const char *plan_id, const 
     char *tmp = NULL;
     FILE *out = stdout;
     if (output != NULL) {
-        tmp = malloc(olen + 16);
-        if (tmp == NULL) {
-            run_close(&x);
-            return env->fail(env->ud, NS_ERR_NOMEM, "out of memory");
-        }
-        snprintf(tmp, olen + 16, "%s.tmp-XXXXXX", output);
-        int fd = mkstemp(tmp);
-        if (fd < 0 || (out = fdopen(fd, "wb")) == NULL) {
+        int fd = ns_outfile_open(output, &tmp, msg, sizeof(msg));
+        if (fd >= 0 && (out = fdopen(fd, "wb")) == NULL) {
             snprintf(msg, sizeof(msg), "%s: cannot create a file beside it: %s", shown,
                      strerror(errno));
-            if (fd >= 0) {
-                close(fd);
-                unlink(tmp);
-            }
+            close(fd);
+            unlink(tmp);
             free(tmp);
+            fd = -1;
+        }
+        if (fd < 0) {
             run_close(&x);
-            return env->fail(env->ud, NS_ERR_INVALID_ARGUMENT, msg);
+            return env->fail(env->ud, NS_ERR_STATE, msg);
         }
     }
     size_t count = 0;
@@ -377,14 +378,16 @@ int cli_export(const cli_env *env, const char *what, const char *plan_id, const 
                      strerror(errno));
             wrc = -1;
         }
-        if (wrc == 0 && rename(tmp, output) != 0) {
-            x.failure.status = NS_ERR_STATE;
-            snprintf(x.failure.message, sizeof(x.failure.message), "%s: cannot rename %s: %s",
-                     shown, tmp, strerror(errno));
-            wrc = -1;
-        }
-        if (wrc != 0)
+        if (wrc != 0) {
             unlink(tmp);
+        } else {
+            int crc =
+                ns_outfile_commit(tmp, output, force, x.failure.message, sizeof(x.failure.message));
+            if (crc != 0) {
+                x.failure.status = crc == -2 ? NS_ERR_INVALID_ARGUMENT : NS_ERR_STATE;
+                wrc = -1;
+            }
+        }
         free(tmp);
     }
     if (wrc != 0)

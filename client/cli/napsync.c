@@ -298,8 +298,9 @@ static const cli_cmd commands[] = {
             "gives the same bytes, and napsync import reads it back. Needs the server;\n"
             "a plan this principal may not read is refused.",
         .opts = {{"--format", "json|csv", "the format (default: from -o's name, else json)"},
-                 {"-o", "FILE", "write to FILE, replaced whole (default: standard output)"},
-                 {"--output", "FILE", "the same as -o"}},
+                 {"-o", "FILE", "write to FILE, complete or not at all (default: standard output)"},
+                 {"--output", "FILE", "the same as -o"},
+                 {"--force", NULL, "replace FILE if it exists"}},
         .min_args = 2,
         .max_args = 2,
         .connects = true,
@@ -314,7 +315,8 @@ static const cli_cmd commands[] = {
                  {"--year", "Y", "progress: the reporting year (default: the latest with data)"},
                  {"--region", "ID", "region: the regional organisation"},
                  {"--format", "FMT", "md, csv, html or json (default md)"},
-                 {"-o", "FILE", "write to FILE, replaced whole (default: standard output)"},
+                 {"-o", "FILE", "write to FILE, complete or not at all (default: standard output)"},
+                 {"--force", NULL, "replace FILE if it exists"},
                  {"--json", NULL, "print the server's JSON (the same as --format json)"}},
         .min_args = 1,
         .max_args = 1,
@@ -1562,7 +1564,7 @@ static int cmd_export(cli *x)
     cli_env env = {env_connect, env_disconnect, env_fail, x, x->json};
     const char *o = opt_value(x, "-o");
     return cli_export(&env, x->args[0], x->args[1], opt_value(x, "--format"),
-                      o ? o : opt_value(x, "--output"));
+                      o ? o : opt_value(x, "--output"), opt_value(x, "--force") != NULL);
 }
 
 /* ---- report (report.c) ------------------------------------------------------- */
@@ -1577,6 +1579,7 @@ static int cmd_report(cli *x)
         .region = opt_value(x, "--region"),
         .format = opt_value(x, "--format"),
         .output = opt_value(x, "-o"),
+        .force = opt_value(x, "--force") != NULL,
         .json = opt_value(x, "--json") != NULL,
     };
     ns_error e;

@@ -1429,6 +1429,14 @@ static int no_space(unsigned char c)
     return 0; /* RFC 4180: spaces belong to the field */
 }
 
+/* The longest cell read. A text holds at most NS_TEXT_DEFAULT_MAX bytes
+ * and a set at most 256 items of 100; a longer cell is refused as it
+ * grows, instead of being gathered whole first: libcsv grows its buffer by
+ * one block at a time, which costs a copy of the cell per block where
+ * realloc cannot extend in place. The reader is fed this much at a time. */
+#define CSV_MAX_CELL_BYTES (64u * 1024u)
+#define CSV_FEED_BYTES     (16u * 1024u)
+
 static int parse_csv(pf_file *f, const char *data, size_t len)
 {
     cctx *x = calloc(1, sizeof(*x));
@@ -1456,7 +1464,21 @@ static int parse_csv(pf_file *f, const char *data, size_t len)
             if (x->in_row)
                 x->row_line = line;
         }
-        if (csv_parse(&p, s, n, c_field, c_row, x) != n) {
+        size_t fed = 0;
+        bool refused = false, too_long = false;
+        while (fed < n && !refused && !too_long) {
+            size_t k = n - fed < CSV_FEED_BYTES ? n - fed : CSV_FEED_BYTES;
+            refused = csv_parse(&p, s + fed, k, c_field, c_row, x) != k;
+            fed += k;
+            too_long = p.entry_pos > CSV_MAX_CELL_BYTES;
+        }
+        if (too_long && !refused) {
+            syntax = true;
+            error_at(f, line, NULL, NULL, NULL, NULL,
+                     "a value longer than %u bytes (reading stopped here)", CSV_MAX_CELL_BYTES);
+            break;
+        }
+        if (refused) {
             if (csv_error(&p) == CSV_ENOMEM) {
                 x->oom = true;
             } else {

@@ -30,9 +30,10 @@ int cli_import(const cli_env *env, const char *what, const char *file, const cha
                bool dry_run);
 
 /* napsync export WHAT ID: the plan as the server has it, in a plan file
- * (output NULL: standard output). format: "json", "csv" or NULL (from the
- * output's name, else JSON). Returns the exit code. */
+ * (output NULL: standard output; an existing output file is replaced only
+ * with force: outfile.h). format: "json", "csv" or NULL (from the output's
+ * name, else JSON). Returns the exit code. */
 int cli_export(const cli_env *env, const char *what, const char *plan_id, const char *format,
-               const char *output);
+               const char *output, bool force);
 
 #endif

@@ -7,10 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "conf.h"
+#include "outfile.h"
 #include "report_render.h"
 #include "value.h"
 
@@ -92,71 +92,60 @@ int ns_cli_report_check(const ns_cli_report_args *a, ns_error *err)
         return fail(err, bad, "--format: \"%s\" is not md, csv, html or json", shown(f));
     if (a->json && strcmp(f, "json") != 0)
         return fail(err, bad, "--json prints the server's JSON; it cannot go with --format %s", f);
-    if (a->output != NULL && a->output[0] == '\0')
-        return fail(err, bad, "-o: an empty file name");
+    if (a->force && a->output == NULL)
+        return fail(err, bad, "--force goes with -o FILE");
+    char why[300];
+    if (a->output != NULL && ns_outfile_check(a->output, a->force, why, sizeof(why)) != 0)
+        return fail(err, bad, "%s", why);
     return NS_OK;
 }
 
-/* Writes len bytes to path, replacing it only once all are on disk: a
- * temporary file beside it, then rename. */
-static int write_file(const char *path, const char *data, size_t len, ns_error *err)
+/* Writes len bytes to path (outfile.h): a temporary file beside it, put
+ * in place once all are on disk. */
+static int write_file(const char *path, bool force, const char *data, size_t len, ns_error *err)
 {
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
-    if (tmp == NULL)
-        return fail(err, NS_ERR_NOMEM, "out of memory");
-    snprintf(tmp, plen + 16, "%s.tmp-XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int e = errno;
-        free(tmp);
-        return fail(err, NS_ERR_STATE, "-o: cannot create a file beside %s: %s", shown(path),
-                    strerror(e));
-    }
-    mode_t mask = umask(0);
-    umask(mask);
-    const char *why = NULL;
+    char why[300], *tmp = NULL;
+    int fd = ns_outfile_open(path, &tmp, why, sizeof(why));
+    if (fd < 0)
+        return fail(err, NS_ERR_STATE, "%s", why);
+    const char *failed = NULL;
     int e = 0;
-    if (fchmod(fd, 0666 & ~mask) != 0) {
-        why = "cannot set its permissions";
-        e = errno;
-    }
-    for (size_t done = 0; why == NULL && done < len;) {
+    for (size_t done = 0; done < len;) {
         ssize_t n = write(fd, data + done, len - done);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
-            why = "cannot write it";
+            failed = "cannot write it";
             e = n < 0 ? errno : EIO;
             break;
         }
         done += (size_t)n;
     }
-    if (why == NULL && fsync(fd) != 0) {
-        why = "cannot write it";
+    if (failed == NULL && fsync(fd) != 0) {
+        failed = "cannot write it";
         e = errno;
     }
-    if (close(fd) != 0 && why == NULL) {
-        why = "cannot write it";
+    if (close(fd) != 0 && failed == NULL) {
+        failed = "cannot write it";
         e = errno;
     }
-    if (why == NULL && rename(tmp, path) != 0) {
-        why = "cannot put it in place";
-        e = errno;
-    }
-    if (why != NULL) {
+    if (failed != NULL) {
         unlink(tmp);
         free(tmp);
-        return fail(err, NS_ERR_STATE, "-o %s: %s: %s", shown(path), why, strerror(e));
+        return fail(err, NS_ERR_STATE, "-o %s: %s: %s", ns_outfile_shown(path), failed,
+                    strerror(e));
     }
+    int rc = ns_outfile_commit(tmp, path, force, why, sizeof(why));
     free(tmp);
+    if (rc != 0)
+        return fail(err, rc == -2 ? NS_ERR_INVALID_ARGUMENT : NS_ERR_STATE, "%s", why);
     return NS_OK;
 }
 
 static int emit(const ns_cli_report_args *a, const char *data, size_t len, ns_error *err)
 {
     if (a->output != NULL)
-        return write_file(a->output, data, len, err);
+        return write_file(a->output, a->force, data, len, err);
     if (fwrite(data, 1, len, stdout) != len)
         return fail(err, NS_ERR_STATE, "cannot write the report to standard output");
     return NS_OK;

@@ -19,7 +19,7 @@
 #define NS_CLI_REPORT_SUMMARY "compute a report on the server: progress, region, coverage"
 #define NS_CLI_REPORT_USAGE                                                                        \
     "progress|region|coverage [--plan ID] [--year Y] [--region ID] [--format md|csv|html|json] "   \
-    "[-o FILE] [--json]"
+    "[-o FILE [--force]] [--json]"
 #define NS_CLI_REPORT_HELP                                                                         \
     "Asks the server for a report computed from what this device's organisation may\n"             \
     "read (only approved values count) and writes it to standard output, or to FILE:\n"            \
@@ -39,8 +39,9 @@
     "            tag, and more.\n"                                                                 \
     "--format: md (Markdown, the default), csv (one RFC 4180 table), html (one\n"                  \
     "self-contained page with SVG charts) or json (the server's document;\n"                       \
-    "the same as --json). -o FILE writes FILE (replaced whole, only once the\n"                    \
-    "report is complete). See docs/reports.md for every definition."
+    "the same as --json). -o FILE writes FILE, only once the report is complete;\n"                \
+    "an existing FILE is replaced only with --force. See docs/reports.md for every\n"              \
+    "definition."
 
 /* The command's arguments as napsync.c parsed them; NULL when not given. */
 typedef struct {
@@ -51,6 +52,7 @@ typedef struct {
     const char *region; /* --region */
     const char *format; /* --format */
     const char *output; /* -o */
+    bool force;         /* --force: -o may replace an existing file */
     bool json;          /* --json */
 } ns_cli_report_args;
 

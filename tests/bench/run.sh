@@ -368,7 +368,7 @@ mutation_sql() {
     cat <<SQL
 INSERT INTO sync_mutations (mutation_id, device_id, entity_type, record_id, outcome, version) SELECT $mid, c.device, 'indicator', $rid, 'applied', 1 FROM bench_clients c WHERE c.n = :client_id;
 SELECT t.id, t.version, t.deleted, t.tenant_id, to_jsonb(t)::text, t.changed_by, t.changed_device FROM indicators t WHERE t.id = $rid ORDER BY t.id FOR UPDATE;
-INSERT INTO indicators (id, version, tenant_id, deleted, changed_by, changed_device, changed_at, plan_id, title, value_type) SELECT $rid, 1, c.plan, false, c.principal, c.device, now(), c.plan, 'load indicator ' || :r$i::text, 'number' FROM bench_clients c WHERE c.n = :client_id ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, tenant_id = EXCLUDED.tenant_id, deleted = EXCLUDED.deleted, changed_by = EXCLUDED.changed_by, changed_device = EXCLUDED.changed_device, changed_at = EXCLUDED.changed_at, plan_id = EXCLUDED.plan_id, title = EXCLUDED.title, value_type = EXCLUDED.value_type;
+INSERT INTO indicators (id, version, tenant_id, deleted, changed_by, changed_device, changed_at, plan_id, title, value_type) SELECT $rid, 1, c.plan, false, c.principal, c.device, now(), c.plan, 'load indicator ' || :r$i::text, 'number' FROM bench_clients c WHERE c.n = :client_id ON CONFLICT (tenant_id, id) DO UPDATE SET version = EXCLUDED.version, deleted = EXCLUDED.deleted, changed_by = EXCLUDED.changed_by, changed_device = EXCLUDED.changed_device, changed_at = EXCLUDED.changed_at, plan_id = EXCLUDED.plan_id, title = EXCLUDED.title, value_type = EXCLUDED.value_type;
 INSERT INTO sync_revisions (entity_type, record_id, version, tenant_id, op, mutation_id, principal_id, device_id, deleted, before, after) SELECT 'indicator', $rid, 1, c.plan, 'create', $mid, c.principal, c.device, false, NULL, jsonb_build_object('plan_id', c.plan, 'title', 'load indicator ' || :r$i::text, 'value_type', 'number') FROM bench_clients c WHERE c.n = :client_id;
 SQL
 }
@@ -517,13 +517,13 @@ declare -A CU_KEYSET CU_COPY CU_COPY_B
 # pgbench would take the colons of a time format for variables: chr(58).
 catchup_keyset_script() {
     cat >"$1" <<'SQL'
-SELECT p.seq AS cur, p.entity_type, p.record_id, p.version, p.deleted, p.tenant_id, p.after, p.name, p.at FROM (SELECT f.seq, r.entity_type, r.record_id, r.version, r.deleted, r.tenant_id, r.after::text AS after, pr.name, to_char(r.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24' || chr(58) || 'MI' || chr(58) || 'SS.US"Z"') AS at FROM sync_feed f JOIN sync_revisions r USING (entity_type, record_id, version) JOIN principals pr ON pr.id = r.principal_id WHERE f.tenant_id = :plan::uuid AND f.seq > :cur::bigint ORDER BY f.seq LIMIT :page::int) p ORDER BY p.seq DESC \aset
+SELECT p.seq AS cur, p.entity_type, p.record_id, p.version, p.deleted, p.tenant_id, p.after, p.name, p.at FROM (SELECT f.seq, r.entity_type, r.record_id, r.version, r.deleted, r.tenant_id, r.after::text AS after, pr.name, to_char(r.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24' || chr(58) || 'MI' || chr(58) || 'SS.US"Z"') AS at FROM sync_feed f JOIN sync_revisions r USING (tenant_id, entity_type, record_id, version) JOIN principals pr ON pr.id = r.principal_id WHERE f.tenant_id = :plan::uuid AND f.seq > :cur::bigint ORDER BY f.seq LIMIT :page::int) p ORDER BY p.seq DESC \aset
 SQL
 }
 
 # The same rows as a page, all of them, in one statement.
 copy_sql() {
-    echo "COPY (SELECT f.seq, r.entity_type, r.record_id, r.version, r.deleted, r.tenant_id, r.after::text, pr.name, to_char(r.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM sync_feed f JOIN sync_revisions r USING (entity_type, record_id, version) JOIN principals pr ON pr.id = r.principal_id WHERE f.tenant_id = :'plan'::uuid ORDER BY f.seq) TO STDOUT"
+    echo "COPY (SELECT f.seq, r.entity_type, r.record_id, r.version, r.deleted, r.tenant_id, r.after::text, pr.name, to_char(r.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM sync_feed f JOIN sync_revisions r USING (tenant_id, entity_type, record_id, version) JOIN principals pr ON pr.id = r.principal_id WHERE f.tenant_id = :'plan'::uuid ORDER BY f.seq) TO STDOUT"
 }
 
 catchup_figures() {

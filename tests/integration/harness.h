@@ -118,8 +118,10 @@ typedef struct {
 /* Creates the directory, both CAs, the server certificate and the database
  * on pg (NULL: the shared cluster). Returns NULL after printing why. */
 nst_env *nst_env_new(const char *name, const nst_pg *pg);
-/* Kills a daemon still running, drops the database, removes the directory
- * (kept when NST_KEEP is set in the environment). */
+/* Stops a daemon still running (SIGTERM, so that a sanitizer build's
+ * LeakSanitizer runs; SIGKILL when it has not exited 5 s later), drops the
+ * database, removes the directory (kept when NST_KEEP is set in the
+ * environment). */
 void nst_env_free(nst_env *e);
 /* Another napsyncd on the same files and database as e, for tests of several
  * instances: a new environment that shares e's directory, CAs, certificates
@@ -131,7 +133,9 @@ void nst_env_free(nst_env *e);
 nst_env *nst_env_peer(const nst_env *e, const char *name);
 /* For a group teardown: a daemon still running is stopped with SIGTERM and
  * must exit 0 within NST_STOP_MS; then nst_env_free. Returns 0, or -1 when
- * the daemon did not stop cleanly. e may be NULL. */
+ * the daemon did not stop cleanly (a sanitizer build's report included);
+ * then the program also exits 1 once main returns, whatever cmocka counted
+ * (it leaves a failed group teardown out). e may be NULL. */
 int nst_env_close(nst_env *e);
 
 /* Issues a device certificate from the daemon's CA, or from the foreign CA. */

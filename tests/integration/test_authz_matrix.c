@@ -108,6 +108,12 @@ static int take_answer(size_t i, const ns_mutation_result *r, void *ud)
     return 0;
 }
 
+/* The answers of a batch, into an array of answers. */
+static int take_answers(size_t i, const ns_mutation_result *r, void *ud)
+{
+    return take_answer(0, r, (answer *)ud + i);
+}
+
 /* One mutation as role r; its answer. */
 static answer push1(fixture *f, int r, const char *type, const char *id, ns_mutation_op op,
                     uint64_t base, const ns_field_view *fields, size_t n)
@@ -567,8 +573,345 @@ static void test_matrix(void **state)
     nst_test_passed(f->e);
 }
 
+/* ---- forged ids ------------------------------------------------------------------------- */
+
+/* What no refusal may show: every text of the hidden records holds
+ * SECRET, and the hidden plan's dates are odd ones. */
+static const char *const secrets[] = {"SECRET", "2031-02-03", "2034-05-06", "Matrix implementer"};
+
+static void expect_no_leak(fixture *f, const char *what, const char *text)
+{
+    for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++)
+        if (strstr(text, secrets[i]) != NULL)
+            nst_fail(f->e, "%s: the refusal shows \"%s\": %s", what, secrets[i], text);
+}
+
+/* A refusal with one of the codes (NULL-terminated list), no leak, and the
+ * record, when given, as it was. */
+static void expect_forged(fixture *f, const char *what, answer a, const char *type, const char *id,
+                          const char *before, ...)
+{
+    va_list ap;
+    va_start(ap, before);
+    bool ok = false;
+    for (const char *c = va_arg(ap, const char *); c != NULL; c = va_arg(ap, const char *))
+        ok |= strcmp(a.code, c) == 0;
+    va_end(ap);
+    if (a.outcome != NS_OUTCOME_REJECTED || !ok)
+        nst_fail(f->e, "%s: outcome %d %s \"%s\", expected a refusal", what, a.outcome, a.code,
+                 a.reason);
+    expect_no_leak(f, what, a.reason);
+    print_message("%s: %s \"%s\"\n", what, a.code, a.reason);
+    if (type != NULL) {
+        char after[64];
+        row_state(f, type, id, after, sizeof(after));
+        if (strcmp(before, after) != 0)
+            nst_fail(f->e, "%s: refused, but the record went from \"%s\" to \"%s\"", what, before,
+                     after);
+    }
+}
+
+/* A refused write of a hidden record must read as one of a record that
+ * does not exist: the same words, naming only what was sent. */
+static void expect_as_missing(fixture *f, const char *what, answer a, const char *type,
+                              const char *id)
+{
+    char want[128];
+    snprintf(want, sizeof(want), "%s %s does not exist", type, id);
+    if (strcmp(a.reason, want) != 0)
+        nst_fail(f->e, "%s: \"%s\", where a missing record gets \"%s\"", what, a.reason, want);
+}
+
+/* An error of a whole request (history, pull, report, resolve): typed as
+ * code, and no leak. */
+static void expect_request_refused(fixture *f, const char *what, int rc, const ns_error *err,
+                                   int code)
+{
+    if (rc != NS_ERR_SERVER || err->server_code != code)
+        nst_fail(f->e, "%s: status %d, server code %d (%s), expected server code %d", what, rc,
+                 err->server_code, err->message, code);
+    expect_no_leak(f, what, err->message);
+}
+
+static int ignore_record(const ns_record_view *v, void *ud)
+{
+    (void)v;
+    (*(unsigned *)ud)++;
+    return 0;
+}
+
+static int ignore_revision(const ns_revision_view *v, void *ud)
+{
+    (void)v;
+    (*(unsigned *)ud)++;
+    return 0;
+}
+
+/* The matrix again with ids that are not the actor's to use: another
+ * organisation's draft plan (which does not exist for it) and records in
+ * it, an adopted plan it may read but not write, a plan_id forged into a
+ * create or an update, a reference to a record of the hidden plan, a
+ * conflict of it, the directory of another organisation. Each is refused
+ * with a typed error that shows nothing of the hidden records (their texts
+ * all hold SECRET), and leaves them as they were. */
+static void test_forged_ids(void **state)
+{
+    fixture *f = *state;
+    if (f->c[0] == NULL)
+        connect_all(f);
+    const int police = R_IMPL;
+
+    /* mogender's hidden draft plan, with a pillar and an objective. */
+    char hidden[40], hpillar[40], hobjective[40], visible[40], vpillar[40];
+    ns_field_view fv[8];
+    size_t n = 0;
+    fv[n++] = FV("title", "text", "SECRET-TITLE of a draft");
+    fv[n++] = FV("summary", "text", "SECRET-SUMMARY: not yet for anyone's eyes");
+    fv[n++] = FV("kind", "text", "nap");
+    fv[n++] = FV("status", "text", "draft");
+    fv[n++] = FV("period_start", "date", "2031-02-03");
+    fv[n++] = FV("period_end", "date", "2034-05-06");
+    fresh_id(f, hidden);
+    must_apply(f, R_COORD, "plan", hidden, NS_MUTATION_CREATE, 0, fv, n);
+    ns_field_view pf[] = {FV("plan_id", "ref", hidden), FV("name", "text", "SECRET-PILLAR"),
+                          FV("kind", "text", "protection"),
+                          FV("description", "text", "SECRET-DESCRIPTION")};
+    fresh_id(f, hpillar);
+    must_apply(f, R_COORD, "pillar", hpillar, NS_MUTATION_CREATE, 0, pf, 4);
+    ns_field_view of[] = {FV("plan_id", "ref", hidden), FV("pillar_id", "ref", hpillar),
+                          FV("title", "text", "SECRET-OBJECTIVE")};
+    fresh_id(f, hobjective);
+    must_apply(f, R_COORD, "objective", hobjective, NS_MUTATION_CREATE, 0, of, 3);
+    /* An adopted plan of mogender: everyone reads it, the police does not
+     * write it. */
+    n = 0;
+    fv[n++] = FV("title", "text", "A plan everyone reads");
+    fv[n++] = FV("kind", "text", "nap");
+    fv[n++] = FV("status", "text", "adopted");
+    fv[n++] = FV("period_start", "date", "2026-01-01");
+    fv[n++] = FV("period_end", "date", "2030-12-31");
+    fresh_id(f, visible);
+    must_apply(f, R_COORD, "plan", visible, NS_MUTATION_CREATE, 0, fv, n);
+    ns_field_view vf[] = {FV("plan_id", "ref", visible), FV("name", "text", "Protection"),
+                          FV("kind", "text", "protection")};
+    fresh_id(f, vpillar);
+    must_apply(f, R_COORD, "pillar", vpillar, NS_MUTATION_CREATE, 0, vf, 3);
+    /* The police's own implementation plan (a draft) with a pillar. */
+    char own[40], opillar[40];
+    n = 0;
+    fv[n++] = FV("title", "text", "The police's own plan");
+    fv[n++] = FV("kind", "text", "implementation");
+    fv[n++] = FV("status", "text", "draft");
+    fv[n++] = FV("period_start", "date", "2026-01-01");
+    fv[n++] = FV("period_end", "date", "2030-12-31");
+    fv[n++] = FV("implements_id", "ref", visible);
+    fresh_id(f, own);
+    must_apply(f, police, "plan", own, NS_MUTATION_CREATE, 0, fv, n);
+    ns_field_view opf[] = {FV("plan_id", "ref", own), FV("name", "text", "Participation"),
+                           FV("kind", "text", "participation")};
+    fresh_id(f, opillar);
+    must_apply(f, police, "pillar", opillar, NS_MUTATION_CREATE, 0, opf, 3);
+
+    char before[64], id[40];
+    answer a;
+    /* Records of a plan the police cannot see: changed, deleted, by id. */
+    row_state(f, "plan", hidden, before, sizeof(before));
+    ns_field_view t = FV("title", "text", "Taken over");
+    a = push1(f, police, "plan", hidden, NS_MUTATION_UPDATE, 1, &t, 1);
+    expect_forged(f, "update of a hidden plan", a, "plan", hidden, before, "NOT_FOUND", NULL);
+    expect_as_missing(f, "update of a hidden plan", a, "plan", hidden);
+    a = push1(f, police, "plan", hidden, NS_MUTATION_DELETE, 1, NULL, 0);
+    expect_forged(f, "delete of a hidden plan", a, "plan", hidden, before, "NOT_FOUND", NULL);
+    expect_as_missing(f, "delete of a hidden plan", a, "plan", hidden);
+    row_state(f, "pillar", hpillar, before, sizeof(before));
+    ns_field_view nm = FV("name", "text", "Taken over");
+    a = push1(f, police, "pillar", hpillar, NS_MUTATION_UPDATE, 1, &nm, 1);
+    expect_forged(f, "update of a hidden plan's pillar", a, "pillar", hpillar, before, "NOT_FOUND",
+                  NULL);
+    expect_as_missing(f, "update of a hidden plan's pillar", a, "pillar", hpillar);
+    fresh_id(f, id);
+    answer ghost = push1(f, police, "pillar", id, NS_MUTATION_UPDATE, 1, &nm, 1);
+    expect_forged(f, "update of a pillar that does not exist", ghost, NULL, NULL, NULL, "NOT_FOUND",
+                  NULL);
+    expect_as_missing(f, "update of a pillar that does not exist", ghost, "pillar", id);
+    a = push1(f, police, "pillar", hpillar, NS_MUTATION_DELETE, 1, NULL, 0);
+    expect_forged(f, "delete of a hidden plan's pillar", a, "pillar", hpillar, before, "NOT_FOUND",
+                  NULL);
+    expect_as_missing(f, "delete of a hidden plan's pillar", a, "pillar", hpillar);
+    a = push1(f, R_OBSERVER, "pillar", hpillar, NS_MUTATION_UPDATE, 1, &nm, 1);
+    expect_forged(f, "the observer's update of a hidden pillar", a, "pillar", hpillar, before,
+                  "NOT_FOUND", "PERMISSION_DENIED", NULL);
+    /* A create that reuses the id of a hidden record. */
+    a = push1(f, police, "pillar", hpillar, NS_MUTATION_CREATE, 0, opf, 3);
+    expect_forged(f, "a create with a hidden record's id", a, "pillar", hpillar, before,
+                  "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "INVALID_ARGUMENT", NULL);
+
+    /* A plan_id forged into a create: the hidden plan, the adopted one. */
+    ns_field_view forged[] = {FV("plan_id", "ref", hidden), FV("name", "text", "Planted"),
+                              FV("kind", "text", "protection")};
+    fresh_id(f, id);
+    a = push1(f, police, "pillar", id, NS_MUTATION_CREATE, 0, forged, 3);
+    expect_forged(f, "a create into a hidden plan", a, "pillar", id, "", "NOT_FOUND",
+                  "PERMISSION_DENIED", NULL);
+    forged[0] = FV("plan_id", "ref", visible);
+    fresh_id(f, id);
+    a = push1(f, police, "pillar", id, NS_MUTATION_CREATE, 0, forged, 3);
+    expect_forged(f, "a create into another organisation's plan", a, "pillar", id, "",
+                  "PERMISSION_DENIED", NULL);
+    /* ... and into an update: moving its own pillar into those plans. */
+    row_state(f, "pillar", opillar, before, sizeof(before));
+    ns_field_view move = FV("plan_id", "ref", hidden);
+    a = push1(f, police, "pillar", opillar, NS_MUTATION_UPDATE, 1, &move, 1);
+    expect_forged(f, "moving a record into a hidden plan", a, "pillar", opillar, before,
+                  "INVALID_ARGUMENT", "PERMISSION_DENIED", "NOT_FOUND", NULL);
+    move = FV("plan_id", "ref", visible);
+    a = push1(f, police, "pillar", opillar, NS_MUTATION_UPDATE, 1, &move, 1);
+    expect_forged(f, "moving a record into another organisation's plan", a, "pillar", opillar,
+                  before, "INVALID_ARGUMENT", "PERMISSION_DENIED", NULL);
+    /* A plan's owner forged into the police's own plan. */
+    row_state(f, "plan", own, before, sizeof(before));
+    ns_field_view owner = FV("owner_id", "ref", f->org_mogender);
+    a = push1(f, police, "plan", own, NS_MUTATION_UPDATE, 1, &owner, 1);
+    expect_forged(f, "giving its plan to another organisation", a, "plan", own, before,
+                  "INVALID_ARGUMENT", "PERMISSION_DENIED", NULL);
+
+    /* References into the hidden plan from the police's own records. */
+    ns_field_view ref[] = {FV("plan_id", "ref", own), FV("pillar_id", "ref", hpillar),
+                           FV("title", "text", "Points into a hidden plan")};
+    fresh_id(f, id);
+    a = push1(f, police, "objective", id, NS_MUTATION_CREATE, 0, ref, 3);
+    expect_forged(f, "a reference to a hidden pillar", a, "objective", id, "", "INVALID_ARGUMENT",
+                  "PERMISSION_DENIED", "NOT_FOUND", NULL);
+    ns_field_view cm[] = {FV("plan_id", "ref", visible), FV("subject_type", "text", "pillar"),
+                          FV("subject_id", "ref", hpillar),
+                          FV("author_id", "ref", f->principal[police]),
+                          FV("body", "text", "What is in there?")};
+    fresh_id(f, id);
+    a = push1(f, police, "comment", id, NS_MUTATION_CREATE, 0, cm, 5);
+    expect_forged(f, "a comment on a hidden pillar", a, "comment", id, "", "INVALID_ARGUMENT",
+                  "PERMISSION_DENIED", "NOT_FOUND", NULL);
+    cm[0] = FV("plan_id", "ref", hidden);
+    fresh_id(f, id);
+    a = push1(f, police, "comment", id, NS_MUTATION_CREATE, 0, cm, 5);
+    expect_forged(f, "a comment in a hidden plan", a, "comment", id, "", "NOT_FOUND",
+                  "PERMISSION_DENIED", NULL);
+
+    /* All or nothing: a good create beside a forged update. */
+    char good[40];
+    fresh_id(f, good);
+    ns_field_view gf[] = {FV("plan_id", "ref", own), FV("name", "text", "Prevention"),
+                          FV("kind", "text", "prevention")};
+    ns_mutation ms[2] = {{NULL, "pillar", good, NS_MUTATION_CREATE, 0, gf, 3},
+                         {NULL, "pillar", hpillar, NS_MUTATION_UPDATE, 1, &nm, 1}};
+    answer two[2];
+    memset(two, 0, sizeof(two));
+    ns_error err;
+    row_state(f, "pillar", hpillar, before, sizeof(before));
+    int rc =
+        ns_client_push_batch_wait(f->c[police], NS_PUSH_ATOMIC, ms, 2, take_answers, two, &err);
+    if (rc != NS_OK)
+        nst_fail(f->e, "atomic push: %s", err.message);
+    expect_forged(f, "an atomic batch: the good create", two[0], "pillar", good, "", "ABORTED",
+                  NULL);
+    expect_forged(f, "an atomic batch: the forged update", two[1], "pillar", hpillar, before,
+                  "NOT_FOUND", NULL);
+    expect_as_missing(f, "an atomic batch: the forged update", two[1], "pillar", hpillar);
+
+    /* Requests about hidden records. */
+    unsigned seen = 0;
+    rc = ns_client_history_wait(f->c[police], "pillar", hpillar, 0, 0, ignore_revision, &seen, NULL,
+                                &err);
+    expect_request_refused(f, "history of a hidden pillar", rc, &err,
+                           NAPSYNC__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND);
+    rc = ns_client_history_wait(f->c[police], "plan", hidden, 0, 0, ignore_revision, &seen, NULL,
+                                &err);
+    expect_request_refused(f, "history of a hidden plan", rc, &err,
+                           NAPSYNC__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND);
+    rc = ns_client_pull_plan_wait(f->c[police], hidden, ignore_record, &seen, &err);
+    expect_request_refused(f, "a pull of a hidden plan", rc, &err,
+                           NAPSYNC__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED);
+    ns_report_request rq = {.kind = "progress", .plan_id = hidden};
+    char *json = NULL;
+    rc = ns_client_report_wait(f->c[police], &rq, &json, &err);
+    free(json);
+    expect_request_refused(f, "a report of a hidden plan", rc, &err,
+                           NAPSYNC__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND);
+    if (seen != 0)
+        nst_fail(f->e, "%u records or revisions of the hidden plan reached the police", seen);
+
+    /* A conflict in the hidden plan (two of mogender's coordinators edit
+     * its title from the same version), resolved by the police. */
+    nst_device second;
+    if (nst_device_issue(f->e, false, "matrix-second-coordinator", &second) != 0 ||
+        nst_device_register(f->e, "mogender", "Matrix second coordinator", "coordinator",
+                            &second) != 0)
+        nst_fail(f->e, "a second coordinator");
+    ns_client *c2 = nst_must_connect(f->e, &second);
+    ns_field_view t1 = FV("title", "text", "SECRET-TITLE one");
+    ns_field_view t2 = FV("title", "text", "SECRET-TITLE two");
+    answer first = push1(f, R_COORD, "plan", hidden, NS_MUTATION_UPDATE, 1, &t1, 1);
+    assert_int_equal(first.outcome, NS_OUTCOME_APPLIED);
+    ns_mutation cm2 = {NULL, "plan", hidden, NS_MUTATION_UPDATE, 1, &t2, 1};
+    answer conflict = {0};
+    if (ns_client_push_batch_wait(c2, NS_PUSH_APPLY, &cm2, 1, take_answer, &conflict, &err) !=
+        NS_OK)
+        nst_fail(f->e, "second coordinator's push: %s", err.message);
+    assert_int_equal(conflict.outcome, NS_OUTCOME_CONFLICT);
+    nst_client_close(c2);
+    char cid[40];
+    const char *p[1] = {hidden};
+    if (nst_db_exec(f->e, "SELECT id FROM sync_conflicts WHERE record_id = $1::uuid", 1, p, cid,
+                    sizeof(cid)) != 0 ||
+        cid[0] == '\0')
+        nst_fail(f->e, "no conflict on the hidden plan");
+    row_state(f, "plan", hidden, before, sizeof(before));
+    nst_raw r;
+    nst_must_raw_auth(f->e, &r, &f->dev[police], 1);
+    Napsync__V1__ResolveConflict res = NAPSYNC__V1__RESOLVE_CONFLICT__INIT;
+    char mid[40];
+    fresh_id(f, mid);
+    res.conflict_id = cid;
+    res.mutation_id = mid;
+    res.resolution = NAPSYNC__V1__RESOLUTION__RESOLUTION_OTHER;
+    ns_envelope env = NAPSYNC__V1__ENVELOPE__INIT;
+    env.request_id = 2;
+    env.body_case = NAPSYNC__V1__ENVELOPE__BODY_RESOLVE_CONFLICT;
+    env.resolve_conflict = &res;
+    if (nst_raw_send_env(&r, &env) != 0)
+        nst_fail(f->e, "sending ResolveConflict: %s", r.error);
+    ns_envelope *ans = nst_expect_frame(f->e, &r, NAPSYNC__V1__ENVELOPE__BODY_MUTATION_RESULT);
+    const Napsync__V1__MutationResult *mr = ans->mutation_result;
+    expect_no_leak(f, "resolving a hidden conflict", mr->reject_reason);
+    char want[80];
+    snprintf(want, sizeof(want), "conflict %s does not exist", cid);
+    if (mr->outcome != NAPSYNC__V1__MUTATION_OUTCOME__MUTATION_OUTCOME_REJECTED ||
+        mr->reject_code != NAPSYNC__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND ||
+        strcmp(mr->reject_reason, want) != 0)
+        nst_fail(f->e, "resolving a hidden conflict: outcome %d %s (%s)", mr->outcome,
+                 ns_error_code_name(mr->reject_code), mr->reject_reason);
+    ns_envelope_free(ans);
+    nst_raw_close(&r);
+    char after[64];
+    row_state(f, "plan", hidden, after, sizeof(after));
+    assert_string_equal(before, after);
+
+    /* The directory of another organisation: mogender's administrator
+     * renames the police's person, or makes one for the police. */
+    row_state(f, "principal", f->principal[police], before, sizeof(before));
+    a = push1(f, R_ADMIN, "principal", f->principal[police], NS_MUTATION_UPDATE, 1, &nm, 1);
+    expect_forged(f, "another organisation's person", a, "principal", f->principal[police], before,
+                  "NOT_FOUND", "PERMISSION_DENIED", NULL);
+    ns_field_view pp[] = {FV("organisation_id", "ref", f->org_police),
+                          FV("name", "text", "Planted")};
+    fresh_id(f, id);
+    a = push1(f, R_ADMIN, "principal", id, NS_MUTATION_CREATE, 0, pp, 2);
+    expect_forged(f, "a person for another organisation", a, "principal", id, "",
+                  "PERMISSION_DENIED", NULL);
+    nst_test_passed(f->e);
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {NST_TEST(test_matrix)};
+    const struct CMUnitTest tests[] = {NST_TEST(test_matrix), NST_TEST(test_forged_ids)};
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

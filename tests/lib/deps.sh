@@ -26,6 +26,8 @@ BUILD_PACKAGES=(libuv1-dev libpq-dev postgresql libprotobuf-c-dev protobuf-c-com
     libcmocka-dev libsqlite3-dev libjansson-dev libyajl-dev libcsv-dev libzstd-dev cmake make gcc libc6-dev
     pkg-config acl openssl dpkg-dev libmicrohttpd-dev libcurl4-openssl-dev)
 TEST_PACKAGES=(chromium debootstrap systemd prometheus)
+# haproxy: tests/scale/test_haproxy puts three napsyncd behind Debian's.
+TEST_PACKAGES+=(haproxy)
 
 [ $# -ge 1 ] || die "usage: deps.sh [--build] [--test] [PACKAGE...]"
 wanted=()

@@ -8,6 +8,9 @@
 #   pg.sh restart DIR        stop (fast) and start on the same port
 #   pg.sh env DIR            print PGHOST/PGPORT/PGUSER/PGDATABASE lines
 #   pg.sh status DIR         exit 0 if running
+#   pg.sh standby PRIMARY DIR  a streaming replica of the running cluster in
+#                            PRIMARY (pg_basebackup -R), started; env lines
+#   pg.sh promote DIR        promote a standby to primary, waiting for it
 #
 # The cluster listens only on a Unix socket in DIR/run and on 127.0.0.1:PORT
 # (a free port is chosen on first start and kept in DIR/port). Local
@@ -97,12 +100,42 @@ cmd_stop() {
     as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -m "$mode" -w -t 60 stop >/dev/null
 }
 
+# A standby of the cluster in $1, in $2 (created once): a base backup over
+# the primary's Unix socket (initdb's pg_hba.conf trusts local replication
+# connections) with -R, which writes primary_conninfo and standby.signal,
+# then started like any cluster of this script, on a port of its own.
+cmd_standby() {
+    local primary dir
+    primary=$(cd "$1" && pwd)
+    mkdir -p "$2"
+    dir=$(cd "$2" && pwd)
+    ensure_user
+    ensure_reachable "$(dirname "$dir")"
+    if [ ! -f "$dir/data/PG_VERSION" ]; then
+        [ "$(id -u)" = 0 ] && chown "$PG_USER:" "$dir"
+        as_pg "$PG_BIN/pg_basebackup" -h "$primary/run" -p "$(cat "$primary/port")" -U "$PG_USER" \
+            -D "$dir/data" -R -X stream -c fast >"$dir/basebackup.log" 2>&1 ||
+            { cat "$dir/basebackup.log" >&2; die "pg_basebackup from $primary failed"; }
+        free_port >"$dir/port"
+        as_pg mkdir -p "$dir/run"
+    fi
+    cmd_start "$dir"
+}
+
+cmd_promote() {
+    local dir
+    dir=$(cd "$1" && pwd)
+    as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -w -t 60 promote >/dev/null
+}
+
 case ${1:-} in
     start) shift; [ $# -ge 1 ] || die "usage: pg.sh start DIR [PORT]"; cmd_start "$@" ;;
     stop) shift; [ $# -ge 1 ] || die "usage: pg.sh stop DIR [fast|immediate]"; cmd_stop "$@" ;;
     restart) shift; [ $# -ge 1 ] || die "usage: pg.sh restart DIR"; cmd_stop "$1" fast; cmd_start "$1" ;;
     env) shift; [ $# -ge 1 ] || die "usage: pg.sh env DIR"; print_env "$(cd "$1" && pwd)" ;;
+    standby) shift; [ $# -ge 2 ] || die "usage: pg.sh standby PRIMARY DIR"; cmd_standby "$1" "$2" ;;
+    promote) shift; [ $# -ge 1 ] || die "usage: pg.sh promote DIR"; cmd_promote "$1" ;;
     status) shift; [ $# -ge 1 ] || die "usage: pg.sh status DIR"
         as_pg "$PG_BIN/pg_ctl" -D "$(cd "$1" && pwd)/data" status >/dev/null 2>&1 ;;
-    *) die "usage: pg.sh start|stop|restart|env|status DIR" ;;
+    *) die "usage: pg.sh start|stop|restart|env|status|promote DIR, or standby PRIMARY DIR" ;;
 esac

@@ -296,6 +296,73 @@ static void test_budget_refuses_amplification(void **state)
 
 /* ---- garbage ------------------------------------------------------------- */
 
+/* A NUL byte inside a string, at any depth (Envelope > Push > Mutation >
+ * FieldSet > Field > Value > text), makes the frame malformed: protobuf-c
+ * would hand over the string cut at the NUL. Bytes and unknown fields may
+ * hold NULs. */
+static void test_nul_in_strings_refused(void **state)
+{
+    (void)state;
+    Napsync__V1__Value v = NAPSYNC__V1__VALUE__INIT;
+    v.kind_case = NAPSYNC__V1__VALUE__KIND_TEXT_VALUE;
+    v.text_value = "ab@cd";
+    Napsync__V1__Field fld = NAPSYNC__V1__FIELD__INIT;
+    fld.name = "title";
+    fld.value = &v;
+    Napsync__V1__Field *fp[1] = {&fld};
+    Napsync__V1__FieldSet set = NAPSYNC__V1__FIELD_SET__INIT;
+    set.n_fields = 1;
+    set.fields = fp;
+    Napsync__V1__Mutation m = NAPSYNC__V1__MUTATION__INIT;
+    m.mutation_id = "m";
+    m.entity_type = "plan";
+    m.record_id = "r";
+    m.fields = &set;
+    Napsync__V1__Mutation *mp[1] = {&m};
+    Napsync__V1__Push push = NAPSYNC__V1__PUSH__INIT;
+    push.n_mutations = 1;
+    push.mutations = mp;
+    ns_envelope e = NAPSYNC__V1__ENVELOPE__INIT;
+    e.request_id = 7;
+    e.body_case = NAPSYNC__V1__ENVELOPE__BODY_PUSH;
+    e.push = &push;
+    size_t len;
+    uint8_t *buf = pack(&e, &len);
+    ns_envelope *ok = ns_envelope_unpack(buf, len);
+    assert_non_null(ok);
+    assert_string_equal(ok->push->mutations[0]->fields->fields[0]->value->text_value, "ab@cd");
+    ns_envelope_free(ok);
+    /* The same bytes with the '@' turned into a NUL. */
+    uint8_t *at = memchr(buf, '@', len);
+    assert_non_null(at);
+    *at = 0;
+    assert_null(ns_envelope_unpack(buf, len));
+    free(buf);
+
+    /* A NUL in a bytes field (a Ping's payload) is data. */
+    uint8_t payload[3] = {'x', 0, 'y'};
+    Napsync__V1__Ping ping = NAPSYNC__V1__PING__INIT;
+    ping.payload.data = payload;
+    ping.payload.len = sizeof(payload);
+    ns_envelope pe = NAPSYNC__V1__ENVELOPE__INIT;
+    pe.body_case = NAPSYNC__V1__ENVELOPE__BODY_PING;
+    pe.ping = &ping;
+    buf = pack(&pe, &len);
+    ns_envelope *pok = ns_envelope_unpack(buf, len);
+    assert_non_null(pok);
+    assert_int_equal(pok->ping->payload.len, 3);
+    ns_envelope_free(pok);
+    free(buf);
+
+    /* An unknown field (number 99, length-delimited) holding a NUL is kept
+     * as unknown bytes, not read as a string. */
+    uint8_t unknown[] = {0x08, 0x01, 0x9a, 0x06, 0x03, 'a', 0, 'b'};
+    ns_envelope *u = ns_envelope_unpack(unknown, sizeof(unknown));
+    assert_non_null(u);
+    assert_int_equal(u->request_id, 1);
+    ns_envelope_free(u);
+}
+
 static void test_known_malformed(void **state)
 {
     (void)state;
@@ -671,6 +738,7 @@ int main(void)
         cmocka_unit_test(test_large_ping_fits_budget),
         cmocka_unit_test(test_budget_refuses_amplification),
         cmocka_unit_test(test_known_malformed),
+        cmocka_unit_test(test_nul_in_strings_refused),
         cmocka_unit_test(test_truncated_encodings),
         cmocka_unit_test(test_random_garbage),
         cmocka_unit_test(test_mutated_encodings),
