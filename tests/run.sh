@@ -9,6 +9,7 @@
 #
 #   --no-asan   skip the sanitizer build and its tests (a quicker local round)
 #   --no-lint   skip clang-format, cppcheck and shellcheck
+#   --no-fuzz   skip the short run of the libFuzzer targets (tests/fuzz)
 #   CTEST_ARGS  passed to both ctest runs, e.g. -- -L unit  or  -- -R frame
 #
 # Builds into build/ and build-asan/ of the checkout, and the Debian package
@@ -22,11 +23,13 @@ cd "$ROOT"
 
 asan=1
 lint=1
+fuzz=1
 ctest_args=()
 while [ $# -gt 0 ]; do
     case $1 in
     --no-asan) asan=0 ;;
     --no-lint) lint=0 ;;
+    --no-fuzz) fuzz=0 ;;
     --)
         shift
         ctest_args=("$@")
@@ -161,6 +164,16 @@ run_ctest() {
         -j 2 --timeout 300 "${ctest_args[@]}"
 }
 
+# The libFuzzer targets in a clang build of their own (build-fuzz), each
+# for NS_FUZZ_SECONDS (30) over its seeds and regressions: ctest -L fuzz
+# runs tests/fuzz/run-long.sh for each.
+run_fuzz() {
+    CC=clang cmake -S "$ROOT" -B build-fuzz -DNS_FUZZ=ON -DNS_BUILD_TESTS=OFF \
+        -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNS_FUZZ_SECONDS="${NS_FUZZ_SECONDS:-30}" >/dev/null &&
+        cmake --build build-fuzz -j "$JOBS" --target ns_fuzz &&
+        ctest --test-dir build-fuzz -L fuzz --output-on-failure --no-tests=error -j 2
+}
+
 # Every process the tests start inherits these (napsyncd, the napsync CLI,
 # the load generator, forked children), and LeakSanitizer runs when each
 # exits. Their reports go to files of their own: a process whose exit
@@ -210,9 +223,11 @@ if passed postgresql; then
             skip "ctest-asan" "build failed"
         fi
     fi
+    [ "$fuzz" = 1 ] && step "fuzz" run_fuzz
 else
     skip "ctest" "no PostgreSQL"
     [ "$asan" = 1 ] && skip "ctest-asan" "no PostgreSQL"
+    [ "$fuzz" = 1 ] && skip "fuzz" "no PostgreSQL"
 fi
 
 printf '\n==== tests/run.sh summary ====\n'

@@ -9,7 +9,8 @@
 # dpkg-shlibdeps for the .deb's Depends), --test for what only the tests
 # need besides (chromium renders the HTML report in test_reports; debootstrap
 # and systemd's systemd-analyze serve test_package; prometheus and its
-# promtool scrape and lint napsyncd's /metrics in test_prometheus), so that
+# promtool scrape and lint napsyncd's /metrics in test_prometheus; clang and
+# its runtime libraries build the libFuzzer targets of tests/fuzz), so that
 # the scripts share one list. libcurl4-openssl-dev is under --build because
 # the test programs are built with the rest.
 #
@@ -25,7 +26,7 @@ die() {
 BUILD_PACKAGES=(libuv1-dev libpq-dev postgresql libprotobuf-c-dev protobuf-c-compiler libssl-dev
     libcmocka-dev libsqlite3-dev libjansson-dev libyajl-dev libcsv-dev libzstd-dev cmake make gcc libc6-dev
     pkg-config acl openssl dpkg-dev libmicrohttpd-dev libcurl4-openssl-dev)
-TEST_PACKAGES=(chromium debootstrap systemd prometheus)
+TEST_PACKAGES=(chromium debootstrap systemd prometheus clang libclang-rt-14-dev)
 # haproxy: tests/scale/test_haproxy puts three napsyncd behind Debian's.
 TEST_PACKAGES+=(haproxy)
 
