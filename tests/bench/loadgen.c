@@ -18,9 +18,27 @@
  *                              or by a real sync into a new store (SQLite):
  *                              records/s, bytes read per record, peak RSS
  *                              of this process and of the server
+ *   napsync-loadgen fanout  -- N devices watch one plan (ns_client_sync,
+ *                              watch, a store each) while one writer adds
+ *                              an indicator at a time: from the writer's
+ *                              ack to each subscriber's delivery
+ *   napsync-loadgen conns   -- N idle authenticated sessions: sessions/s of
+ *                              full TLS handshakes, then of resumed ones
+ *                              (the same clients reconnecting), and the
+ *                              server's RSS per idle session
+ *   napsync-loadgen storm-prepare -- N device stores sync once, then each
+ *                              queues K local changes (a plan and K - 1
+ *                              indicators in it) in its outbox, offline
+ *   napsync-loadgen storm   -- those N devices sync at once (after the
+ *                              daemon has restarted): time until every
+ *                              outbox is drained, and the round trips of
+ *                              one well-behaved client pinging meanwhile
  *
  * Devices are certificates DIR/PREFIXnnnn.crt and .key (deploy/ca.sh device
- * DIR PREFIXnnnn), registered beforehand (napsync_register_device). Results
+ * DIR PREFIXnnnn), registered beforehand (napsync_register_device); with
+ * --devices D, client i uses device PREFIX(first + i mod D), so that more
+ * sessions than certificates can be opened (the server's
+ * max_sessions_per_device permitting). Results
  * go to stdout as one logfmt line (key=value ...), progress and errors to
  * stderr. The exit status is 0 only when all the work was done and
  * checked: every mutation answered APPLIED at version 1, every record
@@ -46,16 +64,18 @@
 
 #define LG_PATH        512
 #define LG_UUID        37
-#define LG_MAX_CLIENTS 4096
+#define LG_MAX_CLIENTS 20000
 /* Seeding keeps a few pushes in flight so that the engine's group commit
  * has work queued; the per-session order of answers is kept by the server. */
 #define LG_SEED_INFLIGHT 4
 #define LG_SEED_BATCH    1000
 /* Fields of one indicator create (plan_id, title, value_type). */
-#define LG_IND_FIELDS  3
-#define LG_PLAN_FIELDS 5
+#define LG_IND_FIELDS 3
+/* storm: the well-behaved client's request timeout. */
+#define LG_PINGER_TIMEOUT_MS 120000
+#define LG_PLAN_FIELDS       5
 
-typedef enum { LG_PUSH, LG_SEED, LG_CATCHUP } lg_mode;
+typedef enum { LG_PUSH, LG_SEED, LG_CATCHUP, LG_FANOUT, LG_CONNS, LG_STORM_PREP, LG_STORM } lg_mode;
 
 typedef struct {
     lg_mode mode;
@@ -78,6 +98,15 @@ typedef struct {
     const char *store; /* catchup --sync: a path that must not exist yet */
     long server_pid;   /* for CPU and peak RSS of napsyncd; 0: none */
     uint32_t timeout_ms;
+    unsigned devices;   /* distinct certificates the clients cycle through; 0: clients */
+    const char *writer; /* fanout: the writing device */
+    const char *pinger; /* storm: the well-behaved device */
+    const char *stores; /* fanout, storm: directory of the device stores */
+    unsigned writes;    /* fanout: measured writes (one more warms up) */
+    unsigned gap_ms;    /* fanout: pause after every subscriber has a write */
+    unsigned window;    /* connects (or first syncs) in flight at once */
+    unsigned ping_ms;   /* storm: the pinger's interval */
+    double hold_s;      /* conns: idle time before the server's RSS is read */
 } lg_opts;
 
 /* ---- small helpers -------------------------------------------------------------------------- */
@@ -634,27 +663,33 @@ static void lg_on_plan(ns_client *c, const ns_error *err, const ns_mutation_resu
 }
 
 /* A plan the domain model accepts (sql/003): its owner is the pusher's
- * organisation, set by the engine. */
-static void lg_push_plan(lg_client *k, const char *status, ns_push_batch_cb cb)
+ * organisation, set by the engine. Fills a fresh id into plan_id; f and
+ * title are the mutation's storage. */
+static ns_mutation lg_make_plan(const char *device, const char *status, char plan_id[LG_UUID],
+                                ns_field_view f[LG_PLAN_FIELDS], char title[96])
 {
     static const char *period_start = "2024-01-01", *period_end = "2028-12-31";
-    char title[96];
-    snprintf(title, sizeof(title), "Load test plan of %s", k->name);
-    lg_uuid(k->plan_id);
-    ns_field_view f[LG_PLAN_FIELDS] = {
-        {.name = "title", .kind = "text", .value = title},
-        {.name = "kind", .kind = "text", .value = "nap"},
-        {.name = "status", .kind = "text", .value = status},
-        {.name = "period_start", .kind = "date", .value = period_start},
-        {.name = "period_end", .kind = "date", .value = period_end},
-    };
-    ns_mutation m = {
+    snprintf(title, 96, "Load test plan of %s", device);
+    lg_uuid(plan_id);
+    f[0] = (ns_field_view){.name = "title", .kind = "text", .value = title};
+    f[1] = (ns_field_view){.name = "kind", .kind = "text", .value = "nap"};
+    f[2] = (ns_field_view){.name = "status", .kind = "text", .value = status};
+    f[3] = (ns_field_view){.name = "period_start", .kind = "date", .value = period_start};
+    f[4] = (ns_field_view){.name = "period_end", .kind = "date", .value = period_end};
+    return (ns_mutation){
         .entity_type = "plan",
-        .record_id = k->plan_id,
+        .record_id = plan_id,
         .op = NS_MUTATION_CREATE,
         .fields = f,
         .nfields = LG_PLAN_FIELDS,
     };
+}
+
+static void lg_push_plan(lg_client *k, const char *status, ns_push_batch_cb cb)
+{
+    char title[96];
+    ns_field_view f[LG_PLAN_FIELDS];
+    ns_mutation m = lg_make_plan(k->name, status, k->plan_id, f, title);
     ns_error err;
     if (ns_client_push_batch(k->c, NS_PUSH_APPLY, &m, 1, cb, k, &err) != NS_OK) {
         lg_fail(k->run, "device %s: creating its plan: %s", k->name, err.message);
@@ -1003,19 +1038,1045 @@ static int lg_cmd_catchup(const lg_opts *o)
     return rc;
 }
 
+/* ---- many devices: fanout, conns, storm ----------------------------------------------------- */
+
+/* Client i's device: PREFIX(first + i mod devices). */
+static void lg_device_name(const lg_opts *o, unsigned i, char *out, size_t len)
+{
+    unsigned d = o->devices ? o->devices : o->clients;
+    snprintf(out, len, "%s%04u", o->prefix, o->first + i % d);
+}
+
+static void lg_store_path(const lg_opts *o, const char *tag, unsigned i, char out[LG_PATH])
+{
+    if (snprintf(out, LG_PATH, "%s/%s-%05u.db", o->stores, tag, i) >= LG_PATH)
+        lg_die("--stores: path too long");
+}
+
+/* Sorts l and prints " NAME_p50_ms=... NAME_p99_ms=... NAME_max_ms=...". */
+static void lg_print_pcts(lg_lat *l, const char *name)
+{
+    if (l->n > 0)
+        qsort(l->us, l->n, sizeof(*l->us), lg_cmp_u32);
+    printf(" %s_p50_ms=%.3f %s_p90_ms=%.3f %s_p99_ms=%.3f %s_max_ms=%.3f", name, lg_pct_ms(l, 0.50),
+           name, lg_pct_ms(l, 0.90), name, lg_pct_ms(l, 0.99), name, lg_pct_ms(l, 1.0));
+}
+
+/* Failures that a reconnect may cure, as sync --watch sees them. */
+static bool lg_is_loss(const ns_error *e)
+{
+    switch (e->status) {
+    case NS_ERR_CLOSED:
+    case NS_ERR_TIMEOUT:
+    case NS_ERR_CONNECT:
+    case NS_ERR_TLS:
+    case NS_ERR_UNAVAILABLE:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* ---- fanout mode ---------------------------------------------------------------------------- */
+
+typedef struct lg_fan lg_fan;
+
+typedef struct {
+    lg_fan *f;
+    ns_client *c;
+    unsigned i;
+    char name[72];
+    bool caught_up; /* its first catch-up is done (a Subscribe follows) */
+    uint64_t got;   /* records received since then: one per write */
+} lg_sub;
+
+typedef enum { FAN_SETUP, FAN_SUBSCRIBING, FAN_WRITING, FAN_STOPPING } lg_fan_phase;
+
+struct lg_fan {
+    uv_loop_t *loop;
+    const lg_opts *o;
+    lg_fan_phase phase;
+    ns_client *wc; /* the writer */
+    char plan[LG_UUID];
+    lg_sub *subs;
+    unsigned n, ready, next_start;
+    uv_timer_t timer; /* settle, the pause between writes, and each write's deadline */
+    bool timer_open;
+    unsigned total; /* writes: one to warm up, then the measured ones */
+    unsigned write; /* the write in progress */
+    bool acked;
+    unsigned delivered; /* subscribers that have the write in progress */
+    uint64_t *ack_ns, *ack_ms;
+    uint64_t *deliv_ns, *deliv_ms; /* [write * n + subscriber] */
+    uint64_t t0, t_ready, t_first, t_last;
+    double cpu0, srv_cpu0, cpu, srv_cpu;
+    uint32_t disconnects;
+    bool failed;
+};
+
+static void fan_stop(lg_fan *f);
+
+static void fan_fail(lg_fan *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fan_fail(lg_fan *f, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("napsync-loadgen: fanout: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    if (!f->failed) {
+        f->failed = true;
+        fan_stop(f);
+    }
+}
+
+/* Ends every watch (each sync's callback then frees its client), the
+ * writer's session and the timer. */
+static void fan_stop(lg_fan *f)
+{
+    if (f->phase == FAN_STOPPING)
+        return;
+    f->phase = FAN_STOPPING;
+    if (f->timer_open) {
+        f->timer_open = false;
+        uv_close((uv_handle_t *)&f->timer, NULL);
+    }
+    for (unsigned i = 0; i < f->n; i++) {
+        lg_sub *s = &f->subs[i];
+        if (s->c != NULL && i >= f->next_start) {
+            /* Never started: nothing runs on it. */
+            ns_client_free(s->c);
+            s->c = NULL;
+        } else if (s->c != NULL && ns_client_sync_stop(s->c) != NS_OK) {
+            ns_client_free(s->c);
+            s->c = NULL;
+        }
+    }
+    if (f->wc != NULL) {
+        ns_client *c = f->wc;
+        f->wc = NULL;
+        if (ns_client_disconnect(c, lg_on_closed, NULL) != NS_OK)
+            ns_client_free(c);
+    }
+}
+
+static void fan_on_synced(ns_client *c, const ns_error *err, const ns_sync_stats *st, void *ud)
+{
+    (void)st;
+    lg_sub *s = ud;
+    if (s->f->phase != FAN_STOPPING)
+        fan_fail(s->f, "subscriber %s: its watch ended: %s: %s", s->name,
+                 err ? ns_status_name(err->status) : "ok", err ? err->message : "");
+    ns_client_free(c);
+    s->c = NULL;
+}
+
+static void fan_write(lg_fan *f);
+
+static void fan_on_timeout(uv_timer_t *t)
+{
+    lg_fan *f = t->data;
+    fan_fail(f, "write %u: %u of %u subscribers had it after %u ms (acked: %s)", f->write,
+             f->delivered, f->n, f->o->timeout_ms, f->acked ? "yes" : "no");
+}
+
+static void fan_on_gap(uv_timer_t *t)
+{
+    fan_write(t->data);
+}
+
+/* Every subscriber has the write in progress: the next one after a pause,
+ * or the end. */
+static void fan_write_done(lg_fan *f)
+{
+    if (f->write + 1 == f->total) {
+        f->t_last = lg_now_ns();
+        f->cpu = lg_self_cpu_s() - f->cpu0;
+        if (f->o->server_pid > 0)
+            f->srv_cpu = lg_proc_cpu_s(f->o->server_pid) - f->srv_cpu0;
+        fan_stop(f);
+        return;
+    }
+    f->write++;
+    uv_timer_start(&f->timer, fan_on_gap, f->o->gap_ms, 0);
+}
+
+static void fan_on_ack(ns_client *c, const ns_error *err, const ns_mutation_result *rs, size_t n,
+                       void *ud)
+{
+    (void)c;
+    lg_fan *f = ud;
+    uint64_t now = lg_now_ns();
+    if (f->phase != FAN_WRITING)
+        return;
+    if (err) {
+        fan_fail(f, "the writer's push: %s: %s", ns_status_name(err->status), err->message);
+        return;
+    }
+    if (n != 1 || lg_first_bad(rs, n) != n) {
+        fan_fail(f, "the writer's indicator was answered outcome %d (%s: %s)", (int)rs[0].outcome,
+                 rs[0].reject_code, rs[0].reject_reason);
+        return;
+    }
+    f->ack_ns[f->write] = now;
+    f->ack_ms[f->write] = uv_now(f->loop);
+    f->acked = true;
+    if (f->delivered == f->n)
+        fan_write_done(f);
+}
+
+static void fan_write(lg_fan *f)
+{
+    if (f->phase != FAN_WRITING)
+        return;
+    if (f->write == 1) {
+        /* The measured writes begin. */
+        f->t_first = lg_now_ns();
+        f->cpu0 = lg_self_cpu_s();
+        if (f->o->server_pid > 0)
+            f->srv_cpu0 = lg_proc_cpu_s(f->o->server_pid);
+    }
+    f->acked = false;
+    f->delivered = 0;
+    const ns_mutation *m = lg_make_indicators(f->plan, 1);
+    ns_error err;
+    if (ns_client_push_batch(f->wc, NS_PUSH_APPLY, m, 1, fan_on_ack, f, &err) != NS_OK) {
+        fan_fail(f, "the writer's push: %s", err.message);
+        return;
+    }
+    uv_timer_start(&f->timer, fan_on_timeout, f->o->timeout_ms, 0);
+}
+
+static void fan_on_settled(uv_timer_t *t)
+{
+    lg_fan *f = t->data;
+    f->phase = FAN_WRITING;
+    f->write = 0;
+    fan_write(f);
+}
+
+static void fan_start_next(lg_fan *f);
+
+static void fan_on_event(ns_client *c, const ns_sync_event *ev, void *ud)
+{
+    (void)c;
+    lg_sub *s = ud;
+    lg_fan *f = s->f;
+    if (f->phase == FAN_STOPPING)
+        return;
+    switch (ev->kind) {
+    case NS_SYNC_CAUGHT_UP:
+        if (s->caught_up)
+            break; /* after a reconnect */
+        s->caught_up = true;
+        if (++f->ready == f->n) {
+            /* Give the last Subscribes time to be acknowledged; the
+             * warm-up write then proves every subscription live. */
+            f->t_ready = lg_now_ns();
+            fprintf(stderr, "napsync-loadgen: %u subscribers caught up; writing\n", f->n);
+            uv_timer_start(&f->timer, fan_on_settled, 500, 0);
+        } else {
+            fan_start_next(f);
+        }
+        break;
+    case NS_SYNC_CHANGES:
+        if (!s->caught_up)
+            break; /* the plan, in the first catch-up */
+        for (uint64_t k = 0; k < ev->count; k++) {
+            uint64_t w = s->got++;
+            if (f->phase != FAN_WRITING || w > f->write) {
+                fan_fail(f, "subscriber %s received a record no write made (record %" PRIu64 ")",
+                         s->name, w);
+                return;
+            }
+            f->deliv_ns[w * f->n + s->i] = lg_now_ns();
+            f->deliv_ms[w * f->n + s->i] = uv_now(f->loop);
+            if (w == f->write)
+                f->delivered++;
+        }
+        if (f->delivered == f->n && f->acked)
+            fan_write_done(f);
+        break;
+    case NS_SYNC_DISCONNECTED:
+        f->disconnects++;
+        fprintf(stderr, "napsync-loadgen: subscriber %s disconnected: %s\n", s->name,
+                ev->err ? ev->err->message : "?");
+        break;
+    default:
+        break;
+    }
+}
+
+/* Starts the next subscribers' watches, at most --window catching up at once. */
+static void fan_start_next(lg_fan *f)
+{
+    while (f->phase == FAN_SUBSCRIBING && f->next_start < f->n &&
+           f->next_start - f->ready < f->o->window) {
+        lg_sub *s = &f->subs[f->next_start++];
+        const char *plans[1] = {f->plan};
+        ns_sync_options so = {
+            .plan_ids = plans, .nplans = 1, .watch = 1, .on_event = fan_on_event, .event_ud = s};
+        ns_error err;
+        if (ns_client_sync(s->c, &so, fan_on_synced, s, &err) != NS_OK) {
+            fan_fail(f, "subscriber %s: sync: %s", s->name, err.message);
+            return;
+        }
+    }
+}
+
+static void fan_on_plan(ns_client *c, const ns_error *err, const ns_mutation_result *rs, size_t n,
+                        void *ud)
+{
+    (void)c;
+    lg_fan *f = ud;
+    if (f->phase != FAN_SETUP)
+        return;
+    if (err || n != 1 || lg_first_bad(rs, n) != n) {
+        fan_fail(f, "the writer's plan: %s", err ? err->message : rs[0].reject_reason);
+        return;
+    }
+    f->phase = FAN_SUBSCRIBING;
+    fan_start_next(f);
+}
+
+static void fan_on_writer(ns_client *c, const ns_error *err, void *ud)
+{
+    lg_fan *f = ud;
+    if (f->phase != FAN_SETUP)
+        return;
+    if (err) {
+        fan_fail(f, "the writer: connect: %s: %s", ns_status_name(err->status), err->message);
+        return;
+    }
+    char title[96];
+    ns_field_view fv[LG_PLAN_FIELDS];
+    /* Adopted: readable by every organisation (sql/003). */
+    ns_mutation m = lg_make_plan(f->o->writer, "adopted", f->plan, fv, title);
+    ns_error e;
+    if (ns_client_push_batch(c, NS_PUSH_APPLY, &m, 1, fan_on_plan, f, &e) != NS_OK)
+        fan_fail(f, "the writer's plan: %s", e.message);
+}
+
+static void fan_print(lg_fan *f)
+{
+    lg_lat applied = {0}, received = {0}, last = {0};
+    unsigned before_ack = 0;
+    for (unsigned w = 1; w < f->total; w++) {
+        uint64_t worst = 0;
+        for (unsigned i = 0; i < f->n; i++) {
+            uint64_t d = f->deliv_ns[(size_t)w * f->n + i], a = f->ack_ns[w];
+            uint64_t dm = f->deliv_ms[(size_t)w * f->n + i], am = f->ack_ms[w];
+            if (d < a)
+                before_ack++;
+            uint64_t lat = d > a ? d - a : 0;
+            lg_lat_add(&applied, lat);
+            lg_lat_add(&received, dm > am ? (dm - am) * 1000000u : 0);
+            if (lat > worst)
+                worst = lat;
+        }
+        lg_lat_add(&last, worst);
+    }
+    double secs = (double)(f->t_last - f->t_first) / 1e9;
+    printf("mode=fanout subscribers=%u devices=%u writes=%u deliveries=%zu", f->n,
+           f->o->devices ? f->o->devices : f->n, f->total - 1, applied.n);
+    lg_print_pcts(&applied, "applied");
+    lg_print_pcts(&received, "received");
+    lg_print_pcts(&last, "last");
+    printf(" before_ack=%u disconnects=%u setup_s=%.2f seconds=%.3f loadgen_cpu_s=%.2f"
+           " server_cpu_s=%.2f\n",
+           before_ack, f->disconnects, (double)(f->t_ready - f->t0) / 1e9, secs, f->cpu,
+           f->o->server_pid > 0 ? f->srv_cpu : -1.0);
+    free(applied.us);
+    free(received.us);
+    free(last.us);
+}
+
+static int lg_cmd_fanout(const lg_opts *o)
+{
+    uv_loop_t loop;
+    if (uv_loop_init(&loop) != 0)
+        lg_die("uv_loop_init failed");
+    lg_fan f = {.loop = &loop, .o = o, .n = o->clients, .total = o->writes + 1};
+    f.subs = calloc(f.n, sizeof(*f.subs));
+    f.ack_ns = calloc(f.total, sizeof(uint64_t));
+    f.ack_ms = calloc(f.total, sizeof(uint64_t));
+    f.deliv_ns = calloc((size_t)f.total * f.n, sizeof(uint64_t));
+    f.deliv_ms = calloc((size_t)f.total * f.n, sizeof(uint64_t));
+    if (!f.subs || !f.ack_ns || !f.ack_ms || !f.deliv_ns || !f.deliv_ms)
+        lg_die("out of memory");
+    lg_scratch_init(1);
+    if (uv_timer_init(&loop, &f.timer) != 0)
+        lg_die("uv_timer_init failed");
+    f.timer.data = &f;
+    f.timer_open = true;
+    f.t0 = lg_now_ns();
+    for (unsigned i = 0; i < f.n; i++) {
+        lg_sub *s = &f.subs[i];
+        s->f = &f;
+        s->i = i;
+        lg_device_name(o, i, s->name, sizeof(s->name));
+        char store[LG_PATH];
+        lg_store_path(o, "fan", i, store);
+        struct stat sb;
+        if (stat(store, &sb) == 0)
+            lg_die("fanout: %s exists: the stores must be new", store);
+        s->c = lg_client_new(o, &loop, s->name, store);
+    }
+    f.wc = lg_client_new(o, &loop, o->writer, NULL);
+    ns_error err;
+    if (ns_client_connect(f.wc, fan_on_writer, &f, &err) != NS_OK)
+        fan_fail(&f, "the writer: connect: %s", err.message);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    int rc = 1;
+    if (!f.failed && f.t_last != 0) {
+        fan_print(&f);
+        rc = 0;
+    } else if (!f.failed) {
+        fprintf(stderr, "napsync-loadgen: fanout: ended before the last write was delivered\n");
+    }
+    if (uv_loop_close(&loop) != 0)
+        fprintf(stderr, "napsync-loadgen: the loop still had handles at the end\n");
+    free(f.subs);
+    free(f.ack_ns);
+    free(f.ack_ms);
+    free(f.deliv_ns);
+    free(f.deliv_ms);
+    lg_scratch_free();
+    return rc;
+}
+
+/* ---- conns mode ----------------------------------------------------------------------------- */
+
+typedef struct lg_conns lg_conns;
+
+typedef struct {
+    lg_conns *r;
+    ns_client *c;
+    char name[72];
+    uint64_t t0;
+} lg_sess;
+
+struct lg_conns {
+    uv_loop_t *loop;
+    const lg_opts *o;
+    lg_sess *s;
+    unsigned n;
+    int round; /* 0: full handshakes; 1: the same clients resuming */
+    unsigned next, up, closed, resumed[2];
+    uint64_t t_start[2], t_end[2];
+    lg_lat lat[2];
+    double cpu0, srv0, cpu[2], srv[2];
+    long srv_rss0, srv_rss[2], self_rss0, self_rss1;
+    uv_timer_t timer;
+    bool timer_open;
+    bool failed, stopping;
+};
+
+static void conns_stop(lg_conns *r)
+{
+    if (r->stopping)
+        return;
+    r->stopping = true;
+    if (r->timer_open) {
+        r->timer_open = false;
+        uv_close((uv_handle_t *)&r->timer, NULL);
+    }
+    for (unsigned i = 0; i < r->n; i++)
+        if (r->s[i].c != NULL)
+            (void)ns_client_disconnect(r->s[i].c, NULL, NULL);
+}
+
+static void conns_fail(lg_conns *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void conns_fail(lg_conns *r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("napsync-loadgen: conns: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    if (!r->failed) {
+        r->failed = true;
+        conns_stop(r);
+    }
+}
+
+static void conns_fill(lg_conns *r);
+static void conns_round(lg_conns *r);
+
+static void conns_on_pause(uv_timer_t *t)
+{
+    conns_round(t->data);
+}
+
+static void conns_on_closed(ns_client *c, void *ud)
+{
+    (void)c;
+    lg_conns *r = ud;
+    if (++r->closed < r->n || r->stopping)
+        return;
+    /* Every session of the round has ended; the next round begins once the
+     * server has let them go (its lingering close is short). */
+    if (r->round == 0) {
+        r->round = 1;
+        uv_timer_start(&r->timer, conns_on_pause, 1000, 0);
+    } else {
+        conns_stop(r);
+    }
+}
+
+/* The sessions have idled for --hold: the server's RSS, then all leave. */
+static void conns_on_held(uv_timer_t *t)
+{
+    lg_conns *r = t->data;
+    if (r->o->server_pid > 0)
+        r->srv_rss[r->round] = lg_proc_status_kb(r->o->server_pid, "VmRSS");
+    if (r->round == 0)
+        r->self_rss1 = lg_proc_status_kb(0, "VmRSS");
+    r->closed = 0;
+    for (unsigned i = 0; i < r->n; i++)
+        if (ns_client_disconnect(r->s[i].c, conns_on_closed, r) != NS_OK) {
+            conns_fail(r, "device %s: disconnect refused", r->s[i].name);
+            return;
+        }
+}
+
+static void conns_on_connect(ns_client *c, const ns_error *err, void *ud)
+{
+    lg_sess *s = ud;
+    lg_conns *r = s->r;
+    uint64_t now = lg_now_ns();
+    if (r->stopping)
+        return;
+    if (err) {
+        conns_fail(r, "device %s: connect (%s handshakes): %s: %s", s->name,
+                   r->round ? "resumed" : "full", ns_status_name(err->status), err->message);
+        return;
+    }
+    lg_lat_add(&r->lat[r->round], now - s->t0);
+    const ns_identity *id = ns_client_identity(c);
+    if (id != NULL && id->tls_resumed)
+        r->resumed[r->round]++;
+    if (++r->up < r->n) {
+        conns_fill(r);
+        return;
+    }
+    r->t_end[r->round] = now;
+    r->cpu[r->round] = lg_self_cpu_s() - r->cpu0;
+    if (r->o->server_pid > 0)
+        r->srv[r->round] = lg_proc_cpu_s(r->o->server_pid) - r->srv0;
+    fprintf(stderr, "napsync-loadgen: %u sessions up (%s handshakes); idling %.1f s\n", r->n,
+            r->round ? "resumed" : "full", r->o->hold_s);
+    uv_timer_start(&r->timer, conns_on_held, (uint64_t)(r->o->hold_s * 1000.0), 0);
+}
+
+static void conns_fill(lg_conns *r)
+{
+    while (!r->stopping && r->next < r->n && r->next - r->up < r->o->window) {
+        lg_sess *s = &r->s[r->next++];
+        ns_error err;
+        s->t0 = lg_now_ns();
+        if (ns_client_connect(s->c, conns_on_connect, s, &err) != NS_OK) {
+            conns_fail(r, "device %s: connect: %s", s->name, err.message);
+            return;
+        }
+    }
+}
+
+static void conns_round(lg_conns *r)
+{
+    r->next = r->up = 0;
+    r->cpu0 = lg_self_cpu_s();
+    if (r->o->server_pid > 0)
+        r->srv0 = lg_proc_cpu_s(r->o->server_pid);
+    r->t_start[r->round] = lg_now_ns();
+    conns_fill(r);
+}
+
+static double conns_rate(const lg_conns *r, int k)
+{
+    double secs = (double)(r->t_end[k] - r->t_start[k]) / 1e9;
+    return secs > 0 ? r->n / secs : 0;
+}
+
+static int lg_cmd_conns(const lg_opts *o)
+{
+    uv_loop_t loop;
+    if (uv_loop_init(&loop) != 0)
+        lg_die("uv_loop_init failed");
+    lg_conns r = {.loop = &loop, .o = o, .n = o->clients};
+    r.s = calloc(r.n, sizeof(*r.s));
+    if (r.s == NULL)
+        lg_die("out of memory");
+    if (uv_timer_init(&loop, &r.timer) != 0)
+        lg_die("uv_timer_init failed");
+    r.timer.data = &r;
+    r.timer_open = true;
+    r.self_rss0 = lg_proc_status_kb(0, "VmRSS");
+    for (unsigned i = 0; i < r.n; i++) {
+        lg_sess *s = &r.s[i];
+        s->r = &r;
+        lg_device_name(o, i, s->name, sizeof(s->name));
+        s->c = lg_client_new(o, &loop, s->name, NULL);
+    }
+    if (o->server_pid > 0)
+        r.srv_rss0 = lg_proc_status_kb(o->server_pid, "VmRSS");
+    conns_round(&r);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    for (unsigned i = 0; i < r.n; i++)
+        ns_client_free(r.s[i].c);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    int rc = 1;
+    if (!r.failed && r.t_end[1] != 0 && r.resumed[1] == r.n && r.resumed[0] == 0) {
+        for (int k = 0; k < 2; k++)
+            qsort(r.lat[k].us, r.lat[k].n, sizeof(uint32_t), lg_cmp_u32);
+        long per = r.srv_rss0 > 0 && r.srv_rss[0] > 0 ? r.srv_rss[0] - r.srv_rss0 : -1;
+        long per_r = r.srv_rss0 > 0 && r.srv_rss[1] > 0 ? r.srv_rss[1] - r.srv_rss0 : -1;
+        printf("mode=conns sessions=%u devices=%u window=%u full_s=%.3f full_per_s=%.1f"
+               " full_p50_ms=%.3f full_p99_ms=%.3f resumed_s=%.3f resumed_per_s=%.1f"
+               " resumed_p50_ms=%.3f resumed_p99_ms=%.3f resumed=%u ratio=%.2f"
+               " server_rss0_kb=%ld server_rss_kb=%ld server_rss_resumed_kb=%ld"
+               " per_session_kb=%.2f per_session_resumed_kb=%.2f loadgen_per_client_kb=%.1f"
+               " full_loadgen_cpu_s=%.2f full_server_cpu_s=%.2f resumed_loadgen_cpu_s=%.2f"
+               " resumed_server_cpu_s=%.2f\n",
+               r.n, o->devices ? o->devices : r.n, o->window,
+               (double)(r.t_end[0] - r.t_start[0]) / 1e9, conns_rate(&r, 0),
+               lg_pct_ms(&r.lat[0], 0.5), lg_pct_ms(&r.lat[0], 0.99),
+               (double)(r.t_end[1] - r.t_start[1]) / 1e9, conns_rate(&r, 1),
+               lg_pct_ms(&r.lat[1], 0.5), lg_pct_ms(&r.lat[1], 0.99), r.resumed[1],
+               conns_rate(&r, 0) > 0 ? conns_rate(&r, 1) / conns_rate(&r, 0) : 0, r.srv_rss0,
+               r.srv_rss[0], r.srv_rss[1], per >= 0 ? (double)per / r.n : -1.0,
+               per_r >= 0 ? (double)per_r / r.n : -1.0, (double)(r.self_rss1 - r.self_rss0) / r.n,
+               r.cpu[0], r.srv[0], r.cpu[1], r.srv[1]);
+        rc = 0;
+    } else if (!r.failed) {
+        fprintf(stderr,
+                "napsync-loadgen: conns: %u of %u sessions resumed a TLS session on reconnect"
+                " (%u on the first connect): expected all, and none\n",
+                r.resumed[1], r.n, r.resumed[0]);
+    }
+    if (uv_loop_close(&loop) != 0)
+        fprintf(stderr, "napsync-loadgen: the loop still had handles at the end\n");
+    free(r.lat[0].us);
+    free(r.lat[1].us);
+    free(r.s);
+    return rc;
+}
+
+/* ---- storm modes ---------------------------------------------------------------------------- */
+
+typedef struct lg_storm lg_storm;
+
+typedef struct {
+    lg_storm *r;
+    ns_client *c;
+    unsigned i;
+    char name[72];
+    bool drained, done;
+    uint32_t retries;
+} lg_sdev;
+
+struct lg_storm {
+    uv_loop_t *loop;
+    const lg_opts *o;
+    lg_sdev *d;
+    unsigned n;
+    bool prepare;
+    unsigned next, done, drained, closed;
+    uint64_t t0, t_drained, t_done;
+    lg_lat drain;
+    uint32_t retries;  /* syncs that failed and were started again */
+    uint32_t connects; /* sessions the devices' syncs opened (NS_SYNC_CONNECTED) */
+    /* The well-behaved client: one ping every ping_ms, never two at once. */
+    ns_client *pc;
+    uv_timer_t ptimer;
+    bool ptimer_open, ping_inflight;
+    unsigned baseline; /* pings answered before the storm */
+    lg_lat ping_before, ping_during;
+    uint64_t pings_skipped; /* ticks that found the previous ping unanswered */
+    double cpu0, srv0, cpu, srv;
+    bool storm_on, failed, stopping;
+};
+
+static void storm_stop(lg_storm *r)
+{
+    if (r->stopping)
+        return;
+    r->stopping = true;
+    if (r->ptimer_open) {
+        r->ptimer_open = false;
+        uv_close((uv_handle_t *)&r->ptimer, NULL);
+    }
+    if (r->pc != NULL)
+        (void)ns_client_disconnect(r->pc, NULL, NULL);
+    for (unsigned i = 0; i < r->n; i++)
+        if (r->d[i].c != NULL && ns_client_sync_stop(r->d[i].c) != NS_OK)
+            (void)ns_client_disconnect(r->d[i].c, NULL, NULL);
+}
+
+static void storm_fail(lg_storm *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void storm_fail(lg_storm *r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "napsync-loadgen: %s: ", r->prepare ? "storm-prepare" : "storm");
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    if (!r->failed) {
+        r->failed = true;
+        storm_stop(r);
+    }
+}
+
+/* storm-prepare: the outbox of one device, offline: its plan (a draft of
+ * its organisation) and changes - 1 indicators in it. */
+static bool storm_queue(lg_storm *r, lg_sdev *d)
+{
+    char title[96], ref[64];
+    snprintf(title, sizeof(title), "title=Storm plan %u of %s", d->i, d->name);
+    const char *pa[] = {title, "kind=nap", "status=draft", "period_start:date=2024-01-01",
+                        "period_end:date=2028-12-31"};
+    ns_edit_result res;
+    ns_error err;
+    if (ns_client_put(d->c, "plan", NULL, pa, 5, &res, &err) != NS_OK) {
+        storm_fail(r, "device %s: put plan: %s", d->name, err.message);
+        return false;
+    }
+    snprintf(ref, sizeof(ref), "plan_id:ref=%s", res.record_id);
+    for (uint64_t k = 1; k < r->o->changes; k++) {
+        snprintf(title, sizeof(title), "title=Storm indicator %" PRIu64, k);
+        const char *ia[] = {ref, title, "value_type=number"};
+        if (ns_client_put(d->c, "indicator", NULL, ia, 3, &res, &err) != NS_OK) {
+            storm_fail(r, "device %s: put indicator: %s", d->name, err.message);
+            return false;
+        }
+    }
+    return true;
+}
+
+static void storm_start_next(lg_storm *r);
+
+static void prep_on_closed(ns_client *c, void *ud)
+{
+    (void)c;
+    lg_storm *r = ud;
+    r->closed++;
+    storm_start_next(r);
+}
+
+static void prep_on_synced(ns_client *c, const ns_error *err, const ns_sync_stats *st, void *ud)
+{
+    (void)st;
+    lg_sdev *d = ud;
+    lg_storm *r = d->r;
+    if (r->stopping)
+        return;
+    if (err) {
+        storm_fail(r, "device %s: first sync: %s: %s", d->name, ns_status_name(err->status),
+                   err->message);
+        return;
+    }
+    if (!storm_queue(r, d))
+        return;
+    d->done = true;
+    r->done++;
+    if (ns_client_disconnect(c, prep_on_closed, r) != NS_OK)
+        storm_fail(r, "device %s: disconnect refused", d->name);
+}
+
+static void storm_start_next(lg_storm *r)
+{
+    while (!r->stopping && r->next < r->n && r->next - r->closed < r->o->window) {
+        lg_sdev *d = &r->d[r->next++];
+        ns_error err;
+        if (ns_client_sync(d->c, NULL, prep_on_synced, d, &err) != NS_OK) {
+            storm_fail(r, "device %s: sync: %s", d->name, err.message);
+            return;
+        }
+    }
+    if (r->closed == r->n) {
+        r->t_done = lg_now_ns();
+        r->stopping = true;
+    }
+}
+
+/* storm: a device's outbox may be empty now. */
+static void storm_check_drained(lg_storm *r, lg_sdev *d)
+{
+    ns_sync_status ss;
+    ns_error err;
+    if (d->drained)
+        return;
+    if (ns_client_status(d->c, &ss, &err) != NS_OK) {
+        storm_fail(r, "device %s: status: %s", d->name, err.message);
+        return;
+    }
+    if (ss.rejected != 0) {
+        storm_fail(r, "device %s: %" PRIu64 " changes refused by the server", d->name, ss.rejected);
+        return;
+    }
+    if (ss.pending != 0)
+        return;
+    uint64_t now = lg_now_ns();
+    d->drained = true;
+    lg_lat_add(&r->drain, now - r->t0);
+    if (++r->drained == r->n) {
+        r->t_drained = now;
+        r->cpu = lg_self_cpu_s() - r->cpu0;
+        if (r->o->server_pid > 0)
+            r->srv = lg_proc_cpu_s(r->o->server_pid) - r->srv0;
+        fprintf(stderr, "napsync-loadgen: every outbox drained after %.2f s\n",
+                (double)(now - r->t0) / 1e9);
+    }
+}
+
+static void storm_on_event(ns_client *c, const ns_sync_event *ev, void *ud)
+{
+    (void)c;
+    lg_sdev *d = ud;
+    if (ev->kind == NS_SYNC_CONNECTED)
+        d->r->connects++;
+    if (ev->kind == NS_SYNC_PUSHED && !d->r->stopping)
+        storm_check_drained(d->r, d);
+}
+
+static void storm_sync(lg_sdev *d);
+
+static void lg_free_handle(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void storm_on_retry(uv_timer_t *t)
+{
+    lg_sdev *d = t->data;
+    uv_close((uv_handle_t *)t, lg_free_handle);
+    if (!d->r->stopping)
+        storm_sync(d);
+}
+
+static void storm_on_synced(ns_client *c, const ns_error *err, const ns_sync_stats *st, void *ud)
+{
+    (void)c;
+    (void)st;
+    lg_sdev *d = ud;
+    lg_storm *r = d->r;
+    if (r->stopping)
+        return;
+    if (err && lg_is_loss(err)) {
+        /* As sync --watch would: again after a jittered backoff from 0.5 s. */
+        uint32_t base = 500u << (d->retries < 7 ? d->retries : 7);
+        uint64_t ms = base / 2 + lg_rand() % (base / 2 + 1);
+        d->retries++;
+        r->retries++;
+        uv_timer_t *t = malloc(sizeof(*t));
+        if (t == NULL || uv_timer_init(r->loop, t) != 0) {
+            free(t);
+            storm_fail(r, "device %s: cannot schedule a retry", d->name);
+            return;
+        }
+        t->data = d;
+        uv_timer_start(t, storm_on_retry, ms, 0);
+        return;
+    }
+    if (err) {
+        storm_fail(r, "device %s: sync: %s: %s", d->name, ns_status_name(err->status),
+                   err->message);
+        return;
+    }
+    storm_check_drained(r, d);
+    if (!d->drained) {
+        if (!r->failed)
+            storm_fail(r, "device %s: the sync ended with changes still pending", d->name);
+        return;
+    }
+    d->done = true;
+    if (++r->done == r->n) {
+        r->t_done = lg_now_ns();
+        storm_stop(r);
+    }
+}
+
+static void storm_sync(lg_sdev *d)
+{
+    ns_sync_options so = {.on_event = storm_on_event, .event_ud = d};
+    ns_error err;
+    if (ns_client_sync(d->c, &so, storm_on_synced, d, &err) != NS_OK)
+        storm_fail(d->r, "device %s: sync: %s", d->name, err.message);
+}
+
+static void storm_begin(lg_storm *r)
+{
+    fprintf(stderr, "napsync-loadgen: %u pings as the baseline; %u devices sync now\n", r->baseline,
+            r->n);
+    r->storm_on = true;
+    r->t0 = lg_now_ns();
+    r->cpu0 = lg_self_cpu_s();
+    if (r->o->server_pid > 0)
+        r->srv0 = lg_proc_cpu_s(r->o->server_pid);
+    for (unsigned i = 0; i < r->n && !r->stopping; i++)
+        storm_sync(&r->d[i]);
+}
+
+static void storm_on_pong(ns_client *c, const ns_error *err, uint64_t rtt_us, void *ud)
+{
+    (void)c;
+    lg_storm *r = ud;
+    r->ping_inflight = false;
+    if (r->stopping)
+        return;
+    if (err) {
+        storm_fail(r, "the pinger: %s: %s", ns_status_name(err->status), err->message);
+        return;
+    }
+    if (!r->storm_on) {
+        lg_lat_add(&r->ping_before, rtt_us * 1000u);
+        /* Two seconds of pings before the storm. */
+        if (++r->baseline * r->o->ping_ms >= 2000)
+            storm_begin(r);
+    } else if (r->drained < r->n) {
+        lg_lat_add(&r->ping_during, rtt_us * 1000u);
+    }
+}
+
+static void storm_on_tick(uv_timer_t *t)
+{
+    lg_storm *r = t->data;
+    if (r->stopping)
+        return;
+    if (r->ping_inflight) {
+        r->pings_skipped++;
+        return;
+    }
+    ns_error err;
+    if (ns_client_ping(r->pc, storm_on_pong, r, &err) != NS_OK) {
+        storm_fail(r, "the pinger: %s", err.message);
+        return;
+    }
+    r->ping_inflight = true;
+}
+
+static void storm_on_pinger(ns_client *c, const ns_error *err, void *ud)
+{
+    (void)c;
+    lg_storm *r = ud;
+    if (r->stopping)
+        return;
+    if (err) {
+        storm_fail(r, "the pinger: connect: %s: %s", ns_status_name(err->status), err->message);
+        return;
+    }
+    uv_timer_start(&r->ptimer, storm_on_tick, 0, r->o->ping_ms);
+}
+
+static int lg_cmd_storm(const lg_opts *o, bool prepare)
+{
+    uv_loop_t loop;
+    if (uv_loop_init(&loop) != 0)
+        lg_die("uv_loop_init failed");
+    lg_storm r = {.loop = &loop, .o = o, .n = o->clients, .prepare = prepare};
+    r.d = calloc(r.n, sizeof(*r.d));
+    if (r.d == NULL)
+        lg_die("out of memory");
+    uint64_t pending = 0;
+    for (unsigned i = 0; i < r.n; i++) {
+        lg_sdev *d = &r.d[i];
+        d->r = &r;
+        d->i = i;
+        lg_device_name(o, i, d->name, sizeof(d->name));
+        char store[LG_PATH];
+        lg_store_path(o, "storm", i, store);
+        struct stat sb;
+        if (prepare && stat(store, &sb) == 0)
+            lg_die("storm-prepare: %s exists: the stores must be new", store);
+        if (!prepare && stat(store, &sb) != 0)
+            lg_die("storm: %s is missing: run storm-prepare first", store);
+        d->c = lg_client_new(o, &loop, d->name, store);
+        if (!prepare) {
+            ns_sync_status ss;
+            ns_error err;
+            if (ns_client_status(d->c, &ss, &err) != NS_OK)
+                lg_die("storm: device %s: status: %s", d->name, err.message);
+            pending += ss.pending;
+        }
+    }
+    if (!prepare && pending != (uint64_t)r.n * o->changes)
+        lg_die("storm: the outboxes hold %" PRIu64 " changes, expected %" PRIu64, pending,
+               (uint64_t)r.n * o->changes);
+    uint64_t t0 = lg_now_ns();
+    if (prepare) {
+        storm_start_next(&r);
+    } else {
+        if (uv_timer_init(&loop, &r.ptimer) != 0)
+            lg_die("uv_timer_init failed");
+        r.ptimer.data = &r;
+        r.ptimer_open = true;
+        /* Its pings wait as long as they take: a slow one is a figure. */
+        lg_opts po = *o;
+        po.timeout_ms = LG_PINGER_TIMEOUT_MS;
+        r.pc = lg_client_new(&po, &loop, o->pinger, NULL);
+        ns_error err;
+        if (ns_client_connect(r.pc, storm_on_pinger, &r, &err) != NS_OK)
+            storm_fail(&r, "the pinger: connect: %s", err.message);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    for (unsigned i = 0; i < r.n; i++)
+        ns_client_free(r.d[i].c);
+    ns_client_free(r.pc);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    int rc = 1;
+    if (!r.failed && prepare && r.done == r.n) {
+        printf("mode=storm-prepare clients=%u devices=%u changes=%" PRIu64 " seconds=%.3f\n", r.n,
+               o->devices ? o->devices : r.n, (uint64_t)r.n * o->changes,
+               (double)(r.t_done - t0) / 1e9);
+        rc = 0;
+    } else if (!r.failed && !prepare && r.done == r.n) {
+        printf("mode=storm clients=%u devices=%u changes=%" PRIu64 " drained_s=%.3f"
+               " synced_s=%.3f connects=%u retries=%u pings_before=%zu pings=%zu"
+               " pings_skipped=%" PRIu64,
+               r.n, o->devices ? o->devices : r.n, (uint64_t)r.n * o->changes,
+               (double)(r.t_drained - r.t0) / 1e9, (double)(r.t_done - r.t0) / 1e9, r.connects,
+               r.retries, r.ping_before.n, r.ping_during.n, r.pings_skipped);
+        lg_print_pcts(&r.drain, "drain");
+        lg_print_pcts(&r.ping_before, "ping_before");
+        lg_print_pcts(&r.ping_during, "ping");
+        printf(" loadgen_cpu_s=%.2f server_cpu_s=%.2f server_hwm_kb=%ld\n", r.cpu,
+               o->server_pid > 0 ? r.srv : -1.0,
+               o->server_pid > 0 ? lg_proc_status_kb(o->server_pid, "VmHWM") : -1);
+        rc = 0;
+    } else if (!r.failed) {
+        fprintf(stderr, "napsync-loadgen: %s: %u of %u devices done\n",
+                prepare ? "storm-prepare" : "storm", r.done, r.n);
+    }
+    if (uv_loop_close(&loop) != 0)
+        fprintf(stderr, "napsync-loadgen: the loop still had handles at the end\n");
+    free(r.drain.us);
+    free(r.ping_before.us);
+    free(r.ping_during.us);
+    free(r.d);
+    return rc;
+}
+
 /* ---- command line --------------------------------------------------------------------------- */
 
 static void lg_usage(FILE *f)
 {
-    fputs("usage: napsync-loadgen push|seed|catchup OPTIONS\n"
-          "\n"
-          "common:  --server HOST:PORT --ca FILE --certs DIR   (DIR/NAME.crt and .key)\n"
-          "         [--timeout-ms MS] [--server-pid PID] [--status draft|adopted]\n"
-          "push:    --clients N --batch B [--prefix bench-] [--first I]\n"
-          "         (--duration S [--warmup S] | --pushes P)\n"
-          "seed:    --device NAME --changes K [--batch B]\n"
-          "catchup: --device NAME --plan ID --expect RECORDS [--store FILE (a sync into it)]\n",
-          f);
+    fputs(
+        "usage: napsync-loadgen push|seed|catchup|fanout|conns|storm-prepare|storm OPTIONS\n"
+        "\n"
+        "common:  --server HOST:PORT --ca FILE --certs DIR   (DIR/NAME.crt and .key)\n"
+        "         [--timeout-ms MS] [--server-pid PID] [--status draft|adopted]\n"
+        "         [--prefix bench-] [--first I] [--devices D (client i: device first + i mod D)]\n"
+        "push:    --clients N --batch B (--duration S [--warmup S] | --pushes P)\n"
+        "seed:    --device NAME --changes K [--batch B]\n"
+        "catchup: --device NAME --plan ID --expect RECORDS [--store FILE (a sync into it)]\n"
+        "fanout:  --clients N --writer NAME --stores DIR --writes W [--gap-ms G] [--window K]\n"
+        "conns:   --clients N [--window K] [--hold S]\n"
+        "storm-prepare: --clients N --stores DIR --changes K [--window K]\n"
+        "storm:   --clients N --stores DIR --changes K --pinger NAME [--ping-ms MS]\n",
+        f);
 }
 
 static uint64_t lg_num(const char *flag, const char *s, uint64_t min, uint64_t max)
@@ -1055,8 +2116,16 @@ static void lg_parse(int argc, char **argv, lg_opts *o)
         o->mode = LG_SEED;
     else if (strcmp(argv[1], "catchup") == 0)
         o->mode = LG_CATCHUP;
+    else if (strcmp(argv[1], "fanout") == 0)
+        o->mode = LG_FANOUT;
+    else if (strcmp(argv[1], "conns") == 0)
+        o->mode = LG_CONNS;
+    else if (strcmp(argv[1], "storm-prepare") == 0)
+        o->mode = LG_STORM_PREP;
+    else if (strcmp(argv[1], "storm") == 0)
+        o->mode = LG_STORM;
     else
-        lg_die("unknown command \"%s\" (push, seed or catchup)", argv[1]);
+        lg_die("unknown command \"%s\" (see napsync-loadgen --help)", argv[1]);
     for (int i = 2; i < argc; i += 2) {
         const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (v == NULL)
@@ -1098,6 +2167,24 @@ static void lg_parse(int argc, char **argv, lg_opts *o)
             o->server_pid = (long)lg_num(f, v, 1, 4194304);
         else if (strcmp(f, "--timeout-ms") == 0)
             o->timeout_ms = (uint32_t)lg_num(f, v, 1, 3600000);
+        else if (strcmp(f, "--devices") == 0)
+            o->devices = (unsigned)lg_num(f, v, 1, 10000);
+        else if (strcmp(f, "--writer") == 0)
+            o->writer = v;
+        else if (strcmp(f, "--pinger") == 0)
+            o->pinger = v;
+        else if (strcmp(f, "--stores") == 0)
+            o->stores = v;
+        else if (strcmp(f, "--writes") == 0)
+            o->writes = (unsigned)lg_num(f, v, 1, 100000);
+        else if (strcmp(f, "--gap-ms") == 0)
+            o->gap_ms = (unsigned)lg_num(f, v, 0, 60000);
+        else if (strcmp(f, "--window") == 0)
+            o->window = (unsigned)lg_num(f, v, 1, LG_MAX_CLIENTS);
+        else if (strcmp(f, "--ping-ms") == 0)
+            o->ping_ms = (unsigned)lg_num(f, v, 1, 60000);
+        else if (strcmp(f, "--hold") == 0)
+            o->hold_s = lg_secs(f, v);
         else
             lg_die("unknown option %s (see napsync-loadgen --help)", f);
     }
@@ -1105,20 +2192,36 @@ static void lg_parse(int argc, char **argv, lg_opts *o)
         lg_die("--server, --ca and --certs are required");
     if (strcmp(o->status, "draft") != 0 && strcmp(o->status, "adopted") != 0)
         lg_die("--status: draft or adopted");
+    unsigned ndev = o->devices ? o->devices : o->clients;
+    if (o->first + (ndev < o->clients ? ndev : o->clients) > 10000)
+        lg_die("device indexes run from 0 to 9999 (--first, --clients, --devices)");
     switch (o->mode) {
     case LG_PUSH:
         if (o->clients == 0 || o->batch == 0)
             lg_die("push: --clients and --batch are required");
         if (o->pushes == 0 && o->duration_s <= 0)
             lg_die("push: --duration S or --pushes P is required");
-        if (o->first + o->clients > 10000)
-            lg_die("push: device indexes run from 0 to 9999");
         break;
     case LG_SEED:
         if (!o->device)
             lg_die("seed: --device is required");
         if (o->batch == 0)
             o->batch = LG_SEED_BATCH;
+        break;
+    case LG_FANOUT:
+        if (o->clients == 0 || !o->writer || !o->stores || o->writes == 0)
+            lg_die("fanout: --clients, --writer, --stores and --writes are required");
+        break;
+    case LG_CONNS:
+        if (o->clients == 0)
+            lg_die("conns: --clients is required");
+        break;
+    case LG_STORM_PREP:
+    case LG_STORM:
+        if (o->clients == 0 || !o->stores || o->changes == 0)
+            lg_die("storm: --clients, --stores and --changes are required");
+        if (o->mode == LG_STORM && !o->pinger)
+            lg_die("storm: --pinger is required");
         break;
     case LG_CATCHUP:
         if (!o->device || !o->plan)
@@ -1137,7 +2240,14 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     /* Results are read by a script: line-buffered even into a pipe. */
     setvbuf(stdout, NULL, _IOLBF, 0);
-    lg_opts o = {.prefix = "bench-", .status = "draft", .timeout_ms = 120000, .warmup_s = 2};
+    lg_opts o = {.prefix = "bench-",
+                 .status = "draft",
+                 .timeout_ms = 120000,
+                 .warmup_s = 2,
+                 .gap_ms = 200,
+                 .window = 64,
+                 .ping_ms = 10,
+                 .hold_s = 2};
     lg_parse(argc, argv, &o);
     lg_rand_init();
     switch (o.mode) {
@@ -1147,6 +2257,14 @@ int main(int argc, char **argv)
         return lg_cmd_seed(&o);
     case LG_CATCHUP:
         return lg_cmd_catchup(&o);
+    case LG_FANOUT:
+        return lg_cmd_fanout(&o);
+    case LG_CONNS:
+        return lg_cmd_conns(&o);
+    case LG_STORM_PREP:
+        return lg_cmd_storm(&o, true);
+    case LG_STORM:
+        return lg_cmd_storm(&o, false);
     }
     return 2;
 }

@@ -11,6 +11,9 @@
 #                  writes the report to --out (a temporary file unless given)
 #   --full         also the catch-up of a 1,000,000-change backlog (adds
 #                  several minutes; the default suite stays under 20 minutes)
+#   --only LIST    only these figures, comma-separated: push, catchup, fanout,
+#                  conns, storm (the report then has only their sections, and
+#                  goes to a temporary file unless --out is given)
 #   --out FILE     where the report goes (default: docs/benchmarks.md)
 #   --build DIR    the build tree with napsyncd and napsync-loadgen
 #                  (default: build/ of the checkout)
@@ -27,9 +30,16 @@
 # pgbench -M prepared doing the same SQL per mutation, at 1, 16 and 256
 # clients, batches of 1 and 100; (2) the catch-up of a fresh device on a
 # backlog of 10k and 100k changes (and 1M with --full), streamed and synced
-# into a store, against keyset paging in SQL (pgbench) and one COPY. Each
-# figure gets a fresh database made from one template. Exits non-zero when
-# any check fails; it never fails on speed.
+# into a store, against keyset paging in SQL (pgbench) and one COPY; (3)
+# fan-out: 1,000 devices watching one plan while one writer adds to it, from
+# the writer's ack to each device's delivery; (4) 10,000 idle authenticated
+# TLS sessions: napsyncd's RSS per session, sessions/s with full and with
+# resumed handshakes; (5) a reconnect storm: 2,000 device stores with
+# changes in their outboxes sync at once after napsyncd restarts, until every
+# outbox is drained, with one well-behaved client pinging meanwhile. The
+# device stores of (3) and (5) live on a tmpfs (/dev/shm) when there is one.
+# Each figure gets a fresh database made from one template. Exits non-zero
+# when any check fails; it never fails on speed.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -39,6 +49,8 @@ CA_SH=$ROOT/deploy/ca.sh
 smoke=0
 full=0
 keep=0
+only=''
+FIGURES=push,catchup,fanout,conns,storm
 out=''
 build=$ROOT/build
 work=''
@@ -63,6 +75,14 @@ while [ $# -gt 0 ]; do
     --smoke) smoke=1 ;;
     --full) full=1 ;;
     --keep) keep=1 ;;
+    --only)
+        [ $# -ge 2 ] || die "--only needs a list of figures ($FIGURES)"
+        for f in ${2//,/ }; do
+            [[ ,$FIGURES, == *,"$f",* ]] || die "--only: unknown figure '$f' ($FIGURES)"
+        done
+        only=$2
+        shift
+        ;;
     --out)
         [ $# -ge 2 ] || die "--out needs a file"
         out=$2
@@ -112,20 +132,44 @@ if [ "$smoke" = 1 ]; then
     PUSH_BATCHES=(1 10)
     PUSH_PUSHES=3 # per client: fixed work instead of a timed window
     CATCHUP_SIZES=(300)
+    FAN_SUBS=5 FAN_WRITES=3
+    CONN_SESSIONS=24 CONN_HOLD=1
+    STORM_CLIENTS=6 STORM_CHANGES=3
+    NDEV=6
 else
     PUSH_CLIENTS=(1 16 256)
     PUSH_BATCHES=(1 100)
     PUSH_PUSHES=0
     CATCHUP_SIZES=(10000 100000)
     [ "$full" = 1 ] && CATCHUP_SIZES+=(1000000)
+    FAN_SUBS=1000 FAN_WRITES=10
+    CONN_SESSIONS=10000 CONN_HOLD=3
+    STORM_CLIENTS=2000 STORM_CHANGES=10
+    # Device certificates (bench-0000 ...): fan-out gives each subscriber its
+    # own; the 10,000 sessions and the 2,000 stores of the storm take turns
+    # on them (10 and 2 per certificate).
+    NDEV=1000
 fi
 MAX_CLIENTS=${PUSH_CLIENTS[-1]}
+[ "$NDEV" -lt "$MAX_CLIENTS" ] && NDEV=$MAX_CLIENTS
+# Connects (and first syncs) in flight at once while sessions are set up.
+CONN_WINDOW=64
+# Every session is a socket in napsyncd and in the load generator.
+want_fds=$((CONN_SESSIONS + 512))
+if [ "$(ulimit -S -n)" != unlimited ] && [ "$(ulimit -S -n)" -lt "$want_fds" ]; then
+    ulimit -S -n "$(ulimit -H -n)" 2>/dev/null || true
+    [ "$(ulimit -S -n)" = unlimited ] || [ "$(ulimit -S -n)" -ge "$want_fds" ] ||
+        die "$CONN_SESSIONS sessions need $want_fds file descriptors; the hard limit is $(ulimit -H -n) (raise it: ulimit -H -n, limits.conf)"
+fi
 # The page size napsync clients pull with (the server's default) and the
 # baseline's keyset pages.
 PAGE=500
 
+# want FIGURE: whether this run measures it.
+want() { [ -z "$only" ] || [[ ,$only, == *,"$1",* ]]; }
+
 if [ -z "$out" ]; then
-    if [ "$smoke" = 1 ]; then out=$(mktemp "${TMPDIR:-/tmp}/napsync-bench-smoke.XXXXXX.md"); else out=$ROOT/docs/benchmarks.md; fi
+    if [ "$smoke" = 1 ] || [ -n "$only" ]; then out=$(mktemp "${TMPDIR:-/tmp}/napsync-bench-report.XXXXXX.md"); else out=$ROOT/docs/benchmarks.md; fi
 fi
 
 made_work=0
@@ -142,6 +186,18 @@ mkdir -p "$LOGS"
 : >"$LOGS/results.log"
 : >"$LOGS/pgbench.log"
 
+# Device stores of the fan-out and the storm: on a tmpfs when there is one,
+# so that a thousand devices' fsyncs do not queue on this machine's one
+# disk inside the load generator's one thread (each real device has its own).
+if [ -d /dev/shm ] && [ -w /dev/shm ] && [ "$(stat -f -c %T /dev/shm)" = tmpfs ]; then
+    STORES=$(mktemp -d /dev/shm/napsync-bench-stores.XXXXXX)
+    STORES_FS='a tmpfs (/dev/shm)'
+else
+    STORES=$work/stores
+    mkdir -p "$STORES"
+    STORES_FS="the work directory's file system (no tmpfs at /dev/shm)"
+fi
+
 daemon_pid=''
 cleanup() {
     local rc=$?
@@ -149,6 +205,8 @@ cleanup() {
         kill -TERM "$daemon_pid" 2>/dev/null || true
         wait "$daemon_pid" 2>/dev/null || true
     fi
+    rm -rf "$STORES"
+
     "$PG_SH" stop "$PG_DIR" fast >/dev/null 2>&1 || true
     if [ "$made_work" = 1 ] && [ "$keep" = 0 ]; then
         rm -rf "$work"
@@ -219,7 +277,9 @@ conninfo() {
 
 device_names() {
     local i
-    for ((i = 0; i < MAX_CLIENTS; i++)); do printf 'bench-%04d\n' "$i"; done
+    for ((i = 0; i < NDEV; i++)); do printf 'bench-%04d\n' "$i"; done
+    echo bench-writer
+    echo bench-pinger
     echo bench-seed
     for i in "${!CATCHUP_SIZES[@]}"; do
         echo "bench-pull-$i"
@@ -227,14 +287,28 @@ device_names() {
     done
 }
 
+# The SHA-256 of a certificate's DER, as ca.sh prints it, from its PEM.
+pem_fingerprint() {
+    sed -n '/^-----BEGIN CERTIFICATE-----$/,/^-----END CERTIFICATE-----$/{//!p}' "$1" | base64 -d | sha256sum | cut -d ' ' -f 1
+}
+
 make_certs() {
     "$CA_SH" init "$CA_DIR" "napsync benchmark CA" >/dev/null
     "$CA_SH" server "$CA_DIR" napsyncd IP:127.0.0.1 DNS:localhost >/dev/null
-    local name n=0
+    local name fp n=0 reuse=0
     : >"$work/fingerprints"
     note "device certificates in $CA_DIR (kept for the next run)"
+    # Certificates an earlier run issued are used as they are while they
+    # have more than 30 days to live (checking a thousand of them with
+    # ca.sh takes minutes); ca.sh issues the missing ones.
+    [ -s "$CA_DIR/bench-0000.crt" ] && openssl x509 -in "$CA_DIR/bench-0000.crt" -noout -checkend 2592000 >/dev/null 2>&1 && reuse=1
     while IFS= read -r name; do
-        printf '%s %s\n' "$name" "$("$CA_SH" device "$CA_DIR" "$name" | tail -n 1)" >>"$work/fingerprints"
+        if [ "$reuse" = 1 ] && [ -s "$CA_DIR/$name.crt" ] && [ -s "$CA_DIR/$name.key" ]; then
+            fp=$(pem_fingerprint "$CA_DIR/$name.crt")
+        else
+            fp=$("$CA_SH" device "$CA_DIR" "$name" | tail -n 1)
+        fi
+        printf '%s %s\n' "$name" "$fp" >>"$work/fingerprints"
         n=$((n + 1))
     done < <(device_names)
     note "$n device certificates ready"
@@ -291,15 +365,18 @@ drop_db() {
 
 daemon_port=''
 daemon_log=''
+# start_daemon DB TAG [--SETTING VALUE...]: settings beyond the defaults
+# are the report's to name.
 start_daemon() {
     local db=$1 tag=$2 port i
+    shift 2
     daemon_log=$LOGS/napsyncd-$tag.log
     for ((i = 0; i < 5; i++)); do
         port=$(shuf -i 20000-60000 -n 1)
         "$NAPSYNCD" --listen "127.0.0.1:$port" --tls-cert "$CA_DIR/napsyncd.crt" \
             --tls-key "$CA_DIR/napsyncd.key" --tls-ca "$CA_DIR/ca.crt" \
             --database "$(conninfo "$db")" --sql-dir "$ROOT/sql" --log-level info \
-            --http-listen off >>"$daemon_log" 2>&1 &
+            --http-listen off "$@" >>"$daemon_log" 2>&1 &
         daemon_pid=$!
         local waited=0
         while [ $waited -lt 300 ]; do
@@ -605,6 +682,113 @@ catchup_figures() {
     drop_db "$db"
 }
 
+# ---- figure 3: fan-out ----------------------------------------------------------------------
+
+declare -A FAN
+
+# Every loadgen line's values in one array: get_all ARRAY LINE KEY...
+get_all() {
+    local -n into=$1
+    local line=$2 k
+    shift 2
+    # shellcheck disable=SC2034 # into names the caller's array
+    for k in "$@"; do into["$k"]=$(get "$k" "$line"); done
+}
+
+# The stores' directory in the commands of the report.
+STORES_SHOWN=STORES
+
+fanout_figure() {
+    local db=nsbench_fanout line ind stores=$STORES/fanout
+    note "fan-out: $FAN_SUBS devices watching one plan, one writer, $FAN_WRITES writes"
+    fresh_db "$db"
+    start_daemon "$db" fanout
+    mkdir -p "$stores"
+    local args=(--clients "$FAN_SUBS" --writer bench-writer --writes "$FAN_WRITES" --gap-ms 200
+        --window "$CONN_WINDOW")
+    remember "$LOADGEN" fanout --server "127.0.0.1:PORT" --ca "$CA_DIR/ca.crt" --certs "$CA_DIR" --server-pid PID "${args[@]}" --stores "$STORES_SHOWN/fanout"
+    line=$(loadgen fanout "${args[@]}" --stores "$stores") || die "napsync-loadgen fanout failed (log: $daemon_log)"
+    echo "$line" >>"$LOGS/results.log"
+    rm -rf "$stores"
+    stop_daemon
+    # The writer's indicators, the warm-up's included, each once.
+    ind=$(sql "$db" <<<"SELECT count(*) FROM indicators")
+    [ "$ind" = $((FAN_WRITES + 1)) ] || die "fan-out: the database has $ind indicators, expected $((FAN_WRITES + 1))"
+    [ "$(get deliveries "$line")" = $((FAN_SUBS * FAN_WRITES)) ] || die "fan-out: unexpected deliveries in: $line"
+    get_all FAN "$line" applied_p50_ms applied_p99_ms applied_max_ms received_p50_ms received_p99_ms \
+        received_max_ms last_p50_ms last_max_ms setup_s loadgen_cpu_s server_cpu_s seconds disconnects
+    drop_db "$db"
+}
+
+# ---- figure 4: connections ------------------------------------------------------------------
+
+declare -A CONN
+CONN_EXTRA=()
+
+conns_figure() {
+    local db=nsbench_conns line
+    local devices=$NDEV per
+    [ "$devices" -gt "$CONN_SESSIONS" ] && devices=$CONN_SESSIONS
+    per=$(((CONN_SESSIONS + devices - 1) / devices))
+    CONN_EXTRA=()
+    # More sessions than 8 (the default max_sessions_per_device) per certificate.
+    [ "$per" -gt 8 ] && CONN_EXTRA=(--max-sessions-per-device "$per")
+    note "connections: $CONN_SESSIONS idle sessions of $devices devices"
+    fresh_db "$db"
+    start_daemon "$db" conns "${CONN_EXTRA[@]}"
+    local args=(--clients "$CONN_SESSIONS" --devices "$devices" --window "$CONN_WINDOW" --hold "$CONN_HOLD")
+    remember "$LOADGEN" conns --server "127.0.0.1:PORT" --ca "$CA_DIR/ca.crt" --certs "$CA_DIR" --server-pid PID "${args[@]}"
+    line=$(loadgen conns "${args[@]}") || die "napsync-loadgen conns failed (log: $daemon_log)"
+    echo "$line" >>"$LOGS/results.log"
+    stop_daemon
+    CONN[devices]=$devices
+    get_all CONN "$line" full_per_s full_p50_ms full_p99_ms resumed_per_s resumed_p50_ms resumed_p99_ms \
+        ratio server_rss0_kb server_rss_kb server_rss_resumed_kb per_session_kb per_session_resumed_kb \
+        loadgen_per_client_kb full_server_cpu_s full_loadgen_cpu_s resumed_server_cpu_s resumed_loadgen_cpu_s full_s resumed_s
+    drop_db "$db"
+}
+
+# ---- figure 5: reconnect storm --------------------------------------------------------------
+
+declare -A STORM
+
+storm_figure() {
+    local db=nsbench_storm line stores=$STORES/storm rows
+    local devices=$NDEV
+    [ "$devices" -gt "$STORM_CLIENTS" ] && devices=$STORM_CLIENTS
+    note "storm: $STORM_CLIENTS device stores ($devices certificates) queue $STORM_CHANGES changes each"
+    fresh_db "$db"
+    start_daemon "$db" storm
+    mkdir -p "$stores"
+    local args=(--clients "$STORM_CLIENTS" --devices "$devices" --changes "$STORM_CHANGES")
+    remember "$LOADGEN" storm-prepare --server "127.0.0.1:PORT" --ca "$CA_DIR/ca.crt" --certs "$CA_DIR" "${args[@]}" --window "$CONN_WINDOW" --stores "$STORES_SHOWN/storm"
+    line=$(loadgen storm-prepare "${args[@]}" --window "$CONN_WINDOW" --stores "$stores") ||
+        die "napsync-loadgen storm-prepare failed (log: $daemon_log)"
+    echo "$line" >>"$LOGS/results.log"
+    STORM[prepare_s]=$(get seconds "$line")
+    note "storm: napsyncd restarts; every device syncs at once"
+    stop_daemon
+    start_daemon "$db" storm-restarted
+    # The devices wait for answers as long as libnapsync does by default.
+    args+=(--timeout-ms 10000 --pinger bench-pinger --ping-ms 10)
+    remember "$LOADGEN" storm --server "127.0.0.1:PORT" --ca "$CA_DIR/ca.crt" --certs "$CA_DIR" --server-pid PID "${args[@]}" --stores "$STORES_SHOWN/storm"
+    line=$(loadgen storm "${args[@]}" --stores "$stores") ||
+        die "napsync-loadgen storm failed (log: $daemon_log)"
+    echo "$line" >>"$LOGS/results.log"
+    rm -rf "$stores"
+    stop_daemon
+    # Every queued change is in the database, once: a plan per store and
+    # its indicators.
+    rows=$(sql "$db" <<<"SELECT (SELECT count(*) FROM plans) || ' ' || (SELECT count(*) FROM indicators)")
+    [ "$rows" = "$STORM_CLIENTS $((STORM_CLIENTS * (STORM_CHANGES - 1)))" ] ||
+        die "storm: the database has plans/indicators $rows, expected $STORM_CLIENTS $((STORM_CLIENTS * (STORM_CHANGES - 1)))"
+    STORM[devices]=$devices
+    get_all STORM "$line" drained_s synced_s connects retries drain_p50_ms pings_before ping_before_p50_ms \
+        ping_before_p99_ms pings ping_p50_ms ping_p99_ms ping_max_ms pings_skipped loadgen_cpu_s \
+        server_cpu_s server_hwm_kb
+    drop_db "$db"
+}
+
 # ---- the report ----------------------------------------------------------------------------------
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "-" }'; }
@@ -612,10 +796,202 @@ kb_mib() { awk -v k="$1" 'BEGIN{ if (k >= 0) printf "%.1f", k/1024; else print "
 fmt() { awk -v v="$1" 'BEGIN{ printf "%.0f", v }'; }
 target_for() { if [ "$1" = 1 ]; then echo 0.7; else echo 3; fi; }
 verdict() { awk -v r="$1" -v t="$2" 'BEGIN{ if (r == "-") print "-"; else if (r+0 >= t+0) print "met"; else print "**missed**" }'; }
+verdict_below() { awk -v r="$1" -v t="$2" 'BEGIN{ if (r == "-" || r < 0) print "-"; else if (r+0 < t+0) print "met"; else print "**missed**" }'; }
 
 # The hand-written analysis between these markers survives a rerun.
 ANALYSIS_BEGIN='<!-- analysis: kept by tests/bench/run.sh across runs -->'
 ANALYSIS_END='<!-- /analysis -->'
+
+# The report's section 1, push throughput (write_report, into its output).
+report_push() {
+    local c b r t
+    echo "## 1. Push throughput"
+    echo
+    echo "napsyncd: \`napsync-loadgen push\` (tests/bench/loadgen.c) runs N devices as N clients"
+    echo "on one libuv loop in one thread. Each device has its own certificate and organisation;"
+    echo "it creates a plan as that organisation's coordinator, and then pushes batches of B"
+    echo "indicator creates (3 fields each, \`ns_client_push_batch\`, mode APPLY), one push in"
+    if [ "$PUSH_PUSHES" -gt 0 ]; then
+        echo "flight per device, $PUSH_PUSHES pushes each (smoke: fixed work, no warm-up)."
+    else
+        echo "flight per device, for ${warmup} s unmeasured and then ${duration} s measured."
+    fi
+    echo "Latency: from the call to the answer's callback, per push (monotonic clock). Every"
+    echo "answer must be APPLIED at version 1, and afterwards the database must hold exactly the"
+    echo "applied indicators, one feed entry and one stored answer each: else the run fails."
+    echo
+    echo "Baseline: \`pgbench -M prepared\` as the same database role, on the same schema"
+    echo "(triggers, deferred checks and row-level security included), one connection per"
+    echo "client, each transaction doing per mutation what the engine does: insert the"
+    echo "mutation's answer into \`sync_mutations\`, \`SELECT … FOR UPDATE\` the record, upsert it,"
+    echo "insert its revision with before and after, and insert its feed entry numbered under"
+    echo "\`sync_feed_head\`'s row lock (the feed entries last, held to COMMIT, as the engine"
+    echo "does). Batch B is B mutations per transaction. The engine also sends one"
+    echo "\`pg_notify\` per batch and checks authorisation, which the baseline does not."
+    echo
+    echo "| clients | batch | napsyncd mutations/s | p50 ms | p99 ms | pgbench mutations/s | p50 ms | p99 ms | napsyncd / pgbench | target | |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    for c in "${PUSH_CLIENTS[@]}"; do
+        for b in "${PUSH_BATCHES[@]}"; do
+            r=$(ratio "${NS_MPS[$c.$b]}" "${PG_MPS[$c.$b]}")
+            t=$(target_for "$c")
+            echo "| $c | $b | $(fmt "${NS_MPS[$c.$b]}") | ${NS_P50[$c.$b]} | ${NS_P99[$c.$b]} | $(fmt "${PG_MPS[$c.$b]}") | ${PG_P50[$c.$b]} | ${PG_P99[$c.$b]} | $r | ≥ $t | $(verdict "$r" "$t") |"
+        done
+    done
+    echo
+    echo "pgbench's latency is per transaction (B mutations), napsyncd's per push (B mutations)."
+    echo "Targets (the issue's): napsyncd / pgbench ≥ 0.7 at 1 client, ≥ 3 at 16 and 256."
+    echo
+    echo "Where the CPU went during the measured window (CPU seconds; busy: the whole machine,"
+    echo "$(nproc) cores = 100 %):"
+    echo
+    echo "| clients | batch | napsyncd CPU s | load generator CPU s | machine busy (napsyncd run) | machine busy (pgbench run) |"
+    echo "|---:|---:|---:|---:|---:|---:|"
+    for c in "${PUSH_CLIENTS[@]}"; do
+        for b in "${PUSH_BATCHES[@]}"; do
+            echo "| $c | $b | ${NS_SRV[$c.$b]} | ${NS_CPU[$c.$b]} | ${NS_BUSY[$c.$b]} % | ${PG_BUSY[$c.$b]} % |"
+        done
+    done
+    echo
+}
+
+# The report's section 2, catch-up (write_report, into its output).
+report_catchup() {
+    local k met
+    echo "## 2. Catch-up"
+    echo
+    echo "One device seeds a plan (status adopted) with a backlog of K indicator creates through"
+    echo "napsyncd (\`napsync-loadgen seed\`, batches of 1,000); then a fresh device of the same"
+    echo "organisation, never synced, fetches the whole plan (K + 1 records, the plan included):"
+    echo
+    echo "* **streamed**: \`ns_client_pull_plan\`, pages of $PAGE through TLS and protobuf to a"
+    echo "  callback that counts them, nothing kept. Bytes per record: what the client read from"
+    echo "  its socket (TLS records included: /proc/self/io rchar) over the records;"
+    echo "* **synced (end to end)**: \`ns_client_sync\` of that plan into a new store: pull every"
+    echo "  page and apply it with its cursor in one SQLite transaction (WAL, synchronous=FULL),"
+    echo "  then list conflicts. This is the figure the target is about;"
+    echo "* baselines in SQL on the same feed, as the same role and reader (so the same row-level"
+    echo "  security): keyset paging of the feed joined with the revisions, $PAGE rows a page"
+    printf '%s\n' "  (\`pgbench -M prepared\`, one page per transaction, the cursor carried in \`\\aset\`), and"
+    echo "  one \`COPY … TO STDOUT\` of the same rows through psql (bytes: COPY's text format)."
+    echo
+    echo "Records/s exclude the connection (TLS handshake and Hello; the baselines: the"
+    echo "PostgreSQL connection). Peak RSS: VmHWM of the client process, and of napsyncd"
+    echo "reset (/proc/PID/clear_refs) just before the fetch. Each backlog is seeded into the"
+    echo "same database in turn and ANALYZEd before it is fetched, as autovacuum would have"
+    echo "done on a live server."
+    echo
+    echo "| backlog | seeding mutations/s | streamed records/s | bytes/record | synced records/s | keyset SQL records/s | COPY records/s | COPY bytes/record | synced / keyset | target ≥ 100,000/s |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    for k in "${CATCHUP_SIZES[@]}"; do
+        met=$(awk -v v="${CU_SYNC[$k]}" 'BEGIN{ if (v+0 >= 100000) print "met"; else print "**missed**" }')
+        echo "| $k | $(fmt "${CU_SEED[$k]}") | $(fmt "${CU_PULL[$k]}") | ${CU_PULL_B[$k]} | $(fmt "${CU_SYNC[$k]}") | $(fmt "${CU_KEYSET[$k]}") | $(fmt "${CU_COPY[$k]}") | ${CU_COPY_B[$k]} | $(ratio "${CU_SYNC[$k]}" "${CU_KEYSET[$k]}") | $met |"
+    done
+    echo
+    echo "Time, CPU and memory of each fetch (CPU seconds during the fetch; peak RSS in MiB):"
+    echo
+    echo "| backlog | fetch | seconds | client CPU s | napsyncd CPU s | client peak RSS | napsyncd peak RSS |"
+    echo "|---:|---|---:|---:|---:|---:|---:|"
+    for k in "${CATCHUP_SIZES[@]}"; do
+        echo "| $k | streamed | ${CU_PULL_S[$k]} | ${CU_PULL_CCPU[$k]} | ${CU_PULL_SCPU[$k]} | $(kb_mib "${CU_PULL_CRSS[$k]}") | $(kb_mib "${CU_PULL_SRSS[$k]}") |"
+        echo "| $k | synced | ${CU_SYNC_S[$k]} | ${CU_SYNC_CCPU[$k]} | ${CU_SYNC_SCPU[$k]} | $(kb_mib "${CU_SYNC_CRSS[$k]}") | $(kb_mib "${CU_SYNC_SRSS[$k]}") |"
+    done
+    echo
+    [ "$full" = 1 ] || echo "The 1,000,000-change backlog runs only with \`--full\` (several minutes more)."
+    echo
+}
+
+# The report's section 3, fan-out (write_report, into its output).
+report_fanout() {
+    echo "## 3. Fan-out"
+    echo
+    echo "$FAN_SUBS devices watch one plan: each runs \`ns_client_sync\` with \`watch\` and the plan as"
+    echo "its scope, into its own device store, as \`napsync sync --watch --plan\` does"
+    echo "(\`napsync-loadgen fanout\`, all of them on one libuv loop in one thread). Each device has"
+    echo "its own certificate, organisation and principal. One writer, a device of another"
+    echo "organisation, owns the plan (adopted, so every organisation reads it) and pushes one"
+    echo "indicator create at a time; when every subscriber has it, it waits 200 ms and pushes the"
+    echo "next: one write to warm up (it also proves every subscription live), then $FAN_WRITES measured."
+    echo "A delivery is the subscriber's \`NS_SYNC_CHANGES\` event: the page has arrived, been"
+    echo "decrypted, decoded and applied to its store with its cursor (SQLite, WAL,"
+    echo "synchronous=FULL; the stores are on $STORES_FS). Latency: from the writer's ack"
+    echo "(its push callback) to each subscriber's delivery, every write and every subscriber."
+    echo "Every subscriber must receive every write exactly once, and the database must hold"
+    echo "exactly the writes; else the run fails."
+    echo
+    echo "| subscribers | writes | deliveries | p50 ms | p99 ms | max ms | last subscriber, median of writes, ms | target p99 < 35 ms | |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---|---|"
+    echo "| $FAN_SUBS | $FAN_WRITES | $((FAN_SUBS * FAN_WRITES)) | ${FAN[applied_p50_ms]} | ${FAN[applied_p99_ms]} | ${FAN[applied_max_ms]} | ${FAN[last_p50_ms]} | < 35 | $(verdict_below "${FAN[applied_p99_ms]}" 35) |"
+    echo
+    echo "The same deliveries timed when the load generator's loop saw the page arrive (libuv's"
+    echo "loop time, 1 ms resolution, before its own work on the page): p50 ${FAN[received_p50_ms]} ms,"
+    echo "p99 ${FAN[received_p99_ms]} ms, max ${FAN[received_max_ms]} ms. CPU during the measured writes"
+    echo "(${FAN[seconds]} s): napsyncd ${FAN[server_cpu_s]} s, load generator ${FAN[loadgen_cpu_s]} s; setting up the"
+    echo "$FAN_SUBS watches (connect, first sync, Subscribe) took ${FAN[setup_s]} s; lost connections: ${FAN[disconnects]}."
+    echo
+}
+
+# The report's section 4, connections (write_report, into its output).
+report_conns() {
+    echo "## 4. Connections"
+    echo
+    echo "\`napsync-loadgen conns\` opens $CONN_SESSIONS sessions (TLS 1.3 with client certificates, then"
+    echo "Hello and Welcome: the device looked up in PostgreSQL) of ${CONN[devices]} devices, $CONN_WINDOW connects in"
+    echo "flight at a time, and leaves them idle for $CONN_HOLD s; every session is then closed"
+    echo "(Goodbye) and the same clients connect again, offering the TLS session each kept"
+    echo "from the server's ticket: every one of them must resume (\`ns_identity.tls_resumed\`),"
+    echo "else the run fails. Sessions/s: sessions up (Welcome received) over the time from the"
+    echo "first connect to the last Welcome; latency per connect, from the call to Welcome."
+    echo "RSS per idle session: napsyncd's VmRSS (/proc/PID/status) once all sessions have idled,"
+    echo "less its VmRSS before the first connect, over the sessions."
+    if [ "${#CONN_EXTRA[@]}" -gt 0 ]; then
+        echo "napsyncd ran with \`${CONN_EXTRA[*]}\` for this figure ($CONN_SESSIONS sessions over"
+        echo "${CONN[devices]} certificates; the default is 8 per device); max_sessions is the default 10,000."
+    fi
+    echo
+    echo "| sessions | handshakes | sessions/s | p50 ms | p99 ms | napsyncd CPU s | load generator CPU s |"
+    echo "|---:|---|---:|---:|---:|---:|---:|"
+    echo "| $CONN_SESSIONS | full | $(fmt "${CONN[full_per_s]}") | ${CONN[full_p50_ms]} | ${CONN[full_p99_ms]} | ${CONN[full_server_cpu_s]} | ${CONN[full_loadgen_cpu_s]} |"
+    echo "| $CONN_SESSIONS | resumed | $(fmt "${CONN[resumed_per_s]}") | ${CONN[resumed_p50_ms]} | ${CONN[resumed_p99_ms]} | ${CONN[resumed_server_cpu_s]} | ${CONN[resumed_loadgen_cpu_s]} |"
+    echo
+    echo "| sessions | resumed / full | target ≥ 5 | | napsyncd RSS before, MiB | with the sessions idle, MiB | per idle session, KiB | target < 64 KiB | |"
+    echo "|---:|---:|---|---|---:|---:|---:|---|---|"
+    echo "| $CONN_SESSIONS | ${CONN[ratio]} | ≥ 5 | $(verdict "${CONN[ratio]}" 5) | $(kb_mib "${CONN[server_rss0_kb]}") | $(kb_mib "${CONN[server_rss_kb]}") | ${CONN[per_session_kb]} | < 64 | $(verdict_below "${CONN[per_session_kb]}" 64) |"
+    echo
+    echo "After the resumed round napsyncd held $(kb_mib "${CONN[server_rss_resumed_kb]}") MiB (${CONN[per_session_resumed_kb]} KiB a session over the first"
+    echo "figure's baseline). The load generator's own memory: ${CONN[loadgen_per_client_kb]} KiB per client."
+    echo
+}
+
+# The report's section 5, the reconnect storm (write_report, into its output).
+report_storm() {
+    echo "## 5. Reconnect storm"
+    echo
+    echo "$STORM_CLIENTS device stores, on ${STORM[devices]} device certificates taken in turn, sync once against"
+    echo "napsyncd, which leaves each a cursor and a TLS session, and then each queues"
+    echo "$STORM_CHANGES changes offline (\`ns_client_put\`: a new plan and $((STORM_CHANGES - 1)) indicators in it; \`napsync-loadgen"
+    echo "storm-prepare\`, ${STORM[prepare_s]} s). napsyncd restarts (SIGTERM, a new process: new ticket keys,"
+    echo "so every session is a full handshake again). One well-behaved device connects and pings"
+    echo "every 10 ms, one ping at a time; after 2 s of that, all $STORM_CLIENTS stores call \`ns_client_sync\`"
+    echo "at once (connect, push the outbox, pull, list conflicts: \`napsync-loadgen storm\`), each"
+    echo "waiting for an answer as long as libnapsync does by default (10 s). libnapsync connects a"
+    echo "sync again when it loses its connection or an answer times out; when it gives up on"
+    echo "one, the load generator starts it again after 0.25 to 0.5 s, doubling (retries). Sessions"
+    echo "opened: every connection the devices' syncs made (one each when nothing is lost). Drained:"
+    echo "the store's outbox has nothing pending (\`ns_client_status\`, after each push answer);"
+    echo "every change must be applied and found once in the database, else the run fails. The"
+    echo "pinger's own requests never time out. The stores are on $STORES_FS."
+    echo
+    echo "| devices | changes queued | every outbox drained, s | median device drained, ms | every sync done, s | sessions opened | retries | ping p50 ms | ping p99 ms | ping max ms | pings |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| $STORM_CLIENTS | $((STORM_CLIENTS * STORM_CHANGES)) | ${STORM[drained_s]} | ${STORM[drain_p50_ms]} | ${STORM[synced_s]} | ${STORM[connects]} | ${STORM[retries]} | ${STORM[ping_p50_ms]} | ${STORM[ping_p99_ms]} | ${STORM[ping_max_ms]} | ${STORM[pings]} |"
+    echo
+    echo "The same client's pings before the storm: p50 ${STORM[ping_before_p50_ms]} ms, p99 ${STORM[ping_before_p99_ms]} ms (${STORM[pings_before]} pings)."
+    echo "Ticks that found the previous ping still unanswered (skipped): ${STORM[pings_skipped]}. Until every"
+    echo "outbox was drained napsyncd used ${STORM[server_cpu_s]} CPU s and the load generator ${STORM[loadgen_cpu_s]}; napsyncd's"
+    echo "peak RSS (since its restart): $(kb_mib "${STORM[server_hwm_kb]}") MiB. The issue sets no target here."
+    echo
+}
 
 write_report() {
     local f=$1 tmp c b k analysis=''
@@ -624,6 +1000,11 @@ write_report() {
     fi
     [ -n "$analysis" ] || analysis='(No analysis yet: profile the figures that miss their target and describe the causes here.)'
     local cpu mem kernel pgver pgset describe
+    # The "Field links" section is tests/fieldlink/run.sh's: kept as it is.
+    local fieldlinks=''
+    if [ -f "$f" ]; then
+        fieldlinks=$(awk '/^<!-- field-links: /{on=1} on{print} /^<!-- \/field-links -->$/{on=0}' "$f")
+    fi
     cpu=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
     mem=$(awk '/^MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo)
     kernel=$(uname -r)
@@ -661,97 +1042,10 @@ write_report() {
         echo "(or pgbench) share its $(nproc) cores, so the client's own work (TLS, protobuf, and for"
         echo "the catch-up SQLite) is inside every figure."
         echo
-        echo "## 1. Push throughput"
-        echo
-        echo "napsyncd: \`napsync-loadgen push\` (tests/bench/loadgen.c) runs N devices as N clients"
-        echo "on one libuv loop in one thread. Each device has its own certificate and organisation;"
-        echo "it creates a plan as that organisation's coordinator, and then pushes batches of B"
-        echo "indicator creates (3 fields each, \`ns_client_push_batch\`, mode APPLY), one push in"
-        if [ "$PUSH_PUSHES" -gt 0 ]; then
-            echo "flight per device, $PUSH_PUSHES pushes each (smoke: fixed work, no warm-up)."
-        else
-            echo "flight per device, for ${warmup} s unmeasured and then ${duration} s measured."
-        fi
-        echo "Latency: from the call to the answer's callback, per push (monotonic clock). Every"
-        echo "answer must be APPLIED at version 1, and afterwards the database must hold exactly the"
-        echo "applied indicators, one feed entry and one stored answer each: else the run fails."
-        echo
-        echo "Baseline: \`pgbench -M prepared\` as the same database role, on the same schema"
-        echo "(triggers, deferred checks and row-level security included), one connection per"
-        echo "client, each transaction doing per mutation what the engine does: insert the"
-        echo "mutation's answer into \`sync_mutations\`, \`SELECT … FOR UPDATE\` the record, upsert it,"
-        echo "insert its revision with before and after, and insert its feed entry numbered under"
-        echo "\`sync_feed_head\`'s row lock (the feed entries last, held to COMMIT, as the engine"
-        echo "does). Batch B is B mutations per transaction. The engine also sends one"
-        echo "\`pg_notify\` per batch and checks authorisation, which the baseline does not."
-        echo
-        echo "| clients | batch | napsyncd mutations/s | p50 ms | p99 ms | pgbench mutations/s | p50 ms | p99 ms | napsyncd / pgbench | target | |"
-        echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-        for c in "${PUSH_CLIENTS[@]}"; do
-            for b in "${PUSH_BATCHES[@]}"; do
-                local r t
-                r=$(ratio "${NS_MPS[$c.$b]}" "${PG_MPS[$c.$b]}")
-                t=$(target_for "$c")
-                echo "| $c | $b | $(fmt "${NS_MPS[$c.$b]}") | ${NS_P50[$c.$b]} | ${NS_P99[$c.$b]} | $(fmt "${PG_MPS[$c.$b]}") | ${PG_P50[$c.$b]} | ${PG_P99[$c.$b]} | $r | ≥ $t | $(verdict "$r" "$t") |"
-            done
+        local section
+        for section in push catchup fanout conns storm; do
+            if want "$section"; then "report_$section"; fi
         done
-        echo
-        echo "pgbench's latency is per transaction (B mutations), napsyncd's per push (B mutations)."
-        echo "Targets (the issue's): napsyncd / pgbench ≥ 0.7 at 1 client, ≥ 3 at 16 and 256."
-        echo
-        echo "Where the CPU went during the measured window (CPU seconds; busy: the whole machine,"
-        echo "$(nproc) cores = 100 %):"
-        echo
-        echo "| clients | batch | napsyncd CPU s | load generator CPU s | machine busy (napsyncd run) | machine busy (pgbench run) |"
-        echo "|---:|---:|---:|---:|---:|---:|"
-        for c in "${PUSH_CLIENTS[@]}"; do
-            for b in "${PUSH_BATCHES[@]}"; do
-                echo "| $c | $b | ${NS_SRV[$c.$b]} | ${NS_CPU[$c.$b]} | ${NS_BUSY[$c.$b]} % | ${PG_BUSY[$c.$b]} % |"
-            done
-        done
-        echo
-        echo "## 2. Catch-up"
-        echo
-        echo "One device seeds a plan (status adopted) with a backlog of K indicator creates through"
-        echo "napsyncd (\`napsync-loadgen seed\`, batches of 1,000); then a fresh device of the same"
-        echo "organisation, never synced, fetches the whole plan (K + 1 records, the plan included):"
-        echo
-        echo "* **streamed**: \`ns_client_pull_plan\`, pages of $PAGE through TLS and protobuf to a"
-        echo "  callback that counts them, nothing kept. Bytes per record: what the client read from"
-        echo "  its socket (TLS records included: /proc/self/io rchar) over the records;"
-        echo "* **synced (end to end)**: \`ns_client_sync\` of that plan into a new store: pull every"
-        echo "  page and apply it with its cursor in one SQLite transaction (WAL, synchronous=FULL),"
-        echo "  then list conflicts. This is the figure the target is about;"
-        echo "* baselines in SQL on the same feed, as the same role and reader (so the same row-level"
-        echo "  security): keyset paging of the feed joined with the revisions, $PAGE rows a page"
-        printf '%s\n' "  (\`pgbench -M prepared\`, one page per transaction, the cursor carried in \`\\aset\`), and"
-        echo "  one \`COPY … TO STDOUT\` of the same rows through psql (bytes: COPY's text format)."
-        echo
-        echo "Records/s exclude the connection (TLS handshake and Hello; the baselines: the"
-        echo "PostgreSQL connection). Peak RSS: VmHWM of the client process, and of napsyncd"
-        echo "reset (/proc/PID/clear_refs) just before the fetch. Each backlog is seeded into the"
-        echo "same database in turn and ANALYZEd before it is fetched, as autovacuum would have"
-        echo "done on a live server."
-        echo
-        echo "| backlog | seeding mutations/s | streamed records/s | bytes/record | synced records/s | keyset SQL records/s | COPY records/s | COPY bytes/record | synced / keyset | target ≥ 100,000/s |"
-        echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-        for k in "${CATCHUP_SIZES[@]}"; do
-            local met
-            met=$(awk -v v="${CU_SYNC[$k]}" 'BEGIN{ if (v+0 >= 100000) print "met"; else print "**missed**" }')
-            echo "| $k | $(fmt "${CU_SEED[$k]}") | $(fmt "${CU_PULL[$k]}") | ${CU_PULL_B[$k]} | $(fmt "${CU_SYNC[$k]}") | $(fmt "${CU_KEYSET[$k]}") | $(fmt "${CU_COPY[$k]}") | ${CU_COPY_B[$k]} | $(ratio "${CU_SYNC[$k]}" "${CU_KEYSET[$k]}") | $met |"
-        done
-        echo
-        echo "Time, CPU and memory of each fetch (CPU seconds during the fetch; peak RSS in MiB):"
-        echo
-        echo "| backlog | fetch | seconds | client CPU s | napsyncd CPU s | client peak RSS | napsyncd peak RSS |"
-        echo "|---:|---|---:|---:|---:|---:|---:|"
-        for k in "${CATCHUP_SIZES[@]}"; do
-            echo "| $k | streamed | ${CU_PULL_S[$k]} | ${CU_PULL_CCPU[$k]} | ${CU_PULL_SCPU[$k]} | $(kb_mib "${CU_PULL_CRSS[$k]}") | $(kb_mib "${CU_PULL_SRSS[$k]}") |"
-            echo "| $k | synced | ${CU_SYNC_S[$k]} | ${CU_SYNC_CCPU[$k]} | ${CU_SYNC_SCPU[$k]} | $(kb_mib "${CU_SYNC_CRSS[$k]}") | $(kb_mib "${CU_SYNC_SRSS[$k]}") |"
-        done
-        echo
-        [ "$full" = 1 ] || echo "The 1,000,000-change backlog runs only with \`--full\` (several minutes more)."
-        echo
         echo "## Analysis"
         echo
         echo "$ANALYSIS_BEGIN"
@@ -760,9 +1054,7 @@ write_report() {
         echo
         echo "## Not measured yet"
         echo
-        echo "Later parts of the suite: fan-out (one change to many subscribed devices), 10,000"
-        echo "concurrent connections, a reconnect storm (every device reconnecting and resuming at"
-        echo "once), and a PouchDB/CouchDB peer as a second baseline. Updates (merges on older"
+        echo "Later parts of the suite: a PouchDB/CouchDB peer as a second baseline. Updates (merges on older"
         echo "bases) and conflicts are not in these figures either: every pushed mutation is a create."
         echo
         echo "## Commands"
@@ -774,7 +1066,7 @@ write_report() {
         echo "\`napsync_register_device\`. napsyncd ran as"
         echo
         echo '```'
-        echo "napsyncd --listen 127.0.0.1:PORT --tls-cert $CA_DIR/napsyncd.crt --tls-key $CA_DIR/napsyncd.key --tls-ca $CA_DIR/ca.crt --database 'host=$PGH port=$PGP dbname=DB user=$DAEMON_ROLE' --sql-dir $ROOT/sql --log-level info"
+        echo "napsyncd --listen 127.0.0.1:PORT --tls-cert $CA_DIR/napsyncd.crt --tls-key $CA_DIR/napsyncd.key --tls-ca $CA_DIR/ca.crt --database 'host=$PGH port=$PGP dbname=DB user=$DAEMON_ROLE' --sql-dir $ROOT/sql --log-level info --http-listen off"
         echo '```'
         echo
         echo "and the measured commands were (pgbench's warm-up runs, the same command with"
@@ -786,19 +1078,28 @@ write_report() {
         for cmd in "${COMMANDS[@]}"; do echo "$cmd"; done
         echo '```'
         echo
-        echo "The baseline's script for one mutation per transaction ($work/push-b1.sql; the"
-        echo "batch of 100 repeats the four statements before the feed and then the feed's, with"
-        echo "\`r1\` … \`r100\`):"
-        echo
-        echo '```sql'
-        cat "$work/push-b1.sql"
-        echo '```'
-        echo
-        echo "Keyset paging ($work/keyset.sql) and the COPY ($work/copy.sql):"
-        echo
-        echo '```sql'
-        cat "$work/keyset.sql" "$work/copy.sql"
-        echo '```'
+        if want fanout || want storm; then
+            echo "STORES is a directory on $STORES_FS, removed after each figure."
+            echo
+        fi
+        if want push; then
+            echo "The baseline's script for one mutation per transaction ($work/push-b1.sql; the"
+            echo "batch of 100 repeats the four statements before the feed and then the feed's, with"
+            echo "\`r1\` … \`r100\`):"
+            echo
+            echo '```sql'
+            cat "$work/push-b1.sql"
+            echo '```'
+            echo
+        fi
+        if want catchup; then
+            echo "Keyset paging ($work/keyset.sql) and the COPY ($work/copy.sql):"
+            echo
+            echo '```sql'
+            cat "$work/keyset.sql" "$work/copy.sql"
+            echo '```'
+        fi
+        [ -z "$fieldlinks" ] || printf '\n%s\n' "$fieldlinks"
     } >"$tmp"
     mv "$tmp" "$f"
 }
@@ -809,10 +1110,15 @@ SECONDS=0
 start_pg
 make_certs
 make_template
-for b in "${PUSH_BATCHES[@]}"; do pgbench_script "$b" "$work/push-b$b.sql"; done
-for c in "${PUSH_CLIENTS[@]}"; do
-    for b in "${PUSH_BATCHES[@]}"; do push_figure "$c" "$b"; done
-done
-catchup_figures
+if want push; then
+    for b in "${PUSH_BATCHES[@]}"; do pgbench_script "$b" "$work/push-b$b.sql"; done
+    for c in "${PUSH_CLIENTS[@]}"; do
+        for b in "${PUSH_BATCHES[@]}"; do push_figure "$c" "$b"; done
+    done
+fi
+want catchup && catchup_figures
+want fanout && fanout_figure
+want conns && conns_figure
+want storm && storm_figure
 write_report "$out"
 note "report written to $out ($SECONDS s)"

@@ -5,7 +5,9 @@
  * answered APPLIED and found once in the database with its feed entry and
  * its stored answer, every pgbench transaction committed and counted,
  * every backlog record received by a fresh device (streamed, and synced
- * into its store), the COPY baseline's rows counted. Then the report must
+ * into its store), the COPY baseline's rows counted, every write delivered
+ * once to every watching device, every session up and resumed, every
+ * queued change of the storm applied once. Then the report must
  * hold a row, with a figure in every cell, for each of them. Nothing about
  * speed is asserted. */
 #include <setjmp.h>
@@ -21,9 +23,13 @@
 #include "harness.h"
 
 /* The smoke sizes of run.sh: clients 1 and 4, batches 1 and 10, one
- * backlog of 300 changes. */
+ * backlog of 300 changes, 5 watching devices, 24 sessions, a storm of 6
+ * device stores. */
 static const char *const push_rows[] = {"| 1 | 1 |", "| 1 | 10 |", "| 4 | 1 |", "| 4 | 10 |"};
 static const char catchup_row[] = "| 300 |";
+static const char fanout_row[] = "| 5 |";
+static const char conns_row[] = "| 24 |";
+static const char storm_row[] = "| 6 |";
 
 static char *slurp(const char *path)
 {
@@ -105,6 +111,10 @@ static void bench_smoke(void **state)
         expect_rows(text, push_rows[i], 2);
     /* The catch-up table, and the streamed and synced fetches. */
     expect_rows(text, catchup_row, 3);
+    expect_rows(text, fanout_row, 1);
+    /* Full and resumed handshakes, then the ratio and the memory. */
+    expect_rows(text, conns_row, 3);
+    expect_rows(text, storm_row, 1);
     free(text);
     nst_rmtree(dir);
 }

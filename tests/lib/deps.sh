@@ -29,6 +29,9 @@ BUILD_PACKAGES=(libuv1-dev libpq-dev postgresql libprotobuf-c-dev protobuf-c-com
 TEST_PACKAGES=(chromium debootstrap systemd prometheus clang libclang-rt-14-dev)
 # haproxy: tests/scale/test_haproxy puts three napsyncd behind Debian's.
 TEST_PACKAGES+=(haproxy)
+# iproute2 and iptables: the simulated field line of tests/fieldlink (network
+# namespaces, tc tbf, the iptables statistic match) for test_fieldlink.
+TEST_PACKAGES+=(iproute2 iptables)
 
 [ $# -ge 1 ] || die "usage: deps.sh [--build] [--test] [PACKAGE...]"
 wanted=()
