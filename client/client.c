@@ -15,6 +15,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -28,6 +29,7 @@
 #include "client_internal.h"
 #include "conf.h"
 #include "compress.h"
+#include "page_compact.h"
 #include "conn.h"
 #include "envelope.h"
 #include "frame.h"
@@ -82,7 +84,7 @@ typedef struct {
     uint64_t id;
     uint64_t deadline_ms; /* in uv_now() time; 0: none (a stream past its first answer) */
     Napsync__V1__Envelope__BodyCase answer;
-    bool stream;
+    int mode; /* NSC_ONCE, NSC_STREAM or NSC_PAGES */
     nsc_response_cb cb;
     void *ud;
 } pending_req;
@@ -122,6 +124,9 @@ struct ns_client {
      * on them, kept for later connections; zstd says whether this one did. */
     ns_compress *compress;
     bool zstd;
+    /* This connection agreed on compact pages (page_compact.h): they are
+     * expanded as they arrive, so the rest of the client sees ChangePages. */
+    bool compact;
     uint64_t last_request_id;
     uint64_t hello_id;
     uint64_t connect_deadline_ms;
@@ -151,6 +156,21 @@ struct ns_client {
     size_t session_len;
     uint8_t *fresh;
     size_t fresh_len;
+
+    /* First flight (nsc_on_first_flight): the SHA-256 of our certificate
+     * (hex; "" without one), which the kept Welcome must name; the hook;
+     * early: the hook is running, so requests may go before Welcome;
+     * ff_zstd: this Hello announced zstd for the frames behind it. */
+    char cert_fp[65];
+    nsc_first_flight_fn ff_fn;
+    void *ff_ud;
+    bool early;
+    bool ff_zstd;
+    bool pull_stream; /* the Welcome said the server streams Pull{stream} */
+    /* Request flights (nsc_flights): a request sent after an answer
+     * arrived starts a new one. */
+    uint32_t flights;
+    bool answered_since_send;
 
     ns_identity id;
 };
@@ -314,6 +334,8 @@ static void connection_ended(ns_client *c, const ns_error *e)
     else
         c->unreported = *e;
     c->frames_held = false;
+    c->ff_fn = NULL;
+    c->ff_zstd = false;
     set_state(c, ST_IDLE);
     c->naddrs = 0;
     c->next_addr = 0;
@@ -392,6 +414,84 @@ static void load_session(ns_client *c)
         (void)copy_blob(&c->session, &c->session_len, buf, len);
     explicit_bzero(buf, NS_STORE_TLS_SESSION_MAX);
     free(buf);
+}
+
+/* ---- first flight ------------------------------------------------------------ */
+
+/* The kept Welcome, when it was made with this certificate and server:
+ * "1 CERT_SHA256 DEVICE ORGANISATION MAX_FRAME MAX_PUSH ZSTD SERVER".
+ * Anything else, damaged or foreign, counts as nothing kept. */
+static bool remembered_read(ns_client *c, nsc_remembered *out, bool *zstd)
+{
+    char v[NS_STORE_META_SIZE];
+    if (c->store == NULL || c->cert_fp[0] == '\0' ||
+        ns_store_meta_get(c->store, NS_STORE_META_FIRST_FLIGHT, v, NULL) != NS_STORE_OK)
+        return false;
+    char fp[65], server[NS_CLIENT_SERVER_MAX];
+    unsigned z = 0;
+    memset(out, 0, sizeof(*out));
+    if (sscanf(v, "1 %64s %39s %39s %" SCNu32 " %" SCNu32 " %u %271s", fp, out->device_id,
+               out->organisation_id, &out->max_frame_size, &out->max_push_mutations, &z,
+               server) != 7)
+        return false;
+    if (strcmp(fp, c->cert_fp) != 0 || strcmp(server, c->server) != 0 || z > 1 ||
+        out->max_frame_size == 0 || out->max_push_mutations == 0)
+        return false;
+    *zstd = z == 1;
+    return true;
+}
+
+static bool remembered_zstd(ns_client *c)
+{
+    nsc_remembered r;
+    bool z = false;
+    return remembered_read(c, &r, &z) && z;
+}
+
+/* Failing to save costs the next connection its first flight, never this one. */
+static void remember_welcome(ns_client *c, const ns_identity *id)
+{
+    if (c->store == NULL || c->cert_fp[0] == '\0' || strchr(c->server, ' '))
+        return;
+    char v[NS_STORE_META_SIZE];
+    int n = snprintf(v, sizeof(v), "1 %s %s %s %" PRIu32 " %" PRIu32 " %d %s", c->cert_fp,
+                     id->device_id, id->organisation_id, id->max_frame_size, id->max_push_mutations,
+                     id->compressed ? 1 : 0, c->server);
+    if (n > 0 && (size_t)n < sizeof(v) && id->device_id[0] && id->organisation_id[0] &&
+        !strchr(id->device_id, ' ') && !strchr(id->organisation_id, ' ')) {
+        ns_store_rc rc = ns_store_meta_set(c->store, NS_STORE_META_FIRST_FLIGHT, v, NULL);
+        (void)rc; /* unsaved: the next connection waits for Welcome */
+    }
+}
+
+static void forget_remembered(ns_client *c)
+{
+    if (c->store) {
+        ns_store_rc rc = ns_store_meta_set(c->store, NS_STORE_META_FIRST_FLIGHT, "", NULL);
+        (void)rc; /* kept: the server refuses it again, clearly */
+    }
+}
+
+bool nsc_remembered_get(ns_client *c, nsc_remembered *out)
+{
+    bool z = false;
+    return remembered_read(c, out, &z);
+}
+
+void nsc_on_first_flight(ns_client *c, nsc_first_flight_fn fn, void *ud)
+{
+    c->ff_fn = fn;
+    c->ff_ud = ud;
+}
+
+bool nsc_pull_streams(const ns_client *c)
+{
+    return c->state != ST_READY || c->pull_stream;
+}
+
+uint32_t nsc_flights(const ns_client *c)
+{
+    return c->flights;
 }
 
 /* ---- mapping failures to ns_status --------------------------------------- */
@@ -667,16 +767,37 @@ static void send_hello(ns_client *c)
     Napsync__V1__Compression offer[] = {NAPSYNC__V1__COMPRESSION__COMPRESSION_ZSTD_1};
     hello.n_compression = 1;
     hello.compression = offer;
+    Napsync__V1__PageFormat formats[] = {NAPSYNC__V1__PAGE_FORMAT__PAGE_FORMAT_COMPACT_1};
+    hello.n_page_formats = 1;
+    hello.page_formats = formats;
     c->zstd = false;
+    c->compact = false;
+    /* Frames behind this Hello may be compressed only as the server chose
+     * the last time (kept in the store): it reads them before it answers. */
+    c->ff_zstd = remembered_zstd(c) && (c->compress || (c->compress = ns_compress_new()) != NULL);
+    if (c->ff_zstd)
+        hello.first_flight_compression = NAPSYNC__V1__COMPRESSION__COMPRESSION_ZSTD_1;
     c->hello_id = next_request_id(c);
     env.request_id = c->hello_id;
     env.body_case = NAPSYNC__V1__ENVELOPE__BODY_HELLO;
     env.hello = &hello;
     set_state(c, ST_HELLO);
     int rc = client_send(c, &env);
-    if (rc != 0)
+    if (rc != 0) {
         close_with(c, false, rc == UV_ENOMEM ? NS_ERR_NOMEM : NS_ERR_CONNECT, 0,
                    "cannot send Hello to %s: %s", c->server, uv_strerror(rc));
+        return;
+    }
+    c->flights++;
+    c->answered_since_send = false;
+    c->zstd = c->ff_zstd;
+    nsc_first_flight_fn fn = c->ff_fn;
+    c->ff_fn = NULL;
+    if (fn) {
+        c->early = true;
+        fn(c, c->ff_ud);
+        c->early = false;
+    }
 }
 
 /* ---- receiving --------------------------------------------------------------- */
@@ -749,7 +870,35 @@ static void on_welcome(ns_client *c, const ns_welcome *w)
                    "the server chose compression %d, which this client did not offer",
                    (int)w->compression);
         return;
+    } else if (c->ff_zstd) {
+        /* It read our first flight as plain frames: it cannot have served it. */
+        forget_remembered(c);
+        close_with(c, true, NS_ERR_PROTOCOL, 0,
+                   "the server at %s did not choose the compression this client's first flight "
+                   "used; the next connection sends it uncompressed",
+                   c->server);
+        return;
     }
+    remember_welcome(c, &id);
+    /* A server that does not stream answers a streamed Pull of the first
+     * flight with one page, as any Pull. */
+    c->pull_stream = w->pull_stream;
+    for (size_t i = 0; i < c->nreqs; i++)
+        if (c->reqs[i].mode == NSC_PAGES && !c->pull_stream)
+            c->reqs[i].mode = NSC_ONCE;
+    /* Requests of the first flight waited for this answer: their time
+     * counts from now. */
+    uv_update_time(c->loop);
+    for (size_t i = 0; i < c->nreqs; i++)
+        c->reqs[i].deadline_ms = uv_now(c->loop) + c->timeout_ms;
+    if (w->page_format != NAPSYNC__V1__PAGE_FORMAT__PAGE_FORMAT_ORDINARY &&
+        w->page_format != NAPSYNC__V1__PAGE_FORMAT__PAGE_FORMAT_COMPACT_1) {
+        close_with(c, true, NS_ERR_PROTOCOL, 0,
+                   "the server chose page format %d, which this client did not offer",
+                   (int)w->page_format);
+        return;
+    }
+    c->compact = w->page_format == NAPSYNC__V1__PAGE_FORMAT__PAGE_FORMAT_COMPACT_1;
     if (c->fresh) {
         adopt_session(c, c->fresh, c->fresh_len);
         drop_blob(&c->fresh, &c->fresh_len);
@@ -809,7 +958,26 @@ static void on_response(ns_client *c, const ns_envelope *env)
                    (int)env->body_case, (unsigned long long)env->request_id);
         return;
     }
-    if (c->reqs[i].stream) {
+    if (c->reqs[i].mode == NSC_PAGES && (env->change_page == NULL || !env->change_page->more)) {
+        pending_req q = take_req(c, i);
+        q.cb(c, NULL, env, q.ud);
+        return;
+    }
+    if (c->reqs[i].mode == NSC_PAGES) {
+        /* The server answers in order: requests behind the stream wait for
+         * its last page, however slow the link; each page shows it is
+         * getting there, so their time, too, counts from the latest. */
+        uv_update_time(c->loop);
+        for (size_t k = 0; k < c->nreqs; k++)
+            if (c->reqs[k].deadline_ms != 0) /* 0: a Subscribe past its first page */
+                c->reqs[k].deadline_ms = uv_now(c->loop) + c->timeout_ms;
+        nsc_response_cb cb = c->reqs[i].cb;
+        void *ud = c->reqs[i].ud;
+        rearm(c);
+        cb(c, NULL, env, ud);
+        return;
+    }
+    if (c->reqs[i].mode == NSC_STREAM) {
         c->reqs[i].deadline_ms = 0;
         nsc_response_cb cb = c->reqs[i].cb;
         void *ud = c->reqs[i].ud;
@@ -860,6 +1028,10 @@ static void on_server_error(ns_client *c, uint64_t rid, const ns_wire_error *w)
         return;
     }
     if (c->state == ST_HELLO && rid == c->hello_id) {
+        /* e.g. a server that will not read our first flight compressed:
+         * the next Hello does not ask it again. */
+        if (c->ff_zstd)
+            forget_remembered(c);
         close_with(c, true, e.status, e.server_code, "%s", e.message);
         return;
     }
@@ -979,11 +1151,34 @@ static void on_ready(ns_conn *conn, void *ud)
     leave(c);
 }
 
+/* Replaces *env, a compact page, with the ordinary page it stands for. A
+ * bad one is a protocol error that closes the connection: nothing of it is
+ * applied. Returns false when it closed (and freed *env). */
+static bool expand_page(ns_client *c, ns_envelope **env)
+{
+    ns_envelope *page = NULL;
+    char why[160] = "";
+    ns_page_compact_status st =
+        c->compact ? ns_page_compact_expand(*env, NS_FRAME_DEFAULT_MAX, &page, why, sizeof(why))
+                   : NS_PAGE_COMPACT_INVALID;
+    ns_envelope_free(*env);
+    *env = page;
+    if (st == NS_PAGE_COMPACT_OK)
+        return true;
+    if (st == NS_PAGE_COMPACT_NOMEM)
+        close_with(c, false, NS_ERR_NOMEM, 0, "out of memory");
+    else
+        close_with(c, false, NS_ERR_PROTOCOL, 0, "the server at %s sent a bad compact page: %s",
+                   c->server, c->compact ? why : "this connection did not agree on them");
+    return false;
+}
+
 static void on_frame(ns_conn *conn, const uint8_t *payload, size_t len, void *ud)
 {
     (void)conn;
     ns_client *c = ud;
     enter(c);
+    c->answered_since_send = true;
     if (c->state == ST_HELLO || c->state == ST_READY) {
         ns_envelope *env = ns_envelope_unpack(payload, len);
         if (env != NULL && env->body_case == NAPSYNC__V1__ENVELOPE__BODY_ZSTD) {
@@ -999,6 +1194,11 @@ static void on_frame(ns_conn *conn, const uint8_t *payload, size_t len, void *ud
                 leave(c);
                 return;
             }
+        }
+        if (env != NULL && env->body_case == NAPSYNC__V1__ENVELOPE__BODY_COMPACT_PAGE &&
+            !expand_page(c, &env)) {
+            leave(c);
+            return;
         }
         if (env == NULL)
             close_with(c, false, NS_ERR_PROTOCOL, 0,
@@ -1098,6 +1298,9 @@ static void try_next_addr(ns_client *c)
         .handshake_timeout_ms = 0, /* our own deadline covers the whole connect */
         .idle_timeout_ms = 0,
         .write_queue_limit = NS_CLIENT_WRITE_LIMIT,
+        /* Our Goodbye is sent once every answer is in: waiting for the
+         * server's close would cost a round trip and bring nothing. */
+        .close_without_peer_eof = true,
         .tls_session = c->session,
         .tls_session_len = c->session_len,
     };
@@ -1366,6 +1569,11 @@ int ns_client_new(const ns_client_options *opt, uv_loop_t *loop, ns_client **out
         }
         if (c->tls)
             load_session(c);
+        ns_tls_cert_info ci;
+        char cerr[160];
+        if (have_cert && ns_tls_cert_file_info(opt->cert_file, &ci, cerr, sizeof(cerr)) == 0)
+            for (size_t i = 0; i < sizeof(ci.sha256); i++)
+                snprintf(c->cert_fp + 2 * i, 3, "%02x", ci.sha256[i]);
     }
     c->timeout_ms = opt->timeout_ms ? opt->timeout_ms : NS_CLIENT_DEFAULT_TIMEOUT_MS;
     snprintf(c->client_name, sizeof(c->client_name), "%s",
@@ -1617,7 +1825,7 @@ void nsc_set_error(ns_error *e, ns_status st, int server_code, const char *fmt, 
 }
 
 int nsc_request(ns_client *c, Napsync__V1__Envelope *env, Napsync__V1__Envelope__BodyCase answer,
-                bool stream, nsc_response_cb cb, void *ud, ns_error *err)
+                int mode, nsc_response_cb cb, void *ud, ns_error *err)
 {
     if (!c->freeing && c->state == ST_IDLE && c->unreported.status != NS_OK) {
         ns_status st = c->unreported.status;
@@ -1626,7 +1834,7 @@ int nsc_request(ns_client *c, Napsync__V1__Envelope *env, Napsync__V1__Envelope_
         memset(&c->unreported, 0, sizeof(c->unreported));
         return st;
     }
-    if (c->freeing || c->state != ST_READY) {
+    if (c->freeing || (c->state != ST_READY && !(c->state == ST_HELLO && c->early))) {
         set_error(err, NS_ERR_STATE, 0,
                   c->freeing ? "the client is being freed"
                              : "not connected: ns_client_connect must succeed first");
@@ -1645,12 +1853,16 @@ int nsc_request(ns_client *c, Napsync__V1__Envelope *env, Napsync__V1__Envelope_
                   "cannot send a request to %s: %s", c->server, uv_strerror(rc));
         return rc == UV_ENOMEM ? NS_ERR_NOMEM : NS_ERR_CLOSED;
     }
+    if (c->answered_since_send) {
+        c->flights++;
+        c->answered_since_send = false;
+    }
     uv_update_time(c->loop);
     pending_req *q = &c->reqs[c->nreqs++];
     q->id = id;
     q->deadline_ms = uv_now(c->loop) + c->timeout_ms;
     q->answer = answer;
-    q->stream = stream;
+    q->mode = mode;
     q->cb = cb;
     q->ud = ud;
     rearm(c);

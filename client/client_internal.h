@@ -21,12 +21,44 @@
 typedef void (*nsc_response_cb)(ns_client *c, const ns_error *err,
                                 const Napsync__V1__Envelope *resp, void *ud);
 
+/* How a request is answered: once; by a stream (Subscribe) until an
+ * Error or the end of the connection; or by pages (a streamed Pull) until
+ * the page with more = false, which is its last call. */
+enum { NSC_ONCE = 0, NSC_STREAM = 1, NSC_PAGES = 2 };
+
 /* Sends env (its request_id is set here) and waits for an answer of body
  * `answer`. A plain request must be answered within the client's timeout,
- * a stream's first answer too; later pages have no deadline. Returns
- * NS_OK, or an error without calling cb. */
+ * a stream's first answer too; later pages of a Subscribe have no
+ * deadline, each page of a streamed Pull has the timeout from the one
+ * before. `mode` is one of NSC_*. Returns NS_OK, or an error without
+ * calling cb. */
 int nsc_request(ns_client *c, Napsync__V1__Envelope *env, Napsync__V1__Envelope__BodyCase answer,
-                bool stream, nsc_response_cb cb, void *ud, ns_error *err);
+                int mode, nsc_response_cb cb, void *ud, ns_error *err);
+
+/* First flight (docs/protocol.md "First flight"): what the last Welcome
+ * from this server to this certificate said, as kept in the store.
+ * Returns false when nothing usable is kept (no store, another
+ * certificate or server, never welcomed). */
+typedef struct {
+    char device_id[40];
+    char organisation_id[40];
+    uint32_t max_frame_size;
+    uint32_t max_push_mutations;
+} nsc_remembered;
+bool nsc_remembered_get(ns_client *c, nsc_remembered *out);
+/* fn runs once, right after the next connection's Hello is sent and
+ * before its Welcome: requests it sends (nsc_request) travel in the same
+ * flight, compressed as the server chose last time. NULL clears it; a
+ * connection that ends clears it too. */
+typedef void (*nsc_first_flight_fn)(ns_client *c, void *ud);
+void nsc_on_first_flight(ns_client *c, nsc_first_flight_fn fn, void *ud);
+/* Request flights sent since the client was made: a flight is the
+ * requests sent between two answers (Hello and what follows it before
+ * Welcome are one), so a sync's round trips are the difference. */
+uint32_t nsc_flights(const ns_client *c);
+/* Whether the server streams Pull{stream} (Welcome.pull_stream); true
+ * before Welcome, where a request of the first flight is converted if not. */
+bool nsc_pull_streams(const ns_client *c);
 
 /* The device store (NULL when ns_client_options.store_path was not set). */
 ns_store *nsc_store(ns_client *c);

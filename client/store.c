@@ -782,6 +782,8 @@ static const char *meta_key_name(ns_store_meta key)
         return "server";
     case NS_STORE_META_DEVICE_ID:
         return "device_id";
+    case NS_STORE_META_FIRST_FLIGHT:
+        return "first_flight";
     }
     return NULL;
 }

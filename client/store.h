@@ -310,6 +310,9 @@ __attribute__((warn_unused_result)) ns_store_rc ns_store_set_last_sync(ns_store 
 typedef enum {
     NS_STORE_META_SERVER,    /* "host:port" */
     NS_STORE_META_DEVICE_ID, /* the device's UUID from Welcome */
+    /* What the last Welcome said, for the next first flight (client.c):
+     * the certificate, server, device, organisation, limits, compression. */
+    NS_STORE_META_FIRST_FLIGHT,
 } ns_store_meta;
 
 /* out receives "" when the key was never set. Values are printable text

@@ -97,7 +97,14 @@ struct nsc_sync {
     Napsync__V1__Scope bf_scope;
     Napsync__V1__Scope *bf_scopes[1];
     bool sub_active;
-    bool reset_done; /* one cursor reset per connection: a second is a server bug */
+    /* First flight: the catch-up went out behind Hello, on what the last
+     * Welcome said (rem); Welcome must confirm it. */
+    bool early;
+    nsc_remembered rem;
+    bool pull_streaming; /* the pull in flight is a stream: more pages follow */
+    uint32_t page_size;
+    uint32_t flights_base; /* nsc_flights at the start of the run */
+    bool reset_done;       /* one cursor reset per connection: a second is a server bug */
     uint32_t attempt;
     bool progress; /* a page applied or a push answered since the last loss */
     uint64_t rng;
@@ -698,6 +705,7 @@ static void finish(ns_client *c, nsc_sync *s)
     ns_store_batch_free(&s->batch);
     ns_sync_cb cb = s->cb;
     void *ud = s->ud;
+    s->st.round_trips = nsc_flights(c) - s->flights_base;
     ns_sync_stats st = s->st;
     ns_error e = s->failure;
     s->cb = NULL;
@@ -768,6 +776,7 @@ static void on_backoff(ns_client *c, void *ud)
         /* ns_client_sync on a connected client goes on with that connection */
         s->lost = false;
         s->reset_done = false;
+        s->early = false; /* this connection's Welcome is long past */
         s->ph = PH_CONNECTING;
         on_connected(c, NULL, s);
         return;
@@ -927,7 +936,7 @@ static int bind_store(ns_client *c, const ns_identity *id, ns_error *err)
     return NS_OK;
 }
 
-static void build_scopes(nsc_sync *s, const ns_identity *id)
+static void build_scopes(nsc_sync *s, const char *organisation_id)
 {
     s->nscopes = 0;
     if (s->directory) {
@@ -938,7 +947,7 @@ static void build_scopes(nsc_sync *s, const ns_identity *id)
         s->scopes[s->nscopes++] = sc;
     }
     if (s->nplans == 0) {
-        snprintf(s->org, sizeof(s->org), "%s", id->organisation_id);
+        snprintf(s->org, sizeof(s->org), "%s", organisation_id);
         Napsync__V1__Scope *sc = &s->scope_msgs[s->nscopes];
         napsync__v1__scope__init(sc);
         sc->kind_case = NAPSYNC__V1__SCOPE__KIND_ORGANISATION_ID;
@@ -978,18 +987,57 @@ static void on_connected(ns_client *c, const ns_error *e, void *ud)
         end_run(c, s, &be);
         return;
     }
+    if (s->early && (strcmp(id->device_id, s->rem.device_id) != 0 ||
+                     strcmp(id->organisation_id, s->rem.organisation_id) != 0)) {
+        /* The first flight named what the server no longer says (the
+         * device moved organisation): nothing of its answers is applied
+         * (they come after this Welcome); its pushes were this device's. */
+        nsc_set_error(&be, NS_ERR_STATE, 0,
+                      "the server now says this device is %s of organisation %s, not what the "
+                      "store recorded: sync again",
+                      id->device_id, id->organisation_id);
+        end_run(c, s, &be);
+        return;
+    }
     emit(c, s, NS_SYNC_CONNECTED, 0, 0, 0, NULL);
-    build_scopes(s, id);
+    if (s->early)
+        return; /* the catch-up is on the wire already */
+    build_scopes(s, id->organisation_id);
     begin_catchup(c, s);
+}
+
+/* Right after Hello, before Welcome: the catch-up goes out in the same
+ * flight, on what the last Welcome of this server said (client.c keeps it,
+ * bound to our certificate), for a store already bound to that device. */
+static void first_flight(ns_client *c, void *ud)
+{
+    nsc_sync *s = ud;
+    if (!s->active || s->stopping || s->ph != PH_CONNECTING)
+        return;
+    s->early = true;
+    build_scopes(s, s->rem.organisation_id);
+    begin_catchup(c, s);
+}
+
+/* Whether this connection's catch-up may go out behind Hello. */
+static bool may_fly_early(ns_client *c, nsc_sync *s)
+{
+    char have[NS_STORE_META_SIZE];
+    return nsc_remembered_get(c, &s->rem) &&
+           ns_store_meta_get(nsc_store(c), NS_STORE_META_DEVICE_ID, have, NULL) == NS_STORE_OK &&
+           strcmp(have, s->rem.device_id) == 0;
 }
 
 static void connect_now(ns_client *c, nsc_sync *s)
 {
     s->lost = false;
     s->reset_done = false;
+    s->early = false;
     s->ph = PH_CONNECTING;
+    nsc_on_first_flight(c, may_fly_early(c, s) ? first_flight : NULL, s);
     ns_error e;
     if (ns_client_connect(c, on_connected, s, &e) != NS_OK) {
+        nsc_on_first_flight(c, NULL, NULL);
         if (is_loss(&e)) {
             s->lost = true;
             if (!s->watch) {
@@ -1005,10 +1053,12 @@ static void connect_now(ns_client *c, nsc_sync *s)
 }
 
 /* The frame the server accepts, less what a Push adds around mutations. */
-static size_t push_budget(ns_client *c)
+static size_t push_budget(ns_client *c, const nsc_sync *s)
 {
     const ns_identity *id = ns_client_identity(c);
-    size_t frame = id && id->max_frame_size ? id->max_frame_size : 1024u * 1024u;
+    size_t frame = id && id->max_frame_size ? id->max_frame_size
+                   : s->early               ? s->rem.max_frame_size
+                                            : 1024u * 1024u;
     size_t over = SYNC_PUSH_ENV_OVERHEAD + (size_t)NS_STORE_MAX_BATCH * SYNC_PUSH_ITEM_OVERHEAD;
     return frame > over * 2 ? frame - over : frame / 2;
 }
@@ -1083,8 +1133,13 @@ static void push_next(ns_client *c, nsc_sync *s)
     ns_error e;
     ns_store_batch_free(&s->batch);
     const ns_identity *id = ns_client_identity(c);
-    size_t most = id && id->max_push_mutations ? id->max_push_mutations : NS_STORE_MAX_BATCH;
-    if (ns_store_outbox_batch(nsc_store(c), most, push_budget(c), &s->batch, &e) != NS_STORE_OK) {
+    size_t most = id && id->max_push_mutations ? id->max_push_mutations
+                  : s->early && id == NULL     ? s->rem.max_push_mutations
+                                               : NS_STORE_MAX_BATCH;
+    if (most > NS_STORE_MAX_BATCH)
+        most = NS_STORE_MAX_BATCH;
+    if (ns_store_outbox_batch(nsc_store(c), most, push_budget(c, s), &s->batch, &e) !=
+        NS_STORE_OK) {
         ns_store_batch_free(&s->batch);
         store_failed(c, s, &e);
         return;
@@ -1304,7 +1359,10 @@ static void backfill_next(ns_client *c, nsc_sync *s)
 static void on_page(ns_client *c, const ns_error *e, const Napsync__V1__Envelope *resp, void *ud)
 {
     nsc_sync *s = ud;
-    s->pull_inflight = false;
+    /* A stream's page with more: the next one comes without asking. */
+    bool more = e == NULL && resp && resp->change_page && resp->change_page->more;
+    s->pull_streaming = s->pull_streaming && nsc_pull_streams(c);
+    s->pull_inflight = more && s->pull_streaming;
     if (!s->active || s->stopping || s->lost) {
         if (s->active && s->stopping && !busy(s) && nsc_conn_state(c) == NS_CONN_DISCONNECTED)
             finish(c, s);
@@ -1322,6 +1380,8 @@ static void on_page(ns_client *c, const ns_error *e, const Napsync__V1__Envelope
         return;
     }
     if (!apply_page(c, s, resp->change_page))
+        return;
+    if (s->pull_inflight)
         return;
     if (resp->change_page->more)
         pull_next(c, s);
@@ -1342,14 +1402,20 @@ static void pull_next(ns_client *c, nsc_sync *s)
     pull.cursor = cursor;
     pull.scopes = s->scopes;
     pull.n_scopes = s->nscopes;
+    /* Every page in one answer (docs/protocol.md "Streamed pull"): small
+     * pages cost nothing more, and a cut loses at most one. */
+    s->pull_streaming = nsc_pull_streams(c);
+    pull.stream = s->pull_streaming;
+    pull.page_size = s->pull_streaming ? s->page_size : 0;
     env.body_case = NAPSYNC__V1__ENVELOPE__BODY_PULL;
     env.pull = &pull;
-    if (nsc_request(c, &env, NAPSYNC__V1__ENVELOPE__BODY_CHANGE_PAGE, false, on_page, s, &e) !=
-        NS_OK) {
+    if (nsc_request(c, &env, NAPSYNC__V1__ENVELOPE__BODY_CHANGE_PAGE,
+                    s->pull_streaming ? NSC_PAGES : NSC_ONCE, on_page, s, &e) != NS_OK) {
         request_failed(c, s, &e);
         return;
     }
     s->pull_inflight = true;
+    s->st.pull_requests++;
 }
 
 static void caught_up(ns_client *c, nsc_sync *s)
@@ -1525,8 +1591,8 @@ static void on_sub_page(ns_client *c, const ns_error *e, const Napsync__V1__Enve
     }
     if (npending > 0)
         backfill_next(c, s); /* lists the conflicts when done */
-    else if (resp->change_page->n_records > 0)
-        conflicts_next(c, s);
+    else if (resp->change_page->n_records > 0 && !resp->change_page->conflicts_unchanged)
+        conflicts_next(c, s); /* the server cannot say that they did not change */
 }
 
 static void subscribe(ns_client *c, nsc_sync *s)
@@ -1628,6 +1694,8 @@ int ns_client_sync(ns_client *c, const ns_sync_options *o, ns_sync_cb cb, void *
     s->st.conflicts_listed = 1;
     s->nplans = nplans;
     s->directory = directory;
+    s->page_size = o && o->page_size ? o->page_size : NS_SYNC_STREAM_PAGE_SIZE;
+    s->flights_base = nsc_flights(c);
     for (size_t i = 0; i < nplans; i++) {
         for (int k = 0; k < 36; k++) {
             char ch = o->plan_ids[i][k];

@@ -49,6 +49,37 @@ typedef struct {
     const char *help;
 } adm_opt;
 
+/* A column of a table: its header and the result column it shows. */
+typedef struct {
+    const char *header;
+    int col;
+} adm_col;
+
+/* How a result column reaches --json. */
+typedef enum { ADM_TEXT, ADM_INT, ADM_BOOL, ADM_JSON } adm_type;
+
+typedef struct {
+    const char *key;
+    int col;
+    adm_type type;
+} adm_field;
+
+#define ADM_MAX_FIELDS 12
+#define ADM_MAX_COLS   6
+
+/* A kind of record: the statement that reads it, its --json object (one
+ * description for lists and for the record a write prints back) and, for
+ * `OBJECT list`, its table. */
+typedef struct {
+    const char *noun; /* "cannot read the NOUN back" */
+    /* $1 include deleted, $2 one record's id (NULL: all), $3 one
+     * organisation's code (NULL: all). */
+    const char *select;
+    adm_field fields[ADM_MAX_FIELDS];
+    adm_col cols[ADM_MAX_COLS];
+    const char *plural; /* "cannot list the PLURAL" */
+} adm_view;
+
 typedef struct {
     const char *object;
     const char *verb;
@@ -56,8 +87,11 @@ typedef struct {
     const char *summary;
     const char *description;
     adm_opt opts[ADM_MAX_OPTS];
-    int nargs;   /* positional arguments, exactly */
-    bool bypass; /* writes the directory: needs a role that bypasses row-level security */
+    int nargs;            /* positional arguments, exactly */
+    bool bypass;          /* writes the directory: needs a role that bypasses row-level security */
+    const adm_view *view; /* the records it prints (run_list: all of them) */
+    const char *sql;      /* run_feed: its one statement */
+    const char *what;     /* run_feed: the message when that statement fails */
     int (*run)(adm *a);
 } adm_cmd;
 
@@ -297,11 +331,6 @@ static void put(json_t *o, const char *key, json_t *val, bool *ok)
 
 /* A table of result columns, each as wide as its widest value ("-" for
  * NULL and ""), two spaces apart; the last column is not padded. */
-typedef struct {
-    const char *header;
-    int col;
-} adm_col;
-
 static void print_table(const PGresult *r, const adm_col *cols, size_t ncols)
 {
     size_t width[16] = {0};
@@ -619,52 +648,62 @@ static bool parse_fingerprint(const char *in, char out[FP_HEX])
     return o == 64;
 }
 
-/* ---- organisations --------------------------------------------------------------------- */
+/* ---- records --------------------------------------------------------------------------- */
 
-/* $1 include deleted, $2 one organisation's id (NULL: all), $3 one code
- * (NULL: all): the parameters of every *_select. */
-static const char org_select[] =
-    "SELECT o.id, o.code, o.name, o.kind, o.country, par.code, o.default_role, o.version,"
-    " o.deleted, " ADM_TIME("o.created_at") " FROM organisations o"
-                                            " LEFT JOIN organisations par ON par.id = o.parent_id"
-                                            " WHERE ($1::boolean OR NOT o.deleted)"
-                                            " AND ($2::uuid IS NULL OR o.id = $2::uuid)"
-                                            " AND ($3::text IS NULL OR o.code = $3)"
-                                            " ORDER BY o.code";
+/* The value of the command's option name: "" for a switch, NULL when it
+ * was not given (or the command has no such option). */
+static const char *opt(const adm *a, const char *name)
+{
+    for (size_t k = 0; k < ADM_MAX_OPTS && a->cmd->opts[k].name != NULL; k++)
+        if (strcmp(a->cmd->opts[k].name, name) == 0)
+            return a->opt[k];
+    return NULL;
+}
 
-static json_t *org_json(const PGresult *r, int i, bool *ok)
+/* Row i of a view's select as its JSON object. */
+static json_t *view_json(const adm_view *v, const PGresult *r, int i, bool *ok)
 {
     json_t *o = json_object();
-    put(o, "id", j_text(r, i, 0), ok);
-    put(o, "code", j_text(r, i, 1), ok);
-    put(o, "name", j_text(r, i, 2), ok);
-    put(o, "kind", j_text(r, i, 3), ok);
-    put(o, "country", j_text(r, i, 4), ok);
-    put(o, "parent", j_text(r, i, 5), ok);
-    put(o, "default_role", j_text(r, i, 6), ok);
-    put(o, "version", j_int(r, i, 7), ok);
-    put(o, "deleted", j_bool(r, i, 8), ok);
-    put(o, "created_at", j_text(r, i, 9), ok);
+    for (size_t k = 0; k < ADM_MAX_FIELDS && v->fields[k].key != NULL; k++) {
+        const adm_field *f = &v->fields[k];
+        json_t *val;
+        switch (f->type) {
+        case ADM_INT:
+            val = j_int(r, i, f->col);
+            break;
+        case ADM_BOOL:
+            val = j_bool(r, i, f->col);
+            break;
+        case ADM_JSON: /* built by PostgreSQL (json_agg) */
+            val = json_loads(PQgetvalue(r, i, f->col), 0, NULL);
+            break;
+        default:
+            val = j_text(r, i, f->col);
+            break;
+        }
+        put(o, f->key, val, ok);
+    }
     return o;
 }
 
-/* Prints one record read with select (params: include deleted, id, code) after
- * a write: with --json, as the list prints it plus "changed"; else the
- * sentence given. */
-static int print_record(adm *a, const char *select, const char *id,
-                        json_t *(*to_json)(const PGresult *, int, bool *), bool changed,
+/* Prints the record id of the view after a write: with --json, as the
+ * list prints it plus "changed"; else the sentence given. */
+static int print_record(adm *a, const adm_view *v, const char *id, bool changed,
                         const char *sentence)
 {
     const char *params[] = {"true", id, NULL};
-    PGresult *res = query(a, select, 3, params);
-    if (res == NULL)
-        return db_fail(a, "cannot read the record back");
+    PGresult *res = query(a, v->select, 3, params);
+    if (res == NULL) {
+        char what[64];
+        snprintf(what, sizeof(what), "cannot read the %s back", v->noun);
+        return db_fail(a, what);
+    }
     int rc = NS_ADMIN_OK;
     if (PQntuples(res) != 1) {
-        rc = fail(a, NS_ADMIN_FAILED, "the record %s cannot be read back", id);
+        rc = fail(a, NS_ADMIN_FAILED, "the %s %s cannot be read back", v->noun, id);
     } else if (a->json) {
         bool ok = true;
-        json_t *o = to_json(res, 0, &ok);
+        json_t *o = view_json(v, res, 0, &ok);
         put(o, "changed", json_boolean(changed), &ok);
         rc = emit_record(a, o, ok);
     } else {
@@ -676,10 +715,74 @@ static int print_record(adm *a, const char *select, const char *id,
     return rc;
 }
 
+/* `OBJECT list [--organisation ORG] [--deleted]`: the view's records, one
+ * JSON object per line or a table. */
+static int run_list(adm *a)
+{
+    const adm_view *v = a->cmd->view;
+    const char *org_code = opt(a, "--organisation");
+    int rc = open_db(a);
+    if (rc != 0)
+        return rc;
+    char org[UUID_TEXT];
+    if (org_code != NULL && (rc = find_org(a, org_code, org, NULL, 0)) != 0)
+        return rc;
+    const char *params[] = {opt(a, "--deleted") != NULL ? "true" : "false", NULL, org_code};
+    PGresult *res = query(a, v->select, 3, params);
+    if (res == NULL) {
+        char what[64];
+        snprintf(what, sizeof(what), "cannot list the %s", v->plural);
+        return db_fail(a, what);
+    }
+    rc = NS_ADMIN_OK;
+    if (a->json) {
+        for (int i = 0; i < PQntuples(res) && rc == NS_ADMIN_OK; i++) {
+            bool ok = true;
+            json_t *o = view_json(v, res, i, &ok);
+            rc = emit_record(a, o, ok);
+        }
+    } else {
+        size_t ncols = 0;
+        while (ncols < ADM_MAX_COLS && v->cols[ncols].header != NULL)
+            ncols++;
+        print_table(res, v->cols, ncols);
+    }
+    PQclear(res);
+    return rc;
+}
+
+/* ---- organisations --------------------------------------------------------------------- */
+
+static const adm_view org_view = {
+    .noun = "record",
+    .select = "SELECT o.id, o.code, o.name, o.kind, o.country, par.code, o.default_role,"
+              " o.version, o.deleted, " ADM_TIME(
+                  "o.created_at") " FROM organisations o"
+                                  " LEFT JOIN organisations par ON par.id = o.parent_id"
+                                  " WHERE ($1::boolean OR NOT o.deleted)"
+                                  " AND ($2::uuid IS NULL OR o.id = $2::uuid)"
+                                  " AND ($3::text IS NULL OR o.code = $3)"
+                                  " ORDER BY o.code",
+    .fields = {{"id", 0, ADM_TEXT},
+               {"code", 1, ADM_TEXT},
+               {"name", 2, ADM_TEXT},
+               {"kind", 3, ADM_TEXT},
+               {"country", 4, ADM_TEXT},
+               {"parent", 5, ADM_TEXT},
+               {"default_role", 6, ADM_TEXT},
+               {"version", 7, ADM_INT},
+               {"deleted", 8, ADM_BOOL},
+               {"created_at", 9, ADM_TEXT}},
+    .cols =
+        {{"CODE", 1}, {"KIND", 3}, {"COUNTRY", 4}, {"DEFAULT-ROLE", 6}, {"PARENT", 5}, {"NAME", 2}},
+    .plural = "organisations",
+};
+
 static int org_add(adm *a)
 {
-    const char *code = a->args[0], *name = a->opt[0], *kind = a->opt[1], *country = a->opt[2],
-               *parent = a->opt[3], *def_role = a->opt[4];
+    const char *code = a->args[0], *name = opt(a, "--name"), *kind = opt(a, "--kind"),
+               *country = opt(a, "--country"), *parent = opt(a, "--parent"),
+               *def_role = opt(a, "--default-role");
     if (name == NULL || kind == NULL)
         return fail(a, NS_ADMIN_USAGE, "organisation add needs --name NAME and --kind KIND");
     int rc;
@@ -716,76 +819,50 @@ static int org_add(adm *a)
     char sentence[1024];
     snprintf(sentence, sizeof(sentence), "added organisation %s (%s, %s), id %s", code, name, kind,
              id);
-    return print_record(a, org_select, id, org_json, true, sentence);
-}
-
-static int org_list(adm *a)
-{
-    int rc = open_db(a);
-    if (rc != 0)
-        return rc;
-    const char *params[] = {a->opt[0] != NULL ? "true" : "false", NULL, NULL};
-    PGresult *res = query(a, org_select, 3, params);
-    if (res == NULL)
-        return db_fail(a, "cannot list the organisations");
-    rc = NS_ADMIN_OK;
-    if (a->json) {
-        for (int i = 0; i < PQntuples(res) && rc == NS_ADMIN_OK; i++) {
-            bool ok = true;
-            json_t *o = org_json(res, i, &ok);
-            rc = emit_record(a, o, ok);
-        }
-    } else {
-        static const adm_col cols[] = {{"CODE", 1},         {"KIND", 3},   {"COUNTRY", 4},
-                                       {"DEFAULT-ROLE", 6}, {"PARENT", 5}, {"NAME", 2}};
-        print_table(res, cols, sizeof(cols) / sizeof(cols[0]));
-    }
-    PQclear(res);
-    return rc;
+    return print_record(a, &org_view, id, true, sentence);
 }
 
 /* ---- principals and roles -------------------------------------------------------------- */
 
-/* $1 include deleted, $2 one principal's id (NULL: all), $3 one
- * organisation's code (NULL: all). Roles held in another organisation are
- * written ROLE@CODE, after those of the person's own. */
+/* Roles held in another organisation are written ROLE@CODE, after those
+ * of the person's own. */
 #define ROLES_OF_P                                                                                 \
     " FROM principal_roles r JOIN organisations ro ON ro.id = r.organisation_id"                   \
     " WHERE r.principal_id = p.id AND NOT r.deleted"
-static const char principal_select[] =
-    "SELECT p.id, o.code, p.name,"
-    " coalesce((SELECT string_agg(CASE WHEN r.organisation_id = p.organisation_id THEN r.role"
-    " ELSE r.role || '@' || ro.code END, ','"
-    " ORDER BY r.organisation_id <> p.organisation_id, ro.code, r.role)" ROLES_OF_P "), ''),"
-    " coalesce((SELECT json_agg(json_build_object('role', r.role, 'organisation', ro.code)"
-    " ORDER BY r.organisation_id <> p.organisation_id, ro.code, r.role)" ROLES_OF_P "), '[]'),"
-    " (SELECT count(*) FROM devices d WHERE d.principal_id = p.id AND NOT d.deleted"
-    " AND d.revoked IS NOT TRUE),"
-    " p.version, p.deleted, " ADM_TIME("p.created_at") " FROM principals p"
-                                                       " JOIN organisations o ON o.id = "
-                                                       "p.organisation_id"
-                                                       " WHERE ($1::boolean OR NOT p.deleted)"
-                                                       " AND ($2::uuid IS NULL OR p.id = $2::uuid)"
-                                                       " AND ($3::text IS NULL OR o.code = $3)"
-                                                       " ORDER BY o.code, p.name";
-
-static json_t *principal_json(const PGresult *r, int i, bool *ok)
-{
-    json_t *o = json_object();
-    put(o, "id", j_text(r, i, 0), ok);
-    put(o, "organisation", j_text(r, i, 1), ok);
-    put(o, "name", j_text(r, i, 2), ok);
-    put(o, "roles", json_loads(PQgetvalue(r, i, 4), 0, NULL), ok);
-    put(o, "active_devices", j_int(r, i, 5), ok);
-    put(o, "version", j_int(r, i, 6), ok);
-    put(o, "deleted", j_bool(r, i, 7), ok);
-    put(o, "created_at", j_text(r, i, 8), ok);
-    return o;
-}
+static const adm_view principal_view = {
+    .noun = "record",
+    .select =
+        "SELECT p.id, o.code, p.name,"
+        " coalesce((SELECT string_agg(CASE WHEN r.organisation_id = p.organisation_id THEN r.role"
+        " ELSE r.role || '@' || ro.code END, ','"
+        " ORDER BY r.organisation_id <> p.organisation_id, ro.code, r.role)" ROLES_OF_P "), ''),"
+        " coalesce((SELECT json_agg(json_build_object('role', r.role, 'organisation', ro.code)"
+        " ORDER BY r.organisation_id <> p.organisation_id, ro.code, r.role)" ROLES_OF_P "), '[]'),"
+        " (SELECT count(*) FROM devices d WHERE d.principal_id = p.id AND NOT d.deleted"
+        " AND d.revoked IS NOT TRUE),"
+        " p.version, p.deleted, " ADM_TIME(
+            "p.created_at") " FROM principals p"
+                            " JOIN organisations o ON o.id = "
+                            "p.organisation_id"
+                            " WHERE ($1::boolean OR NOT p.deleted)"
+                            " AND ($2::uuid IS NULL OR p.id = $2::uuid)"
+                            " AND ($3::text IS NULL OR o.code = $3)"
+                            " ORDER BY o.code, p.name",
+    .fields = {{"id", 0, ADM_TEXT},
+               {"organisation", 1, ADM_TEXT},
+               {"name", 2, ADM_TEXT},
+               {"roles", 4, ADM_JSON},
+               {"active_devices", 5, ADM_INT},
+               {"version", 6, ADM_INT},
+               {"deleted", 7, ADM_BOOL},
+               {"created_at", 8, ADM_TEXT}},
+    .cols = {{"ORGANISATION", 1}, {"ROLES", 3}, {"DEVICES", 5}, {"NAME", 2}},
+    .plural = "people",
+};
 
 static int principal_add(adm *a)
 {
-    const char *org_code = a->args[0], *name = a->args[1], *role = a->opt[0];
+    const char *org_code = a->args[0], *name = a->args[1], *role = opt(a, "--role");
     int rc;
     if (role != NULL && (rc = check_role(a, role)) != 0)
         return rc;
@@ -824,103 +901,86 @@ static int principal_add(adm *a)
     char sentence[1024];
     snprintf(sentence, sizeof(sentence), "added \"%s\" to %s with the role %s, id %s", name,
              org_code, granted, id);
-    return print_record(a, principal_select, id, principal_json, true, sentence);
+    return print_record(a, &principal_view, id, true, sentence);
 }
 
-static int principal_list(adm *a)
+/* One role of a person. */
+static const adm_view role_view = {
+    .noun = "role",
+    .select = "SELECT r.id, r.principal_id, p.name, po.code, r.role, ro.code, r.version, r.deleted"
+              " FROM principal_roles r JOIN principals p ON p.id = r.principal_id"
+              " JOIN organisations po ON po.id = p.organisation_id"
+              " JOIN organisations ro ON ro.id = r.organisation_id"
+              " WHERE ($1::boolean OR NOT r.deleted)"
+              " AND ($2::uuid IS NULL OR r.id = $2::uuid)"
+              " AND ($3::text IS NULL OR ro.code = $3)",
+    .fields = {{"id", 0, ADM_TEXT},
+               {"principal_id", 1, ADM_TEXT},
+               {"principal", 2, ADM_TEXT},
+               {"principal_organisation", 3, ADM_TEXT},
+               {"role", 4, ADM_TEXT},
+               {"organisation", 5, ADM_TEXT},
+               {"version", 6, ADM_INT},
+               {"deleted", 7, ADM_BOOL}},
+};
+
+/* ORG PRINCIPAL ROLE [--in ORG2] of grant and withdraw. */
+typedef struct {
+    const char *org_code, *name, *role;
+    const char *in_code; /* --in, else org_code */
+    char principal[UUID_TEXT];
+    char in[UUID_TEXT]; /* the organisation the role is held in */
+} role_ref;
+
+/* The person, the role and the organisation it is held in, looked up in
+ * a transaction begun here. */
+static int role_target(adm *a, role_ref *t)
 {
-    const char *org_code = a->opt[0];
-    int rc = open_db(a);
-    if (rc != 0)
-        return rc;
+    t->org_code = a->args[0];
+    t->name = a->args[1];
+    t->role = a->args[2];
+    const char *in = opt(a, "--in");
+    t->in_code = in != NULL ? in : t->org_code;
     char org[UUID_TEXT];
-    if (org_code != NULL && (rc = find_org(a, org_code, org, NULL, 0)) != 0)
-        return rc;
-    const char *params[] = {a->opt[1] != NULL ? "true" : "false", NULL, org_code};
-    PGresult *res = query(a, principal_select, 3, params);
-    if (res == NULL)
-        return db_fail(a, "cannot list the people");
-    rc = NS_ADMIN_OK;
-    if (a->json) {
-        for (int i = 0; i < PQntuples(res) && rc == NS_ADMIN_OK; i++) {
-            bool ok = true;
-            json_t *o = principal_json(res, i, &ok);
-            rc = emit_record(a, o, ok);
-        }
-    } else {
-        static const adm_col cols[] = {
-            {"ORGANISATION", 1}, {"ROLES", 3}, {"DEVICES", 5}, {"NAME", 2}};
-        print_table(res, cols, sizeof(cols) / sizeof(cols[0]));
-    }
-    PQclear(res);
-    return rc;
-}
-
-/* One role of a person: $1 the role record's id. */
-static const char role_select[] =
-    "SELECT r.id, r.principal_id, p.name, po.code, r.role, ro.code, r.version, r.deleted"
-    " FROM principal_roles r JOIN principals p ON p.id = r.principal_id"
-    " JOIN organisations po ON po.id = p.organisation_id"
-    " JOIN organisations ro ON ro.id = r.organisation_id WHERE r.id = $1";
-
-static int print_role(adm *a, const char *id, bool changed, const char *sentence)
-{
-    const char *params[] = {id};
-    PGresult *res = query(a, role_select, 1, params);
-    if (res == NULL)
-        return db_fail(a, "cannot read the role back");
-    int rc = NS_ADMIN_OK;
-    if (PQntuples(res) != 1) {
-        rc = fail(a, NS_ADMIN_FAILED, "the role %s cannot be read back", id);
-    } else if (a->json) {
-        bool ok = true;
-        json_t *o = json_object();
-        put(o, "id", j_text(res, 0, 0), &ok);
-        put(o, "principal_id", j_text(res, 0, 1), &ok);
-        put(o, "principal", j_text(res, 0, 2), &ok);
-        put(o, "principal_organisation", j_text(res, 0, 3), &ok);
-        put(o, "role", j_text(res, 0, 4), &ok);
-        put(o, "organisation", j_text(res, 0, 5), &ok);
-        put(o, "version", j_int(res, 0, 6), &ok);
-        put(o, "deleted", j_bool(res, 0, 7), &ok);
-        put(o, "changed", json_boolean(changed), &ok);
-        rc = emit_record(a, o, ok);
-    } else {
-        char *clean = printable(sentence);
-        puts(clean != NULL ? clean : sentence);
-        free(clean);
-    }
-    PQclear(res);
-    return rc;
-}
-
-/* The person (ORG PRINCIPAL), the role and the organisation it is held in
- * (--in, else the person's own), for grant and withdraw. */
-static int role_target(adm *a, char principal[UUID_TEXT], char in[UUID_TEXT], const char **in_code)
-{
-    const char *org_code = a->args[0], *name = a->args[1], *role = a->args[2];
-    char org[UUID_TEXT];
-    int rc = check_role(a, role);
+    int rc = check_role(a, t->role);
     if (rc != 0 || (rc = open_db(a)) != 0 || (rc = begin(a)) != 0 ||
-        (rc = find_org(a, org_code, org, NULL, 0)) != 0 ||
-        (rc = need_principal(a, org_code, org, name, principal)) != 0)
+        (rc = find_org(a, t->org_code, org, NULL, 0)) != 0 ||
+        (rc = need_principal(a, t->org_code, org, t->name, t->principal)) != 0)
         return rc;
-    *in_code = a->opt[0] != NULL ? a->opt[0] : org_code;
-    if (a->opt[0] == NULL) {
-        memcpy(in, org, UUID_TEXT);
+    if (in == NULL) {
+        memcpy(t->in, org, UUID_TEXT);
         return 0;
     }
-    return find_org(a, a->opt[0], in, NULL, 0);
+    return find_org(a, in, t->in, NULL, 0);
+}
+
+/* "VERB the role ROLE in ORG2 PREP "PRINCIPAL" of ORG", for the messages. */
+static void role_words(const role_ref *t, const char *verb, const char *prep, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s the role %s in %s %s \"%s\" of %s", verb, t->role, t->in_code, prep,
+             t->name, t->org_code);
+}
+
+/* Commits the grant or withdrawal what names and prints the role record. */
+static int role_changed(adm *a, const role_ref *t, const char *id, const char *what,
+                        const char *verb, const char *prep)
+{
+    int rc = commit(a, what);
+    if (rc != 0)
+        return rc;
+    char sentence[1024];
+    role_words(t, verb, prep, sentence, sizeof(sentence));
+    return print_record(a, &role_view, id, true, sentence);
 }
 
 static int role_grant(adm *a)
 {
-    const char *org_code = a->args[0], *name = a->args[1], *role = a->args[2], *in_code;
-    char principal[UUID_TEXT], in[UUID_TEXT], id[UUID_TEXT], sentence[1024];
-    int rc = role_target(a, principal, in, &in_code);
+    role_ref t;
+    char id[UUID_TEXT], what[512];
+    int rc = role_target(a, &t);
     if (rc != 0)
         return rc;
-    const char *params[] = {principal, in, role};
+    const char *params[] = {t.principal, t.in, t.role};
     rc = query_value(a, "cannot look the role up",
                      "SELECT id FROM principal_roles WHERE principal_id = $1"
                      " AND organisation_id = $2 AND role = $3 AND NOT deleted",
@@ -929,36 +989,31 @@ static int role_grant(adm *a)
         return rc;
     if (rc == 0) {
         rollback(a);
-        snprintf(sentence, sizeof(sentence), "\"%s\" of %s holds the role %s in %s already", name,
-                 org_code, role, in_code);
-        return print_role(a, id, false, sentence);
+        char sentence[1024];
+        snprintf(sentence, sizeof(sentence), "\"%s\" of %s holds the role %s in %s already", t.name,
+                 t.org_code, t.role, t.in_code);
+        return print_record(a, &role_view, id, false, sentence);
     }
-    char what[512];
-    snprintf(what, sizeof(what), "cannot grant the role %s in %s to \"%s\" of %s", role, in_code,
-             name, org_code);
+    role_words(&t, "cannot grant", "to", what, sizeof(what));
     rc = query_value(a, what,
                      "INSERT INTO principal_roles (principal_id, organisation_id, role)"
                      " VALUES ($1, $2, $3) RETURNING id",
                      3, params, id, sizeof(id));
-    if (rc != 0 || (rc = commit(a, what)) != 0)
+    if (rc != 0)
         return rc;
-    snprintf(sentence, sizeof(sentence), "granted the role %s in %s to \"%s\" of %s", role, in_code,
-             name, org_code);
-    return print_role(a, id, true, sentence);
+    return role_changed(a, &t, id, what, "granted", "to");
 }
 
 static int role_withdraw(adm *a)
 {
-    const char *org_code = a->args[0], *name = a->args[1], *role = a->args[2], *in_code;
-    char principal[UUID_TEXT], in[UUID_TEXT], id[UUID_TEXT], sentence[1024];
-    int rc = role_target(a, principal, in, &in_code);
+    role_ref t;
+    char id[UUID_TEXT], what[512];
+    int rc = role_target(a, &t);
     if (rc != 0)
         return rc;
-    char what[512];
-    snprintf(what, sizeof(what), "cannot withdraw the role %s in %s from \"%s\" of %s", role,
-             in_code, name, org_code);
+    role_words(&t, "cannot withdraw", "from", what, sizeof(what));
     /* A role is withdrawn by deleting its record, as a device does. */
-    const char *params[] = {principal, in, role};
+    const char *params[] = {t.principal, t.in, t.role};
     rc = query_value(a, what,
                      "UPDATE principal_roles SET deleted = true WHERE principal_id = $1"
                      " AND organisation_id = $2 AND role = $3 AND NOT deleted RETURNING id",
@@ -967,56 +1022,50 @@ static int role_withdraw(adm *a)
         return rc;
     if (rc == 1) {
         rollback(a);
-        return fail(a, NS_ADMIN_NOT_FOUND, "\"%s\" of %s does not hold the role %s in %s", name,
-                    org_code, role, in_code);
+        return fail(a, NS_ADMIN_NOT_FOUND, "\"%s\" of %s does not hold the role %s in %s", t.name,
+                    t.org_code, t.role, t.in_code);
     }
-    if ((rc = commit(a, what)) != 0)
-        return rc;
-    snprintf(sentence, sizeof(sentence), "withdrew the role %s in %s from \"%s\" of %s", role,
-             in_code, name, org_code);
-    return print_role(a, id, true, sentence);
+    return role_changed(a, &t, id, what, "withdrew", "from");
 }
 
 /* ---- devices --------------------------------------------------------------------------- */
 
-/* $1 include deleted, $2 one device's id (NULL: all), $3 one
- * organisation's code (NULL: all). */
-static const char device_select[] =
-    "SELECT d.id, d.name, o.code, p.name, d.fingerprint,"
-    " CASE WHEN d.deleted THEN 'deleted' WHEN d.revoked IS TRUE THEN 'revoked' ELSE 'active' END,"
-    " d.revoked IS TRUE, " ADM_TIME(
-        "d.revoked_at") ", d.revoked_reason, d.version, d.deleted,"
-                        " " ADM_TIME(
-                            "d.created_at") " FROM devices d"
-                                            " JOIN organisations o ON o.id = d.organisation_id"
-                                            " JOIN principals p ON p.id = d.principal_id"
-                                            " WHERE ($1::boolean OR NOT d.deleted)"
-                                            " AND ($2::uuid IS NULL OR d.id = $2::uuid)"
-                                            " AND ($3::text IS NULL OR o.code = $3)"
-                                            " ORDER BY o.code, d.name";
-
-static json_t *device_json(const PGresult *r, int i, bool *ok)
-{
-    json_t *o = json_object();
-    put(o, "id", j_text(r, i, 0), ok);
-    put(o, "name", j_text(r, i, 1), ok);
-    put(o, "organisation", j_text(r, i, 2), ok);
-    put(o, "principal", j_text(r, i, 3), ok);
-    put(o, "fingerprint", j_text(r, i, 4), ok);
-    put(o, "state", j_text(r, i, 5), ok);
-    put(o, "revoked", j_bool(r, i, 6), ok);
-    put(o, "revoked_at", j_text(r, i, 7), ok);
-    put(o, "revoked_reason", j_text(r, i, 8), ok);
-    put(o, "version", j_int(r, i, 9), ok);
-    put(o, "deleted", j_bool(r, i, 10), ok);
-    put(o, "created_at", j_text(r, i, 11), ok);
-    return o;
-}
+static const adm_view device_view = {
+    .noun = "record",
+    .select =
+        "SELECT d.id, d.name, o.code, p.name, d.fingerprint,"
+        " CASE WHEN d.deleted THEN 'deleted' WHEN d.revoked IS TRUE THEN 'revoked' ELSE 'active' "
+        "END,"
+        " d.revoked IS TRUE, " ADM_TIME(
+            "d.revoked_at") ", d.revoked_reason, d.version, d.deleted,"
+                            " " ADM_TIME(
+                                "d.created_at") " FROM devices d"
+                                                " JOIN organisations o ON o.id = d.organisation_id"
+                                                " JOIN principals p ON p.id = d.principal_id"
+                                                " WHERE ($1::boolean OR NOT d.deleted)"
+                                                " AND ($2::uuid IS NULL OR d.id = $2::uuid)"
+                                                " AND ($3::text IS NULL OR o.code = $3)"
+                                                " ORDER BY o.code, d.name",
+    .fields = {{"id", 0, ADM_TEXT},
+               {"name", 1, ADM_TEXT},
+               {"organisation", 2, ADM_TEXT},
+               {"principal", 3, ADM_TEXT},
+               {"fingerprint", 4, ADM_TEXT},
+               {"state", 5, ADM_TEXT},
+               {"revoked", 6, ADM_BOOL},
+               {"revoked_at", 7, ADM_TEXT},
+               {"revoked_reason", 8, ADM_TEXT},
+               {"version", 9, ADM_INT},
+               {"deleted", 10, ADM_BOOL},
+               {"created_at", 11, ADM_TEXT}},
+    .cols = {{"NAME", 1}, {"ORGANISATION", 2}, {"STATE", 5}, {"SHA256", 4}, {"PRINCIPAL", 3}},
+    .plural = "devices",
+};
 
 /* The fingerprint of --cert FILE or --fingerprint HEX. */
 static int device_fingerprint(adm *a, const char *device, char fp[FP_HEX])
 {
-    const char *cert = a->opt[0], *hex = a->opt[1];
+    const char *cert = opt(a, "--cert"), *hex = opt(a, "--fingerprint");
     if ((cert == NULL) == (hex == NULL))
         return fail(a, NS_ADMIN_USAGE,
                     "device register needs --cert FILE or --fingerprint SHA256, not both");
@@ -1092,12 +1141,13 @@ static int device_exists(adm *a, const PGresult *res, const char *org_code, cons
     rollback(a);
     if (revoked && !a->json)
         warn("device %s has been revoked", device);
-    return print_record(a, device_select, rid, device_json, false, sentence);
+    return print_record(a, &device_view, rid, false, sentence);
 }
 
 static int device_register(adm *a)
 {
-    const char *org_code = a->args[0], *name = a->args[1], *device = a->args[2], *role = a->opt[2];
+    const char *org_code = a->args[0], *name = a->args[1], *device = a->args[2],
+               *role = opt(a, "--role");
     char fp[FP_HEX];
     int rc = device_fingerprint(a, device, fp);
     if (rc != 0 || (role != NULL && (rc = check_role(a, role)) != 0))
@@ -1169,41 +1219,12 @@ static int device_register(adm *a)
     snprintf(sentence, sizeof(sentence),
              "registered device %s for \"%s\" of %s%s: sha256 %s, id %s", device, name, org_code,
              person, fp, id);
-    return print_record(a, device_select, id, device_json, true, sentence);
-}
-
-static int device_list(adm *a)
-{
-    const char *org_code = a->opt[0];
-    int rc = open_db(a);
-    if (rc != 0)
-        return rc;
-    char org[UUID_TEXT];
-    if (org_code != NULL && (rc = find_org(a, org_code, org, NULL, 0)) != 0)
-        return rc;
-    const char *params[] = {a->opt[1] != NULL ? "true" : "false", NULL, org_code};
-    PGresult *res = query(a, device_select, 3, params);
-    if (res == NULL)
-        return db_fail(a, "cannot list the devices");
-    rc = NS_ADMIN_OK;
-    if (a->json) {
-        for (int i = 0; i < PQntuples(res) && rc == NS_ADMIN_OK; i++) {
-            bool ok = true;
-            json_t *o = device_json(res, i, &ok);
-            rc = emit_record(a, o, ok);
-        }
-    } else {
-        static const adm_col cols[] = {
-            {"NAME", 1}, {"ORGANISATION", 2}, {"STATE", 5}, {"SHA256", 4}, {"PRINCIPAL", 3}};
-        print_table(res, cols, sizeof(cols) / sizeof(cols[0]));
-    }
-    PQclear(res);
-    return rc;
+    return print_record(a, &device_view, id, true, sentence);
 }
 
 static int device_revoke(adm *a)
 {
-    const char *device = a->args[0], *reason = a->opt[0];
+    const char *device = a->args[0], *reason = opt(a, "--reason");
     int rc;
     if ((rc = open_db(a)) != 0 || (rc = begin(a)) != 0)
         return rc;
@@ -1228,7 +1249,7 @@ static int device_revoke(adm *a)
     PQclear(res);
     if (revoked) {
         rollback(a);
-        return print_record(a, device_select, id, device_json, false, sentence);
+        return print_record(a, &device_view, id, false, sentence);
     }
     char what[256], found[8];
     snprintf(what, sizeof(what), "cannot revoke device %s", device);
@@ -1241,7 +1262,7 @@ static int device_revoke(adm *a)
              "revoked device %s: napsyncd refuses its certificate from now on, and every napsyncd "
              "on the database closes its open sessions",
              device);
-    return print_record(a, device_select, id, device_json, true, sentence);
+    return print_record(a, &device_view, id, true, sentence);
 }
 
 /* ---- the feed -------------------------------------------------------------------------- */
@@ -1270,36 +1291,17 @@ static int print_feed(adm *a, const PGresult *res, bool changed)
     return emit_record(a, o, ok);
 }
 
-static int feed_show(adm *a)
+/* `feed show` and `feed new-epoch`: the command's statement returns the
+ * head's seq and epoch and, when it gives a new epoch, the previous one. */
+static int run_feed(adm *a)
 {
     int rc = open_db(a);
     if (rc != 0)
         return rc;
-    PGresult *res = query(a, "SELECT seq, epoch FROM sync_feed_head", 0, NULL);
+    PGresult *res = query(a, a->cmd->sql, 0, NULL);
     if (res == NULL)
-        return db_fail(a, "cannot read the feed's head");
-    rc = PQntuples(res) == 1 ? print_feed(a, res, false)
-                             : fail(a, NS_ADMIN_FAILED, "sync_feed_head has no row");
-    PQclear(res);
-    return rc;
-}
-
-/* After a restore: positions the restored feed hands out again must not
- * pass for the ones devices read before (sql/002: "changes when the
- * database is restored"). Under the head's row lock, like a push. */
-static int feed_new_epoch(adm *a)
-{
-    int rc = open_db(a);
-    if (rc != 0)
-        return rc;
-    PGresult *res = query(a,
-                          "UPDATE sync_feed_head h SET epoch = gen_random_uuid()"
-                          " FROM (SELECT epoch FROM sync_feed_head FOR UPDATE) old"
-                          " RETURNING h.seq, h.epoch, old.epoch",
-                          0, NULL);
-    if (res == NULL)
-        return db_fail(a, "cannot give the feed a new epoch");
-    rc = PQntuples(res) == 1 ? print_feed(a, res, true)
+        return db_fail(a, a->cmd->what);
+    rc = PQntuples(res) == 1 ? print_feed(a, res, PQnfields(res) == 3)
                              : fail(a, NS_ADMIN_FAILED, "sync_feed_head has no row");
     PQclear(res);
     return rc;
@@ -1337,7 +1339,8 @@ static const adm_cmd commands[] = {
         .description =
             "Lists the organisations by code: kind, country, default role, parent, name.",
         .opts = {{"--deleted", NULL, "include deleted ones"}},
-        .run = org_list,
+        .view = &org_view,
+        .run = run_list,
     },
     {
         .object = "principal",
@@ -1363,7 +1366,8 @@ static const adm_cmd commands[] = {
                        "that are not revoked.",
         .opts = {{"--organisation", "ORG", "only the people of ORG"},
                  {"--deleted", NULL, "include deleted people"}},
-        .run = principal_list,
+        .view = &principal_view,
+        .run = run_list,
     },
     {
         .object = "role",
@@ -1423,7 +1427,8 @@ static const adm_cmd commands[] = {
                        "deleted; --json adds when and why a device was revoked.",
         .opts = {{"--organisation", "ORG", "only the devices of ORG"},
                  {"--deleted", NULL, "include deleted devices"}},
-        .run = device_list,
+        .view = &device_view,
+        .run = run_list,
     },
     {
         .object = "device",
@@ -1447,7 +1452,9 @@ static const adm_cmd commands[] = {
         .summary = "show the change feed's head and epoch",
         .description = "Prints the feed's newest position and its epoch, the part of every\n"
                        "cursor that names this database's history.",
-        .run = feed_show,
+        .sql = "SELECT seq, epoch FROM sync_feed_head",
+        .what = "cannot read the feed's head",
+        .run = run_feed,
     },
     {
         .object = "feed",
@@ -1461,7 +1468,14 @@ static const adm_cmd commands[] = {
             "epoch their cursors are refused (CURSOR_UNKNOWN), and each device re-fetches\n"
             "its scopes and keeps its unsent changes. Any role that may update\n"
             "sync_feed_head may run it (napsyncd's own does).",
-        .run = feed_new_epoch,
+        /* After a restore: positions the restored feed hands out again must
+         * not pass for the ones devices read before (sql/002: "changes when
+         * the database is restored"). Under the head's row lock, like a push. */
+        .sql = "UPDATE sync_feed_head h SET epoch = gen_random_uuid()"
+               " FROM (SELECT epoch FROM sync_feed_head FOR UPDATE) old"
+               " RETURNING h.seq, h.epoch, old.epoch",
+        .what = "cannot give the feed a new epoch",
+        .run = run_feed,
     },
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

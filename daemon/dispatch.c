@@ -55,8 +55,11 @@ static void send_welcome(ns_session *s, uint64_t request_id)
     w.max_frame_size = s->max_frame_size;
     w.idle_timeout_ms = s->idle_timeout_ms;
     w.max_push_mutations = s->max_push_mutations;
+    w.pull_stream = 1;
     w.compression = s->zstd_offered ? NAPSYNC__V1__COMPRESSION__COMPRESSION_ZSTD_1
                                     : NAPSYNC__V1__COMPRESSION__COMPRESSION_NONE;
+    w.page_format = s->compact_offered ? NAPSYNC__V1__PAGE_FORMAT__PAGE_FORMAT_COMPACT_1
+                                       : NAPSYNC__V1__PAGE_FORMAT__PAGE_FORMAT_ORDINARY;
 
     ns_envelope env = NAPSYNC__V1__ENVELOPE__INIT;
     env.request_id = request_id;
@@ -65,6 +68,7 @@ static void send_welcome(ns_session *s, uint64_t request_id)
     ns_session_send(s, &env);
     /* From the next frame on, both ways (docs/protocol.md "Compression"). */
     s->zstd = s->zstd_offered;
+    s->compact = s->compact_offered;
 }
 
 typedef struct {
@@ -188,6 +192,20 @@ static void handle_hello(ns_session *s, uint64_t request_id, const Napsync__V1__
      * client can read, and this server picks what it knows. */
     for (size_t i = 0; i < h->n_compression; i++)
         s->zstd_offered |= h->compression[i] == NAPSYNC__V1__COMPRESSION__COMPRESSION_ZSTD_1;
+    for (size_t i = 0; i < h->n_page_formats; i++)
+        s->compact_offered |= h->page_formats[i] == NAPSYNC__V1__PAGE_FORMAT__PAGE_FORMAT_COMPACT_1;
+    /* Frames already sent behind Hello use the compression the client
+     * expects this server to choose; one it will not choose could not be
+     * read: say so plainly rather than fail on the first such frame. */
+    if (h->first_flight_compression != NAPSYNC__V1__COMPRESSION__COMPRESSION_NONE &&
+        (h->first_flight_compression != NAPSYNC__V1__COMPRESSION__COMPRESSION_ZSTD_1 ||
+         !s->zstd_offered)) {
+        ns_session_send_error(s, request_id, ERR(INVALID_ARGUMENT), true, 0,
+                              "first_flight_compression %d is not a compression this server "
+                              "chooses for this Hello: send the first flight uncompressed",
+                              (int)h->first_flight_compression);
+        return;
+    }
     ns_log(NS_LOG_DEBUG, s->id, NULL, "hello from %s %s%s", h->client_name, h->client_version,
            s->zstd_offered ? " (zstd)" : "");
 
@@ -363,8 +381,155 @@ static void on_pull_done(int code, const char *message, const Napsync__V1__Chang
     ns_metrics_observe_since(NS_HIST_PULL, started);
 }
 
+/* ---- streamed Pull -------------------------------------------------------------------------
+ *
+ * One Pull{stream}, every page: each page's query starts when the page
+ * before it is queued, so the stream costs the client no round trip per
+ * page. The session is held (as for any request) until the last page
+ * (more = false) or an error is queued, and the next page is built only
+ * while the output waiting for the client is at most max_queued_bytes: a
+ * slow link holds the stream (s->pull_stream) until on_writable, so the
+ * server buffers at most that plus one page per session. */
+typedef struct {
+    ns_session *session; /* a reference, as hold_for_answer takes it */
+    uint64_t request_id;
+    uint64_t started_ns;
+    Napsync__V1__Pull *req; /* a copy of the request; later pages point req->cursor at cursor */
+    char *req_cursor;       /* the copy's own cursor, put back before it is freed */
+    char cursor[NS_FEED_CURSOR_MAX + 1]; /* the last page's next_cursor (the server's own) */
+} pull_stream;
+
+static void stream_free(pull_stream *ps)
+{
+    ps->req->cursor = ps->req_cursor;
+    napsync__v1__pull__free_unpacked(ps->req, NULL);
+    free(ps);
+}
+
+/* The stream is over (its last answer queued, or the session gone). */
+static void stream_end(pull_stream *ps)
+{
+    ns_session *s = ps->session;
+    if (s->pull_stream == ps)
+        s->pull_stream = NULL;
+    stream_free(ps);
+    end_request(s);
+}
+
+static void stream_next(pull_stream *ps);
+
+static void on_stream_page(int code, const char *message, const Napsync__V1__ChangePage *page,
+                           void *ud)
+{
+    pull_stream *ps = ud;
+    ns_session *s = ps->session;
+    ns_metrics_observe_since(NS_HIST_PULL, ps->started_ns);
+    if (!answerable(s)) {
+        stream_end(ps);
+        return;
+    }
+    if (page == NULL) {
+        ns_session_send_error(s, ps->request_id, code, false, code == ERR(UNAVAILABLE) ? 1000 : 0,
+                              "%s", message);
+        stream_end(ps);
+        return;
+    }
+    send_page(s, ps->request_id, page);
+    if (!page->more || s->conn == NULL || ns_conn_is_closing(s->conn)) {
+        stream_end(ps);
+        return;
+    }
+    snprintf(ps->cursor, sizeof(ps->cursor), "%s", page->next_cursor);
+    if (ns_conn_write_queue_bytes(s->conn) > s->max_queued_bytes) {
+        ns_server_limit_hit(s->server, NS_LIMIT_MAX_QUEUED_BYTES);
+        ns_log(NS_LOG_DEBUG, s->id, ns_session_principal(s),
+               "holding the pull stream: %zu bytes wait for the client",
+               ns_conn_write_queue_bytes(s->conn));
+        s->pull_stream = ps;
+        return;
+    }
+    stream_next(ps);
+}
+
+static void stream_next(pull_stream *ps)
+{
+    ns_session *s = ps->session;
+    char err[512];
+    ps->req->cursor = ps->cursor;
+    ps->started_ns = uv_hrtime();
+    int code =
+        ns_feed_pull(s->server->feed, &s->identity, ps->req, on_stream_page, ps, err, sizeof(err));
+    if (code != 0) {
+        ns_session_send_error(s, ps->request_id, code, code == ERR(SHUTTING_DOWN),
+                              code == ERR(UNAVAILABLE) ? 1000 : 0, "%s", err);
+        stream_end(ps);
+    }
+}
+
+void ns_dispatch_stream_writable(ns_session *s)
+{
+    pull_stream *ps = s->pull_stream;
+    if (ps == NULL)
+        return;
+    s->pull_stream = NULL;
+    if (!answerable(s)) {
+        stream_end(ps);
+        return;
+    }
+    ns_log(NS_LOG_DEBUG, s->id, ns_session_principal(s), "resuming the pull stream");
+    stream_next(ps);
+}
+
+void ns_dispatch_stream_drop(ns_session *s)
+{
+    pull_stream *ps = s->pull_stream;
+    if (ps != NULL)
+        stream_end(ps);
+}
+
+static void handle_pull_stream(ns_session *s, uint64_t request_id, const Napsync__V1__Pull *pull)
+{
+    /* The request is checked (and its first page asked for) as a plain
+     * Pull; the copy serves the pages after it. */
+    size_t len = napsync__v1__pull__get_packed_size(pull);
+    uint8_t *buf = malloc(len ? len : 1);
+    pull_stream *ps = calloc(1, sizeof(*ps));
+    if (buf == NULL || ps == NULL) {
+        free(buf);
+        free(ps);
+        ns_session_send_error(s, request_id, ERR(INTERNAL), false, 1000, "out of memory");
+        return;
+    }
+    napsync__v1__pull__pack(pull, buf);
+    ps->req = napsync__v1__pull__unpack(NULL, len, buf);
+    free(buf);
+    if (ps->req == NULL) {
+        free(ps);
+        ns_session_send_error(s, request_id, ERR(INTERNAL), false, 1000, "out of memory");
+        return;
+    }
+    ps->req_cursor = ps->req->cursor; /* the client's, checked by the feed */
+    ps->session = s;
+    ps->request_id = request_id;
+    ps->started_ns = uv_hrtime();
+    char err[512];
+    int code =
+        ns_feed_pull(s->server->feed, &s->identity, ps->req, on_stream_page, ps, err, sizeof(err));
+    if (code != 0) {
+        stream_free(ps);
+        ns_session_send_error(s, request_id, code, code == ERR(SHUTTING_DOWN),
+                              code == ERR(UNAVAILABLE) ? 1000 : 0, "%s", err);
+        return;
+    }
+    hold_for_answer(s);
+}
+
 static void handle_pull(ns_session *s, uint64_t request_id, const Napsync__V1__Pull *pull)
 {
+    if (pull->stream) {
+        handle_pull_stream(s, request_id, pull);
+        return;
+    }
     request_op *op = begin_request(s, request_id);
     if (op == NULL)
         return;

@@ -25,6 +25,13 @@
 #define TENANTS_LIMIT_SQL "10001"
 #define TENANT_PACKED     (2 + UUID_LEN)
 
+/* A feed row's columns, from sync_feed f, sync_revisions r and principals pr
+ * (COL_SEQ .. COL_AT): the page query's and the shared read's. */
+#define FEED_ROW_COLS                                                                              \
+    "f.seq, r.entity_type, r.record_id, r.version, r.deleted, r.tenant_id, r.after::text,"         \
+    " coalesce(pr.name, '" NS_FEED_ADMINISTRATOR "'),"                                             \
+    " to_char(r.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
 /* One page: the head, the epoch, the first named plan that is not
  * readable and the readable tenants (sorted, comma-separated), then at most $6 feed rows after $1
  * in the readable tenants (LEFT JOIN: the first three columns come back even for an empty page).
@@ -42,10 +49,7 @@ static const char page_sql[] =
         "$3", "$4",
         "$5") ","
               " page AS ("
-              "  SELECT f.seq, r.entity_type, r.record_id, r.version, r.deleted, r.tenant_id,"
-              "         r.after::text, coalesce(pr.name, '" NS_FEED_ADMINISTRATOR "'),"
-              "         to_char(r.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-              "    FROM sync_feed f"
+              "  SELECT " FEED_ROW_COLS "    FROM sync_feed f"
               "    JOIN sync_revisions r USING (tenant_id, entity_type, record_id, version)"
               "    LEFT JOIN principals pr ON pr.id = r.principal_id"
               "   WHERE f.seq > $1::bigint"
@@ -82,7 +86,54 @@ enum {
     COL_BY,
     COL_AT,
     NCOLS,
+    /* The shared read's (shared_sql) after the page's: the row's plan and
+     * whether the write opened or resolved a conflict. */
+    COL_OWNER = NCOLS,
+    COL_PSTATUS,
+    COL_CONFLICTS,
+    SHARED_NCOLS,
 };
+
+/* The subscriptions' shared read (feed.h): as the engine (every row), in one
+ * snapshot, the head, the epoch and at most $2 feed rows after $1 with their
+ * plan's owner and status (NULL for the directory) and whether the write
+ * opened or resolved a conflict. Columns as page_sql's, with in place of
+ * the scope columns fingerprints of what readers' rights and the scopes are
+ * made of (the principals and their roles; the plans), so that a change
+ * made beside the feed (SQL) sends every subscriber to its own query. */
+static const char shared_sql[] =
+    "WITH h AS (SELECT seq, epoch FROM sync_feed_head),"
+    " page AS ("
+    "  SELECT " FEED_ROW_COLS ", p.owner_id, p.status,"
+    "         (r.op = 'resolve' OR EXISTS (SELECT 1 FROM sync_mutations m"
+    "           WHERE m.mutation_id = r.mutation_id AND m.conflict_ids <> '{}'))"
+    "    FROM sync_feed f"
+    "    JOIN sync_revisions r USING (tenant_id, entity_type, record_id, version)"
+    "    LEFT JOIN principals pr ON pr.id = r.principal_id"
+    "    LEFT JOIN plans p ON p.id = f.tenant_id"
+    "   WHERE f.seq > $1::bigint"
+    "   ORDER BY f.seq"
+    "   LIMIT $2::int)"
+    " SELECT h.seq, h.epoch,"
+    "        (SELECT md5(coalesce(string_agg(x.id::text || x.organisation_id::text || "
+    "x.deleted::text"
+    "                 || coalesce(x.role, ''), ',' ORDER BY x.id::text, x.role), ''))"
+    "           FROM (SELECT id, organisation_id, deleted, NULL::text AS role FROM principals"
+    "                 UNION ALL SELECT principal_id, organisation_id, deleted, role"
+    "                 FROM principal_roles) x),"
+    "        (SELECT md5(coalesce(string_agg(p.id::text || coalesce(p.owner_id::text, '')"
+    "                 || coalesce(p.status, ''), ',' ORDER BY p.id), '')) FROM plans p),"
+    "        page.*"
+    "   FROM h LEFT JOIN page ON true"
+    "  ORDER BY page.seq";
+
+/* Rows the shared read takes at most; when more are new, every subscriber
+ * woken runs its own query (a burst, or one far behind). */
+#define SHARED_ROWS     1000
+#define SHARED_ROWS_SQL "1001"
+/* Tenants a subscription may list to be decided by the shared read; with
+ * more it always runs its own query. */
+#define FAST_TENANTS_MAX 64
 
 /* What a page query needs; a Pull's lives until its answer, a
  * subscription's as long as the subscription (seq and epoch advance). */
@@ -122,6 +173,17 @@ struct ns_feed_sub {
     bool ended; /* an error was delivered: no more queries */
     bool in_cb;
     bool closed; /* unsubscribed: freed once no query or callback holds it */
+    /* The fast path (feed.h): the tenant set last delivered, complete and
+     * at most FAST_TENANTS_MAX (else NULL: no fast path until one is). */
+    char *tenant_buf;   /* NUL-terminated ids, UUID_LEN + 1 apart; owned */
+    char **tenant_ptrs; /* into tenant_buf; owned */
+    size_t ntenants;
+    bool has_orgs; /* an organisation scope: every new plan may join its set */
+    bool fast_off; /* its principal's directory entries changed: own queries only */
+    bool held;     /* waits for the shared read: f->shared frees it if closed */
+    /* The fingerprints its last own query saw at least (fp_known: any). */
+    char fp_dir[33], fp_plans[33];
+    bool fp_known;
 };
 
 struct ns_feed {
@@ -134,6 +196,17 @@ struct ns_feed {
     ns_feed_sub *ready_head, *ready_tail;
     uint32_t running; /* subscription queries in flight */
     int64_t head;     /* the newest position heard of, for ns_feed_stats_get */
+    /* The shared read in flight: the subscriptions it decides for (each
+     * held), owned; NULL when none. */
+    ns_feed_sub **shared;
+    size_t nshared;
+    bool shared_again; /* a NOTIFY came meanwhile: wake again after it */
+    bool shared_reset; /* LISTEN restarted meanwhile: its subscribers query on their own */
+    /* The fingerprints of the last shared read (f->fp_known), which own
+     * queries started since then have seen. */
+    char fp_dir[33], fp_plans[33];
+    bool fp_known;
+    uint64_t shared_reads, fast_pages, own_queries; /* ns_feed_stats */
 };
 
 /* A page under construction. Its strings point into the database result,
@@ -690,10 +763,50 @@ static void ready_push(ns_feed *f, ns_feed_sub *s)
     s->queued = true;
 }
 
+static void sub_tenants_free(ns_feed_sub *s)
+{
+    free(s->tenant_buf);
+    free(s->tenant_ptrs);
+    s->tenant_buf = NULL;
+    s->tenant_ptrs = NULL;
+    s->ntenants = 0;
+}
+
 static void sub_free(ns_feed_sub *s)
 {
+    sub_tenants_free(s);
     query_free(&s->q);
     free(s);
+}
+
+/* Keeps the tenant set of a page delivered by the subscription's own query,
+ * for the fast path; a set cut short or too large keeps it off it. */
+static void sub_tenants_keep(ns_feed_sub *s, const Napsync__V1__ChangePage *p)
+{
+    sub_tenants_free(s);
+    if (p->tenant_ids_truncated || p->n_tenant_ids > FAST_TENANTS_MAX)
+        return;
+    size_t n = p->n_tenant_ids;
+    s->tenant_buf = malloc(n * (UUID_LEN + 1) + 1);
+    s->tenant_ptrs = calloc(n + 1, sizeof(*s->tenant_ptrs));
+    if (s->tenant_buf == NULL || s->tenant_ptrs == NULL) {
+        sub_tenants_free(s); /* off the fast path: only slower */
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char *t = s->tenant_buf + i * (UUID_LEN + 1);
+        snprintf(t, UUID_LEN + 1, "%s", p->tenant_ids[i]);
+        s->tenant_ptrs[i] = t;
+    }
+    s->ntenants = n;
+}
+
+static bool sub_has_tenant(const ns_feed_sub *s, const char *id)
+{
+    for (size_t i = 0; i < s->ntenants; i++)
+        if (strcmp(s->tenant_ptrs[i], id) == 0)
+            return true;
+    return false;
 }
 
 static void on_retry(uv_timer_t *t);
@@ -706,6 +819,15 @@ static void arm_retry(ns_feed *f)
 
 static void on_sub_result(ns_db_status st, const ns_db_result *res, void *ud);
 
+/* An own query starts: its snapshot is later than the last shared read's. */
+static void sub_fp_take(ns_feed_sub *s)
+{
+    s->f->own_queries++;
+    memcpy(s->fp_dir, s->f->fp_dir, sizeof(s->fp_dir));
+    memcpy(s->fp_plans, s->f->fp_plans, sizeof(s->fp_plans));
+    s->fp_known = s->f->fp_known;
+}
+
 /* Starts the subscription's next page query; the caller checked that it
  * may run. */
 static ns_db_status sub_start(ns_feed_sub *s)
@@ -713,6 +835,7 @@ static ns_db_status sub_start(ns_feed_sub *s)
     ns_feed *f = s->f;
     ns_db_status st = query_run(f, &s->q, on_sub_result, s);
     if (st == NS_DB_OK) {
+        sub_fp_take(s);
         s->again = false;
         s->retry = false;
         s->inflight = true;
@@ -806,6 +929,8 @@ static void on_sub_result(ns_db_status st, const ns_db_result *res, void *ud)
         /* A changed tenant set is news too: the client purges or
          * backfills by it. */
         if (pb.n > 0 || !s->delivered || th != s->tenants_hash) {
+            if (!s->delivered || th != s->tenants_hash)
+                sub_tenants_keep(s, &pb.page);
             s->delivered = true;
             s->tenants_hash = th;
             sub_call(s, 0, NULL, &pb.page);
@@ -835,6 +960,289 @@ static void on_retry(uv_timer_t *t)
     }
 }
 
+/* ---- the fast path: one shared read per change for every caught-up subscriber -------- */
+
+/* Whether the shared read may decide for s: caught up (its first page out,
+ * nothing due or running), with a complete, small tenant set. */
+static bool sub_fast(const ns_feed_sub *s)
+{
+    return s->delivered && s->tenant_ptrs != NULL && !s->fast_off && !s->again && !s->inflight &&
+           !s->queued && !s->paused && !s->retry && !s->ended && !s->closed && !s->held;
+}
+
+/* One row of the shared read, its record built once for every page. */
+typedef struct {
+    int64_t seq;
+    const char *type, *id, *tenant, *owner, *pstatus; /* into the result */
+    ns_policy_row prow;                               /* into the page_build's fieldset */
+    bool conflicts;
+    size_t packed; /* the record's bytes in a page */
+} shared_row;
+
+/* Whether row r may change what s may read, so that only s's own query
+ * (row-level security, the scopes resolved again) decides: a plan in or
+ * possibly entering its scopes, or the directory entries of its
+ * principal, roles or organisation. */
+static bool row_moves_readable(ns_feed_sub *s, const shared_row *r)
+{
+    if (strcmp(r->type, "plan") == 0)
+        return s->has_orgs || strstr(s->q.plans, r->id) != NULL || sub_has_tenant(s, r->id);
+    if (strcmp(r->tenant, NS_DIRECTORY_TENANT) != 0 ||
+        (strcmp(r->type, "organisation") != 0 && strcmp(r->type, "principal") != 0 &&
+         strcmp(r->type, "principal_role") != 0))
+        return false;
+    bool mine = strcmp(r->type, "organisation") == 0
+                    ? strcmp(r->id, s->q.org) == 0
+                    : r->prow.organisation_id == NULL ||
+                          strcmp(r->prow.organisation_id, s->q.org) == 0 ||
+                          strcmp(r->id, s->q.principal) == 0;
+    if (mine) {
+        /* The reader's rights in the database may now differ from the
+         * session's (reads_only, admin), which the fast path uses: only
+         * row-level security decides for it from now on. */
+        s->fast_off = true;
+    }
+    return mine;
+}
+
+typedef enum { FAST_NONE, FAST_PAGE, FAST_OWN_QUERY } fast_verdict;
+
+/* Picks s's records of the shared rows into recs (room for nrows). */
+static fast_verdict fast_pick(ns_feed *f, ns_feed_sub *s, const shared_row *rows, size_t nrows,
+                              Napsync__V1__Record *const *built, Napsync__V1__Record **recs,
+                              size_t *nrecs, bool *conflicts)
+{
+    ns_policy_reader rd = {s->q.org, s->q.principal, s->q.reads_only, s->q.admin};
+    size_t fixed = PAGE_OVERHEAD + s->ntenants * TENANT_PACKED, used = 0, n = 0;
+    size_t budget = f->opt.max_page_bytes > fixed ? f->opt.max_page_bytes - fixed : 0;
+    *conflicts = false;
+    for (size_t i = 0; i < nrows; i++) {
+        const shared_row *r = &rows[i];
+        if (r->seq <= s->q.seq)
+            continue;
+        if (row_moves_readable(s, r))
+            return FAST_OWN_QUERY;
+        if (!sub_has_tenant(s, r->tenant) ||
+            (strcmp(r->tenant, NS_DIRECTORY_TENANT) != 0 &&
+             !ns_policy_plan_readable(s->q.org, r->owner, r->pstatus)))
+            continue;
+        *conflicts = *conflicts || r->conflicts;
+        if (!ns_policy_record_readable(&rd, &r->prow))
+            continue;
+        used += r->packed;
+        if (n == s->q.page_size || (n > 0 && used > budget))
+            return FAST_OWN_QUERY; /* more than one page: its own queries page it */
+        recs[n++] = built[i];
+    }
+    *nrecs = n;
+    return n > 0 ? FAST_PAGE : FAST_NONE;
+}
+
+/* Hands s over to its own query (today's path). */
+static void sub_own_query(ns_feed_sub *s)
+{
+    s->again = true;
+    sub_kick(s);
+}
+
+/* Parses the shared read into rows (records built in pb). Returns the
+ * number of rows, or -1 when the answer is unusable or cut (then every
+ * subscriber runs its own query, which reports what is wrong). */
+static long shared_parse(ns_feed *f, ns_db_status st, const ns_db_result *res, page_build *pb,
+                         shared_row **out, int64_t *head)
+{
+    memset(pb, 0, sizeof(*pb));
+    *out = NULL;
+    if (st != NS_DB_OK)
+        return -1;
+    int rows = ns_db_result_rows(res);
+    if (rows < 1 || ns_db_result_cols(res) != SHARED_NCOLS ||
+        !parse_seq_str(ns_db_result_value(res, 0, COL_HEAD), head) ||
+        !uuid_copy(pb->epoch, ns_db_result_value(res, 0, COL_EPOCH), true))
+        return -1;
+    if (*head > f->head)
+        f->head = *head;
+    const char *fd = ns_db_result_value(res, 0, COL_DENIED);
+    const char *fpl = ns_db_result_value(res, 0, COL_TENANTS);
+    if (fd == NULL || fpl == NULL || strlen(fd) != 32 || strlen(fpl) != 32)
+        return -1;
+    memcpy(f->fp_dir, fd, sizeof(f->fp_dir));
+    memcpy(f->fp_plans, fpl, sizeof(f->fp_plans));
+    f->fp_known = true;
+    size_t n = ns_db_result_value(res, 0, COL_SEQ) == NULL ? 0 : (size_t)rows;
+    if (n > SHARED_ROWS)
+        return -1;
+    if (n == 0)
+        return 0;
+    shared_row *sr = calloc(n, sizeof(*sr));
+    pb->recs = calloc(n, sizeof(*pb->recs));
+    pb->ptrs = calloc(n, sizeof(*pb->ptrs));
+    pb->pbfs = calloc(n, sizeof(*pb->pbfs));
+    pb->fs = calloc(n, sizeof(*pb->fs));
+    if (sr == NULL || pb->recs == NULL || pb->ptrs == NULL || pb->pbfs == NULL || pb->fs == NULL) {
+        free(sr);
+        page_free(pb);
+        return -1;
+    }
+    char msg[64];
+    for (size_t i = 0; i < n; i++) {
+        shared_row *r = &sr[i];
+        if (record_build(f, res, (int)i, pb, i, &r->seq, msg, sizeof(msg)) != 0 ||
+            (i > 0 && r->seq <= sr[i - 1].seq) || r->seq > *head) {
+            if (pb->ptrs[i] != NULL) {
+                ns_fieldset_pb_clear(&pb->pbfs[i]);
+                ns_fieldset_free(&pb->fs[i]);
+            }
+            free(sr);
+            page_free(pb);
+            return -1;
+        }
+        pb->n = i + 1;
+        r->type = pb->recs[i].entity_type;
+        r->id = pb->recs[i].id;
+        r->tenant = pb->recs[i].tenant_id;
+        r->owner = ns_db_result_value(res, (int)i, COL_OWNER);
+        r->pstatus = ns_db_result_value(res, (int)i, COL_PSTATUS);
+        const char *c = ns_db_result_value(res, (int)i, COL_CONFLICTS);
+        r->conflicts = c == NULL || c[0] != 'f'; /* unknown: say they may have */
+        ns_policy_row_of(r->type, &pb->fs[i], &r->prow);
+        size_t sz = napsync__v1__record__get_packed_size(&pb->recs[i]);
+        r->packed = sz + 1 + varint_size(sz);
+    }
+    *out = sr;
+    return (long)n;
+}
+
+static void feed_wake(ns_feed *f, int64_t head);
+
+static void on_shared_result(ns_db_status st, const ns_db_result *res, void *ud)
+{
+    ns_feed *f = ud;
+    ns_feed_sub **subs = f->shared;
+    size_t nsubs = f->nshared;
+    bool reset = f->shared_reset;
+    f->shared = NULL;
+    f->nshared = 0;
+    f->shared_reset = false;
+    page_build pb;
+    shared_row *rows = NULL;
+    int64_t head = 0;
+    long nrows = shared_parse(f, st, res, &pb, &rows, &head);
+    if (nrows < 0 && st != NS_DB_SHUTDOWN)
+        ns_log_warn("feed: the shared read failed (%s): subscribers query on their own",
+                    st == NS_DB_QUERY_FAILED ? ns_db_result_message(res) : ns_db_status_str(st));
+    Napsync__V1__Record **recs = nrows > 0 ? calloc((size_t)nrows, sizeof(*recs)) : NULL;
+    /* Directory entries of people in the read: row_moves_readable decides
+     * whom they concern. */
+    bool people = false;
+    for (long i = 0; i < nrows; i++)
+        people = people || strcmp(rows[i].type, "principal") == 0 ||
+                 strcmp(rows[i].type, "principal_role") == 0 ||
+                 strcmp(rows[i].type, "organisation") == 0;
+    char cursor[NS_FEED_CURSOR_MAX + 1];
+    snprintf(cursor, sizeof(cursor), "v1.%s.%lld", pb.epoch, (long long)head);
+    for (size_t k = 0; k < nsubs; k++) {
+        ns_feed_sub *s = subs[k];
+        s->held = false;
+        if (s->closed) {
+            if (!s->inflight && !s->in_cb)
+                sub_free(s);
+            continue;
+        }
+        if (s->ended || (s->q.seq >= head && !reset))
+            continue;
+        size_t n = 0;
+        bool conflicts = false;
+        fast_verdict v = FAST_OWN_QUERY;
+        if (nrows >= 0 && s->fp_known && strcmp(s->fp_dir, f->fp_dir) != 0 && !people) {
+            /* Rights changed beside the feed: whose is not known. */
+            s->fast_off = true;
+        }
+        if (!reset && nrows >= 0 && (nrows == 0 || recs != NULL) && s->fp_known &&
+            strcmp(s->fp_plans, f->fp_plans) == 0 && strcmp(s->fp_dir, f->fp_dir) == 0 &&
+            strcmp(s->q.epoch, pb.epoch) == 0 && sub_fast(s))
+            v = fast_pick(f, s, rows, (size_t)nrows, pb.ptrs, recs, &n, &conflicts);
+        if (v == FAST_OWN_QUERY) {
+            sub_own_query(s);
+            continue;
+        }
+        s->q.seq = head;
+        if (v == FAST_NONE)
+            continue;
+        /* The records are shared by every page of this read: the callback
+         * only reads them (ns_feed_page_cb). */
+        Napsync__V1__ChangePage page = NAPSYNC__V1__CHANGE_PAGE__INIT;
+        page.n_records = n;
+        page.records = recs;
+        page.next_cursor = cursor;
+        page.n_tenant_ids = s->ntenants;
+        page.tenant_ids = s->tenant_ptrs;
+        page.conflicts_unchanged = !conflicts;
+        f->fast_pages++;
+        sub_call(s, 0, NULL, &page);
+        if (s->closed)
+            sub_free(s);
+    }
+    free(recs);
+    free(rows);
+    page_free(&pb);
+    free(subs);
+    feed_pump(f);
+    if (f->shared_again) {
+        f->shared_again = false;
+        feed_wake(f, f->head);
+    }
+}
+
+/* Wakes the subscribers behind head: those caught up through one shared
+ * read, the others through their own queries. */
+static void feed_wake(ns_feed *f, int64_t head)
+{
+    size_t nfast = 0;
+    int64_t from = INT64_MAX;
+    for (ns_feed_sub *s = f->subs; s != NULL; s = s->next) {
+        /* s->q.seq is the cursor of a query in flight too: if it is at
+         * the head already, that query cannot miss this change. */
+        if (s->q.seq >= head)
+            continue;
+        if (s->held) {
+            f->shared_again = true;
+        } else if (sub_fast(s) && f->shared == NULL) {
+            nfast++;
+            if (s->q.seq < from)
+                from = s->q.seq;
+        } else if (sub_fast(s)) {
+            f->shared_again = true; /* after the read in flight */
+        } else {
+            sub_own_query(s);
+        }
+    }
+    if (nfast == 0)
+        return;
+    ns_feed_sub **subs = calloc(nfast, sizeof(*subs));
+    char seq[24];
+    snprintf(seq, sizeof(seq), "%lld", (long long)from);
+    const char *v[2] = {seq, SHARED_ROWS_SQL};
+    if (subs == NULL || ns_reader_query(f->db, NS_READER_ENGINE, shared_sql, 2, v, on_shared_result,
+                                        f) != NS_DB_OK) {
+        free(subs);
+        for (ns_feed_sub *s = f->subs; s != NULL; s = s->next)
+            if (s->q.seq < head && sub_fast(s))
+                sub_own_query(s);
+        return;
+    }
+    size_t k = 0;
+    for (ns_feed_sub *s = f->subs; s != NULL && k < nfast; s = s->next) {
+        if (s->q.seq < head && sub_fast(s)) {
+            s->held = true;
+            subs[k++] = s;
+        }
+    }
+    f->shared = subs;
+    f->nshared = k;
+    f->shared_reads++;
+}
+
 /* A new head (payload), or NULL: LISTEN (re)started and something may have
  * been missed. */
 static void on_notify(const char *channel, const char *payload, void *ud)
@@ -842,17 +1250,17 @@ static void on_notify(const char *channel, const char *payload, void *ud)
     ns_feed *f = ud;
     (void)channel;
     int64_t head = 0;
-    bool all = payload == NULL || !parse_seq_str(payload, &head);
-    if (!all && head > f->head)
-        f->head = head;
-    for (ns_feed_sub *s = f->subs; s != NULL; s = s->next) {
-        /* s->q.seq is the cursor of a query in flight too: if it is at
-         * the head already, that query cannot miss this change. */
-        if (!all && s->q.seq >= head)
-            continue;
-        s->again = true;
-        sub_kick(s);
+    if (payload == NULL || !parse_seq_str(payload, &head)) {
+        for (ns_feed_sub *s = f->subs; s != NULL; s = s->next)
+            if (!s->held)
+                sub_own_query(s);
+        if (f->shared != NULL)
+            f->shared_reset = true;
+        return;
     }
+    if (head > f->head)
+        f->head = head;
+    feed_wake(f, head);
 }
 
 int ns_feed_subscribe(ns_feed *f, const ns_identity_info *who, const Napsync__V1__Subscribe *req,
@@ -872,12 +1280,14 @@ int ns_feed_subscribe(ns_feed *f, const ns_identity_info *who, const Napsync__V1
     s->cb = cb;
     s->ud = ud;
     s->again = true;
+    s->has_orgs = strcmp(s->q.orgs, "{}") != 0;
     if (f->running < f->opt.max_sub_queries) {
         ns_db_status st = query_run(f, &s->q, on_sub_result, s);
         if (st != NS_DB_OK) {
             sub_free(s);
             return queue_error(st, err, errlen);
         }
+        sub_fp_take(s);
         s->again = false;
         s->inflight = true;
         f->running++;
@@ -906,8 +1316,9 @@ void ns_feed_unsubscribe(ns_feed_sub *s)
     if (s->next != NULL)
         s->next->prev = s->prev;
     s->prev = s->next = NULL;
-    /* Otherwise the query's answer, or the callback's return, frees it. */
-    if (!s->inflight && !s->in_cb)
+    /* Otherwise the query's answer, the callback's return or the shared
+     * read frees it. */
+    if (!s->inflight && !s->in_cb && !s->held)
         sub_free(s);
 }
 
@@ -934,6 +1345,9 @@ void ns_feed_stats_get(const ns_feed *f, ns_feed_stats *out)
 {
     memset(out, 0, sizeof(*out));
     out->head = f->head;
+    out->shared_reads = f->shared_reads;
+    out->fast_pages = f->fast_pages;
+    out->own_queries = f->own_queries;
     for (const ns_feed_sub *s = f->subs; s != NULL; s = s->next) {
         out->subscribers++;
         if (s->q.seq < f->head) {
@@ -999,6 +1413,15 @@ void ns_feed_close(ns_feed *f)
 {
     if (f == NULL)
         return;
+    /* Only if ns_db_close did not answer the shared read (misuse): the
+     * closed subscriptions it holds wait only for it; the open ones go
+     * below. */
+    for (size_t i = 0; i < f->nshared; i++)
+        if (f->shared[i]->closed)
+            sub_free(f->shared[i]);
+    free(f->shared);
+    f->shared = NULL;
+    f->nshared = 0;
     size_t left = 0;
     while (f->subs != NULL) {
         ns_feed_sub *s = f->subs;

@@ -47,9 +47,28 @@
  * subscriber is in flight; wake-ups meanwhile coalesce into one more query after it. At most
  * max_sub_queries subscription queries run at once over the whole feed; the others wait their turn
  * in FIFO order (a subscriber with more pages to send goes to the back after each page), so
- * subscribers never crowd the pool's queue. Cost: every change wakes every subscriber that is
- * behind, including those whose scopes it does not touch; for them it is one page query that
- * returns no record (an index range scan of the new feed rows).
+ * subscribers never crowd the pool's queue.
+ *
+ * The fast path: a subscriber that is caught up (its last page delivered,
+ * no query due or running, not paused, at most 64 tenants, a complete
+ * set) runs no query of its own when woken. One shared read per NOTIFY
+ * (coalesced while one is in flight), as the engine, reads in one snapshot
+ * the head, the epoch, at most 1,000 feed rows after the lowest such
+ * cursor with their plan's owner and status and whether the write opened or
+ * resolved a conflict, and fingerprints of the plans and of the principals
+ * and roles. Each subscriber's page is then picked in C with policy.h's
+ * twins of the SQL rules, from the tenants its last own page listed; the
+ * records are built once and shared by every page of the read (the
+ * callback must only read them). A subscriber goes back to its own query
+ * (row-level security, scopes resolved again) when that read cannot decide
+ * for it: a plan row of its scopes or tenants (any plan row with an
+ * organisation scope), a fingerprint that differs from the one its last own
+ * query started after, another epoch, more than one page of records, a
+ * failed or cut read. A directory change of its principal, roles or
+ * organisation (or one seen only by the fingerprint) keeps it on its own
+ * queries for good: the session's roles may no longer be the database's.
+ * Its pages set conflicts_unchanged when no row of its tenants opened or
+ * resolved a conflict. docs/authorisation.md states the trade.
  *
  * Threading: everything runs on the loop's thread. Callbacks are never
  * called from inside the call that registered them. */
@@ -202,6 +221,10 @@ typedef struct {
     uint32_t behind;
     int64_t head;
     int64_t max_lag; /* of the furthest subscription; 0 when none is behind */
+    /* Since the feed opened: shared reads (one per change, for every
+     * caught-up subscriber), pages they delivered, and subscription page
+     * queries of one subscriber (first pages, catch-up, fallbacks). */
+    uint64_t shared_reads, fast_pages, own_queries;
 } ns_feed_stats;
 void ns_feed_stats_get(const ns_feed *f, ns_feed_stats *out);
 

@@ -355,6 +355,44 @@ int ns_policy_check_write(const ns_policy_actor *a, const ns_policy_write *w,
     return not_yours(a, w, out);
 }
 
+/* ---- reads (the twins of the SQL rules) ------------------------------------------------ */
+
+/* a::uuid = b::uuid; false (unknown) when either is NULL or not a UUID. */
+static bool uuid_eq(const char *a, const char *b)
+{
+    char ca[NS_UUID_SIZE], cb[NS_UUID_SIZE];
+    return a != NULL && b != NULL && ns_uuid_canon(a, ca) && ns_uuid_canon(b, cb) &&
+           strcmp(ca, cb) == 0;
+}
+
+void ns_policy_row_of(const char *type, const ns_fieldset *after, ns_policy_row *out)
+{
+    out->type = type;
+    out->organisation_id = text_of(after, "organisation_id");
+    out->principal_id = text_of(after, "principal_id");
+    out->status = text_of(after, "status");
+}
+
+bool ns_policy_record_readable(const ns_policy_reader *r, const ns_policy_row *row)
+{
+    const char *t = row->type;
+    if (t == NULL)
+        return false;
+    if (ns_policy_is_directory(t)) {
+        if (eq(t, "organisation") || eq(t, "region_membership"))
+            return true;
+        return uuid_eq(row->organisation_id, r->organisation) &&
+               (!eq(t, "device") || r->admin || uuid_eq(row->principal_id, r->principal));
+    }
+    return !r->reads_only ||
+           (!eq(t, "report_value") && (!eq(t, "indicator_report") || eq(row->status, "approved")));
+}
+
+bool ns_policy_plan_readable(const char *org, const char *owner, const char *status)
+{
+    return uuid_eq(owner, org) || status == NULL || strcmp(status, "draft") != 0;
+}
+
 bool ns_policy_is_directory(const char *type)
 {
     return eq(type, "organisation") || eq(type, "principal") || eq(type, "principal_role") ||

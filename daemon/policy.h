@@ -58,6 +58,36 @@ bool ns_policy_reads_only(unsigned roles);
     " ELSE (NOT " RO " OR (" T " <> 'report_value' AND (" T " <> 'indicator_report' OR " A         \
     " ->> 'status' = 'approved'))) END)"
 
+/* The C twins of NS_POLICY_RECORD_READABLE and NS_FEED_PLAN_READABLE
+ * (feed.h), for the subscriptions' shared read (feed.c), which reads the
+ * new feed rows once as the engine and decides per subscriber here.
+ * Three-valued as the SQL is: a NULL (absent) input makes its comparison
+ * unknown, and unknown is not readable. UUIDs compare as uuid values (any
+ * hex case). test_policy_read checks both against PostgreSQL on generated
+ * rows, so that they cannot drift apart. */
+typedef struct {
+    const char *organisation; /* the principal's organisation (ORG) */
+    const char *principal;    /* the principal (ME) */
+    bool reads_only;          /* RO */
+    bool admin;               /* ADMIN */
+} ns_policy_reader;
+
+/* What the record rule reads of a revision: its entity type and
+ * after ->> 'organisation_id', 'principal_id', 'status' (NULL: absent or
+ * null). */
+typedef struct {
+    const char *type;
+    const char *organisation_id;
+    const char *principal_id;
+    const char *status;
+} ns_policy_row;
+
+/* Fills out from a record's fields (borrowed: out points into after). */
+void ns_policy_row_of(const char *type, const ns_fieldset *after, ns_policy_row *out);
+bool ns_policy_record_readable(const ns_policy_reader *r, const ns_policy_row *row);
+/* A plan of owner and status (NULL: unknown) is readable by org. */
+bool ns_policy_plan_readable(const char *org, const char *owner, const char *status);
+
 typedef struct {
     const char *principal;    /* lowercase UUID */
     const char *organisation; /* lowercase UUID */

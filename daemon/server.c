@@ -103,6 +103,7 @@ const char *ns_limit_name(ns_limit limit)
         [NS_LIMIT_MAX_FRAME_SIZE] = "max_frame_size",
         [NS_LIMIT_MAX_PUSH_MUTATIONS] = "max_push_mutations",
         [NS_LIMIT_MAX_SUBSCRIPTIONS] = "max_subscriptions",
+        [NS_LIMIT_MAX_QUEUED_BYTES] = "max_queued_bytes",
     };
     return limit < NS_LIMIT_COUNT ? names[limit] : "?";
 }

@@ -41,6 +41,7 @@ typedef enum {
     NS_LIMIT_MAX_FRAME_SIZE,          /* Error FRAME_TOO_LARGE */
     NS_LIMIT_MAX_PUSH_MUTATIONS,      /* Error INVALID_ARGUMENT */
     NS_LIMIT_MAX_SUBSCRIPTIONS,       /* Error BUSY, not fatal */
+    NS_LIMIT_MAX_QUEUED_BYTES,        /* a pull stream held until the client reads */
     NS_LIMIT_COUNT
 } ns_limit;
 

@@ -8,6 +8,7 @@
 #include "dispatch.h"
 #include "log.h"
 #include "metrics.h"
+#include "page_compact.h"
 
 static const char *const state_names[] = {"handshake", "await_hello", "authenticating",
                                           "authenticated", "closing"};
@@ -184,7 +185,15 @@ void ns_session_send(ns_session *s, const ns_envelope *env)
     if (s->conn == NULL || ns_conn_is_closing(s->conn))
         return;
     size_t sent = 0;
+    /* Every ChangePage (a Pull's, a streamed or a subscription's) in the
+     * compact form when the session agreed on it and the page fits it. */
+    ns_page_compact *pc = NULL;
+    if (s->compact && env->body_case == NAPSYNC__V1__ENVELOPE__BODY_CHANGE_PAGE &&
+        ns_page_compact_make(env, &pc) == NS_PAGE_COMPACT_OK)
+        env = ns_page_compact_envelope(pc);
     int rc = ns_compress_send(s->zstd ? s->server->compress : NULL, s->conn, env, &sent);
+    bool is_error = env->body_case == NAPSYNC__V1__ENVELOPE__BODY_ERROR;
+    ns_page_compact_free(pc); /* env may point into it */
     if (rc != 0) {
         ns_log(NS_LOG_WARN, s->id, ns_session_principal(s), "cannot send: %s", uv_strerror(rc));
         ns_session_close(s, false);
@@ -192,7 +201,7 @@ void ns_session_send(ns_session *s, const ns_envelope *env)
     }
     ns_metrics_inc(NS_METRIC_FRAMES_OUT);
     ns_metrics_add(NS_METRIC_BYTES_OUT, 4 + sent);
-    if (env->body_case != NAPSYNC__V1__ENVELOPE__BODY_ERROR)
+    if (!is_error)
         s->invalid_streak = 0;
 }
 
@@ -432,6 +441,7 @@ static void on_writable(ns_conn *c, void *ud)
         s->sub_held = false;
         ns_feed_sub_resume(s->sub);
     }
+    ns_dispatch_stream_writable(s);
 }
 
 static void on_close(ns_conn *c, ns_conn_close_reason reason, const char *msg, void *ud)
@@ -453,6 +463,7 @@ static void on_close(ns_conn *c, ns_conn_close_reason reason, const char *msg, v
     s->conn = NULL;
     ns_session_set_state(s, NS_SESSION_CLOSING);
     ns_session_end_subscription(s);
+    ns_dispatch_stream_drop(s);
     ns_server_remove_session(s->server, s);
     ns_session_unref(s);
 }

@@ -41,11 +41,17 @@ struct ns_session {
     bool place;        /* counted among its device's sessions (session.c) */
     bool zstd_offered; /* the Hello offered COMPRESSION_ZSTD_1 */
     bool zstd;         /* agreed: frames after the Welcome may be compressed, both ways */
+    /* The Hello offered PAGE_FORMAT_COMPACT_1; compact: agreed, the
+     * ChangePages after the Welcome go as compact_page (page_compact.h). */
+    bool compact_offered;
+    bool compact;
     /* Requests refused in a row as unsupported or invalid (see
      * ns_session_send_error); a successful answer resets it. */
     uint32_t invalid_streak;
-    ns_feed_sub *sub;             /* the live subscription, if any */
-    bool sub_held;                /* sub paused until the output drains (on_writable) */
+    ns_feed_sub *sub; /* the live subscription, if any */
+    bool sub_held;    /* sub paused until the output drains (on_writable) */
+    /* A streamed Pull held until the output drains (dispatch.c); NULL if none. */
+    void *pull_stream;
     uint32_t limits_logged;       /* bit per ns_limit already logged at info for this session */
     const char *handshake_result; /* counted in the metrics once decided; static text */
     uint64_t sub_request_id;      /* the Subscribe's request id, echoed by its pages */

@@ -45,6 +45,7 @@ struct ns_conn {
     size_t discarded;              /* input dropped while closing */
     bool peer_eof;                 /* the peer's EOF arrived while closing */
     bool paused;                   /* the owner holds frames back */
+    bool no_eof_wait;              /* our graceful close: opt.close_without_peer_eof */
     bool frame_error;              /* an oversized frame was announced: read no more */
     bool reading;                  /* uv_read_start is in effect */
     bool in_process;               /* guards against re-entering process() */
@@ -291,7 +292,7 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     ns_conn *c = req->data;
     if (c->state != CONN_DRAINING)
         return; /* closed meanwhile: libuv cancels the request */
-    if (status < 0 || c->peer_eof) {
+    if (status < 0 || c->peer_eof || c->no_eof_wait) {
         close_handles(c);
         return;
     }
@@ -677,6 +678,7 @@ void ns_conn_close(ns_conn *c, bool graceful)
         close_handles(c);
         return;
     }
+    c->no_eof_wait = c->opt.close_without_peer_eof;
     ns_tls_shutdown(c->tls);
     begin_drain(c);
 }

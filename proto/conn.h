@@ -71,6 +71,11 @@ typedef struct {
     /* While open: output waiting with none of it taken by the peer for this
      * long ends the connection (on_send_timeout); 0 = none. */
     uint32_t send_timeout_ms;
+    /* A graceful close asked for with ns_conn_close ends as soon as our
+     * last bytes, close_notify and FIN are with the kernel, without waiting
+     * for the peer's EOF: for a client that has every answer it needs, the
+     * wait would cost a round trip and bring nothing (docs/protocol.md §6). */
+    bool close_without_peer_eof;
     /* ns_conn_connect only, may be NULL: a session from on_tls_session of
      * an earlier connection, to resume (read during the call, not kept). One
      * that does not fit this server is dropped and the handshake is full. */

@@ -40,6 +40,16 @@ static void budget_free(void *data, void *ptr)
     free(h);
 }
 
+void *ns_envelope_alloc(size_t size)
+{
+    alloc_header *h = malloc(sizeof(*h) + size);
+    if (h == NULL)
+        return NULL;
+    h->size = size;
+    memset(h->align, 0, size);
+    return h->align;
+}
+
 /* Frees go through the same header arithmetic whether or not the budget
  * object still exists, so ns_envelope_free needs no allocator state. */
 static ProtobufCAllocator free_allocator = {

@@ -18,6 +18,10 @@ typedef Napsync__V1__Envelope ns_envelope;
  * ns_envelope_free(); the result owns all its strings. */
 ns_envelope *ns_envelope_unpack(const uint8_t *buf, size_t len);
 void ns_envelope_free(ns_envelope *e);
+/* Zeroed memory that ns_envelope_free releases as part of an Envelope: for
+ * one built in place of an unpacked one (page_compact.c's expansion). NULL
+ * when out of memory. */
+void *ns_envelope_alloc(size_t size);
 
 /* Packs into a new heap buffer (*out owned by the caller). Returns 0 or -1. */
 __attribute__((warn_unused_result)) int ns_envelope_pack(const ns_envelope *e, uint8_t **out,

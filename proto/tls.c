@@ -37,14 +37,29 @@
 /* How long a server's session tickets may be used to resume: a device that
  * syncs once a day still resumes. What a resumed session skips is the
  * certificate exchange only: napsyncd looks the device up by its
- * fingerprint on every session (a revoked device is refused), a ticket
- * whose certificate has expired meanwhile is not honoured (ticket_decrypted),
- * and a certificate reload (new context, new ticket keys) voids every
- * ticket issued before it. */
+ * fingerprint on every session (a revoked device is refused), a session
+ * whose certificate has expired meanwhile is not resumed (store_get), and
+ * a certificate reload (new context, new session store) voids every ticket
+ * issued before it. */
 #define NS_TLS_TICKET_LIFETIME_S (24 * 60 * 60)
-/* Tickets a server issues after a full handshake (one after a resumption):
- * two, so that a client that loses one connection still has a fresh one. */
-#define NS_TLS_TICKETS 2
+/* Tickets a server issues after a full handshake, and after a resumption:
+ * one. A client keeps the last one it got (libnapsync does), and each is
+ * good for one resumption only (store_get), so a second would only take a
+ * place in the server's store. */
+#define NS_TLS_TICKETS 1
+/* Server: sessions kept for resumption (TLS 1.3 stateful tickets, see
+ * store_new) unless ns_tls_ctx_set_session_store_max says otherwise: at
+ * most this many, the oldest dropped first. Each holds about 1.1 KiB, and
+ * the decoded client certificate (about 4.7 KiB for a P-256 device
+ * certificate) which it shares with its connection while that is open:
+ * about 95 MiB when full of sessions whose connections have closed
+ * (docs/benchmarks.md, "Connections"). A little over the daemon's default
+ * max_sessions (10,000), as a power of two. A client whose session was
+ * dropped makes a full handshake. */
+#define NS_TLS_SERVER_SESSIONS_MAX 16384
+/* Client: sessions kept decoded next to their bytes (client_ring), so that
+ * offering one again costs no decoding: the last two handed out. */
+#define NS_TLS_CLIENT_SESSIONS 2
 /* Header of an exported session: magic, context binding, peer name. */
 #define NS_TLS_SESSION_MAGIC "NSS1"
 #define NS_TLS_MAGIC_LEN     4
@@ -119,56 +134,281 @@ static int no_passphrase(char *buf, int size, int rwflag, void *asked)
     return 0;
 }
 
-/* Server: a ticket decrypted fine, but OpenSSL would resume it without
- * looking at the client certificate inside again. One that has expired
- * since (or is not valid yet, or is missing) makes a full handshake, where
- * the certificate is verified and refused with the proper alert. So does a
- * TLS 1.2 ticket (none is issued: see tls12_no_tickets): resuming one
- * reuses the master secret it holds, without a fresh key exchange. */
-static SSL_TICKET_RETURN ticket_decrypted(SSL *ssl, SSL_SESSION *sess, const unsigned char *keyname,
-                                          size_t keyname_len, SSL_TICKET_STATUS status, void *arg)
+/* ---- sessions kept for resumption ----------------------------------------
+ *
+ * Server: TLS 1.3 stateful tickets. With SSL_OP_NO_TICKET a TLS 1.3 ticket
+ * is only the random id of a session kept here, decoded, so a resumption
+ * decodes no certificate and decrypts no ticket (OpenSSL 3.0 decodes a
+ * certificate in about 100 us). Each ticket resumes once: store_get takes
+ * the session out, so a ticket is seen in clear once (in the ClientHello
+ * that uses it; it was issued encrypted) and links no two connections, and
+ * a stolen one is worth one resumption at most. A TLS 1.2 session is never kept (store_new): its
+ * resumption would reuse the master secret without a fresh key exchange,
+ * so whoever got the secret could decrypt every resumed connection; TLS
+ * 1.3 resumption always runs a fresh ECDHE (psk_dhe_ke only).
+ *
+ * The store belongs to the SSL_CTX (ex_data), not to ns_tls_ctx:
+ * connections made before a reload still add their tickets to the store of
+ * their own context, which dies with its last connection. */
+typedef struct stored_session {
+    SSL_SESSION *sess; /* one reference */
+    struct stored_session *hnext;
+    struct stored_session *older, *newer;
+} stored_session;
+
+/* One per SSL_CTX. Server: the store, a hash table of the sessions by id
+ * and a list from the oldest to the newest. Client: the sessions last
+ * handed out (new_session), decoded, with their bytes, so that
+ * ns_tls_set_session given the same bytes offers the session without
+ * decoding it again. */
+typedef struct {
+    CRYPTO_RWLOCK *lock;
+    stored_session **buckets; /* server: max of them */
+    stored_session *oldest, *newest;
+    size_t n, max;
+    struct {
+        SSL_SESSION *sess; /* one reference, or NULL */
+        uint8_t *bytes;
+        size_t len;
+    } ring[NS_TLS_CLIENT_SESSIONS]; /* client */
+    unsigned next;                  /* the ring's slot to fill next */
+} session_cache;
+
+static CRYPTO_ONCE ex_once = CRYPTO_ONCE_STATIC_INIT;
+static int ex_index = -1;
+
+static void cache_free(session_cache *sc)
 {
-    (void)keyname;
-    (void)keyname_len;
-    (void)arg;
-    switch (status) {
-    case SSL_TICKET_SUCCESS:
-    case SSL_TICKET_SUCCESS_RENEW: {
-        if (SSL_version(ssl) != TLS1_3_VERSION || sess == NULL ||
-            SSL_SESSION_get_protocol_version(sess) != TLS1_3_VERSION)
-            return SSL_TICKET_RETURN_IGNORE;
-        X509 *peer = SSL_SESSION_get0_peer(sess);
-        if (peer == NULL || X509_cmp_current_time(X509_get0_notAfter(peer)) <= 0 ||
-            X509_cmp_current_time(X509_get0_notBefore(peer)) >= 0)
-            return SSL_TICKET_RETURN_IGNORE_RENEW;
-        return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
+    if (sc == NULL)
+        return;
+    for (stored_session *e = sc->oldest, *next; e; e = next) {
+        next = e->newer;
+        SSL_SESSION_free(e->sess);
+        free(e);
     }
-    case SSL_TICKET_EMPTY:
-    case SSL_TICKET_NO_DECRYPT:
-        /* Another context's ticket (a reload, a restart, another instance). */
-        return SSL_TICKET_RETURN_IGNORE_RENEW;
-    default:
-        return SSL_TICKET_RETURN_ABORT;
+    free(sc->buckets);
+    for (unsigned i = 0; i < NS_TLS_CLIENT_SESSIONS; i++) {
+        SSL_SESSION_free(sc->ring[i].sess);
+        if (sc->ring[i].bytes)
+            OPENSSL_cleanse(sc->ring[i].bytes, sc->ring[i].len);
+        free(sc->ring[i].bytes);
     }
+    CRYPTO_THREAD_lock_free(sc->lock);
+    free(sc);
 }
 
-/* Server: no TLS 1.2 session tickets (and no session cache, so no TLS 1.2
- * session ids either): a TLS 1.2 resumption skips the key exchange and
- * reuses the master secret, so whoever obtained the ticket keys (they live
- * 24 hours in this process) could decrypt every resumed connection. TLS 1.3
- * resumption runs a fresh ECDHE (psk_dhe_ke) and keeps its tickets.
- * OpenSSL calls this "servername" callback whether or not the client sent
- * a name, after choosing the version and before writing the ServerHello:
- * the one point where a connection can still decline to issue a ticket
- * (SSL_OP_NO_TICKET set here, with SSL_TLSEXT_ERR_OK, withdraws the one
- * the ClientHello asked for). */
-static int tls12_no_tickets(SSL *ssl, int *alert, void *arg)
+/* The cache goes with its SSL_CTX, whose last reference may be a
+ * connection's, long after ns_tls_ctx_free. */
+static void ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+    (void)parent;
+    (void)ad;
+    (void)idx;
+    (void)argl;
+    (void)argp;
+    cache_free(ptr);
+}
+
+static void ex_init(void)
+{
+    ex_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, ex_free);
+}
+
+static session_cache *cache_of(const SSL *ssl)
+{
+    return ex_index < 0 ? NULL : SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ex_index);
+}
+
+static size_t bucket_of(const session_cache *sc, const unsigned char *id, unsigned int len)
+{
+    /* Ids are OpenSSL's random bytes: any eight of them spread well. */
+    uint64_t h = 0;
+    memcpy(&h, id, len < sizeof(h) ? len : sizeof(h));
+    return (size_t)(h % sc->max);
+}
+
+/* Takes e out of the table and the list (the caller frees it). */
+static void store_unlink(session_cache *sc, stored_session *e)
+{
+    unsigned int len = 0;
+    const unsigned char *id = SSL_SESSION_get_id(e->sess, &len);
+    stored_session **pp = &sc->buckets[bucket_of(sc, id, len)];
+    while (*pp && *pp != e)
+        pp = &(*pp)->hnext;
+    if (*pp)
+        *pp = e->hnext;
+    if (e->older)
+        e->older->newer = e->newer;
+    else
+        sc->oldest = e->newer;
+    if (e->newer)
+        e->newer->older = e->older;
+    else
+        sc->newest = e->older;
+    sc->n--;
+}
+
+static bool session_expired(const SSL_SESSION *sess, time_t now)
+{
+    time_t made = (time_t)SSL_SESSION_get_time(sess);
+    long life = (long)SSL_SESSION_get_timeout(sess);
+    return made <= 0 || life <= 0 || now < made - 60 || now - made >= life;
+}
+
+/* Server: OpenSSL made a TLS 1.3 ticket; keep a copy of its session. Not
+ * the session itself: the connection still uses it, and OpenSSL marks the
+ * session of a connection that ends without close_notify as not
+ * resumable. A copy shares the decoded certificates (references). Returns
+ * 0: OpenSSL keeps its reference. */
+static int store_new(SSL *ssl, SSL_SESSION *orig)
+{
+    session_cache *sc = cache_of(ssl);
+    unsigned int len = 0;
+    const unsigned char *id = SSL_SESSION_get_id(orig, &len);
+    if (sc == NULL || sc->buckets == NULL || SSL_version(ssl) != TLS1_3_VERSION ||
+        SSL_SESSION_get_protocol_version(orig) != TLS1_3_VERSION || len == 0)
+        return 0;
+    stored_session *e = calloc(1, sizeof(*e));
+    if (e)
+        e->sess = SSL_SESSION_dup(orig);
+    if (e == NULL || e->sess == NULL) {
+        free(e);
+        return 0; /* the client's next connection makes a full handshake */
+    }
+    id = SSL_SESSION_get_id(e->sess, &len);
+    time_t now = time(NULL);
+    if (!CRYPTO_THREAD_write_lock(sc->lock)) {
+        SSL_SESSION_free(e->sess);
+        free(e);
+        return 0;
+    }
+    /* The list runs in the order sessions were made, all with the same
+     * lifetime: the expired ones are at its head. Then room for this one. */
+    while (sc->oldest && (sc->n >= sc->max || session_expired(sc->oldest->sess, now))) {
+        stored_session *old = sc->oldest;
+        store_unlink(sc, old);
+        SSL_SESSION_free(old->sess);
+        free(old);
+    }
+    size_t b = bucket_of(sc, id, len);
+    e->hnext = sc->buckets[b];
+    sc->buckets[b] = e;
+    e->older = sc->newest;
+    if (sc->newest)
+        sc->newest->newer = e;
+    else
+        sc->oldest = e;
+    sc->newest = e;
+    sc->n++;
+    CRYPTO_THREAD_unlock(sc->lock);
+    return 0;
+}
+
+/* Server: a client offers a ticket. Its session leaves the store (one
+ * resumption per ticket); it resumes only if it is a TLS 1.3 session on a
+ * TLS 1.3 connection, not expired, and its client certificate is valid
+ * now: otherwise a full handshake follows, where the certificate is
+ * verified and refused with the proper alert. The reference goes to
+ * OpenSSL (*copy = 0). */
+static SSL_SESSION *store_get(SSL *ssl, const unsigned char *id, int len, int *copy)
+{
+    *copy = 0;
+    session_cache *sc = cache_of(ssl);
+    if (sc == NULL || sc->buckets == NULL || SSL_version(ssl) != TLS1_3_VERSION || len <= 0 ||
+        len > SSL_MAX_SSL_SESSION_ID_LENGTH)
+        return NULL;
+    if (!CRYPTO_THREAD_write_lock(sc->lock))
+        return NULL;
+    stored_session *e = sc->buckets[bucket_of(sc, id, (unsigned int)len)];
+    for (; e; e = e->hnext) {
+        unsigned int elen = 0;
+        const unsigned char *eid = SSL_SESSION_get_id(e->sess, &elen);
+        if (elen == (unsigned int)len && memcmp(eid, id, elen) == 0)
+            break;
+    }
+    if (e)
+        store_unlink(sc, e);
+    CRYPTO_THREAD_unlock(sc->lock);
+    if (e == NULL)
+        return NULL;
+    SSL_SESSION *sess = e->sess;
+    free(e);
+    X509 *peer = SSL_SESSION_get0_peer(sess);
+    if (SSL_SESSION_get_protocol_version(sess) != TLS1_3_VERSION ||
+        session_expired(sess, time(NULL)) || peer == NULL ||
+        X509_cmp_current_time(X509_get0_notAfter(peer)) <= 0 ||
+        X509_cmp_current_time(X509_get0_notBefore(peer)) >= 0) {
+        SSL_SESSION_free(sess);
+        return NULL;
+    }
+    return sess;
+}
+
+/* Server: a TLS 1.2 handshake gets no session id (nor a ticket:
+ * SSL_OP_NO_TICKET), so no client tries to resume it (store_new would not
+ * keep it anyway). OpenSSL calls this "servername" callback whether or not
+ * the client sent a name, after choosing the version and making the
+ * session, before writing the ServerHello. */
+static int tls12_no_session_id(SSL *ssl, int *alert, void *arg)
 {
     (void)alert;
     (void)arg;
-    if (SSL_version(ssl) != TLS1_3_VERSION)
-        SSL_set_options(ssl, SSL_OP_NO_TICKET);
+    static const unsigned char none[1] = {0};
+    SSL_SESSION *sess = SSL_get_session(ssl);
+    if (SSL_version(ssl) != TLS1_3_VERSION && sess != NULL)
+        (void)SSL_SESSION_set1_id(sess, none, 0);
     return SSL_TLSEXT_ERR_OK;
+}
+
+/* Client: remembers a session just handed out, decoded, with its bytes.
+ * The ring holds copies that no connection uses: OpenSSL marks the session
+ * of a connection that ends without close_notify as not resumable, which
+ * must not change what the same bytes mean next time. A copy shares the
+ * decoded certificates (references), so it is cheap. */
+static void ring_put(SSL *ssl, SSL_SESSION *orig, const uint8_t *bytes, size_t len)
+{
+    session_cache *sc = cache_of(ssl);
+    uint8_t *copy = malloc(len);
+    SSL_SESSION *sess = sc && copy ? SSL_SESSION_dup(orig) : NULL;
+    if (sess == NULL) {
+        free(copy);
+        return; /* offering it later decodes it: slower, not wrong */
+    }
+    memcpy(copy, bytes, len);
+    if (!CRYPTO_THREAD_write_lock(sc->lock)) {
+        SSL_SESSION_free(sess);
+        free(copy);
+        return;
+    }
+    unsigned i = sc->next;
+    sc->next = (sc->next + 1) % NS_TLS_CLIENT_SESSIONS;
+    SSL_SESSION *old = sc->ring[i].sess;
+    uint8_t *old_bytes = sc->ring[i].bytes;
+    size_t old_len = sc->ring[i].len;
+    sc->ring[i].sess = sess;
+    sc->ring[i].bytes = copy;
+    sc->ring[i].len = len;
+    CRYPTO_THREAD_unlock(sc->lock);
+    SSL_SESSION_free(old);
+    if (old_bytes)
+        OPENSSL_cleanse(old_bytes, old_len);
+    free(old_bytes);
+}
+
+/* Client: a copy of the decoded session handed out as exactly these bytes
+ * (the caller's), or NULL. */
+static SSL_SESSION *ring_get(SSL *ssl, const uint8_t *bytes, size_t len)
+{
+    session_cache *sc = cache_of(ssl);
+    SSL_SESSION *found = NULL;
+    if (sc == NULL || !CRYPTO_THREAD_read_lock(sc->lock))
+        return NULL;
+    for (unsigned i = 0; i < NS_TLS_CLIENT_SESSIONS && found == NULL; i++)
+        if (sc->ring[i].sess && sc->ring[i].len == len &&
+            CRYPTO_memcmp(sc->ring[i].bytes, bytes, len) == 0)
+            found = SSL_SESSION_dup(sc->ring[i].sess);
+    CRYPTO_THREAD_unlock(sc->lock);
+    return found;
 }
 
 static int digest_cert(EVP_MD_CTX *md, X509 *cert)
@@ -232,8 +472,10 @@ static int new_session(SSL *ssl, SSL_SESSION *sess)
     buf[NS_TLS_MAGIC_LEN + NS_TLS_BINDING_LEN] = (uint8_t)name_len;
     memcpy(buf + NS_TLS_MAGIC_LEN + NS_TLS_BINDING_LEN + 1, t->peer_name, name_len);
     unsigned char *p = buf + head;
-    if (i2d_SSL_SESSION(sess, &p) == der_len)
+    if (i2d_SSL_SESSION(sess, &p) == der_len) {
+        ring_put(ssl, sess, buf, head + (size_t)der_len);
         t->on_session(t->session_ud, buf, head + (size_t)der_len);
+    }
     OPENSSL_cleanse(buf, head + (size_t)der_len);
     free(buf);
     return 0; /* OpenSSL keeps its reference and frees it */
@@ -328,15 +570,17 @@ int ns_tls_ctx_new(ns_tls_role role, const ns_tls_config *cfg, ns_tls_ctx **out,
         /* The client's cipher preferences do not get to pick a weaker
          * suite than ours first. */
         SSL_CTX_set_options(c, SSL_OP_CIPHER_SERVER_PREFERENCE);
-        /* TLS 1.3 stateless tickets, encrypted with keys this context made
-         * at random: they die with it (restart or SIGHUP reload). No
-         * session cache: those tickets need none, and TLS 1.2 session ids
-         * are not resumed (tls12_no_tickets says why). */
-        SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
+        /* TLS 1.3 stateful tickets (no TLS 1.2 tickets): sessions kept in
+         * this context's store (session_store above), which dies with it
+         * (restart or SIGHUP reload); OpenSSL's own cache stays unused. */
+        SSL_CTX_set_options(c, SSL_OP_NO_TICKET);
+        SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL |
+                                              SSL_SESS_CACHE_NO_AUTO_CLEAR);
         SSL_CTX_set_timeout(c, NS_TLS_TICKET_LIFETIME_S);
-        SSL_CTX_set_tlsext_servername_callback(c, tls12_no_tickets);
-        if (SSL_CTX_set_num_tickets(c, NS_TLS_TICKETS) != 1 ||
-            SSL_CTX_set_session_ticket_cb(c, NULL, ticket_decrypted, NULL) != 1) {
+        SSL_CTX_sess_set_new_cb(c, store_new);
+        SSL_CTX_sess_set_get_cb(c, store_get);
+        SSL_CTX_set_tlsext_servername_callback(c, tls12_no_session_id);
+        if (SSL_CTX_set_num_tickets(c, NS_TLS_TICKETS) != 1) {
             set_err(err, errlen, "cannot set up session tickets", "");
             goto fail;
         }
@@ -358,6 +602,22 @@ int ns_tls_ctx_new(ns_tls_role role, const ns_tls_config *cfg, ns_tls_ctx **out,
     }
     ctx->ssl_ctx = c;
     ctx->role = role;
+    session_cache *sc = calloc(1, sizeof(*sc));
+    if (sc)
+        sc->lock = CRYPTO_THREAD_lock_new();
+    if (sc && role == NS_TLS_SERVER) {
+        sc->max = NS_TLS_SERVER_SESSIONS_MAX;
+        sc->buckets = calloc(sc->max, sizeof(*sc->buckets));
+    }
+    if (sc == NULL || sc->lock == NULL || (role == NS_TLS_SERVER && sc->buckets == NULL) ||
+        !CRYPTO_THREAD_run_once(&ex_once, ex_init) || ex_index < 0 ||
+        SSL_CTX_set_ex_data(c, ex_index, sc) != 1) {
+        cache_free(sc);
+        snprintf(err, errlen, "out of memory");
+        ns_tls_ctx_free(ctx);
+        ERR_clear_error();
+        return NS_TLS_ERR_NOMEM;
+    }
     if (role == NS_TLS_CLIENT && context_binding(c, ctx->binding) != 0) {
         snprintf(err, errlen, "cannot fingerprint the TLS files");
         ns_tls_ctx_free(ctx);
@@ -370,6 +630,29 @@ fail:
     SSL_CTX_free(c);
     ERR_clear_error();
     return NS_TLS_ERR_CONFIG;
+}
+
+int ns_tls_ctx_set_session_store_max(ns_tls_ctx *ctx, size_t max)
+{
+    session_cache *sc = ex_index < 0 ? NULL : SSL_CTX_get_ex_data(ctx->ssl_ctx, ex_index);
+    if (ctx->role != NS_TLS_SERVER || sc == NULL || max == 0)
+        return NS_TLS_ERR_STATE;
+    stored_session **buckets = calloc(max, sizeof(*buckets));
+    if (buckets == NULL)
+        return NS_TLS_ERR_NOMEM;
+    int rc = NS_TLS_ERR_STATE;
+    if (CRYPTO_THREAD_write_lock(sc->lock)) {
+        if (sc->n == 0) {
+            free(sc->buckets);
+            sc->buckets = buckets;
+            sc->max = max;
+            buckets = NULL;
+            rc = NS_TLS_OK;
+        }
+        CRYPTO_THREAD_unlock(sc->lock);
+    }
+    free(buckets);
+    return rc;
 }
 
 void ns_tls_ctx_free(ns_tls_ctx *ctx)
@@ -648,7 +931,13 @@ int ns_tls_set_session(ns_tls *t, const uint8_t *session, size_t len)
     const unsigned char *p = session + fixed + name_len;
     long der_len = (long)(len - fixed - name_len);
     ERR_clear_error();
-    SSL_SESSION *sess = d2i_SSL_SESSION(NULL, &p, der_len);
+    /* Handed out by this context: decoded already. Else decoded here
+     * (another process's, or pushed out of the ring). */
+    SSL_SESSION *sess = ring_get(t->ssl, session, len);
+    if (sess != NULL)
+        p = session + len;
+    else
+        sess = d2i_SSL_SESSION(NULL, &p, der_len);
     int rc = NS_TLS_SESSION_IGNORED;
     if (sess != NULL && p == session + len && session_usable(sess))
         rc = SSL_set_session(t->ssl, sess) == 1 ? NS_TLS_OK : NS_TLS_ERR_NOMEM;

@@ -51,6 +51,13 @@ __attribute__((warn_unused_result)) int ns_tls_ctx_new(ns_tls_role role, const n
 /* Connections made from the context keep what they need: freeing it while
  * they live is safe (that is how certificates are reloaded). */
 void ns_tls_ctx_free(ns_tls_ctx *ctx);
+/* Server: how many sessions the context keeps for resumption (TLS 1.3
+ * tickets, each good for one resumption; the oldest is dropped first),
+ * 16384 unless set here, before the first connection. Returns NS_TLS_OK,
+ * NS_TLS_ERR_STATE (a client context, or sessions kept already) or
+ * NS_TLS_ERR_NOMEM. */
+__attribute__((warn_unused_result)) int ns_tls_ctx_set_session_store_max(ns_tls_ctx *ctx,
+                                                                         size_t max);
 
 /* One connection. peer_name (client only, may be NULL): the host name or IP
  * address the server certificate must match. */

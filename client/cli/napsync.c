@@ -1282,6 +1282,8 @@ static void print_sync_stats(const cli *x, const ns_sync_stats *st)
         json_u64_field(&first, "open_conflicts", st->open_conflicts);
         json_u64_field(&first, "cursor_resets", st->cursor_resets);
         json_bool_field(&first, "conflicts_listed", st->conflicts_listed);
+        json_u64_field(&first, "round_trips", st->round_trips);
+        json_u64_field(&first, "pull_requests", st->pull_requests);
         fputs("}\n", stdout);
         return;
     }
@@ -1342,7 +1344,9 @@ static int cmd_sync(cli *x)
             return rc;
         return run_sync(x, true, true);
     }
-    rc = connect_client(x);
+    /* The sync connects itself, so that its requests go out right behind
+     * Hello (docs/client.md "Round trips"). */
+    rc = new_client(x);
     if (rc != 0)
         return rc;
     rc = run_sync(x, false, false);

@@ -320,7 +320,13 @@ typedef struct {
     int watch;
     ns_sync_event_cb on_event; /* may be NULL */
     void *event_ud;
+    /* Records per page of the streamed pull (docs/client.md "Round
+     * trips"): pages cost no round trip, so small ones bound what a cut
+     * loses. 0: NS_SYNC_STREAM_PAGE_SIZE; the server caps it. */
+    uint32_t page_size;
 } ns_sync_options;
+
+#define NS_SYNC_STREAM_PAGE_SIZE 100
 
 typedef struct {
     uint64_t pushed;   /* changes the server answered */
@@ -329,6 +335,11 @@ typedef struct {
     uint64_t open_conflicts;
     uint32_t cursor_resets;
     int conflicts_listed; /* 0 if the server cannot list conflicts */
+    /* Round trips of the run: flights of requests, each sent after an
+     * answer arrived (Hello and what goes out behind it are one); 1 for a
+     * sync whose outbox fits one Push on a store that synced before. */
+    uint32_t round_trips;
+    uint32_t pull_requests; /* Pull requests sent (a streamed pull is one) */
 } ns_sync_stats;
 
 typedef void (*ns_sync_cb)(ns_client *c, const ns_error *err, const ns_sync_stats *st, void *ud);

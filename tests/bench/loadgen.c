@@ -3,8 +3,10 @@
  *
  * Every client is an ns_client on ONE libuv loop, this process's only
  * thread: the load is many devices' sessions multiplexed the way a real
- * server sees them, not one thread per client. It speaks only the public
- * libnapsync API (napsync.h).
+ * server sees them, not one thread per client. fanout alone spreads its
+ * subscribers over a few processes (--procs), a loop each, so that their
+ * own work on each page does not delay the others'. It speaks only the
+ * public libnapsync API (napsync.h).
  *
  *   napsync-loadgen push    -- N devices each create a plan as their
  *                              organisation's coordinator, then push
@@ -33,6 +35,15 @@
  *                              daemon has restarted): time until every
  *                              outbox is drained, and the round trips of
  *                              one well-behaved client pinging meanwhile
+ *   napsync-loadgen peer-prepare -- the records of a data set (tests/bench/
+ *                              peer.js gen) saved in a new store, queued
+ *   napsync-loadgen peer-push -- that store syncs its plan: time until the
+ *                              server has answered every queued change
+ *   napsync-loadgen peer-live -- one device watches the plan of a data set
+ *                              while a writer pushes its reports one at a
+ *                              time: from each push to the watcher's store
+ *                              (figure 6 compares these and catchup --store
+ *                              with PouchDB doing the same)
  *
  * Devices are certificates DIR/PREFIXnnnn.crt and .key (deploy/ca.sh device
  * DIR PREFIXnnnn), registered beforehand (napsync_register_device); with
@@ -56,6 +67,8 @@
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <uv.h>
@@ -75,7 +88,18 @@
 #define LG_PINGER_TIMEOUT_MS 120000
 #define LG_PLAN_FIELDS       5
 
-typedef enum { LG_PUSH, LG_SEED, LG_CATCHUP, LG_FANOUT, LG_CONNS, LG_STORM_PREP, LG_STORM } lg_mode;
+typedef enum {
+    LG_PUSH,
+    LG_SEED,
+    LG_CATCHUP,
+    LG_FANOUT,
+    LG_CONNS,
+    LG_STORM_PREP,
+    LG_STORM,
+    LG_PEER_PREP,
+    LG_PEER_PUSH,
+    LG_PEER_LIVE,
+} lg_mode;
 
 typedef struct {
     lg_mode mode;
@@ -104,28 +128,53 @@ typedef struct {
     const char *stores; /* fanout, storm: directory of the device stores */
     unsigned writes;    /* fanout: measured writes (one more warms up) */
     unsigned gap_ms;    /* fanout: pause after every subscriber has a write */
+    unsigned procs;     /* fanout: subscriber processes; 0: the online CPUs */
     unsigned window;    /* connects (or first syncs) in flight at once */
     unsigned ping_ms;   /* storm: the pinger's interval */
     double hold_s;      /* conns: idle time before the server's RSS is read */
+    const char *data;   /* peer modes: the records (peer.js gen's NAME.tsv) */
 } lg_opts;
 
 /* ---- small helpers -------------------------------------------------------------------------- */
+
+/* "napsync-loadgen: [WHAT: ]MESSAGE" on stderr (lg_die, and the *_fail
+ * functions of the modes before they stop their run). */
+static void lg_vsay(const char *what, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+static void lg_vsay(const char *what, const char *fmt, va_list ap)
+{
+    fputs("napsync-loadgen: ", stderr);
+    if (what != NULL)
+        fprintf(stderr, "%s: ", what);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
 
 static void lg_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void lg_die(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fputs("napsync-loadgen: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    lg_vsay(NULL, fmt, ap);
     va_end(ap);
     exit(2);
 }
 
+/* Closes a mode's loop once it has run dry; a handle still open there is a
+ * bug of the mode, said but not fatal (the results are in already). */
+static void lg_loop_close(uv_loop_t *loop)
+{
+    if (uv_loop_close(loop) != 0)
+        fprintf(stderr, "napsync-loadgen: the loop still had handles at the end\n");
+}
+
+/* CLOCK_MONOTONIC: one clock for every process of the machine (fanout's
+ * subscriber processes time deliveries that the parent's writer acked). */
 static uint64_t lg_now_ns(void)
 {
-    return uv_hrtime();
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 /* xoshiro256** seeded from the kernel: record ids need to be unique, not
@@ -407,9 +456,7 @@ static void lg_fail(lg_run *r, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fputs("napsync-loadgen: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    lg_vsay(NULL, fmt, ap);
     va_end(ap);
     if (!r->failed) {
         r->failed = true;
@@ -764,8 +811,7 @@ static int lg_cmd_push(const lg_opts *o)
         lg_print_push(&r, setup_s);
         rc = 0;
     }
-    if (uv_loop_close(&loop) != 0)
-        fprintf(stderr, "napsync-loadgen: the loop still had handles at the end\n");
+    lg_loop_close(&loop);
     free(r.lat.us);
     free(r.cl);
     lg_scratch_free();
@@ -884,8 +930,7 @@ static int lg_cmd_seed(const lg_opts *o)
         fprintf(stderr, "napsync-loadgen: seed: %" PRIu64 " of %" PRIu64 " changes applied\n",
                 r.applied_total, o->changes);
     }
-    if (uv_loop_close(&loop) != 0)
-        fprintf(stderr, "napsync-loadgen: the loop still had handles at the end\n");
+    lg_loop_close(&loop);
     lg_scratch_free();
     return rc;
 }
@@ -1011,8 +1056,7 @@ static int lg_cmd_catchup(const lg_opts *o)
     uv_run(&loop, UV_RUN_DEFAULT);
     ns_client_free(k.c);
     uv_run(&loop, UV_RUN_DEFAULT);
-    if (uv_loop_close(&loop) != 0)
-        fprintf(stderr, "napsync-loadgen: the loop still had handles at the end\n");
+    lg_loop_close(&loop);
     if (!k.ok)
         return 1;
     int rc = 0;
@@ -1079,16 +1123,283 @@ static bool lg_is_loss(const ns_error *e)
 
 /* ---- fanout mode ---------------------------------------------------------------------------- */
 
-typedef struct lg_fan lg_fan;
+/* The subscribers are spread over --procs processes (default: the online
+ * CPUs), forked before any loop or session exists, each with its own libuv
+ * loop and a contiguous share of the devices: one process applying 1,000
+ * pages one after the other (decrypt, decode, SQLite) delays the last
+ * subscriber by the sum of the others' work, whatever the server does. The
+ * parent runs the writer and the bookkeeping. Timestamps are CLOCK_MONOTONIC
+ * (lg_now_ns; libuv's loop time derives from it too), one clock for every
+ * process of the machine, so the parent compares its ack times with the
+ * children's delivery times directly.
+ *
+ * Parent to child, on a pipe: the plan's id (LG_UUID - 1 bytes) once the
+ * writer has created it, then end of file to stop. Child to parent, on
+ * another: fan_msg records, each whole (smaller than PIPE_BUF). */
+
+typedef enum { FAN_MSG_READY = 1, FAN_MSG_DELIVERY = 2, FAN_MSG_DISCONNECT = 3 } fan_msg_kind;
 
 typedef struct {
-    lg_fan *f;
+    uint32_t kind;       /* fan_msg_kind */
+    uint32_t sub;        /* the subscriber's index among all of them */
+    uint64_t record;     /* DELIVERY: records it had received before this one */
+    uint64_t applied_ns; /* DELIVERY: lg_now_ns at its NS_SYNC_CHANGES */
+    uint64_t arrived_ms; /* DELIVERY: its loop's time then (see fan_on_event) */
+} fan_msg;
+
+#define FAN_MAX_PROCS 256
+
+typedef struct lg_fanw lg_fanw;
+
+typedef struct {
+    lg_fanw *w;
     ns_client *c;
-    unsigned i;
+    unsigned i; /* among all subscribers */
     char name[72];
     bool caught_up; /* its first catch-up is done (a Subscribe follows) */
     uint64_t got;   /* records received since then: one per write */
 } lg_sub;
+
+typedef enum { FANW_WAITING, FANW_SUBSCRIBING, FANW_WATCHING, FANW_STOPPING } lg_fanw_phase;
+
+/* A subscriber process. */
+struct lg_fanw {
+    uv_loop_t *loop;
+    const lg_opts *o;
+    lg_fanw_phase phase;
+    int out;       /* to the parent (blocking) */
+    uv_pipe_t ctl; /* from the parent */
+    bool ctl_open;
+    char plan[LG_UUID];
+    size_t plan_len;
+    lg_sub *subs;
+    unsigned n, ready, next_start, window;
+    bool failed;
+};
+
+static void fanw_stop(lg_fanw *w);
+
+static void fanw_fail(lg_fanw *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fanw_fail(lg_fanw *w, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    lg_vsay("fanout", fmt, ap);
+    va_end(ap);
+    w->failed = true;
+    fanw_stop(w);
+}
+
+/* Ends every watch (each sync's callback then frees its client) and the
+ * parent's pipe; the loop then runs dry. */
+static void fanw_stop(lg_fanw *w)
+{
+    if (w->phase == FANW_STOPPING)
+        return;
+    w->phase = FANW_STOPPING;
+    if (w->ctl_open) {
+        w->ctl_open = false;
+        uv_close((uv_handle_t *)&w->ctl, NULL);
+    }
+    for (unsigned i = 0; i < w->n; i++) {
+        lg_sub *s = &w->subs[i];
+        if (s->c != NULL && i >= w->next_start) {
+            /* Never started: nothing runs on it. */
+            ns_client_free(s->c);
+            s->c = NULL;
+        } else if (s->c != NULL && ns_client_sync_stop(s->c) != NS_OK) {
+            ns_client_free(s->c);
+            s->c = NULL;
+        }
+    }
+}
+
+/* A blocking write: the parent reads all the time, and the timestamps are
+ * taken before. */
+static void fanw_send(lg_fanw *w, const fan_msg *m)
+{
+    const char *p = (const char *)m;
+    size_t left = sizeof(*m);
+    while (left > 0 && !w->failed) {
+        ssize_t k = write(w->out, p, left);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            fanw_fail(w, "writing to the parent: %s", strerror(errno));
+            return;
+        }
+        p += k;
+        left -= (size_t)k;
+    }
+}
+
+static void fanw_on_synced(ns_client *c, const ns_error *err, const ns_sync_stats *st, void *ud)
+{
+    (void)st;
+    lg_sub *s = ud;
+    if (s->w->phase != FANW_STOPPING)
+        fanw_fail(s->w, "subscriber %s: its watch ended: %s: %s", s->name,
+                  err ? ns_status_name(err->status) : "ok", err ? err->message : "");
+    ns_client_free(c);
+    s->c = NULL;
+}
+
+static void fanw_start_next(lg_fanw *w);
+
+static void fanw_on_event(ns_client *c, const ns_sync_event *ev, void *ud)
+{
+    (void)c;
+    lg_sub *s = ud;
+    lg_fanw *w = s->w;
+    if (w->phase == FANW_STOPPING)
+        return;
+    switch (ev->kind) {
+    case NS_SYNC_CAUGHT_UP:
+        if (s->caught_up)
+            break; /* after a reconnect */
+        s->caught_up = true;
+        if (++w->ready == w->n) {
+            w->phase = FANW_WATCHING;
+            fanw_send(w, &(fan_msg){.kind = FAN_MSG_READY});
+        } else {
+            fanw_start_next(w);
+        }
+        break;
+    case NS_SYNC_CHANGES: {
+        if (!s->caught_up)
+            break; /* the plan, in the first catch-up */
+        /* Applied: now. Arrived: the loop's time, which libuv sets when
+         * its poll returns, before this iteration's reads are decrypted,
+         * decoded and applied (1 ms resolution). */
+        fan_msg m = {.kind = FAN_MSG_DELIVERY,
+                     .sub = s->i,
+                     .applied_ns = lg_now_ns(),
+                     .arrived_ms = uv_now(w->loop)};
+        for (uint64_t k = 0; k < ev->count && !w->failed; k++) {
+            m.record = s->got++;
+            fanw_send(w, &m);
+        }
+        break;
+    }
+    case NS_SYNC_DISCONNECTED:
+        fprintf(stderr, "napsync-loadgen: subscriber %s disconnected: %s\n", s->name,
+                ev->err ? ev->err->message : "?");
+        fanw_send(w, &(fan_msg){.kind = FAN_MSG_DISCONNECT, .sub = s->i});
+        break;
+    default:
+        break;
+    }
+}
+
+/* Starts the next subscribers' watches, at most its window catching up at once. */
+static void fanw_start_next(lg_fanw *w)
+{
+    while (w->phase == FANW_SUBSCRIBING && w->next_start < w->n &&
+           w->next_start - w->ready < w->window) {
+        lg_sub *s = &w->subs[w->next_start++];
+        const char *plans[1] = {w->plan};
+        ns_sync_options so = {
+            .plan_ids = plans, .nplans = 1, .watch = 1, .on_event = fanw_on_event, .event_ud = s};
+        ns_error err;
+        if (ns_client_sync(s->c, &so, fanw_on_synced, s, &err) != NS_OK) {
+            fanw_fail(w, "subscriber %s: sync: %s", s->name, err.message);
+            return;
+        }
+    }
+}
+
+static void fanw_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    lg_fanw *w = h->data;
+    /* The plan's id, then nothing: room for one byte more shows a surplus. */
+    buf->base = w->plan + w->plan_len;
+    buf->len = LG_UUID - w->plan_len;
+}
+
+static void fanw_on_ctl(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    (void)buf;
+    lg_fanw *w = st->data;
+    if (nread == 0 || w->phase == FANW_STOPPING)
+        return;
+    if (nread < 0) {
+        /* End of file: the parent is done (or gone). */
+        if (w->phase != FANW_WATCHING)
+            fanw_fail(w, "the parent ended the run before it began (%s)", uv_strerror((int)nread));
+        else
+            fanw_stop(w);
+        return;
+    }
+    w->plan_len += (size_t)nread;
+    if (w->phase != FANW_WAITING || w->plan_len >= LG_UUID) {
+        fanw_fail(w, "unexpected bytes from the parent");
+        return;
+    }
+    if (w->plan_len < LG_UUID - 1)
+        return;
+    w->plan[LG_UUID - 1] = '\0';
+    if (!lg_is_uuid(w->plan)) {
+        fanw_fail(w, "the parent's plan id is no UUID");
+        return;
+    }
+    w->phase = FANW_SUBSCRIBING;
+    fanw_start_next(w);
+}
+
+/* A subscriber process's life: subscribers first .. first + n - 1; never
+ * returns. in and out are its ends of the two pipes. */
+static void fanw_main(const lg_opts *o, unsigned first, unsigned n, unsigned window, int in,
+                      int out) __attribute__((noreturn));
+static void fanw_main(const lg_opts *o, unsigned first, unsigned n, unsigned window, int in,
+                      int out)
+{
+    uv_loop_t loop;
+    if (uv_loop_init(&loop) != 0)
+        lg_die("uv_loop_init failed");
+    lg_fanw w = {.loop = &loop, .o = o, .out = out, .n = n, .window = window};
+    w.subs = calloc(n, sizeof(*w.subs));
+    if (w.subs == NULL)
+        lg_die("out of memory");
+    if (uv_pipe_init(&loop, &w.ctl, 0) != 0 || uv_pipe_open(&w.ctl, in) != 0)
+        lg_die("fanout: the parent's pipe");
+    w.ctl.data = &w;
+    w.ctl_open = true;
+    if (uv_read_start((uv_stream_t *)&w.ctl, fanw_alloc, fanw_on_ctl) != 0)
+        lg_die("fanout: reading the parent's pipe");
+    for (unsigned k = 0; k < n; k++) {
+        lg_sub *s = &w.subs[k];
+        s->w = &w;
+        s->i = first + k;
+        lg_device_name(o, s->i, s->name, sizeof(s->name));
+        char store[LG_PATH];
+        lg_store_path(o, "fan", s->i, store);
+        s->c = lg_client_new(o, &loop, s->name, store);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    lg_loop_close(&loop);
+    free(w.subs);
+    close(out);
+    exit(w.failed ? 1 : 0);
+}
+
+/* The parent: the writer and the bookkeeping. */
+
+typedef struct lg_fan lg_fan;
+
+typedef struct {
+    lg_fan *f;
+    unsigned k;
+    pid_t pid;
+    int ctl;   /* to the child; closed: stop */
+    int in_fd; /* from the child, then read through in */
+    uv_pipe_t in;
+    bool in_open, ready;
+    unsigned first, n;
+    unsigned char buf[sizeof(fan_msg)];
+    size_t have;
+    double cpu0, cpu;
+} lg_fanproc;
 
 typedef enum { FAN_SETUP, FAN_SUBSCRIBING, FAN_WRITING, FAN_STOPPING } lg_fan_phase;
 
@@ -1098,16 +1409,18 @@ struct lg_fan {
     lg_fan_phase phase;
     ns_client *wc; /* the writer */
     char plan[LG_UUID];
-    lg_sub *subs;
-    unsigned n, ready, next_start;
+    lg_fanproc *procs;
+    unsigned nprocs, ready;
+    unsigned n;       /* subscribers */
+    uint64_t *got;    /* per subscriber: records it reported since its catch-up */
     uv_timer_t timer; /* settle, the pause between writes, and each write's deadline */
     bool timer_open;
     unsigned total; /* writes: one to warm up, then the measured ones */
     unsigned write; /* the write in progress */
     bool acked;
-    unsigned delivered; /* subscribers that have the write in progress */
-    uint64_t *ack_ns, *ack_ms;
-    uint64_t *deliv_ns, *deliv_ms; /* [write * n + subscriber] */
+    unsigned delivered;            /* subscribers that have the write in progress */
+    uint64_t *ack_ns;              /* lg_now_ns in the writer's push callback */
+    uint64_t *deliv_ns, *deliv_ms; /* [write * n + subscriber]: fan_msg's times */
     uint64_t t0, t_ready, t_first, t_last;
     double cpu0, srv_cpu0, cpu, srv_cpu;
     uint32_t disconnects;
@@ -1121,9 +1434,7 @@ static void fan_fail(lg_fan *f, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fputs("napsync-loadgen: fanout: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    lg_vsay("fanout", fmt, ap);
     va_end(ap);
     if (!f->failed) {
         f->failed = true;
@@ -1131,8 +1442,9 @@ static void fan_fail(lg_fan *f, const char *fmt, ...)
     }
 }
 
-/* Ends every watch (each sync's callback then frees its client), the
- * writer's session and the timer. */
+/* Tells every subscriber process to stop (end of file on its pipe: it ends
+ * its watches and exits; its own pipe then ends too), ends the writer's
+ * session and the timer. */
 static void fan_stop(lg_fan *f)
 {
     if (f->phase == FAN_STOPPING)
@@ -1142,15 +1454,10 @@ static void fan_stop(lg_fan *f)
         f->timer_open = false;
         uv_close((uv_handle_t *)&f->timer, NULL);
     }
-    for (unsigned i = 0; i < f->n; i++) {
-        lg_sub *s = &f->subs[i];
-        if (s->c != NULL && i >= f->next_start) {
-            /* Never started: nothing runs on it. */
-            ns_client_free(s->c);
-            s->c = NULL;
-        } else if (s->c != NULL && ns_client_sync_stop(s->c) != NS_OK) {
-            ns_client_free(s->c);
-            s->c = NULL;
+    for (unsigned k = 0; k < f->nprocs; k++) {
+        if (f->procs[k].ctl >= 0) {
+            close(f->procs[k].ctl);
+            f->procs[k].ctl = -1;
         }
     }
     if (f->wc != NULL) {
@@ -1159,17 +1466,6 @@ static void fan_stop(lg_fan *f)
         if (ns_client_disconnect(c, lg_on_closed, NULL) != NS_OK)
             ns_client_free(c);
     }
-}
-
-static void fan_on_synced(ns_client *c, const ns_error *err, const ns_sync_stats *st, void *ud)
-{
-    (void)st;
-    lg_sub *s = ud;
-    if (s->f->phase != FAN_STOPPING)
-        fan_fail(s->f, "subscriber %s: its watch ended: %s: %s", s->name,
-                 err ? ns_status_name(err->status) : "ok", err ? err->message : "");
-    ns_client_free(c);
-    s->c = NULL;
 }
 
 static void fan_write(lg_fan *f);
@@ -1193,6 +1489,8 @@ static void fan_write_done(lg_fan *f)
     if (f->write + 1 == f->total) {
         f->t_last = lg_now_ns();
         f->cpu = lg_self_cpu_s() - f->cpu0;
+        for (unsigned k = 0; k < f->nprocs; k++)
+            f->procs[k].cpu = lg_proc_cpu_s(f->procs[k].pid) - f->procs[k].cpu0;
         if (f->o->server_pid > 0)
             f->srv_cpu = lg_proc_cpu_s(f->o->server_pid) - f->srv_cpu0;
         fan_stop(f);
@@ -1220,7 +1518,6 @@ static void fan_on_ack(ns_client *c, const ns_error *err, const ns_mutation_resu
         return;
     }
     f->ack_ns[f->write] = now;
-    f->ack_ms[f->write] = uv_now(f->loop);
     f->acked = true;
     if (f->delivered == f->n)
         fan_write_done(f);
@@ -1234,6 +1531,8 @@ static void fan_write(lg_fan *f)
         /* The measured writes begin. */
         f->t_first = lg_now_ns();
         f->cpu0 = lg_self_cpu_s();
+        for (unsigned k = 0; k < f->nprocs; k++)
+            f->procs[k].cpu0 = lg_proc_cpu_s(f->procs[k].pid);
         if (f->o->server_pid > 0)
             f->srv_cpu0 = lg_proc_cpu_s(f->o->server_pid);
     }
@@ -1256,73 +1555,90 @@ static void fan_on_settled(uv_timer_t *t)
     fan_write(f);
 }
 
-static void fan_start_next(lg_fan *f);
-
-static void fan_on_event(ns_client *c, const ns_sync_event *ev, void *ud)
+/* One message of subscriber process p. */
+static void fan_on_msg(lg_fan *f, lg_fanproc *p, const fan_msg *m)
 {
-    (void)c;
-    lg_sub *s = ud;
-    lg_fan *f = s->f;
     if (f->phase == FAN_STOPPING)
         return;
-    switch (ev->kind) {
-    case NS_SYNC_CAUGHT_UP:
-        if (s->caught_up)
-            break; /* after a reconnect */
-        s->caught_up = true;
-        if (++f->ready == f->n) {
+    switch (m->kind) {
+    case FAN_MSG_READY:
+        if (f->phase != FAN_SUBSCRIBING || p->ready) {
+            fan_fail(f, "subscriber process %u: ready out of turn", p->k);
+            return;
+        }
+        p->ready = true;
+        if (++f->ready == f->nprocs) {
             /* Give the last Subscribes time to be acknowledged; the
              * warm-up write then proves every subscription live. */
             f->t_ready = lg_now_ns();
-            fprintf(stderr, "napsync-loadgen: %u subscribers caught up; writing\n", f->n);
+            fprintf(stderr, "napsync-loadgen: %u subscribers caught up in %u processes; writing\n",
+                    f->n, f->nprocs);
             uv_timer_start(&f->timer, fan_on_settled, 500, 0);
-        } else {
-            fan_start_next(f);
         }
-        break;
-    case NS_SYNC_CHANGES:
-        if (!s->caught_up)
-            break; /* the plan, in the first catch-up */
-        for (uint64_t k = 0; k < ev->count; k++) {
-            uint64_t w = s->got++;
-            if (f->phase != FAN_WRITING || w > f->write) {
-                fan_fail(f, "subscriber %s received a record no write made (record %" PRIu64 ")",
-                         s->name, w);
-                return;
-            }
-            f->deliv_ns[w * f->n + s->i] = lg_now_ns();
-            f->deliv_ms[w * f->n + s->i] = uv_now(f->loop);
-            if (w == f->write)
-                f->delivered++;
-        }
-        if (f->delivered == f->n && f->acked)
-            fan_write_done(f);
-        break;
-    case NS_SYNC_DISCONNECTED:
+        return;
+    case FAN_MSG_DISCONNECT:
         f->disconnects++;
-        fprintf(stderr, "napsync-loadgen: subscriber %s disconnected: %s\n", s->name,
-                ev->err ? ev->err->message : "?");
+        return;
+    case FAN_MSG_DELIVERY:
         break;
     default:
-        break;
+        fan_fail(f, "subscriber process %u: unknown message %" PRIu32, p->k, m->kind);
+        return;
     }
+    if (m->sub < p->first || m->sub - p->first >= p->n) {
+        fan_fail(f, "subscriber process %u: a delivery to subscriber %" PRIu32 ", not its own",
+                 p->k, m->sub);
+        return;
+    }
+    uint64_t w = m->record;
+    if (f->phase != FAN_WRITING || w > f->write) {
+        fan_fail(f, "subscriber %" PRIu32 " received a record no write made (record %" PRIu64 ")",
+                 m->sub, w);
+        return;
+    }
+    if (w != f->got[m->sub]) {
+        fan_fail(f, "subscriber %" PRIu32 ": record %" PRIu64 " reported after %" PRIu64, m->sub, w,
+                 f->got[m->sub]);
+        return;
+    }
+    f->got[m->sub]++;
+    f->deliv_ns[w * f->n + m->sub] = m->applied_ns;
+    f->deliv_ms[w * f->n + m->sub] = m->arrived_ms;
+    if (w == f->write && ++f->delivered == f->n && f->acked)
+        fan_write_done(f);
 }
 
-/* Starts the next subscribers' watches, at most --window catching up at once. */
-static void fan_start_next(lg_fan *f)
+static void fan_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
-    while (f->phase == FAN_SUBSCRIBING && f->next_start < f->n &&
-           f->next_start - f->ready < f->o->window) {
-        lg_sub *s = &f->subs[f->next_start++];
-        const char *plans[1] = {f->plan};
-        ns_sync_options so = {
-            .plan_ids = plans, .nplans = 1, .watch = 1, .on_event = fan_on_event, .event_ud = s};
-        ns_error err;
-        if (ns_client_sync(s->c, &so, fan_on_synced, s, &err) != NS_OK) {
-            fan_fail(f, "subscriber %s: sync: %s", s->name, err.message);
-            return;
-        }
+    (void)suggested;
+    lg_fanproc *p = h->data;
+    /* Up to the end of the message being assembled: each is handled as it
+     * completes. */
+    buf->base = (char *)p->buf + p->have;
+    buf->len = sizeof(p->buf) - p->have;
+}
+
+static void fan_on_child(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    (void)buf;
+    lg_fanproc *p = st->data;
+    lg_fan *f = p->f;
+    if (nread == 0)
+        return;
+    if (nread < 0) {
+        p->in_open = false;
+        uv_close((uv_handle_t *)&p->in, NULL);
+        if (f->phase != FAN_STOPPING)
+            fan_fail(f, "subscriber process %u (pid %ld) ended early", p->k, (long)p->pid);
+        return;
     }
+    p->have += (size_t)nread;
+    if (p->have < sizeof(p->buf))
+        return;
+    fan_msg m;
+    memcpy(&m, p->buf, sizeof(m));
+    p->have = 0;
+    fan_on_msg(f, p, &m);
 }
 
 static void fan_on_plan(ns_client *c, const ns_error *err, const ns_mutation_result *rs, size_t n,
@@ -1337,7 +1653,14 @@ static void fan_on_plan(ns_client *c, const ns_error *err, const ns_mutation_res
         return;
     }
     f->phase = FAN_SUBSCRIBING;
-    fan_start_next(f);
+    /* The subscribers may begin: 36 bytes, far below PIPE_BUF, on a pipe
+     * nobody has written to yet, so the write completes at once. */
+    for (unsigned k = 0; k < f->nprocs; k++) {
+        if (write(f->procs[k].ctl, f->plan, LG_UUID - 1) != LG_UUID - 1) {
+            fan_fail(f, "subscriber process %u: sending the plan: %s", k, strerror(errno));
+            return;
+        }
+    }
 }
 
 static void fan_on_writer(ns_client *c, const ns_error *err, void *ud)
@@ -1360,86 +1683,172 @@ static void fan_on_writer(ns_client *c, const ns_error *err, void *ud)
 
 static void fan_print(lg_fan *f)
 {
-    lg_lat applied = {0}, received = {0}, last = {0};
+    lg_lat delivered = {0}, arrived = {0}, last = {0}, arrived_last = {0};
     unsigned before_ack = 0;
     for (unsigned w = 1; w < f->total; w++) {
-        uint64_t worst = 0;
+        uint64_t worst = 0, worst_seen = 0, a = f->ack_ns[w];
         for (unsigned i = 0; i < f->n; i++) {
-            uint64_t d = f->deliv_ns[(size_t)w * f->n + i], a = f->ack_ns[w];
-            uint64_t dm = f->deliv_ms[(size_t)w * f->n + i], am = f->ack_ms[w];
+            uint64_t d = f->deliv_ns[(size_t)w * f->n + i];
+            /* The loop's millisecond, by its middle, and no later than the
+             * delivery that followed it. */
+            uint64_t seen = f->deliv_ms[(size_t)w * f->n + i] * 1000000u + 500000u;
+            if (seen > d)
+                seen = d;
             if (d < a)
                 before_ack++;
-            uint64_t lat = d > a ? d - a : 0;
-            lg_lat_add(&applied, lat);
-            lg_lat_add(&received, dm > am ? (dm - am) * 1000000u : 0);
+            uint64_t lat = d > a ? d - a : 0, lat_seen = seen > a ? seen - a : 0;
+            lg_lat_add(&delivered, lat);
+            lg_lat_add(&arrived, lat_seen);
             if (lat > worst)
                 worst = lat;
+            if (lat_seen > worst_seen)
+                worst_seen = lat_seen;
         }
         lg_lat_add(&last, worst);
+        lg_lat_add(&arrived_last, worst_seen);
     }
-    double secs = (double)(f->t_last - f->t_first) / 1e9;
-    printf("mode=fanout subscribers=%u devices=%u writes=%u deliveries=%zu", f->n,
-           f->o->devices ? f->o->devices : f->n, f->total - 1, applied.n);
-    lg_print_pcts(&applied, "applied");
-    lg_print_pcts(&received, "received");
+    double secs = (double)(f->t_last - f->t_first) / 1e9, total_cpu = f->cpu;
+    printf("mode=fanout subscribers=%u devices=%u procs=%u writes=%u deliveries=%zu", f->n,
+           f->o->devices ? f->o->devices : f->n, f->nprocs, f->total - 1, delivered.n);
+    lg_print_pcts(&delivered, "delivered");
+    lg_print_pcts(&arrived, "arrived");
     lg_print_pcts(&last, "last");
-    printf(" before_ack=%u disconnects=%u setup_s=%.2f seconds=%.3f loadgen_cpu_s=%.2f"
-           " server_cpu_s=%.2f\n",
-           before_ack, f->disconnects, (double)(f->t_ready - f->t0) / 1e9, secs, f->cpu,
+    lg_print_pcts(&arrived_last, "arrived_last");
+    printf(" before_ack=%u disconnects=%u setup_s=%.2f seconds=%.3f writer_cpu_s=%.2f"
+           " subscriber_cpu_s=",
+           before_ack, f->disconnects, (double)(f->t_ready - f->t0) / 1e9, secs, f->cpu);
+    for (unsigned k = 0; k < f->nprocs; k++) {
+        printf("%s%.2f", k ? "," : "", f->procs[k].cpu);
+        total_cpu += f->procs[k].cpu;
+    }
+    printf(" loadgen_cpu_s=%.2f server_cpu_s=%.2f\n", total_cpu,
            f->o->server_pid > 0 ? f->srv_cpu : -1.0);
-    free(applied.us);
-    free(received.us);
+    free(delivered.us);
+    free(arrived.us);
     free(last.us);
+    free(arrived_last.us);
+}
+
+/* Forks the subscriber processes: f->procs filled, the parent's ends of
+ * their pipes kept (and closed in every later child). */
+static void fan_fork(lg_fan *f)
+{
+    unsigned per = f->n / f->nprocs, extra = f->n % f->nprocs, first = 0;
+    unsigned window = f->o->window / f->nprocs;
+    if (window == 0)
+        window = 1;
+    fflush(stdout);
+    fflush(stderr);
+    for (unsigned k = 0; k < f->nprocs; k++) {
+        lg_fanproc *p = &f->procs[k];
+        int down[2], up[2];
+        if (pipe(down) != 0 || pipe(up) != 0)
+            lg_die("fanout: pipe: %s", strerror(errno));
+        p->f = f;
+        p->k = k;
+        p->first = first;
+        p->n = per + (k < extra ? 1 : 0);
+        first += p->n;
+        p->pid = fork();
+        if (p->pid < 0)
+            lg_die("fanout: fork: %s", strerror(errno));
+        if (p->pid == 0) {
+            for (unsigned j = 0; j < k; j++) {
+                close(f->procs[j].ctl);
+                close(f->procs[j].in_fd);
+            }
+            close(down[1]);
+            close(up[0]);
+            fanw_main(f->o, p->first, p->n, window, down[0], up[1]);
+        }
+        close(down[0]);
+        close(up[1]);
+        p->ctl = down[1];
+        p->in_fd = up[0];
+    }
+}
+
+/* Waits for every subscriber process; false unless each exited 0. */
+static bool fan_reap(lg_fan *f)
+{
+    bool ok = true;
+    for (unsigned k = 0; k < f->nprocs; k++) {
+        int st;
+        pid_t r;
+        do
+            r = waitpid(f->procs[k].pid, &st, 0);
+        while (r < 0 && errno == EINTR);
+        if (r < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+            fprintf(stderr, "napsync-loadgen: fanout: subscriber process %u (pid %ld) failed\n", k,
+                    (long)f->procs[k].pid);
+            ok = false;
+        }
+    }
+    return ok;
 }
 
 static int lg_cmd_fanout(const lg_opts *o)
 {
-    uv_loop_t loop;
-    if (uv_loop_init(&loop) != 0)
-        lg_die("uv_loop_init failed");
-    lg_fan f = {.loop = &loop, .o = o, .n = o->clients, .total = o->writes + 1};
-    f.subs = calloc(f.n, sizeof(*f.subs));
-    f.ack_ns = calloc(f.total, sizeof(uint64_t));
-    f.ack_ms = calloc(f.total, sizeof(uint64_t));
-    f.deliv_ns = calloc((size_t)f.total * f.n, sizeof(uint64_t));
-    f.deliv_ms = calloc((size_t)f.total * f.n, sizeof(uint64_t));
-    if (!f.subs || !f.ack_ns || !f.ack_ms || !f.deliv_ns || !f.deliv_ms)
-        lg_die("out of memory");
-    lg_scratch_init(1);
-    if (uv_timer_init(&loop, &f.timer) != 0)
-        lg_die("uv_timer_init failed");
-    f.timer.data = &f;
-    f.timer_open = true;
-    f.t0 = lg_now_ns();
+    lg_fan f = {.o = o, .n = o->clients, .total = o->writes + 1};
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    f.nprocs = o->procs ? o->procs : (cpus > 0 ? (unsigned)cpus : 1);
+    if (f.nprocs > FAN_MAX_PROCS)
+        f.nprocs = FAN_MAX_PROCS;
+    if (f.nprocs > f.n)
+        f.nprocs = f.n;
     for (unsigned i = 0; i < f.n; i++) {
-        lg_sub *s = &f.subs[i];
-        s->f = &f;
-        s->i = i;
-        lg_device_name(o, i, s->name, sizeof(s->name));
         char store[LG_PATH];
         lg_store_path(o, "fan", i, store);
         struct stat sb;
         if (stat(store, &sb) == 0)
             lg_die("fanout: %s exists: the stores must be new", store);
-        s->c = lg_client_new(o, &loop, s->name, store);
     }
+    f.procs = calloc(f.nprocs, sizeof(*f.procs));
+    f.got = calloc(f.n, sizeof(uint64_t));
+    f.ack_ns = calloc(f.total, sizeof(uint64_t));
+    f.deliv_ns = calloc((size_t)f.total * f.n, sizeof(uint64_t));
+    f.deliv_ms = calloc((size_t)f.total * f.n, sizeof(uint64_t));
+    if (!f.procs || !f.got || !f.ack_ns || !f.deliv_ns || !f.deliv_ms)
+        lg_die("out of memory");
+    f.t0 = lg_now_ns();
+    /* Before any loop, session or thread exists in this process. */
+    fan_fork(&f);
+
+    uv_loop_t loop;
+    if (uv_loop_init(&loop) != 0)
+        lg_die("uv_loop_init failed");
+    f.loop = &loop;
+    for (unsigned k = 0; k < f.nprocs; k++) {
+        lg_fanproc *p = &f.procs[k];
+        if (uv_pipe_init(&loop, &p->in, 0) != 0 || uv_pipe_open(&p->in, p->in_fd) != 0)
+            lg_die("fanout: a subscriber process's pipe");
+        p->in.data = p;
+        p->in_open = true;
+        if (uv_read_start((uv_stream_t *)&p->in, fan_alloc, fan_on_child) != 0)
+            lg_die("fanout: reading a subscriber process's pipe");
+    }
+    lg_scratch_init(1);
+    if (uv_timer_init(&loop, &f.timer) != 0)
+        lg_die("uv_timer_init failed");
+    f.timer.data = &f;
+    f.timer_open = true;
     f.wc = lg_client_new(o, &loop, o->writer, NULL);
     ns_error err;
     if (ns_client_connect(f.wc, fan_on_writer, &f, &err) != NS_OK)
         fan_fail(&f, "the writer: connect: %s", err.message);
     uv_run(&loop, UV_RUN_DEFAULT);
+    bool reaped = fan_reap(&f);
     int rc = 1;
-    if (!f.failed && f.t_last != 0) {
+    if (!f.failed && reaped && f.t_last != 0) {
         fan_print(&f);
         rc = 0;
-    } else if (!f.failed) {
+    } else if (!f.failed && reaped) {
         fprintf(stderr, "napsync-loadgen: fanout: ended before the last write was delivered\n");
     }
-    if (uv_loop_close(&loop) != 0)
-        fprintf(stderr, "napsync-loadgen: the loop still had handles at the end\n");
-    free(f.subs);
+    lg_loop_close(&loop);
+    free(f.procs);
+    free(f.got);
     free(f.ack_ns);
-    free(f.ack_ms);
     free(f.deliv_ns);
     free(f.deliv_ms);
     lg_scratch_free();
@@ -1492,9 +1901,7 @@ static void conns_fail(lg_conns *r, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fputs("napsync-loadgen: conns: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    lg_vsay("conns", fmt, ap);
     va_end(ap);
     if (!r->failed) {
         r->failed = true;
@@ -1656,8 +2063,7 @@ static int lg_cmd_conns(const lg_opts *o)
                 " (%u on the first connect): expected all, and none\n",
                 r.resumed[1], r.n, r.resumed[0]);
     }
-    if (uv_loop_close(&loop) != 0)
-        fprintf(stderr, "napsync-loadgen: the loop still had handles at the end\n");
+    lg_loop_close(&loop);
     free(r.lat[0].us);
     free(r.lat[1].us);
     free(r.s);
@@ -1720,9 +2126,7 @@ static void storm_fail(lg_storm *r, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "napsync-loadgen: %s: ", r->prepare ? "storm-prepare" : "storm");
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    lg_vsay(r->prepare ? "storm-prepare" : "storm", fmt, ap);
     va_end(ap);
     if (!r->failed) {
         r->failed = true;
@@ -2050,12 +2454,510 @@ static int lg_cmd_storm(const lg_opts *o, bool prepare)
         fprintf(stderr, "napsync-loadgen: %s: %u of %u devices done\n",
                 prepare ? "storm-prepare" : "storm", r.done, r.n);
     }
-    if (uv_loop_close(&loop) != 0)
-        fprintf(stderr, "napsync-loadgen: the loop still had handles at the end\n");
+    lg_loop_close(&loop);
     free(r.drain.us);
     free(r.ping_before.us);
     free(r.ping_during.us);
     free(r.d);
+    return rc;
+}
+
+/* ---- peer modes: the records of figure 6 ---------------------------------------------------- */
+
+/* A data set of tests/bench/peer.js gen (NAME.tsv), the records PouchDB
+ * gets as documents: one a line, its entity type, its id and its
+ * FIELD:KIND=VALUE assignments (ns_client_put's form), tab-separated. The
+ * file is read whole and split in place. */
+#define LG_REC_MAX_FIELDS 16
+#define LG_DATA_MAX_BYTES ((size_t)512 << 20)
+
+typedef struct {
+    const char *entity_type;
+    const char *id;
+    char *assign[LG_REC_MAX_FIELDS];
+    size_t n;
+} lg_rec;
+
+typedef struct {
+    char *buf;    /* the file, owned; every pointer of recs points into it */
+    lg_rec *recs; /* owned */
+    size_t n;
+} lg_data;
+
+static void lg_data_load(const char *path, lg_data *d)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        lg_die("--data %s: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0 || sb.st_size <= 0 || (uint64_t)sb.st_size > LG_DATA_MAX_BYTES)
+        lg_die("--data %s: unreadable, empty or larger than %zu MiB", path,
+               LG_DATA_MAX_BYTES >> 20);
+    size_t len = (size_t)sb.st_size, lines = 1;
+    d->buf = malloc(len + 1);
+    if (d->buf == NULL)
+        lg_die("out of memory for --data");
+    if (fread(d->buf, 1, len, f) != len)
+        lg_die("--data %s: short read", path);
+    fclose(f);
+    d->buf[len] = '\0';
+    if (memchr(d->buf, '\0', len) != NULL)
+        lg_die("--data %s: not text", path);
+    for (size_t i = 0; i < len; i++)
+        lines += d->buf[i] == '\n';
+    d->recs = calloc(lines, sizeof(*d->recs));
+    if (d->recs == NULL)
+        lg_die("out of memory for --data");
+    d->n = 0;
+    for (char *p = d->buf; *p != '\0';) {
+        char *nl = strchr(p, '\n'), *next = nl ? nl + 1 : p + strlen(p);
+        if (nl)
+            *nl = '\0';
+        if (*p != '\0') {
+            lg_rec *r = &d->recs[d->n];
+            char *cols[LG_REC_MAX_FIELDS + 2];
+            size_t nc = 0;
+            for (char *q = p;;) {
+                if (nc == LG_REC_MAX_FIELDS + 2)
+                    lg_die("--data %s: record %zu has more than %d fields", path, d->n + 1,
+                           LG_REC_MAX_FIELDS);
+                cols[nc++] = q;
+                char *tab = strchr(q, '\t');
+                if (tab == NULL)
+                    break;
+                *tab = '\0';
+                q = tab + 1;
+            }
+            if (nc < 3 || !lg_is_uuid(cols[1]))
+                lg_die("--data %s: record %zu: entity type, a lowercase UUID and fields expected",
+                       path, d->n + 1);
+            r->entity_type = cols[0];
+            r->id = cols[1];
+            r->n = nc - 2;
+            memcpy(r->assign, cols + 2, r->n * sizeof(*r->assign));
+            d->n++;
+        }
+        p = next;
+    }
+    if (d->n == 0 || strcmp(d->recs[0].entity_type, "plan") != 0)
+        lg_die("--data %s: the first record must be the plan", path);
+}
+
+static void lg_data_free(lg_data *d)
+{
+    free(d->recs);
+    free(d->buf);
+}
+
+/* Record r as a create for ns_client_push_batch: splits each FIELD:KIND=VALUE
+ * in place (so the record cannot be put afterwards); fv holds
+ * LG_REC_MAX_FIELDS views and is the mutation's storage. */
+static ns_mutation lg_rec_mutation(lg_rec *r, ns_field_view *fv)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        char *a = r->assign[i], *colon = strchr(a, ':'), *eq = colon ? strchr(colon, '=') : NULL;
+        if (eq == NULL)
+            lg_die("--data: record %s: \"%s\" is not FIELD:KIND=VALUE", r->id, a);
+        *colon = *eq = '\0';
+        fv[i] = (ns_field_view){.name = a, .kind = colon + 1, .value = eq + 1};
+    }
+    return (ns_mutation){.entity_type = r->entity_type,
+                         .record_id = r->id,
+                         .op = NS_MUTATION_CREATE,
+                         .fields = fv,
+                         .nfields = r->n};
+}
+
+/* peer-prepare: every record of --data saved in a new store (ns_client_put,
+ * as an application saves its edits), queued for the server. Not timed by
+ * the figure: PouchDB's documents are written into its local database
+ * before its replication too. */
+static int lg_cmd_peer_prepare(const lg_opts *o)
+{
+    struct stat sb;
+    if (stat(o->store, &sb) == 0)
+        lg_die("peer-prepare: --store %s exists: the store must be new", o->store);
+    lg_data d;
+    lg_data_load(o->data, &d);
+    uv_loop_t loop;
+    if (uv_loop_init(&loop) != 0)
+        lg_die("uv_loop_init failed");
+    ns_client *c = lg_client_new(o, &loop, o->device, o->store);
+    uint64_t t0 = lg_now_ns();
+    for (size_t i = 0; i < d.n; i++) {
+        const lg_rec *r = &d.recs[i];
+        ns_edit_result res;
+        ns_error err;
+        if (ns_client_put(c, r->entity_type, r->id, (const char *const *)r->assign, r->n, &res,
+                          &err) != NS_OK)
+            lg_die("peer-prepare: record %zu (%s %s): %s", i + 1, r->entity_type, r->id,
+                   err.message);
+    }
+    double secs = (double)(lg_now_ns() - t0) / 1e9;
+    ns_sync_status st;
+    ns_error err;
+    if (ns_client_status(c, &st, &err) != NS_OK)
+        lg_die("peer-prepare: status: %s", err.message);
+    ns_client_free(c);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    lg_loop_close(&loop);
+    int rc = st.pending == d.n ? 0 : 1;
+    if (rc)
+        fprintf(stderr, "napsync-loadgen: peer-prepare: %zu records put, %" PRIu64 " pending\n",
+                d.n, st.pending);
+    printf("mode=peer-prepare records=%zu pending=%" PRIu64 " seconds=%.3f\n", d.n, st.pending,
+           secs);
+    lg_data_free(&d);
+    return rc;
+}
+
+/* peer-push: a store whose outbox holds --expect changes (peer-prepare)
+ * syncs its plan once, as `napsync sync --plan` does: connect, push the
+ * outbox (batches of up to 1,000 changes, one in flight), then pull back.
+ * Timed from the sync's call (before the connection) to the answer of the
+ * push that leaves nothing pending: each answer comes after the server's
+ * COMMIT, so every change is durable there. */
+typedef struct {
+    const lg_opts *o;
+    ns_client *c;
+    uint64_t t0, t_pushed, t_done;
+    uint64_t pushed, rejected;
+    ns_sync_status st;
+    double cpu0, cpu1, srv0, srv1;
+    bool ok;
+} lg_ppush;
+
+static void ppush_on_event(ns_client *c, const ns_sync_event *ev, void *ud)
+{
+    (void)c;
+    lg_ppush *k = ud;
+    if (ev->kind != NS_SYNC_PUSHED)
+        return;
+    k->pushed += ev->count;
+    k->rejected += ev->rejected;
+    if (k->t_pushed == 0 && k->pushed >= k->o->expect) {
+        k->t_pushed = lg_now_ns();
+        k->cpu1 = lg_self_cpu_s();
+        if (k->o->server_pid > 0)
+            k->srv1 = lg_proc_cpu_s(k->o->server_pid);
+    }
+}
+
+static void ppush_on_synced(ns_client *c, const ns_error *err, const ns_sync_stats *st, void *ud)
+{
+    (void)st;
+    lg_ppush *k = ud;
+    k->t_done = lg_now_ns();
+    ns_error e;
+    if (err)
+        fprintf(stderr, "napsync-loadgen: peer-push: sync: %s: %s\n", ns_status_name(err->status),
+                err->message);
+    else if (ns_client_status(c, &k->st, &e) != NS_OK)
+        fprintf(stderr, "napsync-loadgen: peer-push: status: %s\n", e.message);
+    else
+        k->ok = true;
+    (void)ns_client_disconnect(c, NULL, NULL);
+}
+
+static int lg_cmd_peer_push(const lg_opts *o)
+{
+    uv_loop_t loop;
+    if (uv_loop_init(&loop) != 0)
+        lg_die("uv_loop_init failed");
+    struct stat sb;
+    if (stat(o->store, &sb) != 0)
+        lg_die("peer-push: --store %s: %s (peer-prepare makes it)", o->store, strerror(errno));
+    lg_ppush k = {.o = o};
+    k.c = lg_client_new(o, &loop, o->device, o->store);
+    const char *plans[1] = {o->plan};
+    ns_sync_options so = {
+        .plan_ids = plans, .nplans = 1, .on_event = ppush_on_event, .event_ud = &k};
+    ns_error err;
+    k.cpu0 = lg_self_cpu_s();
+    if (o->server_pid > 0)
+        k.srv0 = lg_proc_cpu_s(o->server_pid);
+    k.t0 = lg_now_ns();
+    if (ns_client_sync(k.c, &so, ppush_on_synced, &k, &err) != NS_OK)
+        lg_die("peer-push: sync: %s", err.message);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ns_client_free(k.c);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    lg_loop_close(&loop);
+    if (!k.ok)
+        return 1;
+    if (k.t_pushed == 0 || k.pushed != o->expect || k.rejected != 0 || k.st.pending != 0 ||
+        k.st.records != o->expect) {
+        fprintf(stderr,
+                "napsync-loadgen: peer-push: %" PRIu64 " changes answered (%" PRIu64
+                " refused), %" PRIu64 " pending, replica %" PRIu64 "; expected %" PRIu64 "\n",
+                k.pushed, k.rejected, k.st.pending, k.st.records, o->expect);
+        return 1;
+    }
+    double secs = (double)(k.t_pushed - k.t0) / 1e9;
+    printf("mode=peer-push records=%" PRIu64 " seconds=%.3f records_per_s=%.1f sync_seconds=%.3f"
+           " replica=%" PRIu64 " client_cpu_s=%.2f server_cpu_s=%.2f\n",
+           k.pushed, secs, secs > 0 ? (double)k.pushed / secs : 0, (double)(k.t_done - k.t0) / 1e9,
+           k.st.records, k.cpu1 - k.cpu0, o->server_pid > 0 ? k.srv1 - k.srv0 : -1.0);
+    return 0;
+}
+
+/* peer-live: one device (--device, a store) watches the plan of --data
+ * (ns_client_sync with watch, as `napsync sync --watch --plan`) while a
+ * writer (--writer, no store) pushes its reports one at a time: 1 to warm
+ * up, then --writes measured, each --gap-ms after the one before reached
+ * the subscriber. Latency: from the writer's ns_client_push_batch call to
+ * the subscriber's NS_SYNC_CHANGES event (the record applied to its store
+ * with its cursor). The plan and its other records are pushed first, in one
+ * batch, and caught up before the first write. */
+typedef enum { PL_SETUP, PL_CATCHUP, PL_WRITING, PL_STOPPING } lg_plive_phase;
+
+typedef struct {
+    uv_loop_t *loop;
+    const lg_opts *o;
+    lg_data d;
+    ns_field_view *fv; /* LG_REC_MAX_FIELDS per record */
+    size_t *reports;   /* indexes of the reports in d, in order */
+    size_t nreports;
+    ns_client *wc, *sc;
+    lg_plive_phase phase;
+    uv_timer_t timer;
+    bool timer_open;
+    unsigned total, write;
+    bool acked, delivered;
+    uint64_t got; /* records the subscriber received since it caught up */
+    uint64_t sent_ns;
+    lg_lat lat, ack; /* to the subscriber's store; to the writer's answer */
+    uint32_t disconnects;
+    bool failed, done;
+} lg_plive;
+
+static void plive_stop(lg_plive *k)
+{
+    if (k->phase == PL_STOPPING)
+        return;
+    k->phase = PL_STOPPING;
+    if (k->timer_open) {
+        k->timer_open = false;
+        uv_close((uv_handle_t *)&k->timer, NULL);
+    }
+    if (k->sc != NULL && ns_client_sync_stop(k->sc) != NS_OK) {
+        ns_client_free(k->sc);
+        k->sc = NULL;
+    }
+    if (k->wc != NULL) {
+        ns_client *c = k->wc;
+        k->wc = NULL;
+        if (ns_client_disconnect(c, lg_on_closed, NULL) != NS_OK)
+            ns_client_free(c);
+    }
+}
+
+static void plive_fail(lg_plive *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void plive_fail(lg_plive *k, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    lg_vsay("peer-live", fmt, ap);
+    va_end(ap);
+    if (!k->failed) {
+        k->failed = true;
+        plive_stop(k);
+    }
+}
+
+static void plive_write(lg_plive *k);
+
+static void plive_on_gap(uv_timer_t *t)
+{
+    plive_write(t->data);
+}
+
+static void plive_on_timeout(uv_timer_t *t)
+{
+    lg_plive *k = t->data;
+    plive_fail(k, "write %u: not delivered after %u ms (acked: %s)", k->write, k->o->timeout_ms,
+               k->acked ? "yes" : "no");
+}
+
+/* The write in progress is acknowledged and delivered: the next one after
+ * the gap, or the end. */
+static void plive_settle(lg_plive *k)
+{
+    if (!k->acked || !k->delivered)
+        return;
+    if (++k->write == k->total) {
+        k->done = true;
+        plive_stop(k);
+        return;
+    }
+    uv_timer_start(&k->timer, plive_on_gap, k->o->gap_ms, 0);
+}
+
+static void plive_on_ack(ns_client *c, const ns_error *err, const ns_mutation_result *rs, size_t n,
+                         void *ud)
+{
+    (void)c;
+    lg_plive *k = ud;
+    if (k->phase != PL_WRITING)
+        return;
+    if (err || n != 1 || lg_first_bad(rs, n) != n) {
+        plive_fail(k, "write %u: %s", k->write, err ? err->message : rs[0].reject_reason);
+        return;
+    }
+    if (k->write > 0)
+        lg_lat_add(&k->ack, lg_now_ns() - k->sent_ns);
+    k->acked = true;
+    plive_settle(k);
+}
+
+static void plive_write(lg_plive *k)
+{
+    if (k->phase != PL_WRITING)
+        return;
+    k->acked = k->delivered = false;
+    size_t i = k->reports[k->write];
+    ns_mutation m = lg_rec_mutation(&k->d.recs[i], &k->fv[i * LG_REC_MAX_FIELDS]);
+    ns_error err;
+    k->sent_ns = lg_now_ns();
+    if (ns_client_push_batch(k->wc, NS_PUSH_APPLY, &m, 1, plive_on_ack, k, &err) != NS_OK) {
+        plive_fail(k, "write %u: %s", k->write, err.message);
+        return;
+    }
+    uv_timer_start(&k->timer, plive_on_timeout, k->o->timeout_ms, 0);
+}
+
+static void plive_on_settled(uv_timer_t *t)
+{
+    lg_plive *k = t->data;
+    k->phase = PL_WRITING;
+    plive_write(k);
+}
+
+static void plive_on_event(ns_client *c, const ns_sync_event *ev, void *ud)
+{
+    (void)c;
+    lg_plive *k = ud;
+    uint64_t now = lg_now_ns();
+    if (k->phase == PL_STOPPING)
+        return;
+    if (ev->kind == NS_SYNC_CAUGHT_UP && k->phase == PL_CATCHUP) {
+        /* As fanout: time for the Subscribe to be acknowledged. */
+        uv_timer_start(&k->timer, plive_on_settled, 500, 0);
+    } else if (ev->kind == NS_SYNC_CHANGES && k->phase == PL_WRITING) {
+        k->got += ev->count;
+        if (k->got != (uint64_t)k->write + 1) {
+            plive_fail(k, "write %u: the subscriber has %" PRIu64 " records of the writes",
+                       k->write, k->got);
+            return;
+        }
+        if (k->write > 0)
+            lg_lat_add(&k->lat, now - k->sent_ns);
+        k->delivered = true;
+        plive_settle(k);
+    } else if (ev->kind == NS_SYNC_DISCONNECTED) {
+        k->disconnects++;
+    }
+}
+
+static void plive_on_synced(ns_client *c, const ns_error *err, const ns_sync_stats *st, void *ud)
+{
+    (void)st;
+    lg_plive *k = ud;
+    if (k->phase != PL_STOPPING)
+        plive_fail(k, "the watch ended: %s", err ? err->message : "ok");
+    ns_client_free(c);
+    k->sc = NULL;
+}
+
+static void plive_on_setup(ns_client *c, const ns_error *err, const ns_mutation_result *rs,
+                           size_t n, void *ud)
+{
+    (void)c;
+    lg_plive *k = ud;
+    if (k->phase != PL_SETUP)
+        return;
+    if (err || lg_first_bad(rs, n) != n) {
+        plive_fail(k, "the plan's records: %s",
+                   err ? err->message : rs[lg_first_bad(rs, n)].reject_reason);
+        return;
+    }
+    k->phase = PL_CATCHUP;
+    const char *plans[1] = {k->d.recs[0].id};
+    ns_sync_options so = {
+        .plan_ids = plans, .nplans = 1, .watch = 1, .on_event = plive_on_event, .event_ud = k};
+    ns_error e;
+    if (ns_client_sync(k->sc, &so, plive_on_synced, k, &e) != NS_OK)
+        plive_fail(k, "the subscriber's sync: %s", e.message);
+}
+
+static void plive_on_writer(ns_client *c, const ns_error *err, void *ud)
+{
+    lg_plive *k = ud;
+    if (err) {
+        plive_fail(k, "the writer: connect: %s", err->message);
+        return;
+    }
+    /* Everything but the reports, in one push. */
+    ns_mutation *m = calloc(k->d.n, sizeof(*m));
+    if (m == NULL)
+        lg_die("out of memory");
+    size_t n = 0;
+    for (size_t i = 0; i < k->d.n; i++)
+        if (strcmp(k->d.recs[i].entity_type, "indicator_report") != 0)
+            m[n++] = lg_rec_mutation(&k->d.recs[i], &k->fv[i * LG_REC_MAX_FIELDS]);
+    ns_error e;
+    if (n > NS_MAX_PUSH_BATCH)
+        plive_fail(k, "more than %d records besides the reports", NS_MAX_PUSH_BATCH);
+    else if (ns_client_push_batch(c, NS_PUSH_APPLY, m, n, plive_on_setup, k, &e) != NS_OK)
+        plive_fail(k, "the plan's records: %s", e.message);
+    free(m);
+}
+
+static int lg_cmd_peer_live(const lg_opts *o)
+{
+    struct stat sb;
+    if (stat(o->store, &sb) == 0)
+        lg_die("peer-live: --store %s exists: the store must be new", o->store);
+    uv_loop_t loop;
+    if (uv_loop_init(&loop) != 0)
+        lg_die("uv_loop_init failed");
+    lg_plive k = {.loop = &loop, .o = o, .total = o->writes + 1};
+    lg_data_load(o->data, &k.d);
+    k.fv = calloc(k.d.n * LG_REC_MAX_FIELDS, sizeof(*k.fv));
+    k.reports = calloc(k.d.n, sizeof(*k.reports));
+    if (k.fv == NULL || k.reports == NULL)
+        lg_die("out of memory");
+    for (size_t i = 0; i < k.d.n; i++)
+        if (strcmp(k.d.recs[i].entity_type, "indicator_report") == 0)
+            k.reports[k.nreports++] = i;
+    if (k.nreports < k.total)
+        lg_die("peer-live: %zu reports in --data, %u needed", k.nreports, k.total);
+    if (uv_timer_init(&loop, &k.timer) != 0)
+        lg_die("uv_timer_init failed");
+    k.timer.data = &k;
+    k.timer_open = true;
+    k.sc = lg_client_new(o, &loop, o->device, o->store);
+    k.wc = lg_client_new(o, &loop, o->writer, NULL);
+    ns_error err;
+    if (ns_client_connect(k.wc, plive_on_writer, &k, &err) != NS_OK)
+        plive_fail(&k, "the writer: connect: %s", err.message);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    int rc = 1;
+    if (!k.failed && k.done) {
+        printf("mode=peer-live writes=%zu", k.lat.n);
+        lg_print_pcts(&k.lat, "latency");
+        lg_print_pcts(&k.ack, "ack");
+        printf(" disconnects=%u\n", k.disconnects);
+        rc = 0;
+    } else if (!k.failed) {
+        fprintf(stderr, "napsync-loadgen: peer-live: ended before the last write arrived\n");
+    }
+    lg_loop_close(&loop);
+    free(k.lat.us);
+    free(k.ack.us);
+    free(k.fv);
+    free(k.reports);
+    lg_data_free(&k.d);
     return rc;
 }
 
@@ -2064,7 +2966,8 @@ static int lg_cmd_storm(const lg_opts *o, bool prepare)
 static void lg_usage(FILE *f)
 {
     fputs(
-        "usage: napsync-loadgen push|seed|catchup|fanout|conns|storm-prepare|storm OPTIONS\n"
+        "usage: napsync-loadgen push|seed|catchup|fanout|conns|storm-prepare|storm|\n"
+        "                       peer-prepare|peer-push|peer-live OPTIONS\n"
         "\n"
         "common:  --server HOST:PORT --ca FILE --certs DIR   (DIR/NAME.crt and .key)\n"
         "         [--timeout-ms MS] [--server-pid PID] [--status draft|adopted]\n"
@@ -2073,9 +2976,14 @@ static void lg_usage(FILE *f)
         "seed:    --device NAME --changes K [--batch B]\n"
         "catchup: --device NAME --plan ID --expect RECORDS [--store FILE (a sync into it)]\n"
         "fanout:  --clients N --writer NAME --stores DIR --writes W [--gap-ms G] [--window K]\n"
+        "         [--procs P (subscriber processes; default: the online CPUs)]\n"
         "conns:   --clients N [--window K] [--hold S]\n"
         "storm-prepare: --clients N --stores DIR --changes K [--window K]\n"
-        "storm:   --clients N --stores DIR --changes K --pinger NAME [--ping-ms MS]\n",
+        "storm:   --clients N --stores DIR --changes K --pinger NAME [--ping-ms MS]\n"
+        "peer-prepare: --device NAME --data FILE.tsv --store FILE (new)\n"
+        "peer-push: --device NAME --plan ID --expect RECORDS --store FILE (prepared)\n"
+        "peer-live: --device NAME --writer NAME --data FILE.tsv --store FILE (new) --writes W\n"
+        "           [--gap-ms G]\n",
         f);
 }
 
@@ -2124,6 +3032,12 @@ static void lg_parse(int argc, char **argv, lg_opts *o)
         o->mode = LG_STORM_PREP;
     else if (strcmp(argv[1], "storm") == 0)
         o->mode = LG_STORM;
+    else if (strcmp(argv[1], "peer-prepare") == 0)
+        o->mode = LG_PEER_PREP;
+    else if (strcmp(argv[1], "peer-push") == 0)
+        o->mode = LG_PEER_PUSH;
+    else if (strcmp(argv[1], "peer-live") == 0)
+        o->mode = LG_PEER_LIVE;
     else
         lg_die("unknown command \"%s\" (see napsync-loadgen --help)", argv[1]);
     for (int i = 2; i < argc; i += 2) {
@@ -2179,12 +3093,16 @@ static void lg_parse(int argc, char **argv, lg_opts *o)
             o->writes = (unsigned)lg_num(f, v, 1, 100000);
         else if (strcmp(f, "--gap-ms") == 0)
             o->gap_ms = (unsigned)lg_num(f, v, 0, 60000);
+        else if (strcmp(f, "--procs") == 0)
+            o->procs = (unsigned)lg_num(f, v, 1, FAN_MAX_PROCS);
         else if (strcmp(f, "--window") == 0)
             o->window = (unsigned)lg_num(f, v, 1, LG_MAX_CLIENTS);
         else if (strcmp(f, "--ping-ms") == 0)
             o->ping_ms = (unsigned)lg_num(f, v, 1, 60000);
         else if (strcmp(f, "--hold") == 0)
             o->hold_s = lg_secs(f, v);
+        else if (strcmp(f, "--data") == 0)
+            o->data = v;
         else
             lg_die("unknown option %s (see napsync-loadgen --help)", f);
     }
@@ -2231,6 +3149,20 @@ static void lg_parse(int argc, char **argv, lg_opts *o)
         if (o->expect == 0)
             lg_die("catchup: --expect RECORDS is required (the plan counts as one)");
         break;
+    case LG_PEER_PREP:
+        if (!o->device || !o->data || !o->store)
+            lg_die("peer-prepare: --device, --data and --store are required");
+        break;
+    case LG_PEER_PUSH:
+        if (!o->device || !o->plan || !o->store || o->expect == 0)
+            lg_die("peer-push: --device, --plan, --expect and --store are required");
+        if (!lg_is_uuid(o->plan))
+            lg_die("peer-push: --plan must be a lowercase UUID");
+        break;
+    case LG_PEER_LIVE:
+        if (!o->device || !o->writer || !o->data || !o->store || o->writes == 0)
+            lg_die("peer-live: --device, --writer, --data, --store and --writes are required");
+        break;
     }
 }
 
@@ -2265,6 +3197,12 @@ int main(int argc, char **argv)
         return lg_cmd_storm(&o, true);
     case LG_STORM:
         return lg_cmd_storm(&o, false);
+    case LG_PEER_PREP:
+        return lg_cmd_peer_prepare(&o);
+    case LG_PEER_PUSH:
+        return lg_cmd_peer_push(&o);
+    case LG_PEER_LIVE:
+        return lg_cmd_peer_live(&o);
     }
     return 2;
 }

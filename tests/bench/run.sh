@@ -12,7 +12,7 @@
 #   --full         also the catch-up of a 1,000,000-change backlog (adds
 #                  several minutes; the default suite stays under 20 minutes)
 #   --only LIST    only these figures, comma-separated: push, catchup, fanout,
-#                  conns, storm (the report then has only their sections, and
+#                  conns, storm, peer (the report then has only their sections, and
 #                  goes to a temporary file unless --out is given)
 #   --out FILE     where the report goes (default: docs/benchmarks.md)
 #   --build DIR    the build tree with napsyncd and napsync-loadgen
@@ -32,11 +32,17 @@
 # backlog of 10k and 100k changes (and 1M with --full), streamed and synced
 # into a store, against keyset paging in SQL (pgbench) and one COPY; (3)
 # fan-out: 1,000 devices watching one plan while one writer adds to it, from
-# the writer's ack to each device's delivery; (4) 10,000 idle authenticated
+# the writer's ack to each device's delivery (the load generator's subscriber
+# processes: NS_BENCH_FAN_PROCS, default one per online CPU); (4) 10,000 idle authenticated
 # TLS sessions: napsyncd's RSS per session, sessions/s with full and with
 # resumed handshakes; (5) a reconnect storm: 2,000 device stores with
 # changes in their outboxes sync at once after napsyncd restarts, until every
-# outbox is drained, with one well-behaved client pinging meanwhile. The
+# outbox is drained, with one well-behaved client pinging meanwhile; (6)
+# PouchDB: pouchdb-server (LevelDB, behind stunnel) and pouchdb-node clients
+# against napsync, the same records: push and pull of 10k and 100k, and
+# live-replication latency (Node.js and the npm packages of
+# tests/fieldlink/peer are installed when missing; the smoke run does
+# without PouchDB when its packages cannot be had). The
 # device stores of (3) and (5) live on a tmpfs (/dev/shm) when there is one.
 # Each figure gets a fresh database made from one template. Exits non-zero
 # when any check fails; it never fails on speed.
@@ -50,7 +56,7 @@ smoke=0
 full=0
 keep=0
 only=''
-FIGURES=push,catchup,fanout,conns,storm
+FIGURES=push,catchup,fanout,conns,storm,peer
 out=''
 build=$ROOT/build
 work=''
@@ -135,6 +141,7 @@ if [ "$smoke" = 1 ]; then
     FAN_SUBS=5 FAN_WRITES=3
     CONN_SESSIONS=24 CONN_HOLD=1
     STORM_CLIENTS=6 STORM_CHANGES=3
+    PEER_SIZES=(200) PEER_WRITES=5 PEER_GAP_MS=20
     NDEV=6
 else
     PUSH_CLIENTS=(1 16 256)
@@ -145,6 +152,7 @@ else
     FAN_SUBS=1000 FAN_WRITES=10
     CONN_SESSIONS=10000 CONN_HOLD=3
     STORM_CLIENTS=2000 STORM_CHANGES=10
+    PEER_SIZES=(10000 100000) PEER_WRITES=200 PEER_GAP_MS=50
     # Device certificates (bench-0000 ...): fan-out gives each subscriber its
     # own; the 10,000 sessions and the 2,000 stores of the storm take turns
     # on them (10 and 2 per certificate).
@@ -206,6 +214,7 @@ cleanup() {
         wait "$daemon_pid" 2>/dev/null || true
     fi
     rm -rf "$STORES"
+    [ -z "${pouch_pid:-}${stunnel_pid:-}" ] || pouch_stop
 
     "$PG_SH" stop "$PG_DIR" fast >/dev/null 2>&1 || true
     if [ "$made_work" = 1 ] && [ "$keep" = 0 ]; then
@@ -285,6 +294,12 @@ device_names() {
         echo "bench-pull-$i"
         echo "bench-sync-$i"
     done
+    for i in "${!PEER_SIZES[@]}"; do
+        echo "bench-peer-push-$i"
+        echo "bench-peer-pull-$i"
+    done
+    echo bench-peer-writer
+    echo bench-peer-live
 }
 
 # The SHA-256 of a certificate's DER, as ca.sh prints it, from its PEM.
@@ -336,6 +351,7 @@ SQL
             case $name in
             bench-seed) org=bench-seed principal="Catch-up seeder" ;;
             bench-pull-* | bench-sync-*) org=bench-seed principal="Fresh device $name" ;;
+            bench-peer-*) org=bench-peer principal="Peer benchmark device $name" ;;
             *) org=$name principal="Coordinator of $name" ;;
             esac
             printf "INSERT INTO organisations (code, name, kind, country, default_role) VALUES ('%s', 'Benchmark organisation %s', 'ministry', 'ZZ', 'coordinator') ON CONFLICT (code) DO NOTHING;\n" "$org" "$org"
@@ -698,6 +714,13 @@ get_all() {
 # The stores' directory in the commands of the report.
 STORES_SHOWN=STORES
 
+# The load generator's subscriber processes: NS_BENCH_FAN_PROCS, else one
+# per online CPU (napsync-loadgen's default); the smoke run takes 2, so that
+# the deliveries cross processes on any machine.
+FAN_PROCS=${NS_BENCH_FAN_PROCS:-}
+[ -z "$FAN_PROCS" ] || [[ $FAN_PROCS =~ ^[1-9][0-9]{0,2}$ ]] || die "NS_BENCH_FAN_PROCS: a number of processes"
+[ "$smoke" = 1 ] && [ -z "$FAN_PROCS" ] && FAN_PROCS=2
+
 fanout_figure() {
     local db=nsbench_fanout line ind stores=$STORES/fanout
     note "fan-out: $FAN_SUBS devices watching one plan, one writer, $FAN_WRITES writes"
@@ -706,6 +729,7 @@ fanout_figure() {
     mkdir -p "$stores"
     local args=(--clients "$FAN_SUBS" --writer bench-writer --writes "$FAN_WRITES" --gap-ms 200
         --window "$CONN_WINDOW")
+    [ -z "$FAN_PROCS" ] || args+=(--procs "$FAN_PROCS")
     remember "$LOADGEN" fanout --server "127.0.0.1:PORT" --ca "$CA_DIR/ca.crt" --certs "$CA_DIR" --server-pid PID "${args[@]}" --stores "$STORES_SHOWN/fanout"
     line=$(loadgen fanout "${args[@]}" --stores "$stores") || die "napsync-loadgen fanout failed (log: $daemon_log)"
     echo "$line" >>"$LOGS/results.log"
@@ -715,8 +739,9 @@ fanout_figure() {
     ind=$(sql "$db" <<<"SELECT count(*) FROM indicators")
     [ "$ind" = $((FAN_WRITES + 1)) ] || die "fan-out: the database has $ind indicators, expected $((FAN_WRITES + 1))"
     [ "$(get deliveries "$line")" = $((FAN_SUBS * FAN_WRITES)) ] || die "fan-out: unexpected deliveries in: $line"
-    get_all FAN "$line" applied_p50_ms applied_p99_ms applied_max_ms received_p50_ms received_p99_ms \
-        received_max_ms last_p50_ms last_max_ms setup_s loadgen_cpu_s server_cpu_s seconds disconnects
+    get_all FAN "$line" procs delivered_p50_ms delivered_p99_ms delivered_max_ms arrived_p50_ms \
+        arrived_p99_ms arrived_max_ms last_p50_ms arrived_last_p50_ms setup_s writer_cpu_s \
+        subscriber_cpu_s loadgen_cpu_s server_cpu_s seconds disconnects before_ack
     drop_db "$db"
 }
 
@@ -789,6 +814,231 @@ storm_figure() {
     drop_db "$db"
 }
 
+# ---- figure 6: the PouchDB peer -----------------------------------------------------------
+
+# pouchdb-server 4.2.0 (LevelDB) and pouchdb-node clients, from the field-link
+# benchmark's npm install (tests/fieldlink/peer/package.json and its lock,
+# `npm ci` into var/cache/fieldlink-peer/, shared with tests/fieldlink/run.sh),
+# behind stunnel (TLS 1.3 with napsyncd's certificate) on loopback.
+PEER_DIR=$ROOT/tests/fieldlink/peer
+PEER_JS=$ROOT/tests/bench/peer.js
+PEER_CACHE=${NS_PEER_CACHE:-$ROOT/var/cache/fieldlink-peer}
+PEER_POUCH=0  # whether the PouchDB half runs (smoke: only when it can be installed)
+PEER_WHY=''   # why not
+pouch_pid='' stunnel_pid=''
+declare -A PEER
+
+# Node.js (also the data's generator), stunnel and the npm packages: sets
+# PEER_POUCH. The smoke run goes on with napsync's half alone when the npm
+# packages cannot be had (no registry), saying so in its report.
+peer_install() {
+    command -v node >/dev/null || "$ROOT/tests/lib/deps.sh" nodejs npm >&2
+    command -v npm >/dev/null || "$ROOT/tests/lib/deps.sh" npm >&2
+    command -v stunnel4 >/dev/null || "$ROOT/tests/lib/deps.sh" stunnel4 >&2
+    command -v node >/dev/null || die "node is missing (tests/lib/deps.sh nodejs npm)"
+    mkdir -p "$PEER_CACHE"
+    if ! cmp -s "$PEER_DIR/package-lock.json" "$PEER_CACHE/package-lock.json" ||
+        ! cmp -s "$PEER_DIR/package.json" "$PEER_CACHE/package.json" || [ ! -d "$PEER_CACHE/node_modules" ]; then
+        note "peer: npm ci in $PEER_CACHE"
+        cp "$PEER_DIR/package.json" "$PEER_DIR/package-lock.json" "$PEER_CACHE/"
+        # No install scripts: LevelDB's native module comes prebuilt.
+        if ! (cd "$PEER_CACHE" && npm ci --ignore-scripts --no-audit --no-fund >&2); then
+            rm -f "$PEER_CACHE/package-lock.json"
+            [ "$smoke" = 1 ] || die "npm ci failed in $PEER_CACHE"
+            PEER_WHY="npm ci failed in $PEER_CACHE"
+            return 0
+        fi
+    fi
+    if ! command -v stunnel4 >/dev/null; then
+        [ "$smoke" = 1 ] || die "stunnel4 is missing (tests/lib/deps.sh stunnel4)"
+        PEER_WHY='no stunnel4'
+        return 0
+    fi
+    PEER_POUCH=1
+}
+
+# CPU seconds (user + system) of a process so far.
+proc_cpu() { awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / t}' "/proc/$1/stat"; }
+# ... and of PostgreSQL's processes now (napsyncd's pool connections last
+# through a step; a process that exits meanwhile takes its share along).
+pg_cpu() {
+    local p
+    for p in $(pgrep -P "$(head -n 1 "$PG_DIR/data/postmaster.pid")"); do
+        cat "/proc/$p/stat" 2>/dev/null || true
+    done | awk -v t="$(getconf CLK_TCK)" '{s += $14 + $15} END {printf "%.2f", s / t}'
+}
+
+pouch_port=''
+pouch_start() {
+    local dir=$work/peer/pouchdb-server port i
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    for ((i = 0; i < 5; i++)); do
+        port=$(shuf -i 20000-60000 -n 1)
+        # pouchdb-server writes its config.json and log.txt where it runs.
+        (cd "$dir" && exec "$PEER_CACHE/node_modules/.bin/pouchdb-server" --host 127.0.0.1 \
+            --port "$port" --dir "$dir/db" -c "$dir/config.json" >"$LOGS/pouchdb-server.log" 2>&1) &
+        pouch_pid=$!
+        cat >"$work/peer/stunnel.conf" <<CONF
+foreground = yes
+pid =
+debug = notice
+[pouchdb]
+accept = 127.0.0.1:$((port + 1))
+connect = 127.0.0.1:$port
+cert = $CA_DIR/napsyncd.crt
+key = $CA_DIR/napsyncd.key
+CONF
+        stunnel4 "$work/peer/stunnel.conf" >"$LOGS/stunnel.log" 2>&1 &
+        stunnel_pid=$!
+        local waited
+        for ((waited = 0; waited < 100; waited++)); do
+            if (exec 3<>"/dev/tcp/127.0.0.1/$port" && exec 4<>"/dev/tcp/127.0.0.1/$((port + 1))") 2>/dev/null; then
+                pouch_port=$((port + 1))
+                return 0
+            fi
+            { kill -0 "$pouch_pid" 2>/dev/null && kill -0 "$stunnel_pid" 2>/dev/null; } || break
+            sleep 0.1
+        done
+        pouch_stop
+    done
+    die "pouchdb-server or stunnel did not start (logs: $LOGS/pouchdb-server.log, stunnel.log)"
+}
+
+pouch_stop() {
+    local p
+    for p in "$stunnel_pid" "$pouch_pid"; do
+        [ -n "$p" ] || continue
+        kill -TERM "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    pouch_pid='' stunnel_pid=''
+}
+
+# node SCRIPT ARGS... with the peer's packages, trusting the benchmark's CA.
+pouch_node() { env NODE_PATH="$PEER_CACHE/node_modules" NODE_EXTRA_CA_CERTS="$CA_DIR/ca.crt" node "$@"; }
+pouch_url() { echo "https://127.0.0.1:$pouch_port/$1"; }
+
+# json_get KEY JSON: a number or string of a one-line JSON object.
+json_get() {
+    local v
+    v=$(node -e 'const v = JSON.parse(process.argv[1])[process.argv[2]]; if (!["number", "string"].includes(typeof v)) process.exit(1); console.log(v)' "$2" "$1") ||
+        die "no $1 in: $2"
+    echo "$v"
+}
+
+# CPU seconds of this shell's children that have ended (bash's times, whose
+# second line is theirs; run in this shell, not a subshell).
+children_cpu() {
+    times >"$work/peer/times"
+    awk 'NR == 2 { s = 0; for (i = 1; i <= 2; i++) { split($i, t, /[ms]/); s += t[1] * 60 + t[2] } printf "%.2f\n", s }' "$work/peer/times"
+}
+
+# One timed PouchDB step: pouch_step TAG SCRIPT ARGS...; sets PEER[TAG.*]
+# from its JSON line, the client's CPU (node) and the server's (pouchdb-server
+# and stunnel).
+pouch_step() {
+    local tag=$1 out c0 s0 n0 n1
+    shift
+    c0=$(proc_cpu "$pouch_pid")
+    s0=$(proc_cpu "$stunnel_pid")
+    children_cpu >"$work/peer/cpu0"
+    out=$(pouch_node "$@" 2>"$LOGS/pouch-$tag.err") || {
+        cat "$LOGS/pouch-$tag.err" >&2
+        die "PouchDB $tag failed: $out"
+    }
+    children_cpu >"$work/peer/cpu1"
+    read -r n0 <"$work/peer/cpu0"
+    read -r n1 <"$work/peer/cpu1"
+    echo "pouch $tag $out" >>"$LOGS/results.log"
+    PEER[$tag.out]=$out
+    PEER[$tag.cli_cpu]=$(awk -v a="$n0" -v b="$n1" 'BEGIN{printf "%.2f", b - a}')
+    PEER[$tag.srv_cpu]=$(awk -v a="$c0" -v b="$(proc_cpu "$pouch_pid")" -v c="$s0" -v d="$(proc_cpu "$stunnel_pid")" 'BEGIN{printf "%.2f", b - a + d - c}')
+}
+
+peer_figure() {
+    local db=nsbench_peer i k line name plan records gen key c0 d=$work/peer
+    rm -rf "$d"
+    mkdir -p "$d"
+    peer_install
+    note "peer: data (tests/fieldlink/peer/plan.js's words, tests/bench/peer.js gen)"
+    node "$PEER_DIR/plan.js" "$d" >/dev/null || die "plan.js failed"
+    fresh_db "$db"
+    start_daemon "$db" peer
+    [ "$PEER_POUCH" = 1 ] && pouch_start
+    for i in "${!PEER_SIZES[@]}"; do
+        k=${PEER_SIZES[$i]}
+        name=docs-$k
+        gen=$(node "$PEER_JS" gen "$d/docs.json" "$d" "$name" "$k") || die "peer.js gen failed"
+        plan=$(json_get plan_id "$gen")
+        records=$(json_get docs "$gen")
+        PEER[$k.records]=$records
+        PEER[report_bytes]=$(json_get report_bytes "$gen")
+
+        note "peer: napsync push of $records records"
+        local prep=$STORES/peer-prepare-$i.db store=$d/ns-push-$i.db
+        rm -f "$prep" "$prep"-* "$store" "$store"-*
+        remember "$LOADGEN" peer-prepare --server "127.0.0.1:PORT" --ca "$CA_DIR/ca.crt" --certs "$CA_DIR" --device "bench-peer-push-$i" --data "$d/$name.tsv" --store "$STORES_SHOWN/peer-prepare-$i.db"
+        line=$(loadgen peer-prepare --device "bench-peer-push-$i" --data "$d/$name.tsv" --store "$prep") || die "peer-prepare failed"
+        echo "$line" >>"$LOGS/results.log"
+        PEER[$k.prepare_s]=$(get seconds "$line")
+        # Saved on the tmpfs (an fsync per put), then moved to the work
+        # directory's disk, where PouchDB's databases are too.
+        local f
+        for f in "$prep" "$prep"-wal "$prep"-shm; do [ -e "$f" ] && mv "$f" "$store${f#"$prep"}"; done
+        remember "$LOADGEN" peer-push --server "127.0.0.1:PORT" --ca "$CA_DIR/ca.crt" --certs "$CA_DIR" --server-pid PID --device "bench-peer-push-$i" --plan "$plan" --expect "$records" --store "$store"
+        c0=$(pg_cpu)
+        line=$(loadgen peer-push --device "bench-peer-push-$i" --plan "$plan" --expect "$records" --store "$store") ||
+            die "peer-push failed (log: $daemon_log)"
+        PEER[$k.ns_push.pg_cpu]=$(awk -v a="$c0" -v b="$(pg_cpu)" 'BEGIN{printf "%.2f", b - a}')
+        echo "$line" >>"$LOGS/results.log"
+        for key in seconds sync_seconds client_cpu_s server_cpu_s; do PEER[$k.ns_push.$key]=$(get "$key" "$line"); done
+        [ "$(sql "$db" -v p="$plan" <<<"SELECT count(*) FROM indicator_reports WHERE plan_id = :'p'")" = "$k" ] ||
+            die "peer: the database does not have the $k reports of plan $plan"
+        # As the catch-up figure: autovacuum would have analysed by now.
+        sql "$db" <<<"ANALYZE"
+
+        note "peer: napsync pull of $records records into a new store"
+        store=$d/ns-pull-$i.db
+        remember "$LOADGEN" catchup --server "127.0.0.1:PORT" --ca "$CA_DIR/ca.crt" --certs "$CA_DIR" --server-pid PID --device "bench-peer-pull-$i" --plan "$plan" --expect "$records" --store "$store"
+        c0=$(pg_cpu)
+        line=$(loadgen catchup --device "bench-peer-pull-$i" --plan "$plan" --expect "$records" --store "$store") ||
+            die "peer: the napsync pull failed (log: $daemon_log)"
+        PEER[$k.ns_pull.pg_cpu]=$(awk -v a="$c0" -v b="$(pg_cpu)" 'BEGIN{printf "%.2f", b - a}')
+        echo "$line" >>"$LOGS/results.log"
+        # From the connect's call, as PouchDB's time includes its first request.
+        PEER[$k.ns_pull.seconds]=$(awk -v s="$(get seconds "$line")" -v c="$(get connect_ms "$line")" 'BEGIN{printf "%.3f", s + c / 1000}')
+        PEER[$k.ns_pull.client_cpu_s]=$(get client_cpu_s "$line")
+        PEER[$k.ns_pull.server_cpu_s]=$(get server_cpu_s "$line")
+        rm -f "$d"/ns-*-"$i".db*
+
+        [ "$PEER_POUCH" = 1 ] || continue
+        note "peer: PouchDB push of $records documents"
+        remember env NODE_PATH=PEER/node_modules NODE_EXTRA_CA_CERTS="$CA_DIR/ca.crt" node "$PEER_JS" push "https://127.0.0.1:PORT/$name" "$d/pouch-push-$i" "$d/$name.json"
+        pouch_step "$k.push" "$PEER_JS" push "$(pouch_url "$name")" "$d/pouch-push-$i" "$d/$name.json"
+        note "peer: PouchDB pull of $records documents into a new database"
+        remember env NODE_PATH=PEER/node_modules NODE_EXTRA_CA_CERTS="$CA_DIR/ca.crt" node "$PEER_DIR/pouch.js" pull "https://127.0.0.1:PORT/$name" "$d/pouch-pull-$i" "$records"
+        pouch_step "$k.pull" "$PEER_DIR/pouch.js" pull "$(pouch_url "$name")" "$d/pouch-pull-$i" "$records"
+        rm -rf "$d/pouch-push-$i" "$d/pouch-pull-$i"
+    done
+
+    note "peer: live replication, $PEER_WRITES writes"
+    gen=$(node "$PEER_JS" gen "$d/docs.json" "$d" live $((PEER_WRITES + 1))) || die "peer.js gen failed"
+    local args=(--device bench-peer-live --writer bench-peer-writer --writes "$PEER_WRITES" --gap-ms "$PEER_GAP_MS")
+    remember "$LOADGEN" peer-live --server "127.0.0.1:PORT" --ca "$CA_DIR/ca.crt" --certs "$CA_DIR" "${args[@]}" --data "$d/live.tsv" --store "$d/ns-live.db"
+    line=$(loadgen peer-live "${args[@]}" --data "$d/live.tsv" --store "$d/ns-live.db") || die "peer-live failed (log: $daemon_log)"
+    echo "$line" >>"$LOGS/results.log"
+    for key in latency_p50_ms latency_p99_ms latency_max_ms ack_p50_ms ack_p99_ms disconnects; do PEER[ns_live.$key]=$(get "$key" "$line"); done
+    if [ "$PEER_POUCH" = 1 ]; then
+        remember env NODE_PATH=PEER/node_modules NODE_EXTRA_CA_CERTS="$CA_DIR/ca.crt" node "$PEER_JS" live "https://127.0.0.1:PORT/live" "$d/pouch-live" "$d/live.json" "$PEER_WRITES" "$PEER_GAP_MS"
+        pouch_step live "$PEER_JS" live "$(pouch_url live)" "$d/pouch-live" "$d/live.json" "$PEER_WRITES" "$PEER_GAP_MS"
+        pouch_stop
+    fi
+    stop_daemon
+    rm -rf "$d"
+    drop_db "$db"
+}
+
 # ---- the report ----------------------------------------------------------------------------------
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "-" }'; }
@@ -801,6 +1051,9 @@ verdict_below() { awk -v r="$1" -v t="$2" 'BEGIN{ if (r == "-" || r < 0) print "
 # The hand-written analysis between these markers survives a rerun.
 ANALYSIS_BEGIN='<!-- analysis: kept by tests/bench/run.sh across runs -->'
 ANALYSIS_END='<!-- /analysis -->'
+# ... and the peer's, in its section.
+PEER_ANALYSIS_BEGIN='<!-- peer-analysis: kept by tests/bench/run.sh across runs -->'
+PEER_ANALYSIS_END='<!-- /peer-analysis -->'
 
 # The report's section 1, push throughput (write_report, into its output).
 report_push() {
@@ -907,27 +1160,33 @@ report_fanout() {
     echo
     echo "$FAN_SUBS devices watch one plan: each runs \`ns_client_sync\` with \`watch\` and the plan as"
     echo "its scope, into its own device store, as \`napsync sync --watch --plan\` does"
-    echo "(\`napsync-loadgen fanout\`, all of them on one libuv loop in one thread). Each device has"
-    echo "its own certificate, organisation and principal. One writer, a device of another"
-    echo "organisation, owns the plan (adopted, so every organisation reads it) and pushes one"
-    echo "indicator create at a time; when every subscriber has it, it waits 200 ms and pushes the"
-    echo "next: one write to warm up (it also proves every subscription live), then $FAN_WRITES measured."
-    echo "A delivery is the subscriber's \`NS_SYNC_CHANGES\` event: the page has arrived, been"
-    echo "decrypted, decoded and applied to its store with its cursor (SQLite, WAL,"
-    echo "synchronous=FULL; the stores are on $STORES_FS). Latency: from the writer's ack"
-    echo "(its push callback) to each subscriber's delivery, every write and every subscriber."
-    echo "Every subscriber must receive every write exactly once, and the database must hold"
+    echo "(\`napsync-loadgen fanout\`). The load generator spreads them over ${FAN[procs]} processes (\`--procs\`;"
+    echo "default: one per online CPU), forked before any session, each with its own libuv loop and"
+    echo "an equal share of the devices; its first process runs the writer and collects every"
+    echo "subscriber's timestamps over pipes. Each device has its own certificate, organisation"
+    echo "and principal. One writer, a device of another organisation, owns the plan (adopted,"
+    echo "so every organisation reads it) and pushes one indicator create at a time; when every"
+    echo "subscriber has it, it waits 200 ms and pushes the next: one write to warm up (it also"
+    echo "proves every subscription live), then $FAN_WRITES measured. A delivery is the subscriber's"
+    echo "\`NS_SYNC_CHANGES\` event: the page has arrived, been decrypted, decoded and applied to its"
+    echo "store with its cursor (SQLite, WAL, synchronous=FULL; the stores are on $STORES_FS)."
+    echo "Delivered: from the writer's ack (its push callback) to each subscriber's delivery,"
+    echo "every write and every subscriber, both timed with CLOCK_MONOTONIC (one clock for all"
+    echo "the processes). Arrived: from the same ack to when the subscriber's loop saw the page"
+    echo "(libuv's loop time, set when its poll returns, before that loop's own work on the page;"
+    echo "1 ms resolution: the middle of that millisecond, no later than the delivery). Every"
+    echo "subscriber must receive every write exactly once, in order, and the database must hold"
     echo "exactly the writes; else the run fails."
     echo
-    echo "| subscribers | writes | deliveries | p50 ms | p99 ms | max ms | last subscriber, median of writes, ms | target p99 < 35 ms | |"
-    echo "|---:|---:|---:|---:|---:|---:|---:|---|---|"
-    echo "| $FAN_SUBS | $FAN_WRITES | $((FAN_SUBS * FAN_WRITES)) | ${FAN[applied_p50_ms]} | ${FAN[applied_p99_ms]} | ${FAN[applied_max_ms]} | ${FAN[last_p50_ms]} | < 35 | $(verdict_below "${FAN[applied_p99_ms]}" 35) |"
+    echo "| subscribers | load generator processes | writes | deliveries | delivered p50 ms | p99 ms | max ms | last subscriber, median of writes, ms | arrived p50 ms | p99 ms | max ms | last subscriber, median of writes, ms | target p99 < 35 ms | |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
+    echo "| $FAN_SUBS | ${FAN[procs]} | $FAN_WRITES | $((FAN_SUBS * FAN_WRITES)) | ${FAN[delivered_p50_ms]} | ${FAN[delivered_p99_ms]} | ${FAN[delivered_max_ms]} | ${FAN[last_p50_ms]} | ${FAN[arrived_p50_ms]} | ${FAN[arrived_p99_ms]} | ${FAN[arrived_max_ms]} | ${FAN[arrived_last_p50_ms]} | < 35 | $(verdict_below "${FAN[delivered_p99_ms]}" 35) |"
     echo
-    echo "The same deliveries timed when the load generator's loop saw the page arrive (libuv's"
-    echo "loop time, 1 ms resolution, before its own work on the page): p50 ${FAN[received_p50_ms]} ms,"
-    echo "p99 ${FAN[received_p99_ms]} ms, max ${FAN[received_max_ms]} ms. CPU during the measured writes"
-    echo "(${FAN[seconds]} s): napsyncd ${FAN[server_cpu_s]} s, load generator ${FAN[loadgen_cpu_s]} s; setting up the"
-    echo "$FAN_SUBS watches (connect, first sync, Subscribe) took ${FAN[setup_s]} s; lost connections: ${FAN[disconnects]}."
+    echo "CPU during the measured writes (${FAN[seconds]} s): napsyncd ${FAN[server_cpu_s]} s; load generator"
+    echo "${FAN[loadgen_cpu_s]} s, of which the writer's process ${FAN[writer_cpu_s]} s and the subscriber processes"
+    echo "${FAN[subscriber_cpu_s]//,/, } s. Setting up the $FAN_SUBS watches (connect, first sync, Subscribe) took"
+    echo "${FAN[setup_s]} s; lost connections: ${FAN[disconnects]}; deliveries timed before the writer's process"
+    echo "saw its ack (the processes share the CPUs; counted as 0 ms): ${FAN[before_ack]}."
     echo
 }
 
@@ -993,12 +1252,140 @@ report_storm() {
     echo
 }
 
+# The report's section 6, the PouchDB peer (write_report, into its output).
+# peer_row FIGURE DOCS NAPSYNC_S POUCH_S: seconds, records/s, the ratio.
+peer_row() {
+    local what=$1 n=$2 ns=$3 po=$4 rate_ns
+    rate_ns=$(awk -v n="$n" -v s="$ns" 'BEGIN{ if (s > 0) printf "%.0f", n / s; else print "-" }')
+    if [ "$PEER_POUCH" = 1 ]; then
+        local r rate_po
+        rate_po=$(awk -v n="$n" -v s="$po" 'BEGIN{ if (s > 0) printf "%.0f", n / s; else print "-" }')
+        r=$(ratio "$po" "$ns")
+        echo "| $what | $n | $ns | $rate_ns | $po | $rate_po | $r | ≥ 10 | $(verdict "$r" 10) |"
+    else
+        echo "| $what | $n | $ns | $rate_ns | not run | not run | not run | ≥ 10 | not run |"
+    fi
+}
+
+report_peer() {
+    local k po_push po_pull
+    echo "## 6. Peer"
+    echo
+    echo "PouchDB's own replication against napsync's, the same records on both, on this machine:"
+    if [ "$PEER_POUCH" = 1 ]; then
+        echo "pouchdb-server $(pouch_node -p "require('pouchdb-server/package.json').version") (npm, its default LevelDB backend) behind stunnel"
+        echo "$(stunnel4 -version 2>&1 | awk '/^stunnel/{print $2; exit}') on loopback (TLS 1.3, napsyncd's certificate: pouchdb-server has no TLS of its own,"
+        echo "so a deployment puts a terminator in front; both systems are then over TLS), and"
+        echo "pouchdb-node $(pouch_node -p "require('pouchdb-node/package.json').version") clients on Node.js $(node --version), each with a new LevelDB database"
+        echo "(\`PouchDB.replicate\` with its defaults: batches of 100, 10 in flight; a keep-alive agent)."
+    else
+        echo "**PouchDB was not run** ($PEER_WHY): only napsync's half of each figure is below."
+    fi
+    echo "napsync: napsyncd (TLS 1.3, mutual) and libnapsync into the device's SQLite store (WAL,"
+    echo "synchronous=FULL), through \`napsync-loadgen\`. The data (\`tests/bench/peer.js gen\`): a plan,"
+    echo "60 indicators (about 400 bytes of JSON each) and N indicator reports (indicator_id,"
+    echo "a daily period, status, a decimal value, narrative and evidence text: ${PEER[report_bytes]} bytes of JSON"
+    echo "on average as PouchDB documents), the same records as napsync changes."
+    echo
+    echo "* **push**: one client holds every record, written locally beforehand (not timed:"
+    echo "  PouchDB \`bulkDocs\` into its database; napsync \`ns_client_put\` into its store's"
+    echo "  outbox, \`napsync-loadgen peer-prepare\`), and replicates into an empty server. PouchDB:"
+    echo "  \`PouchDB.replicate(local, remote)\` until it resolves (\`tests/bench/peer.js push\`);"
+    echo "  napsync: \`ns_client_sync\` of the plan (\`napsync-loadgen peer-push\`: pushes of up to"
+    echo "  1,000 changes, one in flight) until the answer that leaves the outbox empty. The"
+    echo "  time runs from the call, before the connection, to the last acknowledgement (after"
+    echo "  the server's COMMIT, fsync on). The database is then checked to hold every report;"
+    echo "* **pull**: a new client, never synced, fetches everything into a new local database:"
+    echo "  PouchDB \`PouchDB.replicate(remote, local)\` (\`tests/fieldlink/peer/pouch.js pull\`);"
+    echo "  napsync \`ns_client_sync\` of the plan into a new store (\`napsync-loadgen catchup --store\`,"
+    echo "  with its connect time added); both from the call to the last document stored;"
+    echo "* **live**: one client subscribes (PouchDB: a live replication into a new local"
+    echo "  database; napsync: \`ns_client_sync\` with \`watch\` into a new store, as \`napsync sync"
+    echo "  --watch\`), and a writer on its own connection writes one report at a time (PouchDB:"
+    echo "  \`db.put\` on the server; napsync: \`ns_client_push_batch\` of one): one to warm up, then"
+    echo "  $PEER_WRITES measured, each ${PEER_GAP_MS} ms after the one before reached the subscriber. Latency: from the"
+    echo "  write's call to the subscriber's having the document in its local database"
+    echo "  (PouchDB's replication \`change\` event; napsync's \`NS_SYNC_CHANGES\`)."
+    echo
+    echo "Ratio: PouchDB's time over napsync's (for live, PouchDB's latency over napsync's)."
+    echo "Durability is not alike: PouchDB writes LevelDB without an fsync (leveldown's default),"
+    echo "on the server and on the client; napsync fsyncs both (PostgreSQL's COMMIT, SQLite's"
+    echo "synchronous=FULL)."
+    echo
+    echo "| figure | records | napsync s | napsync records/s | PouchDB s | PouchDB docs/s | PouchDB / napsync | target | |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---|---|"
+    for k in "${PEER_SIZES[@]}"; do
+        po_push='' po_pull=''
+        if [ "$PEER_POUCH" = 1 ]; then
+            po_push=$(awk -v m="$(json_get ms "${PEER[$k.push.out]}")" 'BEGIN{printf "%.3f", m / 1000}')
+            po_pull=$(awk -v m="$(json_get ms "${PEER[$k.pull.out]}")" 'BEGIN{printf "%.3f", m / 1000}')
+        fi
+        peer_row "push $k" "${PEER[$k.records]}" "${PEER[$k.ns_push.seconds]}" "$po_push"
+        peer_row "pull $k" "${PEER[$k.records]}" "${PEER[$k.ns_pull.seconds]}" "$po_pull"
+    done
+    echo
+    echo "| live, $PEER_WRITES writes | napsync ms | PouchDB ms | PouchDB / napsync | target | |"
+    echo "|---|---:|---:|---:|---|---|"
+    local q po r v
+    for q in p50 p99 max; do
+        po='not run' r='not run' v='not run'
+        if [ "$PEER_POUCH" = 1 ]; then
+            po=$(json_get "${q}_ms" "${PEER[live.out]}")
+            r=$(ratio "$po" "${PEER[ns_live.latency_${q}_ms]}")
+            v=$(verdict "$r" 10)
+        fi
+        if [ "$q" = max ]; then
+            echo "| $q | ${PEER[ns_live.latency_${q}_ms]} | $po | $r | | |"
+        else
+            echo "| $q | ${PEER[ns_live.latency_${q}_ms]} | $po | $r | ≥ 10 | $v |"
+        fi
+    done
+    echo
+    echo "Of napsync's latency, the writer's own round trip (from its push to the answer, which"
+    echo "comes after the server's COMMIT): p50 ${PEER[ns_live.ack_p50_ms]} ms, p99 ${PEER[ns_live.ack_p99_ms]} ms. Lost connections: ${PEER[ns_live.disconnects]}."
+    echo
+    echo "CPU seconds during each timed step: napsync's client and napsyncd (from the loadgen;"
+    echo "for the push until the last acknowledgement), PostgreSQL's processes (from /proc, for"
+    echo "the whole loadgen run: the push's includes the pull back of its own records, which"
+    echo "its sync does after the push; that whole sync took the seconds in brackets);"
+    echo "PouchDB's client (node: for the push during the replication, for the pull the whole"
+    echo "process) and pouchdb-server with stunnel (from /proc):"
+    echo
+    echo "| step | napsync client | napsyncd | PostgreSQL | napsync total | PouchDB client | pouchdb-server + stunnel | PouchDB total |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    local step po_cli po_srv ns_sum po_sum
+    for k in "${PEER_SIZES[@]}"; do
+        for step in push pull; do
+            po_cli='not run' po_srv='not run' po_sum='not run'
+            if [ "$PEER_POUCH" = 1 ]; then
+                po_srv=${PEER[$k.$step.srv_cpu]}
+                po_cli=${PEER[$k.$step.cli_cpu]}
+                [ "$step" = push ] && po_cli=$(json_get cpu_s "${PEER[$k.push.out]}" | awk '{printf "%.2f", $1}')
+                po_sum=$(awk -v a="$po_cli" -v b="$po_srv" 'BEGIN{printf "%.2f", a + b}')
+            fi
+            ns_sum=$(awk -v a="${PEER[$k.ns_$step.client_cpu_s]}" -v b="${PEER[$k.ns_$step.server_cpu_s]}" -v c="${PEER[$k.ns_$step.pg_cpu]}" 'BEGIN{printf "%.2f", a + b + c}')
+            local what="$step $k"
+            [ "$step" = push ] && what="push $k (sync ${PEER[$k.ns_push.sync_seconds]} s)"
+            echo "| $what | ${PEER[$k.ns_$step.client_cpu_s]} | ${PEER[$k.ns_$step.server_cpu_s]} | ${PEER[$k.ns_$step.pg_cpu]} | $ns_sum | $po_cli | $po_srv | $po_sum |"
+        done
+    done
+    echo
+    echo "$PEER_ANALYSIS_BEGIN"
+    echo "$peer_analysis"
+    echo "$PEER_ANALYSIS_END"
+    echo
+}
+
 write_report() {
-    local f=$1 tmp c b k analysis=''
+    local f=$1 tmp c b k analysis='' peer_analysis=''
     if [ -f "$f" ]; then
         analysis=$(awk -v b="$ANALYSIS_BEGIN" -v e="$ANALYSIS_END" '$0==b{on=1; next} $0==e{on=0} on' "$f")
     fi
     [ -n "$analysis" ] || analysis='(No analysis yet: profile the figures that miss their target and describe the causes here.)'
+    if [ -f "$f" ]; then
+        peer_analysis=$(awk -v b="$PEER_ANALYSIS_BEGIN" -v e="$PEER_ANALYSIS_END" '$0==b{on=1; next} $0==e{on=0} on' "$f")
+    fi
+    [ -n "$peer_analysis" ] || peer_analysis='(No analysis of the peer figures yet.)'
     local cpu mem kernel pgver pgset describe
     # The "Field links" section is tests/fieldlink/run.sh's: kept as it is.
     local fieldlinks=''
@@ -1043,7 +1430,7 @@ write_report() {
         echo "the catch-up SQLite) is inside every figure."
         echo
         local section
-        for section in push catchup fanout conns storm; do
+        for section in push catchup fanout conns storm peer; do
             if want "$section"; then "report_$section"; fi
         done
         echo "## Analysis"
@@ -1054,8 +1441,8 @@ write_report() {
         echo
         echo "## Not measured yet"
         echo
-        echo "Later parts of the suite: a PouchDB/CouchDB peer as a second baseline. Updates (merges on older"
-        echo "bases) and conflicts are not in these figures either: every pushed mutation is a create."
+        echo "Updates (merges on older bases) and conflicts are not in these figures: every pushed"
+        echo "mutation is a create."
         echo
         echo "## Commands"
         echo
@@ -1078,8 +1465,14 @@ write_report() {
         for cmd in "${COMMANDS[@]}"; do echo "$cmd"; done
         echo '```'
         echo
-        if want fanout || want storm; then
+        if want fanout || want storm || want peer; then
             echo "STORES is a directory on $STORES_FS, removed after each figure."
+            echo
+        fi
+        if want peer; then
+            echo "PEER is the npm install of tests/fieldlink/peer ($PEER_CACHE); pouchdb-server ran as"
+            echo "\`pouchdb-server --host 127.0.0.1 --port PORT --dir DIR/db -c DIR/config.json\` behind"
+            echo "\`stunnel4\` (accept PORT + 1, connect PORT, napsyncd's certificate and key)."
             echo
         fi
         if want push; then
@@ -1120,5 +1513,6 @@ want catchup && catchup_figures
 want fanout && fanout_figure
 want conns && conns_figure
 want storm && storm_figure
+want peer && peer_figure
 write_report "$out"
 note "report written to $out ($SECONDS s)"

@@ -7,7 +7,10 @@
  * every backlog record received by a fresh device (streamed, and synced
  * into its store), the COPY baseline's rows counted, every write delivered
  * once to every watching device, every session up and resumed, every
- * queued change of the storm applied once. Then the report must
+ * queued change of the storm applied once, the peer's records pushed,
+ * pulled and written live by napsync and by PouchDB (PouchDB only when the
+ * npm packages of tests/fieldlink/peer are installed or can be: run.sh
+ * tries `npm ci`, and needs Node.js). Then the report must
  * hold a row, with a figure in every cell, for each of them. Nothing about
  * speed is asserted. */
 #include <setjmp.h>
@@ -23,13 +26,17 @@
 #include "harness.h"
 
 /* The smoke sizes of run.sh: clients 1 and 4, batches 1 and 10, one
- * backlog of 300 changes, 5 watching devices, 24 sessions, a storm of 6
- * device stores. */
+ * backlog of 300 changes, 5 watching devices spread over 2 load generator
+ * processes, 24 sessions, a storm of 6 device stores. */
 static const char *const push_rows[] = {"| 1 | 1 |", "| 1 | 10 |", "| 4 | 1 |", "| 4 | 10 |"};
 static const char catchup_row[] = "| 300 |";
-static const char fanout_row[] = "| 5 |";
+static const char fanout_row[] = "| 5 | 2 |";
 static const char conns_row[] = "| 24 |";
 static const char storm_row[] = "| 6 |";
+/* The peer (200 reports: 261 records; 5 live writes). Without PouchDB's
+ * npm packages its columns say "not run", which these checks accept. */
+static const char *const peer_rows[] = {"| push 200 |", "| pull 200 |", "| p50 |", "| p99 |"};
+static const int peer_counts[] = {1, 2, 1, 1};
 
 static char *slurp(const char *path)
 {
@@ -115,6 +122,9 @@ static void bench_smoke(void **state)
     /* Full and resumed handshakes, then the ratio and the memory. */
     expect_rows(text, conns_row, 3);
     expect_rows(text, storm_row, 1);
+    /* Push and pull in the figure's table, pull once more in the CPU table. */
+    for (size_t i = 0; i < sizeof(peer_rows) / sizeof(peer_rows[0]); i++)
+        expect_rows(text, peer_rows[i], peer_counts[i]);
     free(text);
     nst_rmtree(dir);
 }

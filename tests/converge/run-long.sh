@@ -19,9 +19,11 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=tests/lib/longrun.sh disable=SC1091
+. "$ROOT/tests/lib/longrun.sh"
 build=build
 rounds=2000
-seed=$(($(date +%s) * 1000 + RANDOM))
+seed=$(longrun_seed)
 runs=1000
 minutes=10
 devices=5
@@ -37,47 +39,19 @@ while getopts "b:r:s:n:m:d:p:h" opt; do
     d) devices=$OPTARG ;;
     p) plans=$OPTARG ;;
     h)
-        sed -n '2,20p' "$0"
+        longrun_help "$0"
         exit 0
         ;;
     *) exit 2 ;;
     esac
 done
-for n in "$rounds" "$seed" "$runs" "$minutes" "$devices" "$plans"; do
-    case $n in
-    '' | *[!0-9]*)
-        echo "run-long.sh: numbers only: $n" >&2
-        exit 2
-        ;;
-    esac
-done
+longrun_numbers any "$rounds" "$seed" "$runs" "$minutes" "$devices" "$plans"
 
 cd "$ROOT"
-[[ $build = /* ]] || build=$ROOT/$build
-if [ ! -x "$build/tests/test_converge" ]; then
-    cmake -S "$ROOT" -B "$build" -DNS_BUILD_TESTS=ON >/dev/null
-    cmake --build "$build" -j "$(nproc)" --target test_converge
-fi
-
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/napsync-converge.XXXXXX")
-cleanup() {
-    "$ROOT/tests/lib/pg.sh" stop "$tmp/pg" immediate >/dev/null 2>&1 || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# fsync off: the cluster is thrown away (the property is about the
-# protocol, not the disk; crash safety has its own tests).
-out=$(NS_PG_FSYNC=off "$ROOT/tests/lib/pg.sh" start "$tmp/pg")
-while IFS= read -r line; do
-    case $line in
-    PGHOST=*) export NS_TEST_PGHOST=${line#PGHOST=} ;;
-    PGPORT=*) export NS_TEST_PGPORT=${line#PGPORT=} ;;
-    PGUSER=*) export NS_TEST_PGUSER=${line#PGUSER=} ;;
-    esac
-done <<<"$out"
+build=$(longrun_build "$build" test_converge)
+# The property is about the protocol, not the disk.
+longrun_pg converge
+tmp=$LONGRUN_TMP
 export NS_SOURCE_DIR=$ROOT NS_BUILD_DIR=$build
 export NS_TEST_ROUNDS=$rounds NS_TEST_DEVICES=$devices NS_TEST_PLANS=$plans
 

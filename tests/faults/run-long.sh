@@ -24,8 +24,10 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=tests/lib/longrun.sh disable=SC1091
+. "$ROOT/tests/lib/longrun.sh"
 build=build
-seed=$(($(date +%s) * 1000 + RANDOM))
+seed=$(longrun_seed)
 kills=120
 client_kills=50
 pg_cycles=10
@@ -48,21 +50,14 @@ while getopts "b:s:k:c:p:l:d:n:t:o:h" opt; do
     t) timeout_ms=$OPTARG ;;
     o) only=$OPTARG ;;
     h)
-        sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"
+        longrun_help "$0"
         exit 0
         ;;
     *) exit 2 ;;
     esac
 done
-for n in "$seed" "$kills" "$client_kills" "$pg_cycles" "$link_seconds" "$disk_cycles" \
-    "$clients" "$timeout_ms"; do
-    case $n in
-    '' | *[!0-9]*)
-        echo "run-long.sh: numbers only: $n" >&2
-        exit 2
-        ;;
-    esac
-done
+longrun_numbers any "$seed" "$kills" "$client_kills" "$pg_cycles" "$link_seconds" \
+    "$disk_cycles" "$clients" "$timeout_ms"
 case $only in
 '' | daemon_kill | postgres | links | client_kill | disk_full) ;;
 *)
@@ -72,11 +67,7 @@ case $only in
 esac
 
 cd "$ROOT"
-[[ $build = /* ]] || build=$ROOT/$build
-if [ ! -x "$build/tests/test_faults" ]; then
-    cmake -S "$ROOT" -B "$build" -DNS_BUILD_TESTS=ON >/dev/null
-    cmake --build "$build" -j "$(nproc)" --target test_faults napsyncd napsync_faultclient
-fi
+build=$(longrun_build "$build" test_faults napsyncd napsync_faultclient)
 
 log=$(mktemp "${TMPDIR:-/tmp}/napsync-faults.XXXXXX.log")
 settings=(NS_TEST_SEED="$seed" NS_FAULT_DAEMON_KILLS="$kills" NS_FAULT_CLIENT_KILLS="$client_kills"

@@ -591,8 +591,11 @@ static void test_traffic_crossed_the_line(void **state)
     long long conns = proxy_stat(f, "connections");
     assert_int_equal(conns, 3); /* one connection per sync */
     assert_int_equal(proxy_stat(f, "cut_connections"), 0);
-    /* At least the records themselves came down, and the new reports went up. */
-    assert_true(down > (1 + N_INDICATORS + N_REPORTS) * 100);
+    /* At least the records themselves came down, and the new reports went up:
+     * compact pages and zstd bring a record to about 70 bytes on the wire
+     * (docs/benchmarks.md "Bytes per record"), of which its 16-byte id and
+     * its text cannot shrink further. */
+    assert_true(down > (1 + N_INDICATORS + N_REPORTS) * 40);
     assert_true(up > N_NEW * 100);
     char out[256], *argv[] = {f->link_sh, "wire", f->fl_id, NULL};
     if (nst_run(argv, out, sizeof(out)) != 0)

@@ -4,7 +4,9 @@
  * ConflictList, a subscription's pages, MutationResult, HistoryPage;
  * client/direct.c: PushResult of a batch, the pages of a whole plan;
  * ReportResult), compressed frames among them once Welcome agreed on
- * them (proto/compress.c).
+ * them (proto/compress.c), and compact pages (proto/page_compact.c), which
+ * the client expands before anything reads them, once Welcome agreed on
+ * those (corpus/client/compact-*).
  *
  * A fake server in this process, on the daemon's own TLS and frame code
  * over loopback, answers the real client with the input. Input: byte 0

@@ -5,7 +5,9 @@
  *
  * Input: one frame's payload. An Envelope{zstd} is decompressed as a
  * receiver that agreed on compression does, and the Envelope it holds is
- * walked too. Every value is read as each kind, and every field set
+ * walked too, and so is the ordinary page an Envelope{compact_page}
+ * expands to (proto/page_compact.c): compacting that again and expanding
+ * it gives the same bytes. Every value is read as each kind, and every field set
  * against a table of field types (the registry's role); what is accepted
  * must be canonical: checking it again changes nothing, and its text form
  * and its wire form both read back equal. */
@@ -18,6 +20,7 @@
 #include "fields_pb.h"
 #include "frame.h"
 #include "fixture.h"
+#include "page_compact.h"
 #include "value.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -217,9 +220,63 @@ static void check_scopes(size_t n, Napsync__V1__Scope *const *scopes)
 
 static ns_compress *zstd;
 
+static void walk(const ns_envelope *e);
+
+static uint8_t *packed_or_die(const ns_envelope *e, size_t *n)
+{
+    uint8_t *b;
+    if (ns_envelope_pack(e, &b, n) != 0)
+        nsf_die("ns_envelope_pack failed");
+    return b;
+}
+
+/* A compact page from the wire: refused with a message, or expanded into
+ * an ordinary page whose own compact form expands to the same bytes. */
+static void walk_compact(const ns_envelope *e)
+{
+    char err[ERRLEN] = "";
+    ns_envelope *x = NULL;
+    ns_page_compact_status st = ns_page_compact_expand(e, NS_FRAME_DEFAULT_MAX, &x, err, ERRLEN);
+    if (st != NS_PAGE_COMPACT_OK) {
+        if (x != NULL || err[0] == '\0')
+            nsf_die("ns_page_compact_expand failed (%d) without a message, or with a page", st);
+        check_err(err);
+        return;
+    }
+    if (x == NULL || x->body_case != NAPSYNC__V1__ENVELOPE__BODY_CHANGE_PAGE ||
+        x->request_id != e->request_id)
+        nsf_die("ns_page_compact_expand gave no page, or another request's");
+    size_t n1, n2, n3;
+    uint8_t *b1 = packed_or_die(x, &n1);
+    if (n1 > NS_FRAME_DEFAULT_MAX)
+        nsf_die("an expanded page of %zu bytes is above the bound", n1);
+    ns_page_compact *pc = NULL;
+    if (ns_page_compact_make(x, &pc) != NS_PAGE_COMPACT_OK)
+        nsf_die("an expanded page does not compact again");
+    uint8_t *b2 = packed_or_die(ns_page_compact_envelope(pc), &n2);
+    ns_page_compact_free(pc);
+    ns_envelope *again = ns_envelope_unpack(b2, n2), *y = NULL;
+    if (again == NULL ||
+        ns_page_compact_expand(again, NS_FRAME_DEFAULT_MAX, &y, NULL, 0) != NS_PAGE_COMPACT_OK)
+        nsf_die("a page compacted again does not expand");
+    uint8_t *b3 = packed_or_die(y, &n3);
+    if (n3 != n1 || memcmp(b1, b3, n1) != 0)
+        nsf_die("a page expanded, compacted and expanded again differs");
+    walk(x);
+    free(b1);
+    free(b2);
+    free(b3);
+    ns_envelope_free(again);
+    ns_envelope_free(y);
+    ns_envelope_free(x);
+}
+
 static void walk(const ns_envelope *e)
 {
     switch (e->body_case) {
+    case NAPSYNC__V1__ENVELOPE__BODY_COMPACT_PAGE:
+        walk_compact(e);
+        break;
     case NAPSYNC__V1__ENVELOPE__BODY_ZSTD: {
         ns_envelope *inner = NULL;
         ns_compress_status st =

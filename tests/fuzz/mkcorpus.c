@@ -16,6 +16,7 @@
 #include "fixture.h"
 #include "frame.h"
 #include "messages.h"
+#include "page_compact.h"
 #include "planfile.h"
 
 #define OP_CREATE NAPSYNC__V1__MUTATION_OP__MUTATION_OP_CREATE
@@ -556,6 +557,68 @@ static ns_envelope *outbox_result(nsf_arena *a, uint64_t rid)
         (Napsync__V1__MutationResult *[]){nsf_result(a, NSF_TOKEN_MUTATION, APPLIED, 1, NULL)});
 }
 
+/* A Welcome that agrees on compact pages (and on zstd when zstd). */
+static ns_envelope *welcome_compact(nsf_arena *a, int zstd)
+{
+    ns_envelope *w = nsf_welcome(a, 1, zstd);
+    w->welcome->page_format = NAPSYNC__V1__PAGE_FORMAT__PAGE_FORMAT_COMPACT_1;
+    return w;
+}
+
+/* page as the compact page that the server sends (proto/page_compact.h),
+ * compressed when zstd. */
+static void compact_frame(nsf_buf *b, const ns_envelope *page, int zstd)
+{
+    ns_page_compact *pc = NULL;
+    if (ns_page_compact_make(page, &pc) != NS_PAGE_COMPACT_OK) {
+        fprintf(stderr, "mkcorpus: a seed page does not fit the compact form\n");
+        exit(1);
+    }
+    if (zstd)
+        nsf_buf_zstd_frame(b, ns_page_compact_envelope(pc));
+    else
+        nsf_buf_frame(b, ns_page_compact_envelope(pc));
+    ns_page_compact_free(pc);
+}
+
+/* Compact pages agreed: a sync, a sync with compression, a watch. */
+static void compact_seeds(nsf_arena *a)
+{
+    for (int zstd = 0; zstd <= 1; zstd++) {
+        nsf_buf b = {0};
+        nsf_buf_put(&b, (const uint8_t[]){SC_SYNC}, 1);
+        nsf_buf_frame(&b, welcome_compact(a, zstd));
+        nsf_buf_frame(&b, outbox_result(a, 2));
+        compact_frame(&b, page_of_plan(a, 3, "1:40", 1), zstd);
+        /* Too small to compress: sent as it is. */
+        compact_frame(&b, nsf_change_page(a, 4, 0, NULL, "1:41", 0, NSF_PLAN_ID), 0);
+        nsf_buf_frame(&b, conflicts_of_plan(a, 5));
+        write_buf("client", zstd ? "compact-zstd-sync" : "compact-sync", &b);
+    }
+    nsf_buf b = {0};
+    nsf_buf_put(&b, (const uint8_t[]){SC_WATCH}, 1);
+    nsf_buf_frame(&b, welcome_compact(a, 0));
+    nsf_buf_frame(&b, outbox_result(a, 2));
+    compact_frame(&b, page_of_plan(a, 3, "1:42", 0), 0);
+    nsf_buf_frame(&b, conflicts_of_plan(a, 4));
+    compact_frame(&b,
+                  nsf_change_page(a, 5, 1,
+                                  (Napsync__V1__Record *[]){plan_record(a, NSF_PLAN_ID, 4)}, "1:43",
+                                  0, NSF_PLAN_ID),
+                  0);
+    write_buf("client", "compact-watch", &b);
+    /* The envelope target expands compact pages too. */
+    ns_page_compact *pc = NULL;
+    if (ns_page_compact_make(page_of_plan(a, 3, "1:42", 1), &pc) != NS_PAGE_COMPACT_OK) {
+        fprintf(stderr, "mkcorpus: a seed page does not fit the compact form\n");
+        exit(1);
+    }
+    nsf_buf e = {0};
+    nsf_buf_envelope(&e, ns_page_compact_envelope(pc));
+    ns_page_compact_free(pc);
+    write_buf("envelope", "compact-page", &e);
+}
+
 static void client_seeds(void)
 {
     nsf_arena *a = nsf_arena_new();
@@ -597,6 +660,7 @@ static void client_seeds(void)
     nsf_buf_zstd_frame(&b, page_of_plan(a, 3, "1:42", 0));
     nsf_buf_zstd_frame(&b, conflicts_of_plan(a, 4));
     write_buf("client", "zstd-sync", &b);
+    compact_seeds(a);
     CLIENT_SEED("history", SC_HISTORY, nsf_welcome(a, 1, 0),
                 nsf_history_page(a, 2, "f1000000-0000-4000-8000-000000000003"));
     CLIENT_SEED(

@@ -889,6 +889,15 @@ static void conninfo_kv(char *out, size_t cap, const char *key, const char *val)
     }
 }
 
+void nst_conninfo(const nst_env *e, const char *user, const char *dbname, char *out, size_t cap)
+{
+    out[0] = '\0';
+    conninfo_kv(out, cap, "host", e->pg.host);
+    conninfo_kv(out, cap, "port", e->pg.port);
+    conninfo_kv(out, cap, "dbname", dbname);
+    conninfo_kv(out, cap, "user", user);
+}
+
 bool nst_daemon_running(nst_env *e)
 {
     if (e->pid <= 0)
@@ -928,10 +937,7 @@ static int daemon_try_start(nst_env *e, const char *const *extra)
 {
     char listen[32], conninfo[2048] = "";
     snprintf(listen, sizeof(listen), "127.0.0.1:%u", e->port);
-    conninfo_kv(conninfo, sizeof(conninfo), "host", e->pg.host);
-    conninfo_kv(conninfo, sizeof(conninfo), "port", e->pg.port);
-    conninfo_kv(conninfo, sizeof(conninfo), "dbname", e->dbname);
-    conninfo_kv(conninfo, sizeof(conninfo), "user", DAEMON_ROLE);
+    nst_conninfo(e, DAEMON_ROLE, e->dbname, conninfo, sizeof(conninfo));
     char sql_dir[NST_PATH];
     if (nst_path_join(sql_dir, e->source_dir, "sql") != 0)
         return -1;
@@ -1171,6 +1177,46 @@ int nst_teardown(void **state)
         return -1;
     }
     return 0;
+}
+
+void *nst_fixture_new(void **state, size_t size)
+{
+    void *f = calloc(1, size);
+    *state = f;
+    return f;
+}
+
+int nst_group_start(nst_env **e, const char *name, const char *const *extra,
+                    const nst_member *members, size_t n)
+{
+    /* Registration needs the organisations the daemon's first start loads. */
+    *e = nst_env_new(name, NULL);
+    if (*e == NULL)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (nst_device_issue(*e, false, members[i].name, members[i].dev) != 0)
+            return -1;
+    if (nst_daemon_start(*e, extra) != 0)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (members[i].org != NULL && nst_device_register(*e, members[i].org, members[i].principal,
+                                                          members[i].role, members[i].dev) != 0)
+            return -1;
+    for (size_t i = 0; i < n; i++)
+        if (members[i].store != NULL &&
+            nst_path_join(members[i].store, (*e)->dir, members[i].file) != 0)
+            return -1;
+    return 0;
+}
+
+int nst_group_teardown(void **state)
+{
+    if (*state == NULL)
+        return 0;
+    int rc = nst_env_close(fixture_env(state));
+    free(*state);
+    *state = NULL;
+    return rc;
 }
 
 void nst_fail(const nst_env *e, const char *fmt, ...)

@@ -156,6 +156,9 @@ int nst_cert_fingerprint(const char *cert_file, char fp[65]);
  * value is not NULL, the first column of the first row is copied there. */
 int nst_db_exec(nst_env *e, const char *sql, int nparams, const char *const *params, char *value,
                 size_t cap);
+/* A libpq connection string for e's cluster: host, port, dbname and user,
+ * each quoted as libpq expects, into out (truncated to cap). */
+void nst_conninfo(const nst_env *e, const char *user, const char *dbname, char *out, size_t cap);
 
 /* Starts napsyncd on a fresh port with the test's files and database, plus
  * extra flags (NULL terminated list, may be NULL), and waits until it
@@ -199,6 +202,37 @@ int nst_setup(void **state);
 int nst_teardown(void **state);
 /* A cmocka test entry with that setup and teardown. */
 #define NST_TEST(fn) cmocka_unit_test_setup_teardown(fn, nst_setup, nst_teardown)
+
+/* A device of a group's fixture, for nst_group_start: its certificate
+ * from the daemon's CA; its registration for principal of org with role
+ * (none when org is NULL); the path of its store, file in the test's
+ * directory, written to store (NST_PATH bytes; none when store is NULL). */
+typedef struct {
+    nst_device *dev;
+    const char *name;
+    const char *org;
+    const char *principal;
+    const char *role;
+    char *store;
+    const char *file;
+} nst_member;
+
+#define NST_COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* For a group setup: a zeroed fixture of size bytes in *state, laid out as
+ * NST_FIXTURE_CHECK demands; nst_group_teardown frees it. Returns it, or
+ * NULL. */
+void *nst_fixture_new(void **state, size_t size);
+/* What most group setups do, in this order: *e = nst_env_new(name, NULL),
+ * every member's certificate, nst_daemon_start(*e, extra), every
+ * registration, every store path. Returns 0, or -1 after printing why;
+ * *e is set as soon as it exists, for the teardown. */
+int nst_group_start(nst_env **e, const char *name, const char *const *extra,
+                    const nst_member *members, size_t n);
+/* The group teardown of a fixture from nst_fixture_new (may be NULL):
+ * nst_env_close, then free. A teardown with more to release does that
+ * first and returns this. */
+int nst_group_teardown(void **state);
 
 /* Fails the running test with a message naming the daemon log (whose tail
  * nst_test_end prints). */

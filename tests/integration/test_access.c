@@ -49,29 +49,15 @@ static void must(fixture *f, int rc, const char *what)
 
 static int group_setup(void **state)
 {
-    fixture *f = calloc(1, sizeof(*f));
+    fixture *f = nst_fixture_new(state, sizeof(*f));
     if (f == NULL)
         return -1;
-    *state = f;
-    f->e = nst_env_new("access", NULL);
-    if (f->e == NULL || nst_device_issue(f->e, false, "field-office-a", &f->a) != 0 ||
-        nst_device_issue(f->e, false, "mofa-desk", &f->m) != 0 ||
-        nst_daemon_start(f->e, NULL) != 0 ||
-        nst_device_register(f->e, "mogender", "Amina Coordinator", "coordinator", &f->a) != 0 ||
-        nst_device_register(f->e, "mofa", "Desk Officer", "implementer", &f->m) != 0)
-        return -1;
-    if (nst_path_join(f->store_a, f->e->dir, "a.store") != 0 ||
-        nst_path_join(f->store_m, f->e->dir, "m.store") != 0)
-        return -1;
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    fixture *f = *state;
-    int rc = f ? nst_env_close(f->e) : 0;
-    free(f);
-    return rc;
+    const nst_member m[] = {
+        {&f->a, "field-office-a", "mogender", "Amina Coordinator", "coordinator", f->store_a,
+         "a.store"},
+        {&f->m, "mofa-desk", "mofa", "Desk Officer", "implementer", f->store_m, "m.store"},
+    };
+    return nst_group_start(&f->e, "access", NULL, m, NST_COUNT(m));
 }
 
 static void test_lose_and_regain(void **state)
@@ -140,5 +126,5 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lose_and_regain),
     };
-    return cmocka_run_group_tests_name("access", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("access", tests, group_setup, nst_group_teardown);
 }

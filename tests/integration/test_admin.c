@@ -36,31 +36,6 @@ NST_FIXTURE_CHECK(fixture);
 
 static char out[OUT_CAP];
 
-/* A libpq conninfo value in single quotes, escaped as libpq expects. */
-static void kv(char *dst, size_t cap, const char *key, const char *val)
-{
-    size_t n = strlen(dst);
-    n += (size_t)snprintf(dst + n, n < cap ? cap - n : 0, "%s%s='", n ? " " : "", key);
-    for (const char *p = val; *p && n + 3 < cap; p++) {
-        if (*p == '\'' || *p == '\\')
-            dst[n++] = '\\';
-        dst[n++] = *p;
-    }
-    if (n + 2 <= cap) {
-        dst[n++] = '\'';
-        dst[n] = '\0';
-    }
-}
-
-static void conninfo(const nst_env *e, const char *user, const char *dbname, char *dst, size_t cap)
-{
-    dst[0] = '\0';
-    kv(dst, cap, "host", e->pg.host);
-    kv(dst, cap, "port", e->pg.port);
-    kv(dst, cap, "dbname", dbname);
-    kv(dst, cap, "user", user);
-}
-
 /* `napsyncd --database DB admin ARGS...` (NULL terminated). With both,
  * stderr joins stdout in `out`; else `out` is stdout alone. Returns the
  * exit status. */
@@ -190,27 +165,17 @@ static void expect_logged(const fixture *f, const char *id, const char *op)
 
 static int group_setup(void **state)
 {
-    fixture *f = calloc(1, sizeof(*f));
+    fixture *f = nst_fixture_new(state, sizeof(*f));
     if (f == NULL)
         return -1;
-    *state = f;
-    f->e = nst_env_new("admin", NULL);
-    if (f->e == NULL || nst_device_issue(f->e, false, "it-desk", &f->it) != 0 ||
-        nst_daemon_start(f->e, NULL) != 0 ||
-        nst_device_register(f->e, "mogender", "IT Officer", "admin", &f->it) != 0 ||
-        nst_path_join(f->store_it, f->e->dir, "it.store") != 0)
+    const nst_member m[] = {
+        {&f->it, "it-desk", "mogender", "IT Officer", "admin", f->store_it, "it.store"},
+    };
+    if (nst_group_start(&f->e, "admin", NULL, m, NST_COUNT(m)) != 0)
         return -1;
-    conninfo(f->e, f->e->pg.user, f->e->dbname, f->su, sizeof(f->su));
-    conninfo(f->e, DAEMON_ROLE, f->e->dbname, f->daemon, sizeof(f->daemon));
+    nst_conninfo(f->e, f->e->pg.user, f->e->dbname, f->su, sizeof(f->su));
+    nst_conninfo(f->e, DAEMON_ROLE, f->e->dbname, f->daemon, sizeof(f->daemon));
     return 0;
-}
-
-static int group_teardown(void **state)
-{
-    fixture *f = *state;
-    int rc = nst_env_close(f->e);
-    free(f);
-    return rc;
 }
 
 /* ---- help and usage ---------------------------------------------------------------------- */
@@ -346,6 +311,22 @@ static void test_organisations(void **state)
              n, sizeof(n));
     if (strcmp(n, "0") != 0)
         nst_fail(f->e, "refused organisations were written: %s", n);
+
+    /* --deleted (a switch at another place in each list's options): a
+     * deleted organisation shows only with it, and says so. */
+    expect_rc(f, admin(f, "organisation", "add", "gone", "--name", "Gone", "--kind", "cso", NULL),
+              0, "organisation add gone");
+    db_value(f, "UPDATE organisations SET deleted = true WHERE code = $1 RETURNING code", "gone", n,
+             sizeof(n));
+    expect_rc(f, admin(f, "organisation", "list", NULL), 0, "organisation list, one deleted");
+    if (strstr(out, "Gone") != NULL)
+        nst_fail(f->e, "organisation list shows a deleted one:\n%s", out);
+    expect_rc(f, admin(f, "organisation", "list", "--deleted", NULL), 0, "list --deleted");
+    expect_out(f, "Gone", "organisation list --deleted");
+    expect_rc(f, admin(f, "--json", "organisation", "list", "--deleted", NULL), 0,
+              "list --deleted --json");
+    expect_out(f, "\"code\":\"gone\",\"name\":\"Gone\",\"kind\":\"cso\"", "list --deleted --json");
+    expect_out(f, "\"deleted\":true", "organisation list --deleted --json");
     nst_test_passed(f->e);
 }
 
@@ -639,7 +620,7 @@ static void test_permission_and_failures(void **state)
     char empty[96], db[1024];
     snprintf(empty, sizeof(empty), "%s_empty", f->e->dbname);
     char maint[1024];
-    conninfo(f->e, f->e->pg.user, "postgres", maint, sizeof(maint));
+    nst_conninfo(f->e, f->e->pg.user, "postgres", maint, sizeof(maint));
     PGconn *pg = PQconnectdb(maint);
     char *ident =
         pg && PQstatus(pg) == CONNECTION_OK ? PQescapeIdentifier(pg, empty, strlen(empty)) : NULL;
@@ -648,7 +629,7 @@ static void test_permission_and_failures(void **state)
     char sql[256];
     snprintf(sql, sizeof(sql), "CREATE DATABASE %s", ident);
     PQclear(PQexec(pg, sql));
-    conninfo(f->e, f->e->pg.user, empty, db, sizeof(db));
+    nst_conninfo(f->e, f->e->pg.user, empty, db, sizeof(db));
     int rc = admin_db(f, db, "device", "list", NULL);
     snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s", ident);
     PQclear(PQexec(pg, sql));
@@ -704,5 +685,5 @@ int main(void)
         NST_TEST(test_devices),       NST_TEST(test_permission_and_failures),
         NST_TEST(test_feed_epoch),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, nst_group_teardown);
 }

@@ -483,10 +483,9 @@ static void skeleton_one(fixture *f, const char *type, char id[40], const char *
 
 static int group_setup(void **state)
 {
-    fixture *f = calloc(1, sizeof(*f));
+    fixture *f = nst_fixture_new(state, sizeof(*f));
     if (f == NULL)
         return -1;
-    *state = f;
     static const char *const orgs[NROLES] = {"mogender", "mogender", "police", "regional",
                                              "parliament"};
     f->e = nst_env_new("authz_matrix", NULL);
@@ -508,9 +507,7 @@ static int group_teardown(void **state)
     fixture *f = *state;
     for (int r = 0; f != NULL && r < NROLES; r++)
         nst_client_close(f->c[r]);
-    int rc = f ? nst_env_close(f->e) : 0;
-    free(f);
-    return rc;
+    return nst_group_teardown(state);
 }
 
 static void connect_all(fixture *f)

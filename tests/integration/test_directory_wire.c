@@ -61,34 +61,18 @@ static int lines_of(fixture *f, const nst_device *d, const char *type)
 
 static int group_setup(void **state)
 {
-    fixture *f = calloc(1, sizeof(*f));
+    fixture *f = nst_fixture_new(state, sizeof(*f));
     if (f == NULL)
         return -1;
-    *state = f;
-    f->e = nst_env_new("directory_wire", NULL);
-    if (f->e == NULL || nst_device_issue(f->e, false, "it-desk", &f->admin) != 0 ||
-        nst_device_issue(f->e, false, "coord-desk", &f->coord) != 0 ||
-        nst_device_issue(f->e, false, "mofa-it", &f->other) != 0 ||
-        nst_device_issue(f->e, false, "district-tablet", &f->enrolled) != 0 ||
-        nst_daemon_start(f->e, NULL) != 0 ||
-        nst_device_register(f->e, "mogender", "IT Officer", "admin", &f->admin) != 0 ||
-        nst_device_register(f->e, "mogender", "Amina Coordinator", "coordinator", &f->coord) != 0 ||
-        nst_device_register(f->e, "mofa", "MoFA IT", "admin", &f->other) != 0)
-        return -1;
-    if (nst_path_join(f->store_admin, f->e->dir, "admin.store") != 0 ||
-        nst_path_join(f->store_coord, f->e->dir, "coord.store") != 0 ||
-        nst_path_join(f->store_other, f->e->dir, "other.store") != 0 ||
-        nst_path_join(f->store_enrolled, f->e->dir, "enrolled.store") != 0)
-        return -1;
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    fixture *f = *state;
-    int rc = f ? nst_env_close(f->e) : 0;
-    free(f);
-    return rc;
+    const nst_member m[] = {
+        {&f->admin, "it-desk", "mogender", "IT Officer", "admin", f->store_admin, "admin.store"},
+        {&f->coord, "coord-desk", "mogender", "Amina Coordinator", "coordinator", f->store_coord,
+         "coord.store"},
+        {&f->other, "mofa-it", "mofa", "MoFA IT", "admin", f->store_other, "other.store"},
+        /* Enrolled by its test, through the directory. */
+        {&f->enrolled, "district-tablet", NULL, NULL, NULL, f->store_enrolled, "enrolled.store"},
+    };
+    return nst_group_start(&f->e, "directory_wire", NULL, m, NST_COUNT(m));
 }
 
 static void test_enrol_see_revoke(void **state)
@@ -172,5 +156,5 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_enrol_see_revoke),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, nst_group_teardown);
 }

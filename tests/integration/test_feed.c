@@ -1666,6 +1666,169 @@ static void test_many_subscribers(void **state)
         assert_int_equal(f->subs[i].npages, i % 2 ? 3 : 2);
 }
 
+/* Rows of any type and fields, committed in one transaction: json is an
+ * array of {entity_type, tenant_id, after} (record ids made here). */
+static void add_rows(const char *json, int n)
+{
+    const char *v[1] = {json};
+    PGresult *r = nst_pgt_query(
+        G.pgdb.pg,
+        "SELECT jsonb_agg(x || jsonb_build_object('record_id', gen_random_uuid(), 'version', 1,"
+        "                 'principal_id', '" BOB "', 'deleted', false))::text"
+        "  FROM jsonb_array_elements($1::jsonb) AS x",
+        1, v);
+    assert_non_null(r);
+    char *rows = strdup(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    commit_changes(G.pgdb.pg, rows, n, APPEND_LOCKED);
+    free(rows);
+}
+
+static bool page_has(const got *g, size_t page, const char *type, const char *field,
+                     const char *value)
+{
+    const Napsync__V1__ChangePage *p = g->pages[page];
+    for (size_t i = 0; i < p->n_records; i++) {
+        const Napsync__V1__Record *r = p->records[i];
+        if (strcmp(r->entity_type, type) != 0)
+            continue;
+        const Napsync__V1__Value *v = field_of(r, field);
+        if (v->kind_case == NAPSYNC__V1__VALUE__KIND_TEXT_VALUE &&
+            strcmp(v->text_value, value) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Waits until every subscription has caught up with the newest change (no
+ * query of its own left to answer). */
+static void wait_settled(fx *f)
+{
+    ns_feed_stats st;
+    for (int i = 0; i < 500; i++) {
+        fx_idle(f, 20);
+        ns_feed_stats_get(f->feed, &st);
+        if (st.behind == 0 && st.head == head_seq())
+            return;
+    }
+    fail_msg("the subscriptions did not settle");
+}
+
+/* The shared read (feed.h, "fast path") decides with policy.c's twins of the
+ * read rules what each caught-up subscriber gets: a reader who only reads
+ * (bob, no role) never gets a report before approval nor a disaggregated
+ * value, a subscriber by organisation no draft of another, and of the
+ * directory nobody another organisation's device or, without admin, another
+ * person's device. */
+static void test_subscribe_fast_path_rules(void **state)
+{
+    fx *f = *state = fx_new(G.pgdb.conninfo, NULL);
+    got *plan = &f->subs[0], *org = &f->subs[1], *dir = &f->subs[2];
+    scopes sp = one_scope(true, A_ACTIVE);
+    subscribe(f, plan, &G.bob, "", &sp);
+    scopes so = one_scope(false, ORG_A);
+    subscribe(f, org, &G.bob, "", &so);
+    scopes sd;
+    memset(&sd, 0, sizeof(sd));
+    napsync__v1__scope__init(&sd.s[0]);
+    sd.s[0].kind_case = NAPSYNC__V1__SCOPE__KIND_DIRECTORY;
+    sd.s[0].directory = true;
+    sd.n = 1;
+    subscribe(f, dir, &G.bob, "", &sd);
+    wait_pages(f, plan, 1);
+    wait_pages(f, org, 1);
+    wait_pages(f, dir, 1);
+    assert_tenants(org->pages[0], "{" A_ACTIVE "}");
+    /* Woken by changes out of their scopes until each has run its own query
+     * after a shared read (which gives it fingerprints to compare): the
+     * next changes go through the shared read. */
+    add_indicators(1, B_ACTIVE, BOB);
+    wait_settled(f);
+    add_indicators(1, B_ACTIVE, BOB);
+    wait_settled(f);
+    ns_feed_stats st0;
+    ns_feed_stats_get(f->feed, &st0);
+
+    add_rows("["
+             "{\"entity_type\": \"indicator_report\", \"tenant_id\": \"" A_ACTIVE "\","
+             " \"after\": {\"plan_id\": \"" A_ACTIVE "\", \"status\": \"submitted\"}},"
+             "{\"entity_type\": \"report_value\", \"tenant_id\": \"" A_ACTIVE "\","
+             " \"after\": {\"plan_id\": \"" A_ACTIVE "\"}},"
+             "{\"entity_type\": \"indicator\", \"tenant_id\": \"" A_DRAFT "\","
+             " \"after\": {\"plan_id\": \"" A_DRAFT "\", \"code\": \"hidden\"}},"
+             "{\"entity_type\": \"device\", \"tenant_id\": \"" NS_DIRECTORY_TENANT "\","
+             " \"after\": {\"name\": \"alices\", \"organisation_id\": \"" ORG_A "\","
+             "            \"principal_id\": \"" ALICE "\"}},"
+             "{\"entity_type\": \"device\", \"tenant_id\": \"" NS_DIRECTORY_TENANT "\","
+             " \"after\": {\"name\": \"bobs\", \"organisation_id\": \"" ORG_B "\","
+             "            \"principal_id\": \"" BOB "\"}},"
+             "{\"entity_type\": \"indicator_report\", \"tenant_id\": \"" A_ACTIVE "\","
+             " \"after\": {\"plan_id\": \"" A_ACTIVE "\", \"status\": \"approved\"}}"
+             "]",
+             6);
+    wait_pages(f, plan, 2);
+    wait_pages(f, org, 2);
+    wait_pages(f, dir, 2);
+    fx_idle(f, 300);
+    ns_feed_stats st;
+    ns_feed_stats_get(f->feed, &st);
+    /* All three pages came from one shared read, none from a query of one
+     * subscriber. */
+    if (st.fast_pages - st0.fast_pages != 3 || st.own_queries != st0.own_queries)
+        fail_msg("shared reads %llu, fast pages %llu, own queries %llu; pages %zu %zu %zu",
+                 (unsigned long long)(st.shared_reads - st0.shared_reads),
+                 (unsigned long long)(st.fast_pages - st0.fast_pages),
+                 (unsigned long long)(st.own_queries - st0.own_queries), plan->npages, org->npages,
+                 dir->npages);
+    for (int k = 0; k < 2; k++) {
+        got *g = k == 0 ? plan : org;
+        assert_int_equal(g->npages, 2);
+        assert_int_equal(g->pages[1]->n_records, 1);
+        assert_true(page_has(g, 1, "indicator_report", "status", "approved"));
+        assert_true(g->pages[1]->conflicts_unchanged);
+        assert_tenants(g->pages[1], "{" A_ACTIVE "}");
+    }
+    assert_int_equal(dir->npages, 2);
+    assert_int_equal(dir->pages[1]->n_records, 1);
+    assert_true(page_has(dir, 1, "device", "name", "bobs"));
+    assert_int_equal(plan->code, 0);
+}
+
+/* A plan that becomes readable or unreadable through the feed (its plan
+ * record, as a write makes it) sends the subscribers whose set it may
+ * change to their own query: the set is purged and backfilled as before. */
+static void test_subscribe_fast_path_plan_change(void **state)
+{
+    fx *f = *state = fx_new(G.pgdb.conninfo, NULL);
+    got *g = &f->subs[0];
+    scopes sc = one_scope(false, ORG_B);
+    subscribe(f, g, &G.alice, "", &sc);
+    wait_pages(f, g, 1);
+    assert_tenants(g->pages[0], "{" B_ACTIVE "}");
+    add_indicators(1, A_ACTIVE, ALICE);
+    wait_settled(f);
+    add_indicators(1, A_ACTIVE, ALICE);
+    wait_settled(f);
+    ns_feed_stats st0;
+    ns_feed_stats_get(f->feed, &st0);
+    nst_pgt_exec_ok(G.pgdb.pg, "UPDATE plans SET status = 'adopted' WHERE id = '" B_DRAFT "'", 0,
+                    NULL);
+    add_rows("[{\"entity_type\": \"plan\", \"tenant_id\": \"" B_DRAFT "\","
+             " \"after\": {\"title\": \"B draft\", \"status\": \"adopted\"}}]",
+             1);
+    wait_pages(f, g, 2);
+    nst_pgt_exec_ok(G.pgdb.pg, "UPDATE plans SET status = 'draft' WHERE id = '" B_DRAFT "'", 0,
+                    NULL);
+    assert_tenants(g->pages[1], "{" B_DRAFT "," B_ACTIVE "}");
+    ns_feed_stats st;
+    ns_feed_stats_get(f->feed, &st);
+    assert_true(st.own_queries > st0.own_queries);
+    add_indicators(1, A_ACTIVE, ALICE);
+    wait_pages(f, g, 3);
+    assert_tenants(g->pages[2], "{" B_ACTIVE "}");
+    assert_int_equal(g->code, 0);
+}
+
 /* Errors end a subscription with one last call: a cursor from the future,
  * a plan that is not readable, a named plan that stops being readable. */
 static void test_subscribe_errors(void **state)
@@ -1774,6 +1937,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pause_resume, test_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_many_subscribers, test_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_subscribe_errors, test_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_subscribe_fast_path_rules, test_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_subscribe_fast_path_plan_change, test_setup,
+                                        fx_teardown),
         cmocka_unit_test_setup_teardown(test_close_with_requests_pending, test_setup, fx_teardown),
     };
     return cmocka_run_group_tests_name("feed", tests, group_setup, group_teardown);

@@ -32,23 +32,20 @@ NST_FIXTURE_CHECK(fixture);
 
 static int group_setup(void **state)
 {
-    fixture *f = calloc(1, sizeof(*f));
+    fixture *f = nst_fixture_new(state, sizeof(*f));
     if (f == NULL)
         return -1;
-    *state = f;
-    f->e = nst_env_new("handshake", NULL);
-    if (f->e == NULL)
-        return -1;
-    nst_env *e = f->e;
     static const char *const flags[] = {"--max-frame-size", "65536", "--idle-timeout-ms", "600000",
                                         NULL};
-    if (nst_device_issue(e, false, "coord-laptop", &f->coord) != 0 ||
-        nst_device_issue(e, false, "coord-old-phone", &f->revoked) != 0 ||
-        nst_device_issue(e, false, "stranger-laptop", &f->stranger) != 0 ||
-        nst_device_issue(e, true, "foreign-laptop", &f->foreign) != 0 ||
-        nst_daemon_start(e, flags) != 0 ||
-        nst_device_register(e, "mogender", PRINCIPAL, "coordinator", &f->coord) != 0 ||
-        nst_device_register(e, "mogender", PRINCIPAL, "coordinator", &f->revoked) != 0 ||
+    const nst_member m[] = {
+        {&f->coord, "coord-laptop", "mogender", PRINCIPAL, "coordinator", NULL, NULL},
+        {&f->revoked, "coord-old-phone", "mogender", PRINCIPAL, "coordinator", NULL, NULL},
+        {&f->stranger, "stranger-laptop", NULL, NULL, NULL, NULL, NULL},
+    };
+    if (nst_group_start(&f->e, "handshake", flags, m, NST_COUNT(m)) != 0)
+        return -1;
+    nst_env *e = f->e;
+    if (nst_device_issue(e, true, "foreign-laptop", &f->foreign) != 0 ||
         nst_device_revoke(e, f->revoked.name) != 0)
         return -1;
     ns_error err;
@@ -65,12 +62,9 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     fixture *f = *state;
-    if (f == NULL)
-        return 0;
-    nst_client_close(f->other);
-    int rc = nst_env_close(f->e);
-    free(f);
-    return rc;
+    if (f != NULL)
+        nst_client_close(f->other);
+    return nst_group_teardown(state);
 }
 
 /* The long-lived session still answers, and a new device session authenticates. */

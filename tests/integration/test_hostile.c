@@ -37,28 +37,22 @@ static const char *const default_flags[] = {"--max-frame-size", "65536", NULL};
 
 static int group_setup(void **state)
 {
-    fixture *f = calloc(1, sizeof(*f));
+    fixture *f = nst_fixture_new(state, sizeof(*f));
     if (f == NULL)
         return -1;
     f->b.fd = -1;
-    *state = f;
-    f->e = nst_env_new("hostile", NULL);
-    if (f->e == NULL || nst_device_issue(f->e, false, "field-tablet", &f->dev) != 0 ||
-        nst_daemon_start(f->e, default_flags) != 0 ||
-        nst_device_register(f->e, "mogender", "Field Officer", "coordinator", &f->dev) != 0)
-        return -1;
-    return 0;
+    const nst_member m[] = {
+        {&f->dev, "field-tablet", "mogender", "Field Officer", "coordinator", NULL, NULL},
+    };
+    return nst_group_start(&f->e, "hostile", default_flags, m, NST_COUNT(m));
 }
 
 static int group_teardown(void **state)
 {
     fixture *f = *state;
-    if (f == NULL)
-        return 0;
-    nst_raw_close(&f->b);
-    int rc = nst_env_close(f->e);
-    free(f);
-    return rc;
+    if (f != NULL)
+        nst_raw_close(&f->b);
+    return nst_group_teardown(state);
 }
 
 /* B is authenticated (once, lazily, so a failure is a test failure). */

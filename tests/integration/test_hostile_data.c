@@ -932,8 +932,7 @@ static const char *const bad_values[] = {
     "surrogate \xed\xa0\x80 half",
     "truncated \xe2\x82",
     "beyond unicode \xf4\x90\x80\x80",
-    "C1 \xc2\x9b"
-    "31m csi",
+    "C1 \xc2\x9b\x33\x31m csi",
     "escape \x1b[31m red",
     "delete \x7f",
     "bell \x07",

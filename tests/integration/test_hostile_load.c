@@ -86,11 +86,10 @@ NST_FIXTURE_CHECK(fixture);
 
 static int group_setup(void **state)
 {
-    fixture *f = calloc(1, sizeof(*f));
+    fixture *f = nst_fixture_new(state, sizeof(*f));
     if (f == NULL)
         return -1;
     f->g.fd = -1;
-    *state = f;
 #ifdef __SANITIZE_ADDRESS__
     /* ASan holds freed memory in a quarantine (256 MiB by default) before
      * reusing it, so the RSS of a sanitized daemon would measure ASan. A
@@ -102,27 +101,20 @@ static int group_setup(void **state)
              asan && *asan ? ":" : "");
     setenv("ASAN_OPTIONS", opts, 1);
 #endif
-    f->e = nst_env_new("hostile_load", NULL);
-    if (f->e == NULL || nst_device_issue(f->e, false, "good-tablet", &f->good) != 0 ||
-        nst_device_issue(f->e, false, "bad-laptop", &f->bad) != 0 ||
-        nst_device_issue(f->e, false, "crowd-phone", &f->crowd) != 0 ||
-        nst_daemon_start(f->e, flags) != 0 ||
-        nst_device_register(f->e, "mogender", "Good Officer", "coordinator", &f->good) != 0 ||
-        nst_device_register(f->e, "mogender", "Bad Officer", "coordinator", &f->bad) != 0 ||
-        nst_device_register(f->e, "mogender", "Crowd Officer", "coordinator", &f->crowd) != 0)
-        return -1;
-    return 0;
+    const nst_member m[] = {
+        {&f->good, "good-tablet", "mogender", "Good Officer", "coordinator", NULL, NULL},
+        {&f->bad, "bad-laptop", "mogender", "Bad Officer", "coordinator", NULL, NULL},
+        {&f->crowd, "crowd-phone", "mogender", "Crowd Officer", "coordinator", NULL, NULL},
+    };
+    return nst_group_start(&f->e, "hostile_load", flags, m, NST_COUNT(m));
 }
 
 static int group_teardown(void **state)
 {
     fixture *f = *state;
-    if (f == NULL)
-        return 0;
-    nst_raw_close(&f->g);
-    int rc = nst_env_close(f->e);
-    free(f);
-    return rc;
+    if (f != NULL)
+        nst_raw_close(&f->g);
+    return nst_group_teardown(state);
 }
 
 /* ---- the daemon's memory and log ------------------------------------------------- */

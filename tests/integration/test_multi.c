@@ -54,29 +54,23 @@ NST_FIXTURE_CHECK(fixture);
 
 static int group_setup(void **state)
 {
-    fixture *f = calloc(1, sizeof(*f));
+    fixture *f = nst_fixture_new(state, sizeof(*f));
     if (f == NULL)
         return -1;
-    *state = f;
-    f->e = nst_env_new("multi", NULL);
-    if (f->e == NULL || nst_device_issue(f->e, false, "coordinator-laptop", &f->writer) != 0 ||
-        nst_device_issue(f->e, false, "officer-phone", &f->watcher) != 0 ||
-        nst_daemon_start(f->e, NULL) != 0 ||
-        nst_device_register(f->e, "mogender", "NAP Coordinator", "coordinator", &f->writer) != 0 ||
-        nst_device_register(f->e, "mogender", "Gender Officer", "implementer", &f->watcher) != 0)
-        return -1;
-    return 0;
+    const nst_member m[] = {
+        {&f->writer, "coordinator-laptop", "mogender", "NAP Coordinator", "coordinator", NULL,
+         NULL},
+        {&f->watcher, "officer-phone", "mogender", "Gender Officer", "implementer", NULL, NULL},
+    };
+    return nst_group_start(&f->e, "multi", NULL, m, NST_COUNT(m));
 }
 
 static int group_teardown(void **state)
 {
     fixture *f = *state;
-    if (f == NULL)
-        return 0;
-    nst_env_free(f->second);
-    int rc = nst_env_close(f->e);
-    free(f);
-    return rc;
+    if (f != NULL)
+        nst_env_free(f->second);
+    return nst_group_teardown(state);
 }
 
 /* nst_teardown, after showing the second daemon's log if the test failed

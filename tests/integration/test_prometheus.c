@@ -169,10 +169,9 @@ static void wait_status(const fixture *f, const char *path, long status)
 
 static int group_setup(void **state)
 {
-    fixture *f = calloc(1, sizeof(*f));
+    fixture *f = nst_fixture_new(state, sizeof(*f));
     if (f == NULL || curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         return -1;
-    *state = f;
     f->e = nst_env_new("prometheus", NULL);
     if (f->e == NULL || nst_device_issue(f->e, false, "ops-desk", &f->coordinator) != 0 ||
         nst_device_issue(f->e, false, "stranger", &f->stranger) != 0 ||
@@ -227,9 +226,7 @@ static int test_setup(void **state)
 
 static int group_teardown(void **state)
 {
-    fixture *f = *state;
-    int rc = f ? nst_env_close(f->e) : 0;
-    free(f);
+    int rc = nst_group_teardown(state);
     curl_global_cleanup();
     return rc;
 }

@@ -32,31 +32,16 @@ NST_FIXTURE_CHECK(fixture);
 
 static int group_setup(void **state)
 {
-    fixture *f = calloc(1, sizeof(*f));
+    fixture *f = nst_fixture_new(state, sizeof(*f));
     if (f == NULL)
         return -1;
-    *state = f;
-    f->e = nst_env_new("push_wire", NULL);
-    if (f->e == NULL || nst_device_issue(f->e, false, "coordinator-laptop", &f->coordinator) != 0 ||
-        nst_device_issue(f->e, false, "caucus-tablet", &f->observer) != 0 ||
-        nst_device_issue(f->e, false, "officer-phone", &f->officer) != 0 ||
-        nst_daemon_start(f->e, NULL) != 0 ||
-        nst_device_register(f->e, "mogender", "NAP Coordinator", "coordinator", &f->coordinator) !=
-            0 ||
-        nst_device_register(f->e, "parliament", "Caucus Clerk", "observer", &f->observer) != 0 ||
-        nst_device_register(f->e, "mogender", "Gender Officer", "coordinator", &f->officer) != 0)
-        return -1;
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    fixture *f = *state;
-    if (f == NULL)
-        return 0;
-    int rc = nst_env_close(f->e);
-    free(f);
-    return rc;
+    const nst_member m[] = {
+        {&f->coordinator, "coordinator-laptop", "mogender", "NAP Coordinator", "coordinator", NULL,
+         NULL},
+        {&f->observer, "caucus-tablet", "parliament", "Caucus Clerk", "observer", NULL, NULL},
+        {&f->officer, "officer-phone", "mogender", "Gender Officer", "coordinator", NULL, NULL},
+    };
+    return nst_group_start(&f->e, "push_wire", NULL, m, NST_COUNT(m));
 }
 
 /* One text field, for the mutations below. */
@@ -455,5 +440,5 @@ int main(void)
         NST_TEST(test_conflicts_list_and_resolve),
     };
     return cmocka_run_group_tests_name("integration: push over the wire", tests, group_setup,
-                                       group_teardown);
+                                       nst_group_teardown);
 }

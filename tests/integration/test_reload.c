@@ -97,10 +97,9 @@ static int start_daemon(fixture *f)
 
 static int group_setup(void **state)
 {
-    fixture *f = calloc(1, sizeof(*f));
+    fixture *f = nst_fixture_new(state, sizeof(*f));
     if (f == NULL)
         return -1;
-    *state = f;
     f->e = nst_env_new("reload", NULL);
     if (f->e == NULL)
         return -1;
@@ -117,16 +116,6 @@ static int group_setup(void **state)
         nst_daemon_stop(e, SIGTERM, NST_STOP_MS) != 0 || start_daemon(f) != 0)
         return -1;
     return 0;
-}
-
-static int group_teardown(void **state)
-{
-    fixture *f = *state;
-    if (f == NULL)
-        return 0;
-    int rc = nst_env_close(f->e);
-    free(f);
-    return rc;
 }
 
 /* Sends SIGHUP and waits for the log line that says how it ended. */
@@ -304,5 +293,6 @@ int main(void)
         NST_TEST(test_bad_configuration_changes_nothing),
         NST_TEST(test_start_settings_wait_for_a_restart),
     };
-    return cmocka_run_group_tests_name("integration: reload", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("integration: reload", tests, group_setup,
+                                       nst_group_teardown);
 }

@@ -121,10 +121,9 @@ static int load_fixture(nst_env *e)
 static int group_setup(void **state)
 {
     out = malloc(OUT_CAP);
-    fixture *f = calloc(1, sizeof(*f));
+    fixture *f = nst_fixture_new(state, sizeof(*f));
     if (f == NULL || out == NULL)
         return -1;
-    *state = f;
     f->e = nst_env_new("reports", NULL);
     if (f->e == NULL || nst_device_issue(f->e, false, "coord", &f->coord) != 0 ||
         nst_device_issue(f->e, false, "observer", &f->observer) != 0 ||
@@ -150,9 +149,7 @@ static int group_setup(void **state)
 
 static int group_teardown(void **state)
 {
-    fixture *f = *state;
-    int rc = f ? nst_env_close(f->e) : 0;
-    free(f);
+    int rc = nst_group_teardown(state);
     free(out);
     return rc;
 }

@@ -45,30 +45,6 @@ NST_FIXTURE_CHECK(fixture);
 
 static char out[OUT_CAP];
 
-static void kv(char *dst, size_t cap, const char *key, const char *val)
-{
-    size_t n = strlen(dst);
-    n += (size_t)snprintf(dst + n, n < cap ? cap - n : 0, "%s%s='", n ? " " : "", key);
-    for (const char *p = val; *p && n + 3 < cap; p++) {
-        if (*p == '\'' || *p == '\\')
-            dst[n++] = '\\';
-        dst[n++] = *p;
-    }
-    if (n + 2 <= cap) {
-        dst[n++] = '\'';
-        dst[n] = '\0';
-    }
-}
-
-static void conninfo(const nst_env *e, const char *dbname, char *dst, size_t cap)
-{
-    dst[0] = '\0';
-    kv(dst, cap, "host", e->pg.host);
-    kv(dst, cap, "port", e->pg.port);
-    kv(dst, cap, "dbname", dbname);
-    kv(dst, cap, "user", e->pg.user);
-}
-
 /* The newest PostgreSQL's client programs, as tests/lib/pg.sh picks its
  * server (NS_PG_BIN overrides both). */
 static int find_pg_bin(char *dst, size_t cap)
@@ -166,7 +142,7 @@ static void db_value(fixture *f, const char *sql, const char *param, char *val, 
 static void maint(fixture *f, const char *before, const char *after)
 {
     char info[1024];
-    conninfo(f->e, "postgres", info, sizeof(info));
+    nst_conninfo(f->e, f->e->pg.user, "postgres", info, sizeof(info));
     PGconn *pg = PQconnectdb(info);
     if (pg == NULL || PQstatus(pg) != CONNECTION_OK)
         nst_fail(f->e, "cannot reach the maintenance database: %s",
@@ -194,33 +170,18 @@ static void run_tool(fixture *f, char *const argv[], const char *what)
 
 static int group_setup(void **state)
 {
-    fixture *f = calloc(1, sizeof(*f));
-    if (f == NULL)
+    fixture *f = nst_fixture_new(state, sizeof(*f));
+    if (f == NULL || find_pg_bin(f->pg_bin, sizeof(f->pg_bin)) != 0)
         return -1;
-    *state = f;
-    f->e = nst_env_new("restore", NULL);
-    if (f->e == NULL || find_pg_bin(f->pg_bin, sizeof(f->pg_bin)) != 0 ||
-        nst_device_issue(f->e, false, "office-a", &f->a) != 0 ||
-        nst_device_issue(f->e, false, "office-b", &f->b) != 0 ||
-        nst_device_issue(f->e, false, "reader-c", &f->c) != 0 ||
-        nst_daemon_start(f->e, NULL) != 0 ||
-        nst_device_register(f->e, "mogender", "Amina Coordinator", "coordinator", &f->a) != 0 ||
-        nst_device_register(f->e, "mogender", "Bakari Coordinator", "coordinator", &f->b) != 0 ||
-        nst_device_register(f->e, "mogender", "Chidi Reader", "coordinator", &f->c) != 0 ||
-        nst_path_join(f->store_a, f->e->dir, "a.store") != 0 ||
-        nst_path_join(f->store_b, f->e->dir, "b.store") != 0 ||
-        nst_path_join(f->store_c, f->e->dir, "c.store") != 0)
+    const nst_member m[] = {
+        {&f->a, "office-a", "mogender", "Amina Coordinator", "coordinator", f->store_a, "a.store"},
+        {&f->b, "office-b", "mogender", "Bakari Coordinator", "coordinator", f->store_b, "b.store"},
+        {&f->c, "reader-c", "mogender", "Chidi Reader", "coordinator", f->store_c, "c.store"},
+    };
+    if (nst_group_start(&f->e, "restore", NULL, m, NST_COUNT(m)) != 0)
         return -1;
-    conninfo(f->e, f->e->dbname, f->su, sizeof(f->su));
+    nst_conninfo(f->e, f->e->pg.user, f->e->dbname, f->su, sizeof(f->su));
     return 0;
-}
-
-static int group_teardown(void **state)
-{
-    fixture *f = *state;
-    int rc = nst_env_close(f->e);
-    free(f);
-    return rc;
 }
 
 static void test_restore_under_newer_cursor(void **state)
@@ -377,5 +338,5 @@ int main(void)
     const struct CMUnitTest tests[] = {
         NST_TEST(test_restore_under_newer_cursor),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, nst_group_teardown);
 }

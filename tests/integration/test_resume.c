@@ -16,7 +16,12 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <signal.h>
+#include <time.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "conn.h"
@@ -39,33 +44,15 @@ NST_FIXTURE_CHECK(fixture);
 
 static int group_setup(void **state)
 {
-    fixture *f = calloc(1, sizeof(*f));
+    fixture *f = nst_fixture_new(state, sizeof(*f));
     if (f == NULL)
         return -1;
-    *state = f;
-    f->e = nst_env_new("resume", NULL);
-    if (f->e == NULL)
-        return -1;
-    nst_env *e = f->e;
-    if (nst_device_issue(e, false, "resume-laptop", &f->a) != 0 ||
-        nst_device_issue(e, false, "resume-phone", &f->b) != 0 ||
-        nst_device_issue(e, false, "resume-lost-tablet", &f->revoked) != 0 ||
-        nst_daemon_start(e, NULL) != 0 ||
-        nst_device_register(e, "mogender", PRINCIPAL, "coordinator", &f->a) != 0 ||
-        nst_device_register(e, "mogender", PRINCIPAL, "coordinator", &f->b) != 0 ||
-        nst_device_register(e, "mogender", PRINCIPAL, "coordinator", &f->revoked) != 0)
-        return -1;
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    fixture *f = *state;
-    if (f == NULL)
-        return 0;
-    int rc = nst_env_close(f->e);
-    free(f);
-    return rc;
+    const nst_member m[] = {
+        {&f->a, "resume-laptop", "mogender", PRINCIPAL, "coordinator", NULL, NULL},
+        {&f->b, "resume-phone", "mogender", PRINCIPAL, "coordinator", NULL, NULL},
+        {&f->revoked, "resume-lost-tablet", "mogender", PRINCIPAL, "coordinator", NULL, NULL},
+    };
+    return nst_group_start(&f->e, "resume", NULL, m, NST_COUNT(m));
 }
 
 /* ---- helpers ----------------------------------------------------------------- */
@@ -220,8 +207,8 @@ static void test_session_not_offered_by_another_device(void **state)
 
 /* ---- sessions the server cannot honour ------------------------------------------ */
 
-/* A second napsyncd on the same database, CA and certificate: it has its
- * own ticket keys, so A's session from the first instance does not resume
+/* A second napsyncd on the same database, CA and certificate: it keeps its
+ * own sessions, so A's session from the first instance does not resume
  * there; the full handshake succeeds. */
 static void test_other_instance_makes_full_handshake(void **state)
 {
@@ -296,7 +283,19 @@ typedef struct {
     int body;       /* body case of the first frame, 0 if none */
     int error_code; /* its Error code, if it was one */
     char close_msg[320];
+    uint8_t next[NS_TLS_SESSION_MAX]; /* the session the server gave, if any */
+    size_t next_len;
 } raw_result;
+
+static void raw_on_tls_session(ns_conn *c, const uint8_t *session, size_t len, void *ud)
+{
+    (void)c;
+    raw_result *r = ud;
+    if (len <= sizeof(r->next)) {
+        memcpy(r->next, session, len);
+        r->next_len = len;
+    }
+}
 
 static void raw_on_ready(ns_conn *c, void *ud)
 {
@@ -363,6 +362,7 @@ static void raw_hello(const nst_env *e, const nst_device *d, const uint8_t *sess
         .on_frame = raw_on_frame,
         .on_frame_too_large = raw_on_too_large,
         .on_close = raw_on_close,
+        .on_tls_session = raw_on_tls_session,
     };
     ns_conn_options opt = {
         .max_frame = 1u << 20,
@@ -409,6 +409,13 @@ static void test_revoked_device_cannot_resume(void **state)
             "the saved session did not resume into a Welcome (ready %d, resumed %d, body %d: %s)",
             r.ready, r.resumed, r.body, r.close_msg);
 
+    /* A ticket resumes once: the next connection offers the one the server
+     * gave on this one. */
+    if (r.next_len == 0)
+        nst_fail(e, "the resumed connection brought no new session");
+    memcpy(session, r.next, r.next_len);
+    len = r.next_len;
+
     assert_int_equal(nst_device_revoke(e, f->revoked.name), 0);
     raw_hello(e, &f->revoked, session, len, &r);
     if (!r.ready || !r.resumed)
@@ -429,6 +436,232 @@ static void test_revoked_device_cannot_resume(void **state)
                  err.message);
     nst_client_close(c);
     assert_int_equal(stored_session(e, path, session, sizeof(session)), 0);
+    nst_test_passed(e);
+}
+
+/* A ticket resumes one connection: offered again, it gets a full handshake
+ * (and still a Welcome); the ticket the resumed connection brought resumes
+ * the next one. So a ticket seen in a ClientHello is never seen again. */
+static void test_ticket_resumes_once(void **state)
+{
+    fixture *f = *state;
+    nst_env *e = f->e;
+    char path[NST_PATH];
+    store_path(e, "once.store", path);
+    ns_client *c = new_client(e, &f->b, path);
+    assert_false(must_connect(e, c, &f->b));
+    must_disconnect(c);
+    nst_client_close(c);
+    uint8_t session[NS_STORE_TLS_SESSION_MAX];
+    size_t len = stored_session(e, path, session, sizeof(session));
+    if (len == 0)
+        nst_fail(e, "no TLS session was saved in the store");
+    raw_result *r = malloc(sizeof(*r));
+    assert_non_null(r);
+    raw_hello(e, &f->b, session, len, r);
+    if (!r->resumed || r->body != NAPSYNC__V1__ENVELOPE__BODY_WELCOME || r->next_len == 0)
+        nst_fail(e, "the saved session did not resume into a Welcome with a new session (%s)",
+                 r->close_msg);
+    uint8_t *next = malloc(r->next_len);
+    assert_non_null(next);
+    size_t next_len = r->next_len;
+    memcpy(next, r->next, next_len);
+    raw_hello(e, &f->b, session, len, r);
+    if (!r->ready || r->resumed || r->body != NAPSYNC__V1__ENVELOPE__BODY_WELCOME)
+        nst_fail(e, "a ticket offered twice: ready %d, resumed %d, body %d (%s)", r->ready,
+                 r->resumed, r->body, r->close_msg);
+    raw_hello(e, &f->b, next, next_len, r);
+    if (!r->resumed || r->body != NAPSYNC__V1__ENVELOPE__BODY_WELCOME)
+        nst_fail(e, "the ticket of a resumed connection did not resume (%s)", r->close_msg);
+    free(next);
+    free(r);
+    nst_test_passed(e);
+}
+
+/* ---- the server's store of sessions, in memory ------------------------------------ */
+
+typedef struct {
+    uint8_t buf[16384];
+    size_t len;
+} mem_pipe;
+
+typedef struct {
+    uint8_t session[NS_TLS_SESSION_MAX];
+    size_t len;
+} mem_ticket;
+
+static int mem_send(void *ud, const uint8_t *buf, size_t len)
+{
+    mem_pipe *p = ud;
+    if (len > sizeof(p->buf) - p->len)
+        return -1;
+    memcpy(p->buf + p->len, buf, len);
+    p->len += len;
+    return 0;
+}
+
+static void mem_keep(void *ud, const uint8_t *session, size_t len)
+{
+    mem_ticket *t = ud;
+    if (len <= sizeof(t->session)) {
+        memcpy(t->session, session, len);
+        t->len = len;
+    }
+}
+
+static void mem_pass(mem_pipe *p, ns_tls *to)
+{
+    if (p->len > 0)
+        assert_int_equal(ns_tls_feed(to, p->buf, p->len), NS_TLS_OK);
+    p->len = 0;
+}
+
+/* One connection between the two contexts, both ends here; offers
+ * `offer` (if any), keeps the ticket the server gives in *got. Returns 1
+ * when it resumed, 0 for a full handshake, -1 when the handshake failed. */
+static int mem_connect(ns_tls_ctx *sctx, ns_tls_ctx *cctx, const mem_ticket *offer, mem_ticket *got)
+{
+    static mem_pipe up, down;
+    up.len = down.len = 0;
+    ns_tls *srv = NULL, *cli = NULL;
+    assert_int_equal(ns_tls_new(cctx, "127.0.0.1", mem_send, &up, &cli), NS_TLS_OK);
+    assert_int_equal(ns_tls_new(sctx, NULL, mem_send, &down, &srv), NS_TLS_OK);
+    ns_tls_on_session(cli, mem_keep, got);
+    got->len = 0;
+    if (offer)
+        assert_int_equal(ns_tls_set_session(cli, offer->session, offer->len), NS_TLS_OK);
+    bool failed = false;
+    for (int step = 0; step < 6 && !failed && !(ns_tls_established(cli) && ns_tls_established(srv));
+         step++) {
+        int rc = ns_tls_handshake(cli);
+        failed = rc != NS_TLS_OK && rc != NS_TLS_WANT_READ;
+        mem_pass(&up, srv);
+        rc = ns_tls_handshake(srv);
+        failed |= rc != NS_TLS_OK && rc != NS_TLS_WANT_READ;
+        mem_pass(&down, cli);
+    }
+    uint8_t scratch[64];
+    size_t n = 0;
+    mem_pass(&up, srv); /* the client's Finished, if still on its way */
+    if (failed || ns_tls_read(srv, scratch, sizeof(scratch), &n) != NS_TLS_WANT_READ) {
+        ns_tls_free(cli);
+        ns_tls_free(srv);
+        return -1;
+    }
+    mem_pass(&down, cli); /* the ticket */
+    assert_int_equal(ns_tls_read(cli, scratch, sizeof(scratch), &n), NS_TLS_WANT_READ);
+    assert_true(ns_tls_established(cli) && ns_tls_established(srv));
+    assert_true(got->len > 0);
+    bool resumed = ns_tls_resumed(cli);
+    assert_int_equal(resumed, ns_tls_resumed(srv));
+    ns_tls_free(cli);
+    ns_tls_free(srv);
+    return resumed ? 1 : 0;
+}
+
+/* The server keeps at most session_store_max sessions, dropping the oldest
+ * first: its ticket then makes a full handshake; the others still resume.
+ * A client context offers the sessions it decoded (the last two) and any
+ * other alike. */
+static void test_session_store_bounded(void **state)
+{
+    fixture *f = *state;
+    nst_env *e = f->e;
+    char err[512];
+    ns_tls_config sc = {
+        .cert_file = e->server_cert, .key_file = e->server_key, .ca_file = e->ca_cert};
+    ns_tls_config cc = {.cert_file = f->a.cert, .key_file = f->a.key, .ca_file = e->ca_cert};
+    ns_tls_ctx *sctx = NULL, *cctx = NULL;
+    assert_int_equal(ns_tls_ctx_new(NS_TLS_SERVER, &sc, &sctx, err, sizeof(err)), NS_TLS_OK);
+    assert_int_equal(ns_tls_ctx_new(NS_TLS_CLIENT, &cc, &cctx, err, sizeof(err)), NS_TLS_OK);
+    assert_int_equal(ns_tls_ctx_set_session_store_max(cctx, 2), NS_TLS_ERR_STATE);
+    assert_int_equal(ns_tls_ctx_set_session_store_max(sctx, 2), NS_TLS_OK);
+    static mem_ticket t[4], next;
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(0, mem_connect(sctx, cctx, NULL, &t[i]));
+    /* Sessions kept: no more resizing. */
+    assert_int_equal(ns_tls_ctx_set_session_store_max(sctx, 8), NS_TLS_ERR_STATE);
+    /* t[0] was dropped for t[2]; t[0] is no longer in the client's ring
+     * either (it keeps two), so this also decodes it from its bytes. */
+    assert_int_equal(0, mem_connect(sctx, cctx, &t[0], &t[3]));
+    /* t[3] pushed t[1] out. */
+    assert_int_equal(0, mem_connect(sctx, cctx, &t[1], &next));
+    assert_int_equal(1, mem_connect(sctx, cctx, &next, &t[1]));
+    assert_int_equal(1, mem_connect(sctx, cctx, &t[1], &next));
+    /* Once only, even in memory. */
+    assert_int_equal(0, mem_connect(sctx, cctx, &t[1], &next));
+    ns_tls_ctx_free(cctx);
+    ns_tls_ctx_free(sctx);
+    nst_test_passed(e);
+}
+
+/* A device certificate of the test CA that expires `seconds` from now,
+ * signed here (ca.sh issues certificates for days), in dir/short.{crt,key}. */
+static void short_lived_cert(const nst_env *e, long seconds, char cert[NST_PATH],
+                             char key[NST_PATH])
+{
+    char ca_key[NST_PATH];
+    assert_int_equal(nst_path_join(ca_key, e->ca_dir, "ca.key"), 0);
+    assert_int_equal(nst_path_join(cert, e->dir, "short.crt"), 0);
+    assert_int_equal(nst_path_join(key, e->dir, "short.key"), 0);
+    FILE *f = fopen(e->ca_cert, "r");
+    assert_non_null(f);
+    X509 *ca = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    f = fopen(ca_key, "r");
+    assert_non_null(f);
+    EVP_PKEY *ca_pkey = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+    fclose(f);
+    EVP_PKEY *pkey = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    assert_true(ca && ca_pkey && pkey && x);
+    assert_int_equal(X509_set_version(x, 2), 1);
+    assert_int_equal(ASN1_INTEGER_set(X509_get_serialNumber(x), (long)time(NULL)), 1);
+    assert_non_null(X509_gmtime_adj(X509_getm_notBefore(x), -60));
+    assert_non_null(X509_gmtime_adj(X509_getm_notAfter(x), seconds));
+    assert_int_equal(X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+                                                (const unsigned char *)"resume-short-lived", -1, -1,
+                                                0),
+                     1);
+    assert_int_equal(X509_set_issuer_name(x, X509_get_subject_name(ca)), 1);
+    assert_int_equal(X509_set_pubkey(x, pkey), 1);
+    assert_true(X509_sign(x, ca_pkey, EVP_sha256()) > 0);
+    f = fopen(cert, "w");
+    assert_non_null(f);
+    assert_int_equal(PEM_write_X509(f, x), 1);
+    fclose(f);
+    f = fopen(key, "w");
+    assert_non_null(f);
+    assert_int_equal(PEM_write_PrivateKey(f, pkey, NULL, NULL, 0, NULL, NULL), 1);
+    fclose(f);
+    X509_free(x);
+    X509_free(ca);
+    EVP_PKEY_free(pkey);
+    EVP_PKEY_free(ca_pkey);
+}
+
+/* A session whose client certificate has expired since is not resumed: the
+ * handshake is a full one, where the certificate is refused. */
+static void test_expired_certificate_not_resumed(void **state)
+{
+    fixture *f = *state;
+    nst_env *e = f->e;
+    char cert[NST_PATH], key[NST_PATH], err[512];
+    short_lived_cert(e, 2, cert, key);
+    ns_tls_config sc = {
+        .cert_file = e->server_cert, .key_file = e->server_key, .ca_file = e->ca_cert};
+    ns_tls_config cc = {.cert_file = cert, .key_file = key, .ca_file = e->ca_cert};
+    ns_tls_ctx *sctx = NULL, *cctx = NULL;
+    assert_int_equal(ns_tls_ctx_new(NS_TLS_SERVER, &sc, &sctx, err, sizeof(err)), NS_TLS_OK);
+    assert_int_equal(ns_tls_ctx_new(NS_TLS_CLIENT, &cc, &cctx, err, sizeof(err)), NS_TLS_OK);
+    static mem_ticket t[2], next;
+    assert_int_equal(mem_connect(sctx, cctx, NULL, &t[0]), 0);
+    assert_int_equal(mem_connect(sctx, cctx, NULL, &t[1]), 0);
+    assert_int_equal(mem_connect(sctx, cctx, &t[0], &next), 1); /* the control */
+    sleep(3);
+    assert_int_equal(mem_connect(sctx, cctx, &t[1], &next), -1);
+    ns_tls_ctx_free(cctx);
+    ns_tls_ctx_free(sctx);
     nst_test_passed(e);
 }
 
@@ -526,8 +759,11 @@ int main(void)
         NST_TEST(test_session_not_offered_by_another_device),
         NST_TEST(test_session_binding),
         NST_TEST(test_revoked_device_cannot_resume),
+        NST_TEST(test_ticket_resumes_once),
+        NST_TEST(test_session_store_bounded),
+        NST_TEST(test_expired_certificate_not_resumed),
         NST_TEST(test_other_instance_makes_full_handshake),
         NST_TEST(test_reload_voids_sessions),
     };
-    return cmocka_run_group_tests_name("resume", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("resume", tests, group_setup, nst_group_teardown);
 }

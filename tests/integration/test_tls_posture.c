@@ -70,42 +70,24 @@ static int find_openssl(char out[NST_PATH])
 
 static int group_setup(void **state)
 {
-    fixture *f = calloc(1, sizeof(*f));
+    fixture *f = nst_fixture_new(state, sizeof(*f));
     if (f == NULL)
         return -1;
-    *state = f;
     if (find_openssl(f->openssl) != 0)
         return -1;
-    f->e = nst_env_new("tlsposture", NULL);
-    if (f->e == NULL)
-        return -1;
-    nst_env *e = f->e;
     static const char *const flags[] = {"--idle-timeout-ms", "600000", NULL};
-    if (nst_device_issue(e, false, "posture-a", &f->a) != 0 ||
-        nst_device_issue(e, false, "posture-a2", &f->a2) != 0 ||
-        nst_device_issue(e, false, "posture-b", &f->b) != 0 ||
-        nst_device_issue(e, false, "posture-r1", &f->r1) != 0 ||
-        nst_device_issue(e, false, "posture-r2", &f->r2) != 0 ||
-        nst_device_issue(e, true, "posture-foreign", &f->foreign) != 0 ||
-        nst_daemon_start(e, flags) != 0 ||
-        nst_device_register(e, "mogender", PRINCIPAL_A, "coordinator", &f->a) != 0 ||
-        nst_device_register(e, "mogender", PRINCIPAL_A, "coordinator", &f->a2) != 0 ||
-        nst_device_register(e, "mofa", PRINCIPAL_B, "implementer", &f->b) != 0 ||
-        nst_device_register(e, "mogender", PRINCIPAL_R, "coordinator", &f->r1) != 0 ||
-        nst_device_register(e, "mogender", PRINCIPAL_R, "coordinator", &f->r2) != 0)
+    const nst_member m[] = {
+        {&f->a, "posture-a", "mogender", PRINCIPAL_A, "coordinator", NULL, NULL},
+        {&f->a2, "posture-a2", "mogender", PRINCIPAL_A, "coordinator", NULL, NULL},
+        {&f->b, "posture-b", "mofa", PRINCIPAL_B, "implementer", NULL, NULL},
+        {&f->r1, "posture-r1", "mogender", PRINCIPAL_R, "coordinator", NULL, NULL},
+        {&f->r2, "posture-r2", "mogender", PRINCIPAL_R, "coordinator", NULL, NULL},
+    };
+    if (nst_group_start(&f->e, "tlsposture", flags, m, NST_COUNT(m)) != 0 ||
+        nst_device_issue(f->e, true, "posture-foreign", &f->foreign) != 0)
         return -1;
-    snprintf(f->addr, sizeof(f->addr), "127.0.0.1:%u", (unsigned)e->port);
+    snprintf(f->addr, sizeof(f->addr), "127.0.0.1:%u", (unsigned)f->e->port);
     return 0;
-}
-
-static int group_teardown(void **state)
-{
-    fixture *f = *state;
-    if (f == NULL)
-        return 0;
-    int rc = nst_env_close(f->e);
-    free(f);
-    return rc;
 }
 
 /* ---- openssl s_client ------------------------------------------------------------ */
@@ -877,5 +859,5 @@ int main(void)
         NST_TEST(test_revocation_cuts_open_sessions),
         NST_TEST(test_revocation_missed_notification),
     };
-    return cmocka_run_group_tests_name("tls_posture", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("tls_posture", tests, group_setup, nst_group_teardown);
 }

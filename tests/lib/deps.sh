@@ -32,6 +32,11 @@ TEST_PACKAGES+=(haproxy)
 # iproute2 and iptables: the simulated field line of tests/fieldlink (network
 # namespaces, tc tbf, the iptables statistic match) for test_fieldlink.
 TEST_PACKAGES+=(iproute2 iptables)
+# nodejs and stunnel4: the PouchDB peer of tests/bench/run.sh (figure 6, also
+# in its smoke run) and tests/fieldlink (pouchdb-server behind stunnel). npm
+# comes with NodeSource's nodejs and separately with Debian's: those scripts
+# install Debian's npm when there is no npm command.
+TEST_PACKAGES+=(nodejs stunnel4)
 
 [ $# -ge 1 ] || die "usage: deps.sh [--build] [--test] [PACKAGE...]"
 wanted=()

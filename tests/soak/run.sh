@@ -20,6 +20,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=tests/lib/longrun.sh disable=SC1091
+. "$ROOT/tests/lib/longrun.sh"
 build=build
 minutes=10
 devices=8
@@ -36,46 +38,19 @@ while getopts "b:m:d:i:l:o:h" opt; do
     l) slack=$OPTARG ;;
     o) samples=$OPTARG ;;
     h)
-        sed -n '2,20p' "$0"
+        longrun_help "$0"
         exit 0
         ;;
     *) exit 2 ;;
     esac
 done
-for n in "$minutes" "$devices" "$interval" "$slack"; do
-    case $n in
-    '' | *[!0-9]* | 0)
-        echo "run.sh: positive whole numbers only: '$n'" >&2
-        exit 2
-        ;;
-    esac
-done
+longrun_numbers positive "$minutes" "$devices" "$interval" "$slack"
 
 cd "$ROOT"
-[[ $build = /* ]] || build=$ROOT/$build
-if [ ! -x "$build/tests/test_soak" ]; then
-    cmake -S "$ROOT" -B "$build" -DNS_BUILD_TESTS=ON >/dev/null
-    cmake --build "$build" -j "$(nproc)" --target test_soak napsyncd
-fi
-
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/napsync-soak.XXXXXX")
-cleanup() {
-    "$ROOT/tests/lib/pg.sh" stop "$tmp/pg" immediate >/dev/null 2>&1 || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# fsync off: the cluster is thrown away; the soak measures the daemon.
-out=$(NS_PG_FSYNC=off "$ROOT/tests/lib/pg.sh" start "$tmp/pg")
-while IFS= read -r line; do
-    case $line in
-    PGHOST=*) export NS_TEST_PGHOST=${line#PGHOST=} ;;
-    PGPORT=*) export NS_TEST_PGPORT=${line#PGPORT=} ;;
-    PGUSER=*) export NS_TEST_PGUSER=${line#PGUSER=} ;;
-    esac
-done <<<"$out"
+build=$(longrun_build "$build" test_soak napsyncd)
+# The soak measures the daemon.
+longrun_pg soak
+tmp=$LONGRUN_TMP
 [ -n "$samples" ] || samples=$tmp/samples.tsv
 export NS_SOURCE_DIR=$ROOT NS_BUILD_DIR=$build
 export NS_SOAK_SECONDS=$((minutes * 60)) NS_SOAK_DEVICES=$devices
