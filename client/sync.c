@@ -987,8 +987,9 @@ static void on_connected(ns_client *c, const ns_error *e, void *ud)
         end_run(c, s, &be);
         return;
     }
-    if (s->early && (strcmp(id->device_id, s->rem.device_id) != 0 ||
-                     strcmp(id->organisation_id, s->rem.organisation_id) != 0)) {
+    if (s->early && s->rem.device_id[0] != '\0' &&
+        (strcmp(id->device_id, s->rem.device_id) != 0 ||
+         strcmp(id->organisation_id, s->rem.organisation_id) != 0)) {
         /* The first flight named what the server no longer says (the
          * device moved organisation): nothing of its answers is applied
          * (they come after this Welcome); its pushes were this device's. */
@@ -1019,13 +1020,39 @@ static void first_flight(ns_client *c, void *ud)
     begin_catchup(c, s);
 }
 
+/* A store that never synced knows nothing of this server, yet its first
+ * pull (a field office's first sync, on the slowest line) may still go
+ * out behind Hello when it names its plans (no organisation is needed for
+ * the scopes) and has nothing to push (no server limit is needed either).
+ * s->rem is then empty: the answers are bound to whatever Welcome says. */
+static bool fresh_may_fly_early(ns_client *c, nsc_sync *s, const char *bound_device)
+{
+    if (s->nplans == 0 || bound_device[0] != '\0')
+        return false;
+    ns_store_batch b;
+    ns_error e;
+    memset(&b, 0, sizeof(b));
+    bool empty =
+        ns_store_outbox_batch(nsc_store(c), 1, SIZE_MAX, &b, &e) == NS_STORE_OK && b.n == 0;
+    ns_store_batch_free(&b);
+    if (!empty)
+        return false;
+    memset(&s->rem, 0, sizeof(s->rem));
+    /* Bounds no server refuses, should a push start before Welcome. */
+    s->rem.max_frame_size = 64u * 1024u;
+    s->rem.max_push_mutations = 1;
+    return true;
+}
+
 /* Whether this connection's catch-up may go out behind Hello. */
 static bool may_fly_early(ns_client *c, nsc_sync *s)
 {
     char have[NS_STORE_META_SIZE];
-    return nsc_remembered_get(c, &s->rem) &&
-           ns_store_meta_get(nsc_store(c), NS_STORE_META_DEVICE_ID, have, NULL) == NS_STORE_OK &&
-           strcmp(have, s->rem.device_id) == 0;
+    if (ns_store_meta_get(nsc_store(c), NS_STORE_META_DEVICE_ID, have, NULL) != NS_STORE_OK)
+        return false;
+    if (nsc_remembered_get(c, &s->rem))
+        return strcmp(have, s->rem.device_id) == 0;
+    return fresh_may_fly_early(c, s, have);
 }
 
 static void connect_now(ns_client *c, nsc_sync *s)

@@ -321,12 +321,13 @@ typedef struct {
     ns_sync_event_cb on_event; /* may be NULL */
     void *event_ud;
     /* Records per page of the streamed pull (docs/client.md "Round
-     * trips"): pages cost no round trip, so small ones bound what a cut
-     * loses. 0: NS_SYNC_STREAM_PAGE_SIZE; the server caps it. */
+     * trips"): pages cost no round trip, so smaller ones bound what a cut
+     * loses, larger ones compress better and cost the server fewer page
+     * queries. 0: NS_SYNC_STREAM_PAGE_SIZE; the server caps it. */
     uint32_t page_size;
 } ns_sync_options;
 
-#define NS_SYNC_STREAM_PAGE_SIZE 100
+#define NS_SYNC_STREAM_PAGE_SIZE 250
 
 typedef struct {
     uint64_t pushed;   /* changes the server answered */

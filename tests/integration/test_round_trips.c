@@ -197,8 +197,8 @@ static void make_records(fixture *f)
 
 /* ---- tests ---------------------------------------------------------------------------- */
 
-/* The first sync of a store waits for Welcome (nothing is known yet);
- * every later one is one flight: Hello, Push, Pull{stream} and
+/* The first sync of a store with an outbox or no plan named waits for
+ * Welcome (nothing is known yet); every later one is one flight: Hello, Push, Pull{stream} and
  * ListConflicts together, answered without a second request. The CLI's
  * next run resumes TLS from the ticket its store keeps. */
 static void test_first_flight(void **state)
@@ -237,6 +237,17 @@ static void test_first_flight(void **state)
     assert_int_equal(cli(f, &f->c, f->store_b, "sync", "--json", NULL), 0);
     assert_int_equal(json_num(out, "round_trips"), 1);
     assert_int_equal(json_num(out, "pushed"), 0);
+
+    /* A store that never synced, with its plan named and nothing to push:
+     * its first pull goes out behind Hello too. */
+    char fresh[NST_PATH];
+    assert_int_equal(nst_path_join(fresh, f->e->dir, "fresh-plan.store"), 0);
+    assert_int_equal(cli(f, &f->c, fresh, "sync", "--plan", id, "--json", NULL), 0);
+    assert_int_equal(json_num(out, "round_trips"), 1);
+    assert_int_equal(json_num(out, "pull_requests"), 1);
+    assert_true(json_num(out, "received") >= 1);
+    assert_int_equal(cli(f, &f->c, fresh, "get", "plan", id, "--json", NULL), 0);
+    assert_non_null(strstr(out, "Week 12: all posts reported"));
 
     /* Resumption across CLI runs, from the store. */
     assert_int_equal(cli(f, &f->c, f->store_b, "whoami", "--json", NULL), 0);
