@@ -88,6 +88,7 @@ struct nsc_sync {
     bool cu_listed;
     uint32_t cu_push_gen;   /* Pushes sent in this catch-up */
     uint32_t cu_listed_gen; /* cu_push_gen when the last ListConflicts was sent */
+    uint32_t cu_pulled_gen; /* cu_push_gen when the last Pull was sent */
     /* A backfill: a Pull of one newly readable tenant from the empty
      * cursor, paged with its own cursor (kept in memory only: an
      * interrupted backfill starts over, as the tenant stays pending). */
@@ -900,7 +901,7 @@ static void begin_catchup(ns_client *c, nsc_sync *s)
 {
     s->ph = PH_CATCHUP;
     s->cu_pushed = s->cu_pulled = s->cu_listed = false;
-    s->cu_push_gen = s->cu_listed_gen = 0;
+    s->cu_push_gen = s->cu_listed_gen = s->cu_pulled_gen = 0;
     push_next(c, s);
     if (s->ph == PH_CATCHUP && !s->pull_inflight)
         pull_next(c, s);
@@ -1185,6 +1186,12 @@ static void push_next(ns_client *c, nsc_sync *s)
              * again, so that the list reflects every push. */
             if (s->cu_listed_gen != s->cu_push_gen)
                 conflicts_next(c, s);
+            /* Likewise the pull: a push the server took after the pull's
+             * last page comes back in a pull of its own. */
+            if (s->cu_pulled && s->cu_pulled_gen != s->cu_push_gen) {
+                s->cu_pulled = false;
+                pull_next(c, s);
+            }
             catchup_check(c, s);
         } else if (s->ph == PH_WATCHING && s->conflicts_again) {
             conflicts_next(c, s);
@@ -1286,6 +1293,13 @@ static void backfill_next(ns_client *c, nsc_sync *s);
 static void backfill_done(ns_client *c, nsc_sync *s)
 {
     if (s->ph == PH_CATCHUP) {
+        /* Pushes sent while the pull ran (an outbox of several batches)
+         * were queued behind it by the server, which answers in order:
+         * pull again so that this sync brings back what it pushed. */
+        if (s->cu_pulled_gen != s->cu_push_gen) {
+            pull_next(c, s);
+            return;
+        }
         s->cu_pulled = true;
         catchup_check(c, s);
         return;
@@ -1442,6 +1456,7 @@ static void pull_next(ns_client *c, nsc_sync *s)
         return;
     }
     s->pull_inflight = true;
+    s->cu_pulled_gen = s->cu_push_gen;
     s->st.pull_requests++;
 }
 

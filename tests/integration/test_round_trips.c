@@ -123,8 +123,11 @@ static int group_setup(void **state)
         char listen[32];
         snprintf(listen, sizeof(listen), "127.0.0.1:%u", (unsigned)f->http_port);
         /* The smallest output queue the daemon allows: a client that does
-         * not read holds its stream soon. */
-        const char *extra[] = {"--http-listen", listen, "--max-queued-bytes", "65536", NULL};
+         * not read holds its stream soon. Pushes of 100: make_records's
+         * outbox takes seven. */
+        const char *extra[] = {
+            "--http-listen", listen, "--max-queued-bytes", "65536", "--max-push-mutations",
+            "100",           NULL};
         started = nst_daemon_start(f->e, extra) == 0;
     }
     if (!started ||
@@ -191,6 +194,10 @@ static void make_records(fixture *f)
     must_sync(f, c, 0, &st);
     assert_int_equal(st.pushed, NRECORDS);
     assert_int_equal(st.rejected, 0);
+    /* Six of the seven pushes were taken after the first pull began (the
+     * server answers in order): the sync pulled again, so its replica has
+     * every record it pushed. */
+    assert_true(st.received >= NRECORDS);
     nst_client_close(c);
     made = true;
 }
