@@ -256,7 +256,8 @@ static void test_cursor_unknown(void **state)
     nst_test_passed(f->e);
 }
 
-static bool file_has(const char *path, const char *needle)
+/* Whether the file holds needle after the first `after` (NULL: anywhere). */
+static bool file_has_after(const char *path, const char *after, const char *needle)
 {
     FILE *fp = fopen(path, "r");
     if (fp == NULL)
@@ -265,7 +266,19 @@ static bool file_has(const char *path, const char *needle)
     size_t n = fread(buf, 1, sizeof(buf) - 1, fp);
     fclose(fp);
     buf[n] = '\0';
-    return strstr(buf, needle) != NULL;
+    const char *from = buf;
+    if (after != NULL) {
+        from = strstr(buf, after);
+        if (from == NULL)
+            return false;
+        from += strlen(after);
+    }
+    return strstr(from, needle) != NULL;
+}
+
+static bool file_has(const char *path, const char *needle)
+{
+    return file_has_after(path, NULL, needle);
 }
 
 /* sync --watch applies a change pushed by another device as it commits,
@@ -289,9 +302,11 @@ static void test_watch(void **state)
     char id[40];
     must_create(f, &f->a, "Seen live", id);
     must_sync(f, &f->a);
-    while (!file_has(log, "\"event\":\"changes\"") && nst_now_ms() < deadline)
+    /* The live change, not one the catch-up applied before caught_up. */
+    const char *caught = "\"event\":\"caught_up\"", *changes = "\"event\":\"changes\"";
+    while (!file_has_after(log, caught, changes) && nst_now_ms() < deadline)
         nst_sleep_ms(50);
-    bool live = file_has(log, "\"event\":\"changes\"");
+    bool live = file_has_after(log, caught, changes);
     kill(pid, SIGTERM);
     int status = -1;
     assert_int_equal(nst_wait_pid(pid, NST_WAIT_MS, &status), 0);
