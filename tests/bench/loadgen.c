@@ -492,6 +492,16 @@ static ns_client *lg_client_new(const lg_opts *o, uv_loop_t *loop, const char *n
     return c;
 }
 
+/* Closes a mode's timer once; its memory is the mode's, so no close
+ * callback is needed (the loop runs dry before the mode is freed). */
+static void lg_timer_close(uv_timer_t *t, bool *open)
+{
+    if (*open) {
+        *open = false;
+        uv_close((uv_handle_t *)t, NULL);
+    }
+}
+
 static void lg_on_closed(ns_client *c, void *ud)
 {
     (void)ud;
@@ -505,10 +515,7 @@ static void lg_stop_all(lg_run *r)
     if (r->phase == PH_DONE)
         return;
     r->phase = PH_DONE;
-    if (r->timer_open) {
-        r->timer_open = false;
-        uv_close((uv_handle_t *)&r->timer, NULL);
-    }
+    lg_timer_close(&r->timer, &r->timer_open);
     for (unsigned i = 0; i < r->n; i++) {
         lg_client *k = &r->cl[i];
         if (k->c == NULL)
@@ -1450,10 +1457,7 @@ static void fan_stop(lg_fan *f)
     if (f->phase == FAN_STOPPING)
         return;
     f->phase = FAN_STOPPING;
-    if (f->timer_open) {
-        f->timer_open = false;
-        uv_close((uv_handle_t *)&f->timer, NULL);
-    }
+    lg_timer_close(&f->timer, &f->timer_open);
     for (unsigned k = 0; k < f->nprocs; k++) {
         if (f->procs[k].ctl >= 0) {
             close(f->procs[k].ctl);
@@ -1887,10 +1891,7 @@ static void conns_stop(lg_conns *r)
     if (r->stopping)
         return;
     r->stopping = true;
-    if (r->timer_open) {
-        r->timer_open = false;
-        uv_close((uv_handle_t *)&r->timer, NULL);
-    }
+    lg_timer_close(&r->timer, &r->timer_open);
     for (unsigned i = 0; i < r->n; i++)
         if (r->s[i].c != NULL)
             (void)ns_client_disconnect(r->s[i].c, NULL, NULL);
@@ -2110,10 +2111,7 @@ static void storm_stop(lg_storm *r)
     if (r->stopping)
         return;
     r->stopping = true;
-    if (r->ptimer_open) {
-        r->ptimer_open = false;
-        uv_close((uv_handle_t *)&r->ptimer, NULL);
-    }
+    lg_timer_close(&r->ptimer, &r->ptimer_open);
     if (r->pc != NULL)
         (void)ns_client_disconnect(r->pc, NULL, NULL);
     for (unsigned i = 0; i < r->n; i++)
@@ -2736,10 +2734,7 @@ static void plive_stop(lg_plive *k)
     if (k->phase == PL_STOPPING)
         return;
     k->phase = PL_STOPPING;
-    if (k->timer_open) {
-        k->timer_open = false;
-        uv_close((uv_handle_t *)&k->timer, NULL);
-    }
+    lg_timer_close(&k->timer, &k->timer_open);
     if (k->sc != NULL && ns_client_sync_stop(k->sc) != NS_OK) {
         ns_client_free(k->sc);
         k->sc = NULL;

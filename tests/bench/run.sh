@@ -239,27 +239,8 @@ now_ns() { date +%s%N; }
 
 # ---- PostgreSQL ------------------------------------------------------------------
 
-PGH='' PGP='' PGU=''
-pg_env() {
-    local line
-    while IFS= read -r line; do
-        case $line in
-        PGHOST=*) PGH=${line#PGHOST=} ;;
-        PGPORT=*) PGP=${line#PGPORT=} ;;
-        PGUSER=*) PGU=${line#PGUSER=} ;;
-        esac
-    done <<<"$1"
-    { [ -n "$PGH" ] && [ -n "$PGP" ] && [ -n "$PGU" ]; } || die "unexpected output from pg.sh: $1"
-}
-
-# psql as the cluster's superuser; SQL on stdin, values as -v name=value
-# (used as :'name', quoted by psql).
-sql() {
-    local db=$1
-    shift
-    PGOPTIONS='-c client_min_messages=warning' \
-        psql -X -q -A -t -v ON_ERROR_STOP=1 -h "$PGH" -p "$PGP" -U "$PGU" -d "$db" "$@"
-}
+# shellcheck source=tests/lib/pgclient.sh
+. "$ROOT/tests/lib/pgclient.sh"
 
 DAEMON_ROLE=napsyncd
 TEMPLATE=nsbench_template
